@@ -1,0 +1,66 @@
+"""Writing files so that a crash never leaves a half-written file behind.
+
+Every file the library writes (checkpoints, metrics, pictures, forecasts, converted models) goes
+through :func:`atomic_write` / :func:`atomic_path`: the content is written to a temporary file in
+the same folder, flushed to disk, then renamed over the target in one step (``os.replace``).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Union
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+__all__ = ["atomic_path", "atomic_write", "write_json", "write_text"]
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it is renamed to ``path``.
+
+    Use it for writers that want a file name (``np.save``, ``fig.savefig``, ``h5py.File``)::
+
+        with atomic_path("out/forecast.png") as tmp:
+            fig.savefig(tmp, format="png")
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_write(path: PathLike, mode: str = "w", **kwargs: Any):
+    """``open()`` for writing, atomically: yields a file object; the target appears complete or
+    not at all."""
+    if "r" in mode or "a" in mode:
+        raise ValueError(f"atomic_write is for writing a whole file, not mode {mode!r}")
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, **kwargs) as fh:
+            yield fh
+
+
+def write_json(path: PathLike, obj: Any, **kwargs: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    with atomic_write(path, "w", encoding="utf-8") as fh:
+        json.dump(obj, fh, indent=2, **kwargs)
+        fh.write("\n")
+
+
+def write_text(path: PathLike, text: str) -> None:
+    """Write ``text`` atomically (UTF-8)."""
+    with atomic_write(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
