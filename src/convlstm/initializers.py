@@ -28,9 +28,12 @@ __all__ = [
 ]
 
 
-def compute_fans(shape: Sequence[int]) -> Tuple[float, float]:
-    """Keras's ``(fan_in, fan_out)`` for a weight of Keras shape ``shape``."""
+def compute_fans(shape: Sequence[int], input_axes=None, output_axes=None) -> Tuple[float, float]:
+    """Keras's ``(fan_in, fan_out)`` for a weight of Keras shape ``shape`` (Keras 3.15's explicit
+    ``input_axes``/``output_axes``, when both are given, name the axes that count)."""
     shape = tuple(int(s) for s in shape)
+    if input_axes is not None and output_axes is not None:
+        return float(math.prod(shape[a] for a in input_axes)), float(math.prod(shape[a] for a in output_axes))
     if len(shape) == 0:
         return 1.0, 1.0
     if len(shape) == 1:
@@ -142,8 +145,9 @@ class VarianceScaling(Initializer):
     _DISTRIBUTIONS = ("truncated_normal", "untruncated_normal", "uniform", "normal")
 
     def __init__(self, scale: float = 1.0, mode: str = "fan_in", distribution: str = "truncated_normal",
-                 seed: Optional[int] = None):
+                 seed: Optional[int] = None, input_axes=None, output_axes=None):
         super().__init__(seed)
+        self.input_axes, self.output_axes = input_axes, output_axes
         if scale <= 0:
             raise ValueError(f"VarianceScaling: scale must be positive, got {scale}")
         if mode not in self._MODES:
@@ -155,7 +159,7 @@ class VarianceScaling(Initializer):
         self.distribution = "truncated_normal" if distribution == "normal" else distribution
 
     def __call__(self, shape, dtype=torch.float32, generator=None):
-        fan_in, fan_out = compute_fans(shape)
+        fan_in, fan_out = compute_fans(shape, self.input_axes, self.output_axes)
         n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[self.mode]
         scale = self.scale / max(1.0, n)
         gen = self._generator(generator)
@@ -171,11 +175,11 @@ class VarianceScaling(Initializer):
 
 
 def _variance_scaling_preset(name: str, scale: float, mode: str, distribution: str) -> type:
-    def __init__(self, seed: Optional[int] = None):
-        VarianceScaling.__init__(self, scale, mode, distribution, seed)
+    def __init__(self, seed: Optional[int] = None, input_axes=None, output_axes=None):
+        VarianceScaling.__init__(self, scale, mode, distribution, seed, input_axes, output_axes)
 
     def get_config(self):
-        return {"seed": self.seed}
+        return {"seed": self.seed, "input_axes": self.input_axes, "output_axes": self.output_axes}
 
     doc = f"Keras's ``{name}``: ``VarianceScaling(scale={scale}, mode={mode!r}, distribution={distribution!r})``."
     return type(name, (VarianceScaling,), {"__init__": __init__, "get_config": get_config, "__doc__": doc})

@@ -391,6 +391,7 @@ class ConvLSTM(nn.Module):
             "dropout": self.dropout, "recurrent_dropout": self.recurrent_dropout, "seed": self.seed,
             "return_sequences": self.return_sequences, "return_state": self.return_state,
             "go_backwards": self.go_backwards, "stateful": self.stateful, "unroll": self.unroll,
+            "zero_output_for_mask": self.zero_output_for_mask,
             "in_channels": self.in_channels, "peephole": self.peephole,
         }
 
