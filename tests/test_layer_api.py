@@ -263,3 +263,31 @@ def test_peepholes_follow_shi_2015_and_train():
     assert all(p.grad is not None and p.grad.abs().sum() > 0
                for p in (layer.cell.peephole_i, layer.cell.peephole_f, layer.cell.peephole_o))
     assert len(layer.get_weights()) == 6
+
+
+def _numpy_input_conv(x, kernel, strides):
+    """Valid cross-correlation by explicit loops (float64): x (B, H, W, C), kernel (kh, kw, C, O)."""
+    kh, kw = kernel.shape[:2]
+    sh, sw = strides
+    B, H, W, _ = x.shape
+    out = np.zeros((B, (H - kh) // sh + 1, (W - kw) // sw + 1, kernel.shape[-1]))
+    for r in range(out.shape[1]):
+        for c in range(out.shape[2]):
+            patch = x[:, r * sh:r * sh + kh, c * sw:c * sw + kw, :].astype(np.float64)
+            out[:, r, c] = np.einsum("bhwc,hwco->bo", patch, kernel.astype(np.float64))
+    return out
+
+
+@pytest.mark.parametrize("shape,kernel", [((5, 4), (2, 3)), ((4, 4), (3, 3)), ((6, 3), (1, 2)), ((3, 3), (2, 3))])
+def test_single_channel_strided_input_conv_against_loops(shape, kernel):
+    """torch 2.13's (and TensorFlow's) float32 oneDNN convolution returns wrong numbers for a
+    single-channel channels_last input with strides (1, 2); the layer must not."""
+    rng = np.random.default_rng(0)
+    layer = convlstm.ConvLSTM2D(3, kernel, strides=(1, 2), in_channels=1, activation=None,
+                                recurrent_activation="linear", use_bias=False)
+    x = rng.normal(size=(3, 1) + shape + (1,)).astype("float32")
+    k = layer.get_weights()[0]
+    gates = _numpy_input_conv(x[:, 0], k, (1, 2))
+    i, f, c, o = np.split(gates, 4, axis=-1)
+    expected = o * (i * c)  # one step from zero state, linear activations
+    np.testing.assert_allclose(to_numpy(layer(x)), expected, rtol=1e-5, atol=1e-5)

@@ -6,6 +6,17 @@ from . import activations, constraints, initializers, regularizers
 
 __version__ = "0.1.0"
 
+_LAZY_SUBMODULES = ("data", "metrics", "models", "plots", "keras", "training")
+
+
+def __getattr__(name):
+    # The toolkit's submodules are imported on first use, so `import convlstm` stays light.
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 __all__ = [
     "ConvLSTMCell", "ConvLSTM", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D", "Bidirectional",
     "regularization_loss", "apply_constraints", "activations", "constraints", "initializers",

@@ -18,6 +18,12 @@ PathLike = Union[str, "os.PathLike[str]"]
 __all__ = ["atomic_path", "atomic_write", "write_json", "write_text"]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed to ``path``.
@@ -36,6 +42,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
