@@ -1,0 +1,314 @@
+"""Sliding windows over a ``(time, rows, cols, channels)`` series, the lazy
+:class:`WindowDataset`, and chronological train/val/test splits with no leakage."""
+from __future__ import annotations
+
+import math
+import mmap
+import numbers
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ._checks import check_int, series_shape, to_numpy
+
+__all__ = ["num_windows", "sliding_windows", "WindowDataset", "chronological_split"]
+
+
+def _check_window(input_steps: Any, output_steps: Any, stride: Any, gap: Any) -> tuple:
+    return (check_int("input_steps", input_steps, 1), check_int("output_steps", output_steps, 1),
+            check_int("stride", stride, 1), check_int("gap", gap, 0))
+
+
+def num_windows(n_time: int, input_steps: int, output_steps: int, stride: int = 1,
+                gap: int = 0) -> int:
+    r"""The number of (input, target) windows that fit in a series of ``n_time`` steps.
+
+    A window spans :math:`L = \text{input\_steps} + \text{gap} + \text{output\_steps}` steps
+    and windows start every ``stride`` steps, so
+
+    .. math::
+        N = \max\left(0, \left\lfloor \frac{n\_time - L}{\text{stride}} \right\rfloor + 1\right)
+
+    It is 0 when even one window does not fit (:func:`sliding_windows` and
+    :class:`WindowDataset` raise in that case).
+
+    Example::
+
+        >>> num_windows(10, 3, 2)            # starts 0..5
+        6
+        >>> num_windows(10, 3, 2, stride=2, gap=1)   # span 6, starts 0, 2, 4
+        3
+    """
+    n_time = check_int("n_time", n_time, 0)
+    input_steps, output_steps, stride, gap = _check_window(input_steps, output_steps, stride, gap)
+    span = input_steps + gap + output_steps
+    if n_time < span:
+        return 0
+    return (n_time - span) // stride + 1
+
+
+def _too_short(n: int, input_steps: int, output_steps: int, gap: int, what: str) -> ValueError:
+    span = input_steps + gap + output_steps
+    return ValueError(f"{what} has {n} time steps, but one window needs input_steps + gap + "
+                      f"output_steps = {input_steps} + {gap} + {output_steps} = {span}; use a "
+                      f"longer series or shorter windows")
+
+
+def sliding_windows(series: Any, input_steps: int, output_steps: int, *, stride: int = 1,
+                    gap: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+    r"""Cut a series into (input, target) windows, in memory.
+
+    For window :math:`i` starting at :math:`s = i \cdot \text{stride}`:
+
+    .. math::
+        X_i = \text{series}[s : s + \text{in}], \qquad
+        Y_i = \text{series}[s + \text{in} + \text{gap} : s + \text{in} + \text{gap} + \text{out}]
+
+    ``gap`` skips steps between the last input and the first target (e.g. forecast from
+    ``gap + 1`` steps ahead). The arrays are copies; for large series use :class:`WindowDataset`,
+    which reads one window at a time.
+
+    Args:
+        series: array-like with time first, canonically ``(T, rows, cols, channels)`` (numpy,
+            memmap, :class:`LazyGrid`, torch tensor). Any trailing shape is kept.
+        input_steps: steps per input window (>= 1).
+        output_steps: steps per target window (>= 1).
+        stride: steps between the starts of consecutive windows (>= 1).
+        gap: steps skipped between input and target (>= 0).
+
+    Shapes:
+        - series: :math:`(T, *)`
+        - X: :math:`(N, \text{input\_steps}, *)`, Y: :math:`(N, \text{output\_steps}, *)` with
+          :math:`N` = :func:`num_windows`.
+
+    Example::
+
+        >>> X, Y = sliding_windows(np.arange(6), 2, 1, stride=2)
+        >>> X.tolist(), Y.tolist()
+        ([[0, 1], [2, 3]], [[2], [4]])
+    """
+    shape = series_shape("series", series, 1)
+    input_steps, output_steps, stride, gap = _check_window(input_steps, output_steps, stride, gap)
+    n = num_windows(shape[0], input_steps, output_steps, stride, gap)
+    if n == 0:
+        raise _too_short(shape[0], input_steps, output_steps, gap, "series")
+    span = input_steps + gap + output_steps
+    starts = np.arange(n) * stride
+    needed = int(starts[-1]) + span
+    data = to_numpy(series[:needed])
+    x_idx = starts[:, None] + np.arange(input_steps)[None, :]
+    y_idx = starts[:, None] + (input_steps + gap) + np.arange(output_steps)[None, :]
+    return data[x_idx], data[y_idx]
+
+
+def _memmap_state(a: Any) -> Optional[dict]:
+    """How to map ``a`` again in another process if it is a view of a file-backed memmap."""
+    if not isinstance(a, np.memmap):
+        return None
+    root = a
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    if not (isinstance(root, np.memmap) and isinstance(root.base, mmap.mmap)
+            and root.filename is not None):
+        return None
+    return {"filename": root.filename, "dtype": root.dtype, "shape": root.shape,
+            "offset": root.offset,
+            "order": "F" if root.flags.f_contiguous and not root.flags.c_contiguous else "C",
+            "view_offset": a.__array_interface__["data"][0] - root.__array_interface__["data"][0],
+            "view_shape": a.shape, "view_strides": a.strides, "view_dtype": a.dtype}
+
+
+def _memmap_restore(st: dict) -> np.ndarray:
+    root = np.memmap(st["filename"], dtype=st["dtype"], mode="r", shape=st["shape"],
+                     offset=st["offset"], order=st["order"])
+    return np.ndarray(st["view_shape"], dtype=st["view_dtype"], buffer=root,
+                      offset=st["view_offset"], strides=st["view_strides"])
+
+
+_NUMPY_FLOAT = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
+
+
+def _tensor(a: Any, dtype: torch.dtype) -> torch.Tensor:
+    """A fresh, writable tensor of ``dtype`` from array ``a`` (a memmap view is read-only)."""
+    a = np.array(to_numpy(a), dtype=_NUMPY_FLOAT.get(dtype, np.float32), copy=True)
+    return torch.from_numpy(a).to(dtype)
+
+
+class WindowDataset(Dataset):
+    r"""A map-style torch ``Dataset`` of (input, target) windows over the time range
+    ``[start, stop)`` of a series, read lazily one window per item.
+
+    Item :math:`i` reads the single block ``series[s : s + in + gap + out]`` with
+    :math:`s = \text{start} + i \cdot \text{stride}` and splits it into
+
+    .. math::
+        x = \text{series}[s : s + \text{in}], \qquad
+        y = \text{series}[s + \text{in} + \text{gap} : s + \text{in} + \text{gap} + \text{out}]
+
+    so a window never reads a step outside ``[start, stop)``: datasets built over the ranges
+    of :func:`chronological_split` share no time step. With a memmap or a :class:`LazyGrid` only
+    that block is read from disk. If ``scaler`` is given, ``scaler.transform`` is applied to both.
+    Pickling the dataset (``DataLoader`` workers started with *spawn*) sends how to open a
+    memmap or :class:`LazyGrid` again, not its content.
+
+    Args:
+        series: array-like with time first, canonically ``(T, rows, cols, channels)``.
+        input_steps: steps per input (>= 1).
+        output_steps: steps per target (>= 1).
+        start: first time step of the range (>= 0).
+        stop: end of the range (exclusive); ``None`` means ``len(series)``.
+        stride: steps between window starts (>= 1).
+        gap: steps skipped between input and target (>= 0).
+        scaler: an object with ``transform(array)`` (see :func:`make_scaler`), fitted beforehand,
+            normally on the training range only.
+        dtype: floating torch dtype of the returned tensors.
+
+    Shapes:
+        - item: ``(x, y)`` with x :math:`(\text{input\_steps}, \text{rows}, \text{cols}, \text{channels})`
+          and y :math:`(\text{output\_steps}, \text{rows}, \text{cols}, \text{channels})`
+          (in general the series' trailing shape).
+        - ``len(ds)`` = :func:`num_windows` ``(stop - start, ...)``.
+
+    Example::
+
+        >>> from convlstm.data import MinMaxScaler, chronological_split
+        >>> series = np.random.rand(200, 16, 16, 1).astype("float32")
+        >>> parts = chronological_split(len(series), 10, 5)
+        >>> scaler = MinMaxScaler().fit(series, start=0, stop=parts["train"][1])
+        >>> train = WindowDataset(series, 10, 5, start=0, stop=parts["train"][1], scaler=scaler)
+        >>> x, y = train[0]
+        >>> x.shape, y.shape
+        (torch.Size([10, 16, 16, 1]), torch.Size([5, 16, 16, 1]))
+    """
+
+    def __init__(self, series: Any, input_steps: int, output_steps: int, *, start: int = 0,
+                 stop: Optional[int] = None, stride: int = 1, gap: int = 0, scaler: Any = None,
+                 dtype: torch.dtype = torch.float32) -> None:
+        shape = series_shape("series", series, 1)
+        self.input_steps, self.output_steps, self.stride, self.gap = _check_window(
+            input_steps, output_steps, stride, gap)
+        n_time = shape[0]
+        self.start = check_int("start", start, 0)
+        self.stop = n_time if stop is None else check_int("stop", stop, 0)
+        if self.stop > n_time:
+            raise ValueError(f"stop must be <= len(series) = {n_time}, got {self.stop}")
+        if self.start >= self.stop:
+            raise ValueError(f"start must be < stop, got start={self.start}, stop={self.stop}")
+        if scaler is not None and not callable(getattr(scaler, "transform", None)):
+            raise TypeError(f"scaler must have a transform(array) method (see make_scaler), "
+                            f"got {type(scaler).__name__}")
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise TypeError(f"dtype must be a floating torch dtype (torch.float32, "
+                            f"torch.float64, torch.float16, torch.bfloat16), got {dtype!r}")
+        self._len = num_windows(self.stop - self.start, self.input_steps, self.output_steps,
+                                self.stride, self.gap)
+        if self._len == 0:
+            raise _too_short(self.stop - self.start, self.input_steps, self.output_steps,
+                             self.gap, f"the range [start, stop) = [{self.start}, {self.stop})")
+        self.series = series
+        self.scaler = scaler
+        self.dtype = dtype
+        self.sample_shape = tuple(shape[1:])
+
+    def __len__(self) -> int:
+        return self._len
+
+    def _index(self, i: Any) -> int:
+        if isinstance(i, (bool, np.bool_)) or not isinstance(i, numbers.Integral):
+            raise TypeError(f"index must be an integer, got {i!r}")
+        i = int(i)
+        if not -self._len <= i < self._len:
+            raise IndexError(f"index {i} is out of range for a WindowDataset of {self._len} windows")
+        return i % self._len
+
+    def window_times(self, i: int) -> Tuple[np.ndarray, np.ndarray]:
+        """The time indices (into ``series``) that item ``i`` reads as input and as target."""
+        s = self.start + self._index(i) * self.stride
+        t0 = s + self.input_steps + self.gap
+        return np.arange(s, s + self.input_steps), np.arange(t0, t0 + self.output_steps)
+
+    def __getitem__(self, i: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        s = self.start + self._index(i) * self.stride
+        block = to_numpy(self.series[s:s + self.input_steps + self.gap + self.output_steps])
+        x = block[:self.input_steps]
+        y = block[self.input_steps + self.gap:]
+        if self.scaler is not None:
+            x, y = self.scaler.transform(x), self.scaler.transform(y)
+        return _tensor(x, self.dtype), _tensor(y, self.dtype)
+
+    def __getstate__(self) -> dict:
+        # Pickled for DataLoader workers started with "spawn": send how to map a memmap
+        # again rather than its whole content (a LazyGrid pickles its path by itself).
+        state = self.__dict__.copy()
+        mm = _memmap_state(self.series)
+        if mm is not None:
+            state["series"] = None
+            state["_memmap"] = mm
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        mm = state.pop("_memmap", None)
+        self.__dict__.update(state)
+        if mm is not None:
+            self.series = _memmap_restore(mm)
+
+    def __repr__(self) -> str:
+        return (f"WindowDataset(len={self._len}, input_steps={self.input_steps}, "
+                f"output_steps={self.output_steps}, start={self.start}, stop={self.stop}, "
+                f"stride={self.stride}, gap={self.gap}, sample_shape={self.sample_shape}, "
+                f"scaler={type(self.scaler).__name__ if self.scaler is not None else None})")
+
+
+def chronological_split(n_time: int, input_steps: int, output_steps: int, *,
+                        fractions: Sequence[float] = (0.7, 0.1, 0.2),
+                        gap: int = 0) -> Dict[str, Tuple[int, int]]:
+    r"""Split the time axis ``[0, n_time)`` into consecutive train, validation and test ranges.
+
+    With fractions :math:`(f_0, f_1, f_2)` the boundaries are
+    :math:`a = \operatorname{round}(n f_0)` and :math:`b = \operatorname{round}(n (f_0 + f_1))`:
+    train ``[0, a)``, val ``[a, b)``, test ``[b, n)``. The ranges partition ``[0, n)`` in time
+    order; a :class:`WindowDataset` built on a range only reads steps inside it, so no input or
+    target step of one part appears in another (the price: the windows that would straddle a
+    boundary are dropped). Fit scalers on the train range only.
+
+    Each part with a positive fraction must hold at least one window of
+    ``input_steps + gap + output_steps`` steps. A fraction of exactly 0 gives an empty range
+    ``(a, a)`` (e.g. ``fractions=(0.8, 0.0, 0.2)`` for no validation set).
+
+    Returns:
+        ``{"train": (0, a), "val": (a, b), "test": (b, n_time)}``
+
+    Example::
+
+        >>> chronological_split(200, 10, 5)
+        {'train': (0, 140), 'val': (140, 160), 'test': (160, 200)}
+    """
+    n_time = check_int("n_time", n_time, 1)
+    input_steps, output_steps, _, gap = _check_window(input_steps, output_steps, 1, gap)
+    try:
+        fr = [float(f) for f in fractions]
+    except (TypeError, ValueError):
+        raise TypeError(f"fractions must be three numbers (train, val, test), "
+                        f"got {fractions!r}") from None
+    if len(fr) != 3 or any(isinstance(f, bool) for f in fractions):
+        raise ValueError(f"fractions must be three numbers (train, val, test), got {fractions!r}")
+    if any(not math.isfinite(f) or f < 0 for f in fr) or abs(sum(fr) - 1.0) > 1e-6 or fr[0] == 0:
+        raise ValueError(f"fractions must be >= 0, sum to 1 and give train a positive share, "
+                         f"got {tuple(fractions)} (sum {sum(fr):.6g})")
+    a = int(round(n_time * fr[0]))
+    b = n_time if fr[2] == 0 else int(round(n_time * (fr[0] + fr[1])))
+    if fr[1] == 0:
+        b = a
+    parts = {"train": (0, a), "val": (a, b), "test": (b, n_time)}
+    span = input_steps + gap + output_steps
+    for (name, (lo, hi)), f in zip(parts.items(), fr):
+        if f > 0 and hi - lo < span:
+            need = math.ceil(span / f)
+            raise ValueError(
+                f"the {name} part of fractions={tuple(fractions)} gets {hi - lo} of n_time="
+                f"{n_time} steps, fewer than one window needs (input_steps + gap + output_steps "
+                f"= {span}); use n_time >= about {need}, a larger {name} fraction, or shorter "
+                f"windows")
+    return parts
