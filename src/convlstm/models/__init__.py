@@ -1,0 +1,34 @@
+"""Ready forecasting models, by name.
+
+Every model maps channels-last input sequences :math:`(B, T_{in}, H, W, C)` to forecasts
+:math:`(B, T_{out}, H, W, C_{out})` and has ``input_steps`` / ``output_steps`` attributes
+(``None`` where any length works or, for ``keras-nextframe``, where the output has the input's
+length).
+
+=====================  ========================================================================
+name                   model
+=====================  ========================================================================
+``keras-nextframe``    :class:`KerasNextFrame`: the keras-io next-frame example; T frames -> the
+                       T next frames (or an autoregressive rollout with ``output_steps=L``)
+``shi2015-1x256``      :class:`ShiEncoderForecaster` with filters 256 (Shi et al. 2015, Table 1)
+``shi2015-2x128``      filters 128, 128
+``shi2015-128-64-64``  filters 128, 64, 64
+=====================  ========================================================================
+
+Example::
+
+    >>> import convlstm.models as models
+    >>> models.list_models()
+    ['keras-nextframe', 'shi2015-128-64-64', 'shi2015-1x256', 'shi2015-2x128']
+    >>> model = models.create("keras-nextframe", in_channels=2, filters=(16, 16))
+"""
+from .registry import create, list_models, model_info, register_model
+from .patching import DepthToSpace, SpaceToDepth, depth_to_space, space_to_depth
+from .keras_nextframe import KERAS_BN_EPSILON, KERAS_BN_MOMENTUM, KerasNextFrame
+from .shi2015 import InputFreeConvLSTM, ShiEncoderForecaster
+
+__all__ = [
+    "create", "list_models", "model_info", "register_model", "SpaceToDepth", "DepthToSpace", "space_to_depth",
+    "depth_to_space", "KerasNextFrame", "KERAS_BN_MOMENTUM", "KERAS_BN_EPSILON", "ShiEncoderForecaster",
+    "InputFreeConvLSTM",
+]

@@ -1,0 +1,45 @@
+"""Argument checks shared by the ready models."""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ..cell import check_positive_int
+
+
+def optional_positive_int(value: Any, name: str) -> Optional[int]:
+    return None if value is None else check_positive_int(value, name)
+
+
+def int_tuple(value: Any, name: str, length: Optional[int] = None) -> Tuple[int, ...]:
+    """An int or a sequence of positive ints as a tuple (of ``length`` when an int is given)."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        if length is None:
+            return (check_positive_int(value, name),)
+        return (check_positive_int(value, name),) * length
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise TypeError(f"{name} must be an int or a sequence of positive ints, got {value!r}")
+    values = tuple(check_positive_int(v, f"{name}[{i}]") for i, v in enumerate(value))
+    if not values:
+        raise ValueError(f"{name} must hold at least one value, got {value!r}")
+    if length is not None and len(values) != length:
+        raise ValueError(f"{name} must have {length} values (one per layer), got {value!r}")
+    return values
+
+
+def check_model_input(x: Any, model_name: str, channels: int, steps: Optional[int] = None) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{model_name} expects a torch.Tensor (batch, time, rows, cols, channels), "
+                        f"got {type(x).__name__}")
+    if x.dim() != 5:
+        raise ValueError(f"{model_name} expects a 5D input (batch, time, rows, cols, channels), "
+                         f"got shape {tuple(x.shape)}")
+    if x.shape[-1] != channels:
+        raise ValueError(f"{model_name} was built for {channels} channel(s) (channels last), got input shape "
+                         f"{tuple(x.shape)}; pass in_channels=/channels= to create() for other data")
+    if steps is not None and x.shape[1] != steps:
+        raise ValueError(f"{model_name} was built for input_steps={steps}, got {x.shape[1]} time steps "
+                         f"(input shape {tuple(x.shape)})")
+    return x

@@ -1,0 +1,282 @@
+"""Pictures of forecasts: PNG grids of inputs, truth and forecast, GIF animations, learning curves.
+
+matplotlib is imported inside the functions (``import convlstm`` stays light) and used through its
+object API on an Agg canvas, so no display is needed and the user's pyplot backend is left alone.
+Every file is written atomically (:func:`convlstm._io.atomic_path`). Arrays may be numpy or torch,
+channels last: inputs ``(samples, time, rows, cols, channels)``, truth and forecast
+``(samples, lead_time, rows, cols, channels)``.
+
+Example::
+
+    >>> plot_forecast(x, y, model(x), "runs/demo/forecast.png", samples=2, units="mm/h")
+    >>> animate_forecast(y, model(x), "runs/demo/forecast.gif", sample=0)
+    >>> plot_learning_curve({"train_loss": [0.9, 0.5], "val_loss": [1.0, 0.7]}, "runs/demo/loss.png")
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Union
+
+import numpy as np
+
+from ._io import atomic_path
+
+__all__ = ["plot_forecast", "animate_forecast", "plot_learning_curve"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+_STATIC_FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
+
+
+def _array(x: Any, name: str) -> np.ndarray:
+    try:
+        import torch
+        if isinstance(x, torch.Tensor):
+            x = x.detach().cpu().float().numpy()
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(x).__name__}")
+    if x.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
+    if x.ndim != 5:
+        raise ValueError(f"{name} must be 5D (samples, time, rows, cols, channels), got shape {x.shape}")
+    return x.astype(np.float64, copy=False)
+
+
+def _path(path: Any, allowed: Dict[str, str], name: str = "path") -> tuple:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a str or os.PathLike, got {type(path).__name__}")
+    p = Path(path)
+    fmt = allowed.get(p.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"{name}={str(path)!r}: the file name must end in one of {', '.join(sorted(allowed))}")
+    return p, fmt
+
+
+def _channel(channel: Any, channels: int) -> int:
+    if isinstance(channel, bool) or not isinstance(channel, (int, np.integer)):
+        raise TypeError(f"channel must be an int, got {channel!r}")
+    if not -channels <= channel < channels:
+        raise ValueError(f"channel={channel} is out of range for data with {channels} channel(s)")
+    return int(channel) % channels
+
+
+def _sample_indices(samples: Any, n: int) -> list:
+    if isinstance(samples, bool):
+        raise TypeError(f"samples must be an int or a sequence of sample indices, got {samples!r}")
+    if isinstance(samples, (int, np.integer)):
+        if samples < 1:
+            raise ValueError(f"samples must be >= 1, got {samples}")
+        return list(range(min(int(samples), n)))
+    try:
+        idx = [int(i) for i in samples]
+    except (TypeError, ValueError):
+        raise TypeError(f"samples must be an int or a sequence of sample indices, got {samples!r}") from None
+    if not idx:
+        raise ValueError("samples is an empty sequence; give at least one sample index")
+    bad = [i for i in idx if not -n <= i < n]
+    if bad:
+        raise ValueError(f"samples holds indices {bad} out of range for {n} sample(s)")
+    return [i % n for i in idx]
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _finite_range(*arrays: np.ndarray) -> tuple:
+    lo, hi = math.inf, -math.inf
+    for a in arrays:
+        finite = a[np.isfinite(a)]
+        if finite.size:
+            lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
+    if not math.isfinite(lo):
+        lo, hi = 0.0, 1.0
+    if hi <= lo:
+        hi = lo + 1.0
+    return lo, hi
+
+
+def plot_forecast(inputs: Any, true: Any, pred: Any, path: PathLike, *, samples: Union[int, Sequence[int]] = 3,
+                  units: str = "", channel: int = 0, title: Optional[str] = None, cmap: str = "viridis") -> Path:
+    r"""Save a PNG grid comparing forecasts with the truth.
+
+    For each chosen sample three rows: the input frames, the true frames and the forecast frames
+    (one column per time step / lead time), all on one colour scale (the finite min and max of
+    everything shown) with one colour bar labelled ``units``.
+
+    Args:
+        inputs: :math:`(N, T_{in}, H, W, C)`.
+        true, pred: :math:`(N, L, H, W, C)`.
+        path: the file (``.png``; ``.pdf`` and ``.svg`` work too).
+        samples: how many samples from the first (at most N), or a list of sample indices.
+        units: label of the colour bar (e.g. ``"mm/h"``).
+        channel: the channel shown.
+        title: figure title.
+        cmap: matplotlib colour map name.
+
+    Returns:
+        The path written.
+    """
+    x, y, p = _array(inputs, "inputs"), _array(true, "true"), _array(pred, "pred")
+    if y.shape != p.shape:
+        raise ValueError(f"true and pred must have the same shape, got {y.shape} and {p.shape}")
+    if x.shape[0] != y.shape[0] or x.shape[2:] != y.shape[2:]:
+        raise ValueError(f"inputs {x.shape} and true {y.shape} must agree in samples, rows, cols and channels")
+    if not isinstance(units, str):
+        raise TypeError(f"units must be a str, got {units!r}")
+    if title is not None and not isinstance(title, str):
+        raise TypeError(f"title must be a str or None, got {title!r}")
+    out, fmt = _path(path, _STATIC_FORMATS)
+    ch = _channel(channel, y.shape[-1])
+    idx = _sample_indices(samples, y.shape[0])
+    x, y, p = x[idx, ..., ch], y[idx, ..., ch], p[idx, ..., ch]
+    vmin, vmax = _finite_range(x, y, p)
+    t_in, lead = x.shape[1], y.shape[1]
+    cols = max(t_in, lead)
+    rows = 3 * len(idx)
+    aspect = y.shape[3] / y.shape[2]
+    fig = _figure(1.4 * cols * aspect + 1.2, 1.4 * rows + (0.5 if title else 0.2))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    image = None
+    for k, s in enumerate(idx):
+        for r, (label, frames, prefix) in enumerate((("inputs", x[k], "t"), ("truth", y[k], "+"),
+                                                     ("forecast", p[k], "+"))):
+            for c in range(cols):
+                ax = axes[3 * k + r, c]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if c >= frames.shape[0]:
+                    ax.set_axis_off()
+                    continue
+                image = ax.imshow(frames[c], vmin=vmin, vmax=vmax, cmap=cmap, interpolation="nearest")
+                back = frames.shape[0] - 1 - c
+                step = (f"t-{back}" if back else "t") if prefix == "t" else f"+{c + 1}"
+                ax.set_title(step, fontsize=7)
+                if c == 0:
+                    ax.set_ylabel(f"#{s} {label}", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    cbar = fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8)
+    if units:
+        cbar.set_label(units)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format=fmt)
+    return out
+
+
+def animate_forecast(true: Any, pred: Any, path: PathLike, *, sample: int = 0, channel: int = 0, fps: float = 4,
+                     cmap: str = "viridis", units: str = "") -> Path:
+    r"""Save a GIF with the truth beside the forecast, one GIF frame per lead time (looping).
+
+    Args:
+        true, pred: :math:`(N, L, H, W, C)`.
+        path: the ``.gif`` file.
+        sample: the sample shown.
+        channel: the channel shown.
+        fps: frames per second (> 0).
+        cmap: matplotlib colour map name; both panels share one colour scale.
+        units: label of the colour bar.
+
+    Returns:
+        The path written. The GIF has :math:`L` frames.
+    """
+    y, p = _array(true, "true"), _array(pred, "pred")
+    if y.shape != p.shape:
+        raise ValueError(f"true and pred must have the same shape, got {y.shape} and {p.shape}")
+    out, _ = _path(path, {".gif": "gif"})
+    if isinstance(sample, bool) or not isinstance(sample, (int, np.integer)):
+        raise TypeError(f"sample must be an int, got {sample!r}")
+    if not -y.shape[0] <= sample < y.shape[0]:
+        raise ValueError(f"sample={sample} is out of range for {y.shape[0]} sample(s)")
+    if isinstance(fps, bool) or not isinstance(fps, (int, float, np.integer, np.floating)):
+        raise TypeError(f"fps must be a positive number, got {fps!r}")
+    if not (math.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps must be a positive number, got {fps!r}")
+    ch = _channel(channel, y.shape[-1])
+    y, p = y[sample, ..., ch], p[sample, ..., ch]
+    vmin, vmax = _finite_range(y, p)
+    from PIL import Image
+
+    aspect = y.shape[2] / y.shape[1]
+    fig = _figure(2 * 2.4 * aspect + 0.9, 2.6)
+    ax_t, ax_p = fig.subplots(1, 2)
+    im_t = ax_t.imshow(y[0], vmin=vmin, vmax=vmax, cmap=cmap, interpolation="nearest")
+    im_p = ax_p.imshow(p[0], vmin=vmin, vmax=vmax, cmap=cmap, interpolation="nearest")
+    for ax in (ax_t, ax_p):
+        ax.set_xticks([])
+        ax.set_yticks([])
+    cbar = fig.colorbar(im_p, ax=[ax_t, ax_p], shrink=0.8)
+    if units:
+        cbar.set_label(units)
+    frames = []
+    for t in range(y.shape[0]):
+        im_t.set_data(y[t])
+        im_p.set_data(p[t])
+        ax_t.set_title(f"truth +{t + 1}", fontsize=9)
+        ax_p.set_title(f"forecast +{t + 1}", fontsize=9)
+        fig.canvas.draw()
+        rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+        frames.append(Image.fromarray(rgb).quantize(colors=255, method=Image.Quantize.MEDIANCUT))
+    duration = max(1, int(round(1000.0 / fps)))
+    with atomic_path(out) as tmp:
+        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=duration,
+                       loop=0, disposal=1)
+    return out
+
+
+def plot_learning_curve(history: Dict[str, Sequence[float]], path: PathLike, *, title: Optional[str] = None) -> Path:
+    """Save the training and validation loss per epoch.
+
+    Args:
+        history: ``{"train_loss": [...], "val_loss": [...]}``, one value per epoch (epoch 1 first);
+            either may be missing or shorter (validation every few epochs is plotted against the
+            first epochs; give ``None``/``nan`` for epochs without a value). Other keys are ignored.
+        path: the file (``.png``, ``.pdf`` or ``.svg``).
+        title: figure title.
+
+    The y axis is logarithmic when every plotted value is positive. Returns the path written.
+    """
+    if not isinstance(history, dict):
+        raise TypeError(f"history must be a dict like {{'train_loss': [...], 'val_loss': [...]}}, "
+                        f"got {type(history).__name__}")
+    out, fmt = _path(path, _STATIC_FORMATS)
+    curves = {}
+    for key in ("train_loss", "val_loss"):
+        if key not in history or history[key] is None:
+            continue
+        values = history[key]
+        if isinstance(values, (str, bytes)):
+            raise TypeError(f"history[{key!r}] must be a sequence of numbers, got {values!r}")
+        try:
+            arr = np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"history[{key!r}] must be a sequence of numbers, got {values!r}") from None
+        curves[key] = arr
+    if not curves or all(a.size == 0 for a in curves.values()):
+        raise ValueError(f"history has no 'train_loss' or 'val_loss' values (keys: {sorted(history)})")
+    fig = _figure(6, 4)
+    ax = fig.add_subplot(1, 1, 1)
+    finite = np.concatenate([a[np.isfinite(a)] for a in curves.values()])
+    for key, arr in curves.items():
+        epochs = np.arange(1, arr.size + 1)
+        ok = np.isfinite(arr)
+        ax.plot(epochs[ok], arr[ok], marker="o", markersize=3, label=key.replace("_", " "))
+    if finite.size and np.all(finite > 0):
+        ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format=fmt)
+    return out
