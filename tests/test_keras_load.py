@@ -1,0 +1,148 @@
+"""convlstm.keras.load_model against outputs of real Keras (fixtures made by tools/make_keras_fixtures.py;
+no TensorFlow or Keras needed here)."""
+import gzip
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import convlstm
+import convlstm.keras as ck
+from convlstm import activations
+
+FIXTURES = Path(__file__).parent / "fixtures" / "keras"
+MODELS = ["k2_nextframe_2016.h5.gz", "k2_convlstm_options.h5", "k2_functional_states.h5", "k2_convlstm1d.h5",
+          "k2_convlstm3d.h5", "k2_layers2d.h5", "k3_nextframe_2021.keras.gz", "k3_channels_first.keras",
+          "k3_channels_first_1d3d.keras", "k3_bidir_states.keras"]
+
+
+def fixture_path(name: str, tmp_path: Path) -> Path:
+    """The fixture file, gunzipped into tmp_path when stored compressed."""
+    src = FIXTURES / name
+    if name.endswith(".gz"):
+        dst = tmp_path / name[:-3]
+        with gzip.open(src, "rb") as s, open(dst, "wb") as d:
+            shutil.copyfileobj(s, d)
+        return dst
+    return src
+
+
+def case_data(name: str):
+    data = np.load(FIXTURES / (name.split(".")[0] + ".npz"))
+    xs = [data[k] for k in sorted((k for k in data if k.startswith("x")), key=lambda k: int(k[1:]))]
+    ys = [data[k] for k in sorted((k for k in data if k.startswith("y")), key=lambda k: int(k[1:]))]
+    return xs, ys
+
+
+def assert_close(out, ref, tol=2e-5):
+    out = out.detach().cpu().numpy() if isinstance(out, torch.Tensor) else np.asarray(out)
+    assert out.shape == ref.shape
+    scale = max(float(np.abs(ref).max()), 1e-6)
+    err = float(np.abs(out - ref).max())
+    assert err <= tol * scale, f"max error {err} > {tol} x {scale}"
+
+
+def first_of(model, cls):
+    return next(m for _, c, m in model.keras_layers() if c == cls)
+
+
+def run(model, xs):
+    with torch.no_grad():
+        out = model(*[torch.from_numpy(x) for x in xs])
+    return out if isinstance(out, tuple) else (out,)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_model_matches_keras(name, tmp_path):
+    model = ck.load_model(fixture_path(name, tmp_path))
+    assert isinstance(model, torch.nn.Module) and not model.training
+    xs, ys = case_data(name)
+    outs = run(model, xs)
+    assert len(outs) == len(ys)
+    for out, ref in zip(outs, ys):
+        assert_close(out, ref)
+
+
+def test_keras2_hard_sigmoid_is_the_0_2_slope(tmp_path):
+    path = fixture_path("k2_convlstm_options.h5", tmp_path)
+    model = ck.load_model(path)
+    assert model.keras_major == 2
+    layer = model.layer("conv_lst_m2d_1")  # a Keras 2.2-era name
+    assert isinstance(layer, convlstm.ConvLSTM2D)
+    assert layer.recurrent_activation is activations.keras2_hard_sigmoid
+    # The same weights run with Keras 3's hard_sigmoid give different numbers: the choice matters.
+    k3 = ck.KerasModel(model.model_config, keras_version="3.0.0")
+    k3.load_state_dict(model.state_dict())
+    xs, ys = case_data("k2_convlstm_options.h5")
+    assert float(np.abs(run(k3, xs)[0].numpy() - ys[0]).max()) > 1e-3
+
+
+def test_keras3_hard_sigmoid_is_keras3s(tmp_path):
+    model = ck.load_model(FIXTURES / "k3_bidir_states.keras")
+    assert model.keras_major == 3
+    bi = first_of(model, "Bidirectional")
+    assert bi.forward_layer.recurrent_activation is activations.hard_sigmoid
+
+
+def test_keras2_2_layer_names_and_summary(tmp_path):
+    model = ck.load_model(fixture_path("k2_nextframe_2016.h5.gz", tmp_path))
+    names = [n for n, _, _ in model.keras_layers()]
+    assert "conv_lst_m2d_1" in names and "conv_lst_m2d_4" in names and "conv3d_1" in names
+    text = ck.summary(model)
+    assert "conv_lst_m2d_1" in text and "ConvLSTM2D" in text and "(None, None, 40, 40, 40)" in text
+    assert "Total params:" in text
+
+
+def _write_keras1_file(path: Path, arrays, theano=False):
+    config = {"class_name": "Sequential", "config": [{
+        "class_name": "ConvLSTM2D",
+        "config": {"name": "convolutionallstm_1", "nb_filter": 2, "nb_row": 3, "nb_col": 3, "border_mode": "same",
+                   "dim_ordering": "tf", "inner_activation": "hard_sigmoid", "activation": "tanh",
+                   "return_sequences": True, "subsample": [1, 1], "batch_input_shape": [None, 3, 5, 5, 1],
+                   "init": "glorot_uniform", "inner_init": "orthogonal", "forget_bias_init": "one",
+                   "dropout_W": 0.0, "dropout_U": 0.0, "go_backwards": False, "stateful": False}}]}
+    import json
+    with h5py.File(path, "w") as f:
+        f.attrs["keras_version"] = b"1.2.2"
+        f.attrs["backend"] = b"theano" if theano else b"tensorflow"
+        f.attrs["model_config"] = json.dumps(config).encode()
+        g = f.create_group("model_weights")
+        g.attrs["layer_names"] = [b"convolutionallstm_1"]
+        lg = g.create_group("convolutionallstm_1")
+        names = [f"convolutionallstm_1_{w}_{gate}" for gate in "icfo" for w in ("W", "U", "b")]
+        lg.attrs["weight_names"] = [n.encode() for n in names]
+        for n, a in zip(names, arrays):
+            lg.create_dataset(n, data=a)
+
+
+def test_keras1_gate_order_is_reordered(tmp_path):
+    rng = np.random.RandomState(0)
+    per_gate = {}
+    arrays = []
+    for gate in "icfo":  # Keras 1 order
+        w = rng.uniform(-.5, .5, (3, 3, 1, 2)).astype(np.float32)
+        u = rng.uniform(-.5, .5, (3, 3, 2, 2)).astype(np.float32)
+        b = rng.uniform(-.5, .5, (2,)).astype(np.float32)
+        per_gate[gate] = (w, u, b)
+        arrays += [w, u, b]
+    _write_keras1_file(tmp_path / "k1.h5", arrays)
+    model = ck.load_model(tmp_path / "k1.h5")
+    ref = convlstm.ConvLSTM2D(2, 3, padding="same", return_sequences=True, in_channels=1,
+                              recurrent_activation="keras2_hard_sigmoid")
+    ref.set_weights([np.concatenate([per_gate[g][i] for g in "ifco"], axis=-1) for i in range(3)])
+    x = torch.from_numpy(rng.uniform(-1, 1, (2, 3, 5, 5, 1)).astype(np.float32))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref(x), rtol=0, atol=1e-6)
+
+
+def test_train_mode_batchnorm_uses_batch_statistics(tmp_path):
+    model = ck.load_model(fixture_path("k2_layers2d.h5", tmp_path))
+    bn = first_of(model, "BatchNormalization")
+    before = bn.moving_mean.clone()
+    xs, _ = case_data("k2_layers2d.h5")
+    model.train()
+    model(*[torch.from_numpy(x) for x in xs])
+    assert not torch.equal(before, bn.moving_mean)
