@@ -6,7 +6,7 @@ from . import activations, constraints, initializers, regularizers
 
 __version__ = "0.1.0"
 
-_LAZY_SUBMODULES = ("data", "metrics", "models", "plots", "keras", "training")
+_LAZY_SUBMODULES = ("data", "metrics", "models", "plots", "keras", "onnx", "training")
 
 
 def __getattr__(name):

@@ -105,10 +105,17 @@ class ConvLSTM(nn.Module):
     def in_channels(self) -> Optional[int]:
         return None if self.cell is None else self.cell.in_channels
 
-    def build(self, in_channels: int, *, device=None, dtype=None) -> None:
-        """Create the weights for ``in_channels`` input channels (done on the first call otherwise)."""
+    def build(self, in_channels: int, *, device=None, dtype=None, initialize: bool = True) -> None:
+        """Create the weights for ``in_channels`` input channels (done on the first call otherwise).
+
+        ``initialize=False`` leaves them uninitialised (``torch.empty``), for callers that overwrite
+        them at once, such as the Keras file loader."""
         factory = {"device": device or self._factory["device"], "dtype": dtype or self._factory["dtype"]}
-        self.cell = ConvLSTMCell(self.rank, in_channels, **self._cell_kwargs, **factory)
+        if initialize:
+            self.cell = ConvLSTMCell(self.rank, in_channels, **self._cell_kwargs, **factory)
+        else:
+            cell = ConvLSTMCell(self.rank, in_channels, **self._cell_kwargs, device="meta", dtype=factory["dtype"])
+            self.cell = cell.to_empty(device=factory["device"] or "cpu")
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
