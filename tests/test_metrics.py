@@ -10,13 +10,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from convlstm import metrics as M
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The tensors here are tiny: one thread is faster and immune to a busy machine's thread contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _data(seed=0, shape=(3, 4, 16, 18, 2)):

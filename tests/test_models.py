@@ -7,13 +7,7 @@ import convlstm.models as models
 from convlstm.models import DepthToSpace, KerasNextFrame, ShiEncoderForecaster, SpaceToDepth
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The tensors here are tiny: one thread is faster and immune to a busy machine's thread contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # Tiny overrides so that every registered model runs fast on the CPU.
 TINY = {
