@@ -1,0 +1,395 @@
+"""The ``convlstm`` command line: ``demo``, ``fit``, ``evaluate``, ``predict``, ``convert``,
+``models``. It only parses arguments and calls the library (:mod:`convlstm.training`,
+:mod:`convlstm.keras`); ``convlstm COMMAND --help`` shows each command's options and examples."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, Dict, Optional, Sequence
+
+__all__ = ["main", "build_parser"]
+
+_EXPECTED_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, KeyError, NotADirectoryError)
+
+MAIN_EPILOG = """\
+examples:
+  convlstm demo                      start here: train and evaluate on Moving MNIST (minutes on a CPU)
+
+  # your own grid series, e.g. hourly in/out flow on a city grid, shape (time, rows, cols, 2)
+  convlstm fit flow.npy --input-steps 6 --output-steps 3 --max-epochs 30 --run-dir runs/flow
+  convlstm evaluate runs/flow        # metrics.json, forecast.png, forecast.gif in runs/flow
+  convlstm predict runs/flow flow.npy --out next3h.nc
+
+every command has its own help: convlstm fit --help
+"""
+
+FIT_EPILOG = """\
+examples:
+  # a (time, rows, cols, channels) .npy file; 6 steps in, 3 out; 70/10/20 chronological split
+  convlstm fit flow.npy --layout THWC --input-steps 6 --output-steps 3 --split 0.7 0.1 0.2 \\
+      --scaler minmax --model keras-nextframe --model-option filters=[32,32] --max-epochs 30 \\
+      --run-dir runs/flow
+
+  # a variable of a netCDF file stored (time, rows, cols); radar rainfall in mm/h
+  convlstm fit radar.nc --key rain --layout THW --scaler log1p --thresholds 0.5 2 5 --units mm/h
+
+  # options from a YAML file (keys = the flags' long names with underscores); flags override it
+  convlstm fit --config configs/flow.yaml --lr 3e-4
+  convlstm fit flow.npy --input-steps 12 --save-config run.yaml   # write the config, do not train
+
+  # continue an interrupted run from its last completed epoch
+  convlstm fit --config runs/flow/config.yaml --resume --max-epochs 60
+
+  # 4 GPUs on each of 2 nodes (run the same command on every node, with the same --run-dir)
+  convlstm fit flow.npy --accelerator gpu --devices 4 --num-nodes 2 --strategy ddp \\
+      --precision bf16-mixed --run-dir /shared/runs/flow
+
+the run folder gets config.yaml, checkpoints/best.ckpt and last.ckpt, history.json and, after
+training, metrics.json, metrics_per_lead_time.csv, forecast.png, forecast.gif, learning_curve.png
+(metrics and pictures in the data's own units).
+"""
+
+
+def _devices(text: str) -> Any:
+    t = text.strip()
+    if t == "auto":
+        return t
+    try:
+        if "," in t:
+            return [int(v) for v in t.split(",") if v.strip()]
+        return int(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid devices {text!r}: give 'auto', a count (2), -1 for all, or device indices (0,1)") from None
+
+
+def _number_or_int(text: str) -> Any:
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid value {text!r}: give a fraction (0.25) or a number "
+                                             f"of batches (10)") from None
+
+
+def _model_option(text: str) -> Any:
+    import yaml
+
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"invalid model option {text!r}: write NAME=VALUE, e.g. filters=[32,32]")
+    name, value = text.split("=", 1)
+    try:
+        return name.strip(), yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError(f"invalid value in model option {text!r}: write a number, a word or "
+                                         f"a list like [32,32]") from None
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the examples' line breaks; adds "(default: X)" where a default says something."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        d = action.default
+        if ("default" in text or d is None or isinstance(d, bool) or d in ((), "") or d is argparse.SUPPRESS
+                or action.option_strings == [] or isinstance(action, argparse._HelpAction)):
+            return text
+        return f"{text} (default: {d})"
+
+
+def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
+    from .training.config import LAYOUTS, LOSSES, PRECISIONS, SCALER_NAMES, SCHEDULERS, FitConfig
+
+    d = FitConfig()
+    S = argparse.SUPPRESS  # only flags that are given override the config file
+
+    def add(group, *flags: str, default: Any = None, **kw: Any) -> None:
+        if "help" in kw and default is not None and not kw.get("action"):
+            kw["help"] += f" (default: {default})"
+        group.add_argument(*flags, default=S, **kw)
+
+    p.add_argument("data", nargs="?", default=S, metavar="DATA",
+                   help="the grid file: .npy, .npz, .h5/.hdf5 or .nc, with time first")
+    p.add_argument("--config", default=None, metavar="YAML",
+                   help="read options from this YAML file; flags given here override it")
+    p.add_argument("--save-config", default=None, metavar="YAML",
+                   help="write the resulting options to this YAML file and exit without training")
+    g = p.add_argument_group("data")
+    add(g, "--key", metavar="NAME", help="array (.npz), dataset path (.h5) or variable (.nc) in the file")
+    add(g, "--layout", choices=LAYOUTS, default=d.layout,
+        help="how the file's axes are stored: time, rows, cols, channels / time, channels, rows, cols / "
+             "time, rows, cols (one channel)")
+    add(g, "--input-steps", type=int, metavar="N", default=d.input_steps, help="frames the model sees")
+    add(g, "--output-steps", type=int, metavar="N", default=d.output_steps, help="frames it forecasts")
+    add(g, "--stride", type=int, metavar="N", default=d.stride, help="steps between the starts of samples")
+    add(g, "--gap", type=int, metavar="N", default=d.gap,
+        help="steps skipped between the last input and the first forecast frame")
+    add(g, "--split", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"), default=" ".join(map(str, d.split)),
+        help="chronological fractions of the time axis; no sample crosses a boundary")
+    add(g, "--scaler", choices=SCALER_NAMES, default=d.scaler,
+        help="per-channel scaling fitted on the training part only (log1p for counts and rain)")
+    add(g, "--fill-nan", type=float, metavar="VALUE", help="replace NaN/inf by VALUE (otherwise they are an error)")
+    add(g, "--batch-size", type=int, metavar="N", default=d.batch_size, help="samples per batch (per device)")
+    add(g, "--num-workers", type=int, metavar="N", default=d.num_workers, help="data loader worker processes")
+    g = p.add_argument_group("model")
+    add(g, "--model", metavar="NAME", default=d.model, help="a model name; `convlstm models` lists them")
+    p.add_argument("--model-option", dest="model_option", action="append", type=_model_option, default=S,
+                   metavar="NAME=VALUE", help="an option of the model, repeatable: --model-option filters=[32,32] "
+                                             "--model-option kernel_sizes=[3,3]")
+    g = p.add_argument_group("optimisation")
+    add(g, "--loss", choices=LOSSES, default=d.loss, help="training loss (bce for data in [0, 1] after scaling)")
+    add(g, "--lr", type=float, metavar="RATE", default=d.lr, help="AdamW learning rate")
+    add(g, "--weight-decay", type=float, metavar="W", default=d.weight_decay, help="AdamW weight decay")
+    add(g, "--scheduler", choices=SCHEDULERS, default=d.scheduler, help="learning-rate schedule")
+    add(g, "--max-epochs", type=int, metavar="N", default=d.max_epochs, help="epochs to train")
+    add(g, "--patience", type=int, metavar="N",
+        help="stop early after N epochs without a better validation loss (default: off)")
+    add(g, "--gradient-clip", type=float, metavar="NORM", help="clip the gradient norm (default: off)")
+    add(g, "--limit-train-batches", type=_number_or_int, metavar="N|F",
+        help="batches per epoch: a count or a fraction (for quick tries)")
+    add(g, "--limit-val-batches", type=_number_or_int, metavar="N|F", help="validation batches per epoch")
+    g = p.add_argument_group("hardware and reproducibility")
+    add(g, "--precision", choices=PRECISIONS, default=d.precision,
+        help="32 (float32), 16-mixed (GPU), bf16-mixed (recent GPUs and CPUs), 64")
+    add(g, "--seed", type=int, metavar="N", default=d.seed, help="random seed (data order, initial weights)")
+    add(g, "--deterministic", action="store_true", help="use deterministic algorithms only (slower on GPU)")
+    add(g, "--accelerator", choices=("auto", "cpu", "gpu", "cuda", "mps", "tpu"), default=d.accelerator,
+        help="hardware to train on")
+    add(g, "--devices", type=_devices, metavar="N|IDS", default=d.devices,
+        help="devices per node: a count, -1 for all, or indices like 0,1")
+    add(g, "--num-nodes", type=int, metavar="N", default=d.num_nodes, help="machines (run the command on each)")
+    add(g, "--strategy", metavar="NAME", default=d.strategy,
+        help="Lightning strategy: auto, ddp, ddp_spawn, fsdp, ...")
+    g = p.add_argument_group("outputs")
+    add(g, "--run-dir", metavar="DIR", help="the run folder (default: runs/fit-DATE-TIME)")
+    add(g, "--resume", action="store_true", help="continue the run in --run-dir from checkpoints/last.ckpt")
+    add(g, "--no-evaluate", dest="evaluate", action="store_false",
+        help="do not score the test part nor draw pictures after training")
+    add(g, "--thresholds", type=float, nargs="+", metavar="T",
+        help="event thresholds (data units) for CSI, POD and FAR")
+    add(g, "--units", metavar="TEXT", help="units of the data, for the colour bars (e.g. mm/h)")
+    add(g, "--samples", type=int, metavar="N", default=d.samples, help="samples drawn in forecast.png")
+    add(g, "--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``convlstm`` argument parser (one sub-parser per command)."""
+    parser = argparse.ArgumentParser(
+        prog="convlstm", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="ConvLSTM forecasting for grid time series: train, evaluate and forecast from the shell.",
+        epilog=MAIN_EPILOG)
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"convlstm {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("demo", formatter_class=_Formatter, help="train and evaluate on Moving MNIST",
+                       description="Generate Moving MNIST from the bundled MNIST digits, train a small ConvLSTM "
+                                   "encoder-forecaster, evaluate it on held-out sequences against persistence "
+                                   "and climatology, and write the run folder (metrics, pictures, checkpoints).",
+                       epilog="example:\n  convlstm demo\n  convlstm demo --run-dir runs/my-demo --no-progress")
+    p.add_argument("--run-dir", default="runs/demo", metavar="DIR",
+                   help="the run folder (its checkpoints from an earlier demo are replaced)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the data and the training (default: the demo's, 1)")
+    p.add_argument("--epochs", type=int, default=None, metavar="N", help="epochs (default: the demo's setting)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.add_argument("--quick", action="store_true",
+                   help="a seconds-long smoke run on a few sequences (checks the set-up; not a real forecast)")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("fit", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       help="train a model on a grid file",
+                       description="Train a ConvLSTM forecaster on a grid time series (time first), with "
+                                   "chronological train/val/test parts, then evaluate it on the test part.",
+                       epilog=FIT_EPILOG)
+    _add_fit_arguments(p)
+    p.set_defaults(func=_cmd_fit)
+
+    p = sub.add_parser("evaluate", formatter_class=_Formatter, help="score a trained model against baselines",
+                       description="Score a trained model on the test part of its data (or another file) beside "
+                                   "persistence and climatology, in the data's units; write metrics.json, "
+                                   "metrics_per_lead_time.csv, forecast.png, forecast.gif.",
+                       epilog="examples:\n  convlstm evaluate runs/flow\n"
+                              "  convlstm evaluate runs/flow/checkpoints/last.ckpt --data flow2025.npy "
+                              "--out-dir runs/flow/2025\n  convlstm evaluate runs/radar --thresholds 0.5 2 5 "
+                              "--units mm/h")
+    p.add_argument("checkpoint", metavar="RUN|CKPT", help="a run folder (uses checkpoints/best.ckpt) or a .ckpt file")
+    p.add_argument("--data", default=None, metavar="FILE", help="evaluate on this grid file instead of the training file")
+    p.add_argument("--key", default=None, help="array / dataset / variable in --data")
+    p.add_argument("--layout", default=None, choices=("THWC", "TCHW", "THW"), help="layout of --data")
+    p.add_argument("--part", default="test", choices=("train", "val", "test"), help="which part to score")
+    p.add_argument("--out-dir", default=None, metavar="DIR", help="where to write (default: the run folder)")
+    p.add_argument("--thresholds", type=float, nargs="+", default=(), metavar="T",
+                   help="event thresholds (data units) for CSI, POD, FAR")
+    p.add_argument("--units", default="", help="units for the colour bars")
+    p.add_argument("--samples", type=int, default=3, help="samples drawn in forecast.png")
+    p.add_argument("--batch-size", type=int, default=None, help="samples per batch (default: training's)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("predict", formatter_class=_Formatter, help="forecast from a grid file",
+                       description="Forecast the frames after the end of a grid series (or after every window "
+                                   "with --all-windows) and write them in the data's units to .npy or netCDF "
+                                   "(.nc), shaped (samples, lead_time, rows, cols, channels).",
+                       epilog="examples:\n  convlstm predict runs/flow latest.npy --out next3h.npy\n"
+                              "  convlstm predict runs/radar/checkpoints/best.ckpt radar.nc --key rain --layout THW "
+                              "--all-windows --out nowcasts.nc")
+    p.add_argument("checkpoint", metavar="RUN|CKPT", help="a run folder or a .ckpt file")
+    p.add_argument("inputs", metavar="FILE", help="grid series to forecast from (at least input_steps frames)")
+    p.add_argument("--out", required=True, metavar="FILE", help="output file, .npy or .nc")
+    p.add_argument("--key", default=None, help="array / dataset / variable in FILE")
+    p.add_argument("--layout", default="THWC", choices=("THWC", "TCHW", "THW"), help="layout of FILE")
+    p.add_argument("--all-windows", action="store_true", help="a forecast from every window, not only the last")
+    p.add_argument("--stride", type=int, default=1, help="steps between windows with --all-windows")
+    p.add_argument("--batch-size", type=int, default=16, help="samples per batch")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("convert", formatter_class=_Formatter, help="convert a Keras model file",
+                       description="Convert a Keras .h5 / .keras model holding ConvLSTM layers to PyTorch "
+                                   "(no TensorFlow needed); see convlstm.keras.convert.",
+                       epilog="examples:\n  convlstm convert model.keras converted/\n"
+                              "  convlstm convert weather.h5 -o converted/   # model.safetensors + config.json")
+    p.add_argument("model", metavar="MODEL", help="the Keras file (.h5 or .keras)")
+    p.add_argument("out_dir", metavar="OUT_DIR", nargs="?", default=None, help="folder for the converted model")
+    p.add_argument("-o", "--out", dest="out", default=None, metavar="OUT_DIR", help="the same as OUT_DIR")
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("models", formatter_class=_Formatter, help="list the ready models",
+                       description="List the models `--model` accepts, with their descriptions.")
+    p.set_defaults(func=_cmd_models)
+    # room for more commands (e.g. `bench`): add a sub-parser and a _cmd_ function that calls the library
+    return parser
+
+
+# ---------------------------------------------------------------------------------- commands
+def fit_config_from_args(args: argparse.Namespace):
+    """The :class:`FitConfig` of ``convlstm fit``'s arguments: defaults < --config file < flags."""
+    from .training.config import FitConfig, load_config
+
+    cfg = load_config(args.config) if args.config else FitConfig()
+    skip = {"config", "save_config", "func", "command", "model_option"}
+    given = {k: v for k, v in vars(args).items() if k not in skip}
+    if "model_option" in vars(args):
+        opts = dict(cfg.model_options)
+        opts.update(dict(args.model_option))
+        given["model_options"] = opts
+    return cfg.replace(**given) if given else cfg
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from .training import fit, save_config
+
+    cfg = fit_config_from_args(args)
+    if args.save_config:
+        save_config(cfg, args.save_config)
+        print(f"wrote {args.save_config}")
+        return 0
+    if cfg.data is None:
+        raise ValueError("no data: give the grid file (convlstm fit DATA.npy ...) or `data:` in --config")
+    run_dir = fit(cfg)
+    _print_run(run_dir)
+    return 0
+
+
+def _print_run(run_dir) -> None:
+    import json
+    from pathlib import Path
+
+    from .training import format_results
+
+    run_dir = Path(run_dir)
+    if (run_dir / "metrics.json").is_file():
+        with open(run_dir / "metrics.json", encoding="utf-8") as fh:
+            print(format_results(json.load(fh)))
+    print(f"run folder: {run_dir}")
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .training import demo
+
+    settings: Dict[str, Any] = {}
+    if args.quick:
+        settings.update(num_sequences=48, max_epochs=1, model_options={"filters": [8], "kernel_size": 3,
+                                                                       "patch_size": 4})
+    if args.epochs is not None:
+        settings["max_epochs"] = args.epochs
+    demo(args.run_dir, settings=settings, progress=args.progress, seed=args.seed)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .training import evaluate, format_results
+
+    results = evaluate(args.checkpoint, data=args.data, key=args.key, layout=args.layout, part=args.part,
+                       out_dir=args.out_dir, thresholds=args.thresholds, units=args.units, samples=args.samples,
+                       batch_size=args.batch_size, device=args.device)
+    print(format_results(results))
+    from .training.api import _run_dir_of, find_checkpoint
+
+    print(f"wrote metrics and pictures to {args.out_dir or _run_dir_of(find_checkpoint(args.checkpoint))}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .training import predict
+
+    out = predict(args.checkpoint, args.inputs, args.out, key=args.key, layout=args.layout,
+                  all_windows=args.all_windows, stride=args.stride, batch_size=args.batch_size, device=args.device)
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    out_dir = args.out or args.out_dir
+    if out_dir is None:
+        raise ValueError("no output folder: give OUT_DIR or -o OUT_DIR")
+    if args.out and args.out_dir and args.out != args.out_dir:
+        raise ValueError(f"two output folders given: OUT_DIR={args.out_dir!r} and -o {args.out!r}; give one")
+    try:
+        from .keras.convert import convert
+    except ImportError as exc:
+        raise ValueError(f"convert is not available in this installation: {exc}") from None
+    summary = convert(args.model, out_dir)
+    if summary:
+        print(summary)
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from . import models
+
+    for name in models.list_models():
+        print(f"{name:<20} {models.model_info(name)}")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the command line; returns the exit status (0 on success, 2 for a bad argument)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except _EXPECTED_ERRORS as exc:
+        if os.environ.get("CONVLSTM_DEBUG"):
+            raise
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"convlstm {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except ImportError as exc:
+        if os.environ.get("CONVLSTM_DEBUG"):
+            raise
+        print(f"convlstm {args.command}: error: {exc}; install the training extras: pip install 'convlstm[train]'",
+              file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"convlstm {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # python -m convlstm.cli
+    sys.exit(main())

@@ -1,0 +1,511 @@
+"""``fit``, ``evaluate``, ``predict`` and ``demo``: the functions the command line calls."""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import math
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .._io import atomic_path, atomic_write
+from .config import FitConfig, load_config, save_config
+from .datamodule import GridDataModule
+from .module import AtomicCheckpointIO, ForecastModule, HistoryCallback, load_checkpoint
+
+__all__ = ["fit", "evaluate", "predict", "demo", "find_checkpoint", "load_module", "DEMO_SETTINGS",
+           "format_results"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+_RUN_DIR_ENV = "CONVLSTM_RUN_DIR"
+
+
+def _env_rank() -> int:
+    """This process's global rank as the launcher tells it (0 when not launched by DDP)."""
+    for var in ("RANK", "SLURM_PROCID"):
+        if var in os.environ:
+            return int(os.environ[var])
+    return int(os.environ.get("NODE_RANK", 0)) * 1000 + int(os.environ.get("LOCAL_RANK", 0))
+
+
+def _as_config(config: Union[None, FitConfig, Mapping[str, Any], PathLike], overrides: Mapping[str, Any]) -> FitConfig:
+    if config is None:
+        cfg = FitConfig()
+    elif isinstance(config, FitConfig):
+        cfg = config
+    elif isinstance(config, Mapping):
+        cfg = FitConfig.from_dict(config)
+    elif isinstance(config, (str, os.PathLike)):
+        cfg = load_config(config)
+    else:
+        raise TypeError(f"config must be a FitConfig, a dict or a YAML file path; got {type(config).__name__}")
+    return cfg.replace(**overrides) if overrides else cfg
+
+
+def _resolve_run_dir(cfg: FitConfig) -> Path:
+    if cfg.run_dir is not None:
+        return Path(cfg.run_dir)
+    # DDP launchers re-run the command in each process; they inherit the first process's choice
+    inherited = os.environ.get(_RUN_DIR_ENV)
+    if inherited and _env_rank() != 0:
+        return Path(inherited)
+    return Path("runs") / _dt.datetime.now().strftime("fit-%Y%m%d-%H%M%S")
+
+
+def _datamodule_from_config(cfg: FitConfig) -> GridDataModule:
+    if cfg.data is None:
+        raise ValueError("data is not set: give the grid file to train on (convlstm fit DATA.npy, or `data:` in "
+                         "the config file)")
+    return GridDataModule(path=cfg.data, key=cfg.key, layout=cfg.layout, input_steps=cfg.input_steps,
+                          output_steps=cfg.output_steps, stride=cfg.stride, gap=cfg.gap, split=cfg.split,
+                          scaler=cfg.scaler, fill_nan=cfg.fill_nan, batch_size=cfg.batch_size,
+                          num_workers=cfg.num_workers)
+
+
+def fit(config: Union[None, FitConfig, Mapping[str, Any], PathLike] = None, *,
+        datamodule: Optional[GridDataModule] = None, model: Optional[nn.Module] = None,
+        callbacks: Sequence[Any] = (), **overrides: Any) -> Path:
+    """Train a model as ``config`` says, then (``evaluate=True``) score it on the test part and
+    draw the pictures. Returns the run folder.
+
+    Args:
+        config: a :class:`FitConfig`, a dict of its fields, or a YAML file.
+        datamodule: data to use instead of ``config.data`` (e.g. in-memory arrays).
+        model: a ready ``nn.Module`` instead of ``config.model`` (its checkpoints then need the
+            same module to be loaded: :func:`evaluate` ``(..., model=...)``).
+        callbacks: extra Lightning callbacks.
+        **overrides: fields of :class:`FitConfig` that replace the config's.
+
+    The run folder holds ``config.yaml``, ``checkpoints/best.ckpt`` and ``last.ckpt``,
+    ``history.json`` and, after evaluation, ``metrics.json``, ``metrics_per_lead_time.csv``,
+    ``forecast.png``, ``forecast.gif`` and ``learning_curve.png``.
+
+    Example::
+
+        >>> run_dir = fit(data="flow.npy", input_steps=6, output_steps=3, max_epochs=10)
+    """
+    run_dir, _ = _fit(_as_config(config, overrides), datamodule=datamodule, model=model, callbacks=callbacks)
+    return run_dir
+
+
+class _QuietLightning(logging.Filter):
+    """Drop Lightning's advertising and chatter from the output; keep everything else."""
+
+    _DROP = ("litlogger", "was configured so 100%", "LOCAL_RANK:", "GPU available:", "TPU available:",
+             "HPU available:", "Seed set to")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not any(d in msg for d in self._DROP)
+
+
+def _quiet_lightning() -> None:
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                 "lightning.pytorch.accelerators.cuda"):
+        lg = logging.getLogger(name)
+        if not any(isinstance(f, _QuietLightning) for f in lg.filters):
+            lg.addFilter(_QuietLightning())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=r".*exists and is not empty.*")  # expected when resuming
+
+
+def _fit(cfg: FitConfig, *, datamodule: Optional[GridDataModule] = None, model: Optional[nn.Module] = None,
+         callbacks: Sequence[Any] = ()) -> Tuple[Path, Optional[Dict[str, Any]]]:
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+
+    _quiet_lightning()
+    run_dir = _resolve_run_dir(cfg)
+    rank = _env_rank()
+    ckpt_dir = run_dir / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    if cfg.resume and not last.is_file():
+        raise FileNotFoundError(f"resume=True but {str(last)!r} does not exist; give the --run-dir of an earlier "
+                                f"run, or drop --resume to start a new one")
+    if not cfg.resume and last.is_file() and rank == 0:
+        raise FileExistsError(f"run_dir {str(run_dir)!r} already holds a run ({last}); add --resume to continue "
+                              f"it, or give another --run-dir")
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    dm = datamodule if datamodule is not None else _datamodule_from_config(cfg)
+    dm.setup("fit")
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg.replace(run_dir=str(run_dir)), run_dir / "config.yaml")
+    module = ForecastModule(model if model is not None else cfg.model, model_options=cfg.model_options,
+                            input_steps=dm.input_steps, output_steps=dm.output_steps, frame_shape=dm.sample_shape,
+                            loss=cfg.loss, lr=cfg.lr, weight_decay=cfg.weight_decay, scheduler=cfg.scheduler)
+    monitor = "val_loss" if dm.has_val else "train_loss_epoch"
+    history = HistoryCallback(run_dir / "history.json")
+    cbs = [ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="min", save_top_k=1,
+                           save_last=True, auto_insert_metric_name=False, enable_version_counter=False),
+           history]
+    if cfg.patience is not None:
+        cbs.append(EarlyStopping(monitor=monitor, mode="min", patience=cfg.patience))
+    if cfg.progress:
+        cbs.append(TQDMProgressBar(refresh_rate=1))
+    cbs.extend(callbacks)
+    limit_val = 0 if not dm.has_val else cfg.limit_val_batches
+    trainer = pl.Trainer(
+        max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
+        strategy=cfg.strategy, precision=cfg.precision, deterministic=cfg.deterministic,
+        gradient_clip_val=cfg.gradient_clip, logger=False, enable_progress_bar=cfg.progress,
+        enable_model_summary=False, callbacks=cbs, plugins=[AtomicCheckpointIO()], default_root_dir=str(run_dir),
+        limit_train_batches=cfg.limit_train_batches,
+        limit_val_batches=limit_val, num_sanity_val_steps=0, log_every_n_steps=1)
+    os.environ[_RUN_DIR_ENV] = str(run_dir)
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=str(last) if cfg.resume else None, weights_only=True)
+    finally:
+        if rank == 0:
+            os.environ.pop(_RUN_DIR_ENV, None)
+    results = None
+    if trainer.is_global_zero and cfg.evaluate:
+        if dm.datasets.get("test") is None:
+            print(f"convlstm: no test part (split={cfg.split}); skipping evaluation")
+        else:
+            results = evaluate(run_dir, datamodule=dm, model=model, thresholds=cfg.thresholds, units=cfg.units,
+                               samples=cfg.samples, history=history.history)
+    return run_dir, results
+
+
+# ---------------------------------------------------------------------------------- loading
+def find_checkpoint(source: PathLike, which: str = "best") -> Path:
+    """The checkpoint file ``source`` names: a ``.ckpt`` file, or a run folder (its
+    ``checkpoints/best.ckpt``, else ``last.ckpt``)."""
+    p = Path(source)
+    if p.is_file():
+        return p
+    if p.is_dir():
+        for name in ((f"{which}.ckpt", "last.ckpt", "best.ckpt")):
+            for cand in (p / "checkpoints" / name, p / name):
+                if cand.is_file():
+                    return cand
+        raise FileNotFoundError(f"{str(p)!r} is a folder without checkpoints/best.ckpt or last.ckpt; give a run "
+                                f"folder written by `convlstm fit` or a .ckpt file")
+    raise FileNotFoundError(f"checkpoint or run folder {str(p)!r} does not exist")
+
+
+def _run_dir_of(ckpt: Path) -> Path:
+    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+
+
+def load_module(checkpoint: PathLike, *, model: Optional[nn.Module] = None) -> Tuple[ForecastModule, Dict[str, Any]]:
+    """Rebuild the :class:`ForecastModule` of a checkpoint (read weights-only) and return it in
+    eval mode with the checkpoint dict."""
+    ckpt = load_checkpoint(find_checkpoint(checkpoint))
+    hp = dict(ckpt.get("hyper_parameters") or {})
+    if model is None and not hp.get("model"):
+        raise ValueError(f"checkpoint {str(checkpoint)!r} holds a custom model (not a registered name); pass "
+                         f"the same module as model=...")
+    module = ForecastModule(model if model is not None else hp.pop("model"),
+                            **{k: v for k, v in hp.items() if k != "model"})
+    module.load_state_dict(ckpt["state_dict"])
+    module.eval()
+    return module, ckpt
+
+
+def _device(device: Optional[str]) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+# ---------------------------------------------------------------------------------- evaluate
+def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional[str] = None,
+             layout: Optional[str] = None, datamodule: Optional[GridDataModule] = None,
+             model: Optional[nn.Module] = None, part: str = "test", out_dir: Optional[PathLike] = None,
+             thresholds: Sequence[float] = (), units: str = "", samples: int = 3, batch_size: Optional[int] = None,
+             device: Optional[str] = None, plots: bool = True, history: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Score a trained model on the ``part`` (``"test"``) of its data, beside persistence and
+    climatology, in the data's own units; write ``metrics.json``,
+    ``metrics_per_lead_time.csv``, ``forecast.png``, ``forecast.gif`` and ``learning_curve.png``
+    into ``out_dir`` (default: the run folder). Returns the metrics dict
+    (:func:`convlstm.metrics.evaluate_forecast`'s).
+
+    Args:
+        source: a run folder or a ``.ckpt`` file.
+        data, key, layout: another grid file to evaluate on (default: the file it was trained
+            on); it is split and scaled as in training.
+        datamodule: a ready :class:`GridDataModule` instead.
+        thresholds: CSI/POD/FAR thresholds in the data's units.
+    """
+    from .. import metrics as _metrics
+    from .. import plots as _plots
+
+    if part not in ("train", "val", "test"):
+        raise ValueError(f"part must be 'train', 'val' or 'test', got {part!r}")
+    ckpt_path = find_checkpoint(source)
+    module, ckpt = load_module(ckpt_path, model=model)
+    state = ckpt.get("GridDataModule") or {}
+    if datamodule is None:
+        if not state:
+            raise ValueError(f"checkpoint {str(ckpt_path)!r} has no data state (GridDataModule); pass datamodule=")
+        datamodule = GridDataModule.from_state(state, path=None if data is None else str(data), key=key,
+                                               layout=layout, batch_size=batch_size)
+    elif state:
+        datamodule.load_state_dict(state)
+    dm = datamodule
+    dm.setup("test")
+    if part not in dm.datasets:
+        raise ValueError(f"the {part} part of the data is empty (split={list(dm.split)})")
+    dev = _device(device)
+    module.to(dev)
+    lo, hi = dm.value_range
+    data_range = float(hi - lo) if hi > lo else 1.0
+    rows, cols = dm.sample_shape[:2]
+    ssim_window = getattr(_metrics, "_SSIM_WIN", 11)
+    if min(rows, cols) < ssim_window:
+        # convlstm.metrics refuses SSIM on frames smaller than its Gaussian window; score the rest
+        acc: Any = _ErrorAccumulator(climatology=torch.as_tensor(dm.climatology))
+        print(f"convlstm evaluate: frames of {rows}x{cols} are smaller than SSIM's {ssim_window}x{ssim_window} "
+              f"window; reporting MSE, MAE and RMSE only")
+    else:
+        acc = _metrics.MetricAccumulator(data_range=data_range, thresholds=tuple(thresholds),
+                                         climatology=torch.as_tensor(dm.climatology))
+    keep_x, keep_y, keep_p = [], [], []
+    kept = 0
+    with torch.no_grad():
+        for x, y in dm.dataloader(part):
+            x = x.to(dev)
+            pred = module(x).float()
+            x_u = dm.inverse_transform(x.float()).cpu()
+            y_u = dm.inverse_transform(y.float())
+            p_u = dm.inverse_transform(pred).cpu()
+            acc.update(p_u, y_u, x_u)
+            if kept < samples:
+                n = min(samples - kept, x.shape[0])
+                keep_x.append(x_u[:n].numpy()); keep_y.append(y_u[:n].numpy()); keep_p.append(p_u[:n].numpy())
+                kept += n
+    results = acc.compute()
+    out = Path(out_dir) if out_dir is not None else _run_dir_of(ckpt_path)
+    _metrics.write_metrics(results, out)
+    if plots:
+        xs, ys, ps = (np.concatenate(a) for a in (keep_x, keep_y, keep_p))
+        _plots.plot_forecast(xs, ys, ps, out / "forecast.png", samples=min(samples, len(xs)), units=units)
+        _plots.animate_forecast(ys, ps, out / "forecast.gif", units=units)
+        if history is None:
+            history = (ckpt.get("callbacks") or {}).get("HistoryCallback")
+        if history and history.get("train_loss"):
+            _plots.plot_learning_curve(history, out / "learning_curve.png")
+    return results
+
+
+class _ErrorAccumulator:
+    """MSE, MAE and RMSE (overall and per lead time) of the model, persistence and climatology, in
+    the layout of :func:`convlstm.metrics.evaluate_forecast`: the fallback for frames too small for
+    SSIM."""
+
+    def __init__(self, climatology: torch.Tensor) -> None:
+        self.climatology = climatology.double()
+        self.sums: Dict[str, List[torch.Tensor]] = {}
+        self.count = 0
+
+    def update(self, pred: torch.Tensor, true: torch.Tensor, inputs: torch.Tensor) -> None:
+        y = true.double()
+        forecasts = {"model": pred.double(), "persistence": inputs[:, -1:].double().expand_as(y),
+                     "climatology": self.climatology.expand_as(y)}
+        for name, f in forecasts.items():
+            d = f - y
+            sq, ab = (d * d).sum(dim=(0, 2, 3, 4)), d.abs().sum(dim=(0, 2, 3, 4))
+            if name in self.sums:
+                self.sums[name][0] += sq
+                self.sums[name][1] += ab
+            else:
+                self.sums[name] = [sq, ab]
+        self.count += int(y[:, 0].numel())
+
+    def compute(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {}
+        for name, (sq, ab) in self.sums.items():
+            mse_t, mae_t = (sq / self.count).tolist(), (ab / self.count).tolist()
+            mse = float(sum(mse_t) / len(mse_t))
+            out[name] = {"mse": mse, "mae": float(sum(mae_t) / len(mae_t)), "rmse": math.sqrt(mse),
+                         "per_lead_time": {"mse": mse_t, "mae": mae_t, "rmse": [math.sqrt(v) for v in mse_t]}}
+        out["skill_vs_persistence"] = {
+            m: (1 - out["model"][m] / out["persistence"][m]) if out["persistence"][m] else float("nan")
+            for m in ("mse", "mae", "rmse")}
+        return out
+
+
+def format_results(results: Dict[str, Any], metrics: Sequence[str] = ("mse", "mae", "rmse", "ssim", "psnr")) -> str:
+    """A small text table: one row per forecast (model, persistence, climatology), and the
+    model's MSE relative to each baseline."""
+    names = [n for n in ("model", "persistence", "climatology") if n in results]
+    cols = [m for m in metrics if m in results["model"]]
+    lines = [f"{'forecast':<12}" + "".join(f"{m:>12}" for m in cols)]
+    for n in names:
+        lines.append(f"{n:<12}" + "".join(f"{_fmt(results[n].get(m)):>12}" for m in cols))
+    for n in names[1:]:
+        ref = results[n].get("mse")
+        if ref:
+            gain = 100 * (1 - results["model"]["mse"] / ref)
+            lines.append(f"model MSE is {abs(gain):.1f}% {'lower' if gain >= 0 else 'higher'} than {n}'s")
+    return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    v = float(v)
+    if not math.isfinite(v):
+        return str(v)
+    return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.3e}"
+
+
+# ---------------------------------------------------------------------------------- predict
+def predict(checkpoint: PathLike, inputs: PathLike, out: PathLike, *, key: Optional[str] = None,
+            layout: str = "THWC", all_windows: bool = False, stride: int = 1, batch_size: int = 16,
+            device: Optional[str] = None, model: Optional[nn.Module] = None) -> Path:
+    """Forecast from the grid series in the file ``inputs`` and write the forecasts, in the data's
+    units, to ``out`` (``.npy``, or ``.nc`` netCDF with a ``forecast`` variable).
+
+    By default one forecast: the ``output_steps`` frames after the end of the series, from its
+    last ``input_steps`` frames (shape ``(1, T_out, rows, cols, channels)``). With
+    ``all_windows=True`` a forecast from every window of ``input_steps`` frames, starting every
+    ``stride`` steps (shape ``(N, T_out, ...)``; in netCDF ``input_end`` gives the index of each
+    window's last input frame).
+    """
+    from .. import data as _data
+
+    out = Path(out)
+    suffix = out.suffix.lower()
+    if suffix not in (".npy", ".nc"):
+        raise ValueError(f"out must end in .npy or .nc (netCDF), got {str(out)!r}")
+    ckpt_path = find_checkpoint(checkpoint)
+    module, ckpt = load_module(ckpt_path, model=model)
+    state = ckpt.get("GridDataModule") or {}
+    if not state:
+        raise ValueError(f"checkpoint {str(ckpt_path)!r} has no data state (GridDataModule) with its scaler")
+    scaler = _data.scaler_from_state_dict(state["scaler"])
+    t_in = int(state["input_steps"])
+    series = _data.load_grid(inputs, key=key, layout=layout)
+    n = int(series.shape[0])
+    frame = list(state["sample_shape"])
+    if list(series.shape[1:]) != frame:
+        raise ValueError(f"inputs {str(inputs)!r} has frames of shape (rows, cols, channels) = {tuple(series.shape[1:])}"
+                         f" after layout {layout!r}, but the model was trained on {tuple(frame)}")
+    if n < t_in:
+        raise ValueError(f"inputs {str(inputs)!r} has {n} time steps; the model needs input_steps={t_in}")
+    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+        raise ValueError(f"stride must be an integer >= 1, got {stride!r}")
+    starts = list(range(0, n - t_in + 1, stride)) if all_windows else [n - t_in]
+    dev = _device(device)
+    module.to(dev)
+    outs = []
+    with torch.no_grad():
+        for b in range(0, len(starts), batch_size):
+            xb = np.stack([np.asarray(series[s:s + t_in]) for s in starts[b:b + batch_size]])
+            x = scaler.transform(torch.as_tensor(xb, dtype=torch.float32)).to(dev)
+            outs.append(scaler.inverse_transform(module(x).float()).cpu().numpy())
+    forecast = np.concatenate(outs).astype(np.float32)
+    if suffix == ".npy":
+        with atomic_write(out, "wb") as fh:
+            np.save(fh, forecast, allow_pickle=False)
+    else:
+        import h5netcdf
+
+        with atomic_path(out) as tmp:
+            with h5netcdf.File(tmp, "w") as f:
+                names = ("sample", "lead_time", "row", "col", "channel")
+                f.dimensions = dict(zip(names, forecast.shape))
+                v = f.create_variable("forecast", names, data=forecast)
+                v.attrs["description"] = "ConvLSTM forecast in the data's units"
+                v.attrs["checkpoint"] = str(ckpt_path)
+                e = f.create_variable("input_end", ("sample",), data=np.asarray(starts, dtype=np.int64) + t_in - 1)
+                e.attrs["description"] = "time index (in the input file) of each sample's last input frame"
+                lt = f.create_variable("lead_time", ("lead_time",), data=np.arange(1, forecast.shape[1] + 1))
+                lt.attrs["description"] = "steps after the last input frame"
+    return out
+
+
+# ---------------------------------------------------------------------------------- demo
+#: The demo's settings (Moving MNIST). Chosen so that on 2 CPU cores the whole demo (data,
+#: training, evaluation, pictures) takes well under 5 minutes and the forecast beats both
+#: persistence and climatology by more than 10% in MSE.
+DEMO_SETTINGS: Dict[str, Any] = {
+    "num_sequences": 2000, "seq_len": 8, "image_size": 32, "digit_size": 14, "num_digits": 1,
+    "speed": [2.0, 3.0], "input_steps": 5, "output_steps": 3, "split": [0.85, 0.05, 0.10],
+    "model": "shi2015-2x128", "model_options": {"filters": [32, 32], "kernel_size": 3, "patch_size": 4},
+    "loss": "bce", "lr": 5e-3, "batch_size": 8, "max_epochs": 10, "scheduler": "cosine", "seed": 1,
+}
+
+
+def demo(run_dir: PathLike = "runs/demo", *, settings: Optional[Dict[str, Any]] = None, progress: bool = True,
+         seed: Optional[int] = None, overwrite: bool = True, verbose: bool = True) -> Tuple[Path, Dict[str, Any]]:
+    """Train a ConvLSTM on Moving MNIST (generated from the bundled MNIST digits), evaluate it on
+    held-out sequences and write the run folder. Returns ``(run_dir, metrics)``.
+
+    ``settings`` changes entries of :data:`DEMO_SETTINGS` (e.g. a tiny run for tests).
+    """
+    from .. import data as _data
+
+    s = dict(DEMO_SETTINGS)
+    if settings:
+        unknown = sorted(set(settings) - set(s))
+        if unknown:
+            raise ValueError(f"unknown demo setting(s) {unknown}; known: {sorted(s)}")
+        s.update(settings)
+    seed = int(s["seed"]) if seed is None else int(seed)
+    _avoid_oversubscription()
+    run_dir = Path(run_dir)
+    if overwrite and (run_dir / "checkpoints").is_dir():
+        for f in (run_dir / "checkpoints").glob("*.ckpt"):
+            f.unlink()
+    t0 = time.time()
+    seqs = _data.moving_mnist(int(s["num_sequences"]), seq_len=int(s["seq_len"]), image_size=int(s["image_size"]),
+                              num_digits=int(s["num_digits"]), digit_size=int(s["digit_size"]),
+                              speed=tuple(s["speed"]), seed=seed)
+    if verbose:
+        print(f"convlstm demo: {len(seqs)} Moving MNIST sequences of {s['seq_len']} frames "
+              f"{s['image_size']}x{s['image_size']} ({s['num_digits']} digit(s)); {s['input_steps']} frames in, "
+              f"{s['output_steps']} out; model {s['model']} {s['model_options']}")
+    dm = GridDataModule(sequences=seqs[..., None], input_steps=int(s["input_steps"]),
+                        output_steps=int(s["output_steps"]), split=s["split"], scaler="minmax",
+                        batch_size=int(s["batch_size"]),
+                        source={"kind": "moving_mnist", "seed": seed, **_plain_settings(s)})
+    cfg = FitConfig(model=s["model"], model_options=dict(s["model_options"]), input_steps=int(s["input_steps"]),
+                    output_steps=int(s["output_steps"]), split=list(s["split"]), loss=s["loss"], lr=float(s["lr"]),
+                    batch_size=int(s["batch_size"]), max_epochs=int(s["max_epochs"]), scheduler=s["scheduler"],
+                    seed=seed, run_dir=str(run_dir), accelerator="cpu", devices=1, progress=progress,
+                    units="pixel value (0-255)")
+    run_dir, results = _fit(cfg, datamodule=dm)
+    if verbose and results is not None:
+        print()
+        print(f"Moving MNIST, {len(dm.datasets['test'])} held-out test sequences, MSE etc. in pixel units (0-255):")
+        print(format_results(results))
+        gains = [1 - results["model"]["mse"] / results[b]["mse"] for b in ("persistence", "climatology")
+                 if results.get(b, {}).get("mse")]
+        if len(gains) == 2:
+            verdict = "yes" if min(gains) >= 0.10 else "NO (train longer: convlstm demo --epochs 20)"
+            print(f"beats both persistence and climatology by at least 10% in MSE: {verdict}")
+        print(f"\nrun folder: {run_dir.resolve()}")
+        for name in ("metrics.json", "metrics_per_lead_time.csv", "forecast.png", "forecast.gif",
+                     "learning_curve.png", "config.yaml", "checkpoints/best.ckpt"):
+            print(f"  {run_dir / name}")
+        print(f"total time {time.time() - t0:.0f} s")
+    return run_dir, results
+
+
+def _avoid_oversubscription() -> None:
+    """On a machine already busier than its cores, OpenMP threads that spin while they wait slow
+    torch's small CPU operations down many times over; one thread is then much faster. (Setting
+    ``OMP_WAIT_POLICY=PASSIVE`` before Python starts avoids the problem with any thread count.)"""
+    if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE" or torch.get_num_threads() <= 1:
+        return
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return
+    if load >= (os.cpu_count() or 1):
+        torch.set_num_threads(1)
+
+
+def _plain_settings(s: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in s.items() if k not in ("model_options", "seed")}

@@ -1,0 +1,291 @@
+"""The options of a training run (:class:`FitConfig`), read from and written to YAML.
+
+One flat table of options serves the library (``fit(FitConfig(...))``), the YAML files
+(``convlstm fit --config run.yaml``) and the command line (``--input-steps 6`` is
+``input_steps: 6``); command-line flags override the file, the file overrides the defaults.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+
+__all__ = ["FitConfig", "load_config", "save_config", "LOSSES", "SCHEDULERS", "PRECISIONS", "LAYOUTS",
+           "SCALER_NAMES"]
+
+LOSSES = ("mse", "mae", "bce")
+SCHEDULERS = ("none", "cosine", "plateau", "onecycle")
+PRECISIONS = ("32", "16-mixed", "bf16-mixed", "64")
+LAYOUTS = ("THWC", "TCHW", "THW")
+SCALER_NAMES = ("minmax", "standard", "log1p", "none")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+@dataclass
+class FitConfig:
+    """Everything a training run needs. Every field has a YAML key of the same name and a
+    command-line flag with dashes (``input_steps`` -> ``--input-steps``).
+
+    Data:
+        data: the grid file (``.npy``, ``.npz``, ``.h5``/``.hdf5``, ``.nc``).
+        key: the array / dataset / variable in that file (needed when it holds several).
+        layout: how the file's axes are stored: ``THWC``, ``TCHW`` or ``THW``.
+        input_steps, output_steps: frames in and frames forecast per sample.
+        stride: steps between window starts; gap: steps skipped between input and target.
+        split: train, validation and test fractions of the time axis (chronological).
+        scaler: ``minmax``, ``standard``, ``log1p`` or ``none`` (fitted on the training part).
+        fill_nan: replace NaN/inf in the data by this number (otherwise they are an error).
+        batch_size, num_workers: the data loaders'.
+    Model:
+        model: a name from ``convlstm.models.list_models()``.
+        model_options: keyword overrides for ``convlstm.models.create``.
+    Optimisation:
+        loss (``mse``, ``mae``, ``bce``), lr, weight_decay, scheduler (``none``, ``cosine``,
+        ``plateau``, ``onecycle``), max_epochs, patience (early stopping on the validation loss;
+        ``None`` = off), gradient_clip, limit_train_batches / limit_val_batches (a fraction or a
+        number of batches per epoch).
+    Hardware and reproducibility:
+        precision (``32``, ``16-mixed``, ``bf16-mixed``, ``64``), seed, deterministic,
+        accelerator, devices, num_nodes, strategy (``auto``, ``ddp``, ``ddp_spawn``, ...).
+    Outputs:
+        run_dir (default ``runs/fit-<date>-<time>``), resume (continue from
+        ``run_dir/checkpoints/last.ckpt``), evaluate (score the test part and draw the pictures
+        after training), thresholds (CSI/POD/FAR thresholds in data units), units (colour-bar
+        label), samples (samples drawn in forecast.png), progress (progress bar).
+    """
+
+    data: Optional[str] = None
+    key: Optional[str] = None
+    layout: str = "THWC"
+    input_steps: int = 6
+    output_steps: int = 3
+    stride: int = 1
+    gap: int = 0
+    split: List[float] = field(default_factory=lambda: [0.7, 0.1, 0.2])
+    scaler: str = "minmax"
+    fill_nan: Optional[float] = None
+    batch_size: int = 16
+    num_workers: int = 0
+    model: str = "keras-nextframe"
+    model_options: Dict[str, Any] = field(default_factory=dict)
+    loss: str = "mse"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    scheduler: str = "none"
+    max_epochs: int = 20
+    patience: Optional[int] = None
+    gradient_clip: Optional[float] = None
+    limit_train_batches: Optional[float] = None
+    limit_val_batches: Optional[float] = None
+    precision: str = "32"
+    seed: int = 0
+    deterministic: bool = False
+    accelerator: str = "auto"
+    devices: Union[int, str, List[int]] = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    run_dir: Optional[str] = None
+    resume: bool = False
+    evaluate: bool = True
+    thresholds: List[float] = field(default_factory=list)
+    units: str = ""
+    samples: int = 3
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ------------------------------------------------------------------ checks
+    def validate(self) -> "FitConfig":
+        """Check every field; raise ``ValueError``/``TypeError`` naming the field, the value and
+        what is allowed. Normalises a few spellings (``precision=32`` -> ``"32"``)."""
+        def choice(name: str, allowed: Sequence[str], lower: bool = True) -> None:
+            v = getattr(self, name)
+            if not isinstance(v, str) or (v.lower() if lower else v) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {v!r}")
+            setattr(self, name, v.lower() if lower else v)
+
+        def integer(name: str, minimum: int, optional: bool = False) -> None:
+            v = getattr(self, name)
+            if v is None and optional:
+                return
+            if not _is_int(v) or v < minimum:
+                raise ValueError(f"{name} must be an integer >= {minimum}{' or None' if optional else ''}; "
+                                 f"got {v!r}")
+            setattr(self, name, int(v))
+
+        def number(name: str, minimum: Optional[float] = None, optional: bool = False,
+                   strict: bool = False) -> None:
+            v = getattr(self, name)
+            if v is None and optional:
+                return
+            if not _is_num(v) or not math.isfinite(float(v)) or (
+                    minimum is not None and (float(v) <= minimum if strict else float(v) < minimum)):
+                bound = "" if minimum is None else f" {'>' if strict else '>='} {minimum}"
+                raise ValueError(f"{name} must be a finite number{bound}{' or None' if optional else ''}; "
+                                 f"got {v!r}")
+            setattr(self, name, float(v))
+
+        def flag(name: str) -> None:
+            v = getattr(self, name)
+            if not isinstance(v, bool):
+                raise ValueError(f"{name} must be true or false; got {v!r}")
+
+        def text(name: str, optional: bool = True) -> None:
+            v = getattr(self, name)
+            if v is None and optional:
+                return
+            if not isinstance(v, (str, Path)):
+                raise ValueError(f"{name} must be a string{' or None' if optional else ''}; got {v!r}")
+            setattr(self, name, str(v))
+
+        text("data"); text("key"); text("run_dir"); text("units", optional=False)
+        if self.layout is not None and isinstance(self.layout, str):
+            self.layout = self.layout.upper()
+        choice("layout", LAYOUTS, lower=False)
+        integer("input_steps", 1); integer("output_steps", 1); integer("stride", 1); integer("gap", 0)
+        split = self.split
+        if (not isinstance(split, (list, tuple)) or len(split) != 3 or not all(_is_num(f) for f in split)
+                or any(f < 0 for f in split) or abs(sum(split) - 1.0) > 1e-6 or split[0] <= 0):
+            raise ValueError(f"split must be three fractions (train, val, test) >= 0 summing to 1 with "
+                             f"train > 0, e.g. [0.7, 0.1, 0.2]; got {split!r}")
+        self.split = [float(f) for f in split]
+        choice("scaler", SCALER_NAMES)
+        number("fill_nan", optional=True)
+        integer("batch_size", 1); integer("num_workers", 0)
+        if not isinstance(self.model, str) or not self.model:
+            raise ValueError(f"model must be a model name (see `convlstm.models.list_models()`); got {self.model!r}")
+        if self.model_options is None:
+            self.model_options = {}
+        if not isinstance(self.model_options, dict) or not all(isinstance(k, str) for k in self.model_options):
+            raise ValueError(f"model_options must be a mapping of option name to value; got {self.model_options!r}")
+        choice("loss", LOSSES); choice("scheduler", SCHEDULERS)
+        number("lr", 0.0, strict=True); number("weight_decay", 0.0)
+        integer("max_epochs", 1); integer("patience", 1, optional=True)
+        number("gradient_clip", 0.0, optional=True, strict=True)
+        for name in ("limit_train_batches", "limit_val_batches"):
+            v = getattr(self, name)
+            if v is None:
+                continue
+            if _is_int(v) and v >= 1:
+                setattr(self, name, int(v))
+            elif _is_num(v) and 0 < float(v) <= 1:
+                setattr(self, name, float(v))
+            else:
+                raise ValueError(f"{name} must be a fraction in (0, 1] or a whole number of batches >= 1; got {v!r}")
+        if _is_int(self.precision):
+            self.precision = str(self.precision)
+        if self.precision == "32-true":
+            self.precision = "32"
+        if self.precision == "64-true":
+            self.precision = "64"
+        choice("precision", PRECISIONS)
+        integer("seed", 0)
+        flag("deterministic"); flag("resume"); flag("evaluate"); flag("progress")
+        choice("accelerator", ACCELERATORS)
+        d = self.devices
+        if isinstance(d, str) and d.strip().lstrip("-").isdigit():
+            d = int(d)
+        if isinstance(d, (list, tuple)):
+            if not d or not all(_is_int(i) and i >= 0 for i in d):
+                raise ValueError(f"devices must be 'auto', a count >= 1, -1 (all) or a list of device indices; got {d!r}")
+            d = [int(i) for i in d]
+        elif _is_int(d):
+            if d == 0 or d < -1:
+                raise ValueError(f"devices must be 'auto', a count >= 1, -1 (all) or a list of device indices; got {d!r}")
+            d = int(d)
+        elif d != "auto":
+            raise ValueError(f"devices must be 'auto', a count >= 1, -1 (all) or a list of device indices; got {d!r}")
+        self.devices = d
+        integer("num_nodes", 1)
+        if not isinstance(self.strategy, str) or not self.strategy:
+            raise ValueError(f"strategy must be a Lightning strategy name such as auto, ddp, ddp_spawn, "
+                             f"fsdp, deepspeed; got {self.strategy!r}")
+        th = self.thresholds
+        if th is None:
+            th = []
+        if _is_num(th):
+            th = [th]
+        if not isinstance(th, (list, tuple)) or not all(_is_num(t) and math.isfinite(float(t)) for t in th):
+            raise ValueError(f"thresholds must be a list of numbers (in the data's units); got {self.thresholds!r}")
+        self.thresholds = [float(t) for t in th]
+        integer("samples", 1)
+        return self
+
+    # ------------------------------------------------------------------ dict / YAML
+    def to_dict(self) -> Dict[str, Any]:
+        """A plain dict (JSON/YAML-able)."""
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], base: Optional["FitConfig"] = None) -> "FitConfig":
+        """Build a config from ``values`` (e.g. YAML), on top of ``base`` (default: the defaults).
+        Unknown keys are an error that lists the known ones."""
+        if not isinstance(values, Mapping):
+            raise ValueError(f"a config must be a mapping of option: value; got {type(values).__name__}")
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = [k for k in values if k not in known]
+        if unknown:
+            raise ValueError(f"unknown config option(s) {', '.join(map(repr, unknown))}; known options: "
+                             f"{', '.join(known)}")
+        merged = base.to_dict() if base is not None else {}
+        merged.update(values)
+        return cls(**merged)
+
+    def replace(self, **changes: Any) -> "FitConfig":
+        """A copy with ``changes`` applied (and checked)."""
+        return FitConfig.from_dict(changes, base=self)
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, Path):
+        return str(v)
+    if hasattr(v, "item") and callable(v.item):  # numpy scalars
+        return v.item()
+    return v
+
+
+def load_config(path: Union[str, Path], base: Optional[FitConfig] = None) -> FitConfig:
+    """Read a YAML config file (``yaml.safe_load``: plain data only) into a :class:`FitConfig`."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"config file {str(p)!r} does not exist")
+    with open(p, "r", encoding="utf-8") as fh:
+        try:
+            values = yaml.safe_load(fh)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"config file {str(p)!r} is not valid YAML: {exc}") from None
+    if values is None:
+        values = {}
+    try:
+        return FitConfig.from_dict(values, base=base)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"config file {str(p)!r}: {exc}") from None
+
+
+def save_config(config: FitConfig, path: Union[str, Path]) -> Path:
+    """Write ``config`` as YAML, atomically; :func:`load_config` reads it back unchanged."""
+    import yaml
+
+    from .._io import write_text
+
+    text = yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=None)
+    write_text(path, text)
+    return Path(path)

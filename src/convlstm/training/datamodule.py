@@ -1,0 +1,314 @@
+"""The Lightning data module: a grid series (or a set of sequences) -> train/val/test loaders of
+``(x, y)`` windows, scaled with a scaler fitted on the training part only."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .. import data as _data
+
+__all__ = ["GridDataModule", "SequenceDataset"]
+
+_CHUNK_BYTES = 32 * 2 ** 20
+
+
+class SequenceDataset(Dataset):
+    r"""Samples from a set of separate sequences ``(N, T, rows, cols, channels)`` (e.g. Moving
+    MNIST): item ``i`` is ``x = seq[i, :in]``, ``y = seq[i, in + gap : in + gap + out]``, scaled
+    with ``scaler.transform``. Sequences ``[start, stop)`` only."""
+
+    def __init__(self, sequences: Any, input_steps: int, output_steps: int, *, start: int = 0,
+                 stop: Optional[int] = None, gap: int = 0, scaler: Any = None) -> None:
+        self.sequences = sequences
+        self.input_steps, self.output_steps, self.gap = int(input_steps), int(output_steps), int(gap)
+        self.start = int(start)
+        self.stop = len(sequences) if stop is None else int(stop)
+        self.scaler = scaler
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def __getitem__(self, i: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        if not 0 <= i < len(self):
+            raise IndexError(f"index {i} is out of range for {len(self)} sequences")
+        seq = np.asarray(self.sequences[self.start + i])
+        x = seq[:self.input_steps]
+        y = seq[self.input_steps + self.gap:self.input_steps + self.gap + self.output_steps]
+        if self.scaler is not None:
+            x, y = self.scaler.transform(x), self.scaler.transform(y)
+        return (torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32),
+                torch.as_tensor(np.ascontiguousarray(y), dtype=torch.float32))
+
+
+def _check_fractions(split: Sequence[float]) -> Tuple[float, float, float]:
+    try:
+        fr = tuple(float(f) for f in split)
+    except (TypeError, ValueError):
+        raise ValueError(f"split must be three fractions (train, val, test), got {split!r}") from None
+    if len(fr) != 3 or any(f < 0 or not math.isfinite(f) for f in fr) or abs(sum(fr) - 1) > 1e-6 or fr[0] <= 0:
+        raise ValueError(f"split must be three fractions (train, val, test) >= 0 summing to 1 with "
+                         f"train > 0, got {split!r}")
+    return fr
+
+
+def _frame_stats(series: Any, start: int, stop: int) -> Tuple[np.ndarray, float, float]:
+    """Mean frame (float64, data units), min and max of ``series[start:stop]``, read in chunks."""
+    frame = series[start:start + 1]
+    frame_values = int(np.prod(np.shape(frame)[1:]))
+    chunk = max(1, _CHUNK_BYTES // (8 * max(1, frame_values)))
+    total = None
+    lo, hi = math.inf, -math.inf
+    for t0 in range(start, stop, chunk):
+        block = np.asarray(series[t0:min(stop, t0 + chunk)], dtype=np.float64)
+        s = block.sum(axis=0)
+        total = s if total is None else total + s
+        lo, hi = min(lo, float(block.min())), max(hi, float(block.max()))
+    return total / max(1, stop - start), lo, hi
+
+
+class GridDataModule(pl.LightningDataModule):
+    r"""Train/validation/test loaders of ``(x, y)`` samples for forecasting.
+
+    Give exactly one of:
+
+    - ``series``: one long grid series ``(time, rows, cols, channels)`` (array, memmap,
+      :class:`convlstm.data.LazyGrid`): samples are sliding windows, and the time axis is cut
+      chronologically into train, validation and test parts (no window crosses a boundary);
+    - ``path``: a grid file read with :func:`convlstm.data.load_grid` (``key``, ``layout``);
+    - ``sequences``: separate sequences ``(N, time, rows, cols, channels)`` (or ``(N, time,
+      rows, cols)``): sample ``i`` is the first window of sequence ``i``, and the sequences are
+      split in order (the first ``split[0]`` of them train, and so on).
+
+    The scaler (``"minmax"``, ``"standard"``, ``"log1p"``, ``"none"``) is fitted on the training
+    part only. :meth:`state_dict` (saved in Lightning checkpoints) holds the scaler's state, the
+    mean training frame (the climatology baseline), the training value range and the data
+    options, as plain Python values and tensors only.
+
+    Shapes: ``x`` :math:`(B, T_{in}, H, W, C)`, ``y`` :math:`(B, T_{out}, H, W, C)`, in scaled units.
+
+    Example::
+
+        >>> dm = GridDataModule(np.random.rand(200, 16, 16, 2), input_steps=6, output_steps=3)
+        >>> dm.setup()
+        >>> x, y = next(iter(dm.train_dataloader()))
+    """
+
+    def __init__(self, series: Any = None, *, path: Optional[str] = None, key: Optional[str] = None,
+                 layout: str = "THWC", sequences: Any = None, input_steps: int = 6, output_steps: int = 3,
+                 stride: int = 1, gap: int = 0, split: Sequence[float] = (0.7, 0.1, 0.2),
+                 scaler: str = "minmax", fill_nan: Optional[float] = None, batch_size: int = 16,
+                 num_workers: int = 0, source: Optional[Dict[str, Any]] = None) -> None:
+        super().__init__()
+        given = [n for n, v in (("series", series), ("path", path), ("sequences", sequences)) if v is not None]
+        if len(given) != 1:
+            raise ValueError(f"GridDataModule needs exactly one of series, path or sequences; got "
+                             f"{', '.join(given) if given else 'none'}")
+        for name, v, lo in (("input_steps", input_steps, 1), ("output_steps", output_steps, 1),
+                            ("stride", stride, 1), ("gap", gap, 0), ("batch_size", batch_size, 1),
+                            ("num_workers", num_workers, 0)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+                raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+        if not isinstance(scaler, str) or scaler.lower() not in _data.SCALERS:
+            raise ValueError(f"scaler must be one of {', '.join(_data.SCALERS)}, got {scaler!r}")
+        self.series, self.path, self.key, self.layout = series, path, key, layout
+        self.sequences = sequences
+        self.input_steps, self.output_steps = int(input_steps), int(output_steps)
+        self.stride, self.gap = int(stride), int(gap)
+        self.split = _check_fractions(split)
+        self.scaler_name = scaler.lower()
+        self.fill_nan = fill_nan
+        self.batch_size, self.num_workers = int(batch_size), int(num_workers)
+        if source is None:
+            source = ({"kind": "file", "path": str(Path(path).resolve()), "key": key, "layout": layout}
+                      if path is not None else {"kind": "sequences" if sequences is not None else "array"})
+        self.source = dict(source)
+        self.scaler: Any = None
+        self.climatology: Optional[np.ndarray] = None    # mean training frame, data units
+        self.value_range: Optional[Tuple[float, float]] = None
+        self.parts: Dict[str, Tuple[int, int]] = {}
+        self.datasets: Dict[str, Dataset] = {}
+        self._restored_scaler: Optional[Dict[str, Any]] = None
+        self._ready = False
+
+    # ------------------------------------------------------------------ building
+    @property
+    def mode(self) -> str:
+        return "sequences" if self.sequences is not None else "series"
+
+    def _load(self) -> None:
+        if self.path is not None and self.series is None:
+            self.series = _data.load_grid(self.path, key=self.key, layout=self.layout)
+        if self.series is not None:
+            self.series = _data.check_finite(self.series, fill=self.fill_nan)
+            if np.ndim(self.series[:1]) != 4:
+                raise ValueError(f"the series must have 4 axes (time, rows, cols, channels) after the layout "
+                                 f"{self.layout!r} is applied; got shape {tuple(self.series.shape)}; choose "
+                                 f"layout THW for (time, rows, cols) data")
+        else:
+            seq = self.sequences
+            if not hasattr(seq, "shape"):
+                seq = np.asarray(seq)
+            if len(seq.shape) == 4:
+                seq = seq[..., None]
+            if len(seq.shape) != 5:
+                raise ValueError(f"sequences must be (N, time, rows, cols[, channels]); got shape {tuple(seq.shape)}")
+            need = self.input_steps + self.gap + self.output_steps
+            if seq.shape[1] < need:
+                raise ValueError(f"sequences have {seq.shape[1]} frames, but a sample needs input_steps + gap + "
+                                 f"output_steps = {need}")
+            self.sequences = _data.check_finite(seq, fill=self.fill_nan) if np.asarray(seq[:1]).dtype.kind == "f" else seq
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        """Read the data, split it, fit the scaler on the training part (or take the one restored
+        by :meth:`load_state_dict`) and build the datasets. Runs once."""
+        if self._ready:
+            return
+        self._load()
+        scaler = _data.make_scaler(self.scaler_name)
+        if self.mode == "series":
+            n = int(self.series.shape[0])
+            self.parts = _data.chronological_split(n, self.input_steps, self.output_steps,
+                                                   fractions=self.split, gap=self.gap)
+            a, b = self.parts["train"]
+            fit_series, fit_range = self.series, (a, b)
+        else:
+            n = int(self.sequences.shape[0])
+            a = int(round(n * self.split[0]))
+            b = n if self.split[2] == 0 else int(round(n * (self.split[0] + self.split[1])))
+            if self.split[1] == 0:
+                b = a
+            self.parts = {"train": (0, a), "val": (a, b), "test": (b, n)}
+            for name, (lo, hi), f in zip(("train", "val", "test"), self.parts.values(), self.split):
+                if f > 0 and hi <= lo:
+                    raise ValueError(f"the {name} part of split={list(self.split)} gets no sequence of the "
+                                     f"{n}; use more sequences or a larger {name} fraction")
+            # frames of the training sequences, time first, so the scaler and the mean see every frame
+            fit_series = self.sequences[:a].reshape((-1,) + tuple(self.sequences.shape[2:]))
+            fit_range = (0, fit_series.shape[0])
+        if self._restored_scaler is not None:
+            scaler = _data.scaler_from_state_dict(self._restored_scaler)
+        else:
+            scaler.fit(fit_series, start=fit_range[0], stop=fit_range[1])
+        self.scaler = scaler
+        if self.climatology is None:
+            mean, lo, hi = _frame_stats(fit_series, *fit_range)
+            self.climatology = mean.astype(np.float32)
+            self.value_range = (lo, hi)
+        for name, (lo, hi) in self.parts.items():
+            if hi <= lo:
+                continue
+            if self.mode == "series":
+                self.datasets[name] = _data.WindowDataset(self.series, self.input_steps, self.output_steps,
+                                                          start=lo, stop=hi, stride=self.stride, gap=self.gap,
+                                                          scaler=scaler)
+            else:
+                self.datasets[name] = SequenceDataset(self.sequences, self.input_steps, self.output_steps,
+                                                      start=lo, stop=hi, gap=self.gap, scaler=scaler)
+        self._ready = True
+
+    @property
+    def sample_shape(self) -> Tuple[int, int, int]:
+        """``(rows, cols, channels)`` of a frame."""
+        shape = self.series.shape if self.mode == "series" else self.sequences.shape[1:]
+        return tuple(int(s) for s in shape[1:4])
+
+    @property
+    def has_val(self) -> bool:
+        return "val" in self.datasets and len(self.datasets["val"]) > 0
+
+    # ------------------------------------------------------------------ loaders
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        if not self._ready:
+            self.setup()
+        if name not in self.datasets:
+            raise ValueError(f"the {name} part is empty (split={list(self.split)})")
+        return DataLoader(self.datasets[name], batch_size=self.batch_size, shuffle=shuffle,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True)
+
+    def val_dataloader(self):
+        return self._loader("val", False) if self.has_val else []
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False)
+
+    def dataloader(self, part: str) -> DataLoader:
+        """The loader of ``part`` (``"train"``, ``"val"`` or ``"test"``), in order."""
+        if part not in ("train", "val", "test"):
+            raise ValueError(f"part must be 'train', 'val' or 'test', got {part!r}")
+        return self._loader(part, False)
+
+    # ------------------------------------------------------------------ units
+    def inverse_transform(self, x: Any) -> Any:
+        """Scaled values -> the data's own units."""
+        return self.scaler.inverse_transform(x)
+
+    # ------------------------------------------------------------------ checkpoint state
+    def state_dict(self) -> Dict[str, Any]:
+        """Plain data for checkpoints (``torch.load(weights_only=True)`` reads it)."""
+        if not self._ready:
+            return {}
+        return {
+            "format": 1,
+            "source": dict(self.source),
+            "mode": self.mode,
+            "input_steps": self.input_steps, "output_steps": self.output_steps,
+            "stride": self.stride, "gap": self.gap, "split": list(self.split),
+            "scaler": self.scaler.state_dict(), "scaler_name": self.scaler_name,
+            "fill_nan": self.fill_nan, "batch_size": self.batch_size,
+            "sample_shape": list(self.sample_shape),
+            "climatology": torch.from_numpy(np.ascontiguousarray(self.climatology, dtype=np.float32)),
+            "value_range": [float(v) for v in self.value_range],
+            "parts": {k: [int(v[0]), int(v[1])] for k, v in self.parts.items()},
+        }
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Take the fitted scaler and statistics from a checkpoint (no refit on resume)."""
+        if not state:
+            return
+        self._restored_scaler = dict(state["scaler"])
+        self.climatology = np.asarray(torch.as_tensor(state["climatology"]).numpy(), dtype=np.float32)
+        self.value_range = tuple(float(v) for v in state["value_range"])
+        if self._ready:
+            self.scaler = _data.scaler_from_state_dict(self._restored_scaler)
+            for ds in self.datasets.values():
+                ds.scaler = self.scaler
+
+    @classmethod
+    def from_state(cls, state: Dict[str, Any], *, series: Any = None, path: Optional[str] = None,
+                   key: Optional[str] = None, layout: Optional[str] = None, sequences: Any = None,
+                   batch_size: Optional[int] = None) -> "GridDataModule":
+        """Rebuild the data module a checkpoint was trained with (its file, unless another
+        ``series``/``path``/``sequences`` is given), with the checkpoint's scaler and statistics."""
+        src = state.get("source", {})
+        if series is None and path is None and sequences is None and src.get("kind") == "moving_mnist":
+            sequences = _data.moving_mnist(
+                int(src["num_sequences"]), seq_len=int(src["seq_len"]), image_size=int(src["image_size"]),
+                num_digits=int(src["num_digits"]), digit_size=int(src["digit_size"]), speed=tuple(src["speed"]),
+                seed=int(src["seed"]))[..., None]
+        if series is None and path is None and sequences is None:
+            if src.get("kind") != "file":
+                raise ValueError(f"the checkpoint was trained on in-memory data ({src.get('kind')}); give the data "
+                                 f"to evaluate on (a file path with --data)")
+            path, key = src["path"], src.get("key") if key is None else key
+            layout = src.get("layout") if layout is None else layout
+        kw: Dict[str, Any] = dict(input_steps=state["input_steps"], output_steps=state["output_steps"],
+                                  stride=state["stride"], gap=state["gap"], split=state["split"],
+                                  scaler=state["scaler_name"], fill_nan=state.get("fill_nan"),
+                                  batch_size=batch_size or state.get("batch_size", 16))
+        if sequences is not None or (series is None and path is None):
+            dm = cls(sequences=sequences, **kw)
+        elif series is not None:
+            dm = cls(series, **kw)
+        else:
+            dm = cls(path=path, key=key, layout=layout or "THWC", **kw)
+        dm.load_state_dict(state)
+        return dm

@@ -1,0 +1,262 @@
+"""The Lightning module (model + loss + optimiser), the callbacks and the checkpoint writer."""
+from __future__ import annotations
+
+import inspect
+import math
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import lightning.pytorch as pl
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from .. import layers as _layers
+from .._io import atomic_path, write_json
+from .config import LOSSES, SCHEDULERS
+
+__all__ = ["ForecastModule", "build_model", "AtomicCheckpointIO", "HistoryCallback", "load_checkpoint"]
+
+
+# ---------------------------------------------------------------------------------- models
+def _factory_params(name: str) -> Optional[set]:
+    from ..models import registry
+
+    factory = registry._MODELS.get(name)  # noqa: SLF001 - the registry's own table
+    if factory is None:
+        return None
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return None
+    return set(params)
+
+
+def build_model(name: str, options: Optional[Dict[str, Any]] = None, *, input_steps: Optional[int] = None,
+                output_steps: Optional[int] = None, frame_shape: Optional[Sequence[int]] = None) -> nn.Module:
+    """``convlstm.models.create(name, **options)``, with the data's shape filled in where the model
+    takes it and ``options`` does not set it: ``in_channels``/``channels`` from the frames'
+    channels, ``frame_size`` from their rows and cols, ``input_steps`` and ``output_steps``."""
+    from .. import models
+
+    options = dict(options or {})
+    if name not in models.list_models():
+        raise ValueError(f"model={name!r} is not a registered model; choose one of {', '.join(models.list_models())}")
+    accepted = _factory_params(name)
+    auto: Dict[str, Any] = {}
+    if frame_shape is not None:
+        h, w, c = (int(v) for v in frame_shape)
+        auto.update(in_channels=c, channels=c, frame_size=[h, w])
+    if input_steps is not None:
+        auto["input_steps"] = int(input_steps)
+    if output_steps is not None:
+        auto["output_steps"] = int(output_steps)
+    for k, v in auto.items():
+        if k not in options and (accepted is None or k in accepted):
+            options[k] = v
+    return models.create(name, **options)
+
+
+# ---------------------------------------------------------------------------------- losses
+def _loss(name: str, pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+    pred, true = pred.float(), true.float()
+    if name == "mse":
+        return F.mse_loss(pred, true)
+    if name == "mae":
+        return F.l1_loss(pred, true)
+    # binary cross-entropy on probabilities: not autocast-safe, so in float32 outside autocast
+    with torch.autocast(device_type=pred.device.type, enabled=False):
+        eps = 1e-7
+        return F.binary_cross_entropy(pred.clamp(eps, 1 - eps), true.clamp(0, 1))
+
+
+class ForecastModule(pl.LightningModule):
+    r"""Train a forecasting model: ``(B, T_in, H, W, C)`` -> ``(B, T_out, H, W, C)``.
+
+    The loss is ``loss(model(x), y) + convlstm.regularization_loss(model)`` (the Keras-style
+    regularizers of every ConvLSTM layer), and ``convlstm.apply_constraints(model)`` runs after
+    every optimizer step, as Keras does.
+
+    Args:
+        model: a registered model name (built with :func:`build_model`, and rebuilt from the
+            checkpoint's hyperparameters) or a ready ``nn.Module``.
+        model_options: overrides for ``convlstm.models.create`` (with a name only).
+        input_steps, output_steps, frame_shape: the data's sizes, passed to the model where it
+            takes them (with a name only).
+        loss: ``"mse"``, ``"mae"`` or ``"bce"`` (targets in [0, 1], model output probabilities).
+        lr: learning rate of AdamW. weight_decay: AdamW's decoupled weight decay.
+        scheduler: ``"none"``, ``"cosine"`` (to 0 over the run's epochs), ``"plateau"`` (halve the
+            rate after 3 epochs without progress of the validation loss) or ``"onecycle"``.
+
+    The hyperparameters saved in checkpoints are plain Python values only, so a checkpoint loads
+    with ``torch.load(path, weights_only=True)``.
+    """
+
+    def __init__(self, model: Union[str, nn.Module] = "keras-nextframe", *,
+                 model_options: Optional[Dict[str, Any]] = None, input_steps: Optional[int] = None,
+                 output_steps: Optional[int] = None, frame_shape: Optional[Sequence[int]] = None,
+                 loss: str = "mse", lr: float = 1e-3, weight_decay: float = 0.0, scheduler: str = "none") -> None:
+        super().__init__()
+        if not isinstance(loss, str) or loss.lower() not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+        if not isinstance(scheduler, str) or scheduler.lower() not in SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0 or not math.isfinite(lr):
+            raise ValueError(f"lr must be a positive number, got {lr!r}")
+        if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or not weight_decay >= 0:
+            raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
+        if isinstance(model, str):
+            self.model = build_model(model, model_options, input_steps=input_steps, output_steps=output_steps,
+                                     frame_shape=frame_shape)
+            model_name: Optional[str] = model
+        elif isinstance(model, nn.Module):
+            self.model = model
+            model_name = None
+        else:
+            raise TypeError(f"model must be a registered model name or a torch.nn.Module, got {type(model).__name__}")
+        self.save_hyperparameters({
+            "model": model_name,
+            "model_options": _plain(dict(model_options or {})),
+            "input_steps": None if input_steps is None else int(input_steps),
+            "output_steps": None if output_steps is None else int(output_steps),
+            "frame_shape": None if frame_shape is None else [int(v) for v in frame_shape],
+            "loss": loss.lower(), "lr": float(lr), "weight_decay": float(weight_decay),
+            "scheduler": scheduler.lower(),
+        })
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def _step(self, batch: Tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x, y = batch
+        pred = self(x)
+        if pred.shape != y.shape:
+            raise ValueError(f"the model returned shape {tuple(pred.shape)} for input {tuple(x.shape)}, but the "
+                             f"targets have shape {tuple(y.shape)}; check the model's output_steps and channels")
+        return _loss(self.hparams.loss, pred, y)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        data_loss = self._step(batch)
+        loss = data_loss + _layers.regularization_loss(self.model).to(data_loss.dtype)
+        self.log("train_loss", data_loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch[0].shape[0])
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        loss = self._step(batch)
+        self.log("val_loss", loss, prog_bar=True, on_step=False, on_epoch=True, sync_dist=True,
+                 batch_size=batch[0].shape[0])
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self.log("test_loss", self._step(batch), on_epoch=True, sync_dist=True, batch_size=batch[0].shape[0])
+
+    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(x)
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> Any:
+        out = super().optimizer_step(*args, **kwargs)
+        _layers.apply_constraints(self.model)   # Keras applies constraints after each update
+        return out
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        opt = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        if hp.scheduler == "none":
+            return opt
+        if hp.scheduler == "cosine":
+            epochs = max(1, int(self.trainer.max_epochs or 1))
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        if hp.scheduler == "plateau":
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.5, patience=3)
+            monitor = "val_loss" if self.trainer.limit_val_batches and _has_val(self.trainer) else "train_loss_epoch"
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": monitor, "interval": "epoch"}}
+        total = int(self.trainer.estimated_stepping_batches)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr, total_steps=max(2, total))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _has_val(trainer: "pl.Trainer") -> bool:
+    dm = getattr(trainer, "datamodule", None)
+    return bool(getattr(dm, "has_val", True))
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    if hasattr(v, "item"):
+        return v.item()
+    raise TypeError(f"model_options values must be plain numbers, strings, lists or dicts (they go into "
+                    f"checkpoints); got {v!r}")
+
+
+# ---------------------------------------------------------------------------------- checkpoints
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint IO, writing to a temporary file beside the target and renaming it
+    (``os.replace``) so a crash never leaves a half-written checkpoint; reading with
+    ``torch.load(weights_only=True)`` so nothing is unpickled."""
+
+    def save_checkpoint(self, checkpoint: Dict[str, Any], path: Any, storage_options: Optional[Any] = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"AtomicCheckpointIO does not take storage_options, got {storage_options!r}")
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
+
+    def load_checkpoint(self, path: Any, map_location: Optional[Any] = None, weights_only: Optional[bool] = None):
+        return load_checkpoint(path, map_location=map_location or "cpu")
+
+
+def load_checkpoint(path: Union[str, os.PathLike], map_location: Any = "cpu") -> Dict[str, Any]:
+    """Read a checkpoint with ``torch.load(weights_only=True)``: tensors and plain Python values
+    only, nothing unpickled. Errors name the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint {str(p)!r} does not exist")
+    try:
+        return torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - name the file in the message
+        raise ValueError(f"checkpoint {str(p)!r} could not be read as a weights-only torch checkpoint "
+                         f"(it must hold only tensors and plain Python values): {exc}") from None
+
+
+class HistoryCallback(pl.Callback):
+    """Keep the per-epoch training and validation loss (``{"train_loss": [...], "val_loss":
+    [...], "lr": [...]}``), in checkpoints (so a resumed run continues it) and in
+    ``run_dir/history.json``."""
+
+    def __init__(self, path: Optional[Union[str, os.PathLike]] = None) -> None:
+        self.path = None if path is None else Path(path)
+        self.history: Dict[str, List[Optional[float]]] = {"epoch": [], "train_loss": [], "val_loss": [], "lr": []}
+
+    def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        if trainer.sanity_checking:
+            return
+        m = trainer.callback_metrics
+
+        def get(name: str) -> Optional[float]:
+            v = m.get(name)
+            return None if v is None else float(v)
+
+        lr = None
+        if trainer.optimizers:
+            lr = float(trainer.optimizers[0].param_groups[0]["lr"])
+        self.history["epoch"].append(int(trainer.current_epoch) + 1)
+        self.history["train_loss"].append(get("train_loss_epoch"))
+        self.history["val_loss"].append(get("val_loss"))
+        self.history["lr"].append(lr)
+        if self.path is not None and trainer.is_global_zero:
+            write_json(self.path, self.history)
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {k: list(v) for k, v in self.history.items()}
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        self.history = {k: list(state_dict.get(k, [])) for k in ("epoch", "train_loss", "val_loss", "lr")}

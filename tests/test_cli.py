@@ -1,0 +1,136 @@
+"""The `convlstm` command line: help texts, argument errors, config files, fit/evaluate/predict."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("lightning")
+
+from convlstm import cli
+from convlstm.training import FitConfig, load_config
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest on one thread, and a busy machine makes waiting OpenMP threads
+    spin: these tests use one."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def run(capsys, *argv):
+    """main(argv) -> (exit status, stdout, stderr), argparse's SystemExit included."""
+    try:
+        code = cli.main(list(argv))
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def grid(tmp_path, n=40, size=12):
+    t = np.arange(n)[:, None, None]
+    yy, xx = np.mgrid[0:size, 0:size]
+    s = (np.sin(0.5 * t + 0.6 * xx[None]) * np.cos(0.4 * yy[None]) * 5 + 10).astype(np.float32)
+    path = tmp_path / "grid.npy"
+    np.save(path, s)  # (time, rows, cols): layout THW
+    return path
+
+
+@pytest.mark.parametrize("command", [[], ["demo"], ["fit"], ["evaluate"], ["predict"], ["convert"], ["models"]])
+def test_help(capsys, command):
+    code, out, _ = run(capsys, *command, "--help")
+    assert code == 0
+    assert "usage: convlstm" in out
+    if command in (["fit"], []):
+        assert "example" in out and "convlstm fit flow.npy" in out
+    if command == ["fit"]:
+        assert "--num-nodes" in out and "--strategy" in out and "--resume" in out and "--precision" in out
+
+
+def test_bad_arguments_name_parameter_value_and_choices(capsys, tmp_path):
+    code, _, err = run(capsys, "fit", "x.npy", "--loss", "hinge")
+    assert code == 2 and "--loss" in err and "'hinge'" in err and "mse" in err
+    code, _, err = run(capsys, "fit", "x.npy", "--input-steps", "0")
+    assert code == 2 and "input_steps must be an integer >= 1; got 0" in err
+    code, _, err = run(capsys, "fit", "x.npy", "--split", "0.5", "0.5", "0.5")
+    assert code == 2 and "split" in err and "0.5" in err
+    code, _, err = run(capsys, "fit", str(tmp_path / "missing.npy"), "--no-progress")
+    assert code == 2 and "missing.npy" in err
+    code, _, err = run(capsys, "fit", "x.npy", "--model-option", "filters")
+    assert code == 2 and "NAME=VALUE" in err
+    code, _, err = run(capsys, "evaluate", str(tmp_path / "no-such-run"))
+    assert code == 2 and "no-such-run" in err and "does not exist" in err
+    code, _, err = run(capsys, "fit")
+    assert code == 2 and "no data" in err
+    code, _, err = run(capsys, "frobnicate")
+    assert code == 2 and "invalid choice" in err
+
+
+def test_config_file_and_flags_override(capsys, tmp_path):
+    (tmp_path / "run.yaml").write_text("data: a.npy\ninput_steps: 8\nlr: 0.01\nmodel_options:\n  filters: [4]\n")
+    code, out, err = run(capsys, "fit", "--config", str(tmp_path / "run.yaml"), "--lr", "0.5", "--model-option",
+                         "kernel_sizes=[3]", "--devices", "0,1", "--save-config", str(tmp_path / "out.yaml"))
+    assert code == 0, err
+    cfg = load_config(tmp_path / "out.yaml")
+    assert cfg.data == "a.npy" and cfg.input_steps == 8 and cfg.lr == 0.5 and cfg.devices == [0, 1]
+    assert cfg.model_options == {"filters": [4], "kernel_sizes": [3]}
+    assert cfg.output_steps == FitConfig().output_steps  # untouched: the default
+    # the written file, read back through the command line, gives the same config
+    code, _, err = run(capsys, "fit", "--config", str(tmp_path / "out.yaml"), "--save-config", str(tmp_path / "again.yaml"))
+    assert code == 0 and load_config(tmp_path / "again.yaml") == cfg
+    (tmp_path / "bad.yaml").write_text("epochs: 3\n")
+    code, _, err = run(capsys, "fit", "--config", str(tmp_path / "bad.yaml"))
+    assert code == 2 and "unknown config option" in err and "'epochs'" in err and "max_epochs" in err
+
+
+def test_example_configs_are_valid():
+    root = Path(__file__).resolve().parents[1] / "configs"
+    files = sorted(root.glob("*.yaml"))
+    assert files, "configs/*.yaml examples are missing"
+    for f in files:
+        load_config(f)
+
+
+def test_fit_evaluate_predict_from_the_command_line(capsys, tmp_path):
+    data = grid(tmp_path)
+    run_dir = tmp_path / "run"
+    code, out, err = run(capsys, "fit", str(data), "--layout", "THW", "--input-steps", "3", "--output-steps", "2",
+                         "--split", "0.6", "0.2", "0.2", "--scaler", "standard", "--model", "keras-nextframe",
+                         "--model-option", "filters=[4]", "--model-option", "kernel_sizes=[3]",
+                         "--max-epochs", "1", "--batch-size", "8", "--accelerator", "cpu", "--devices", "1",
+                         "--run-dir", str(run_dir), "--no-progress")
+    assert code == 0, err
+    assert "persistence" in out and "climatology" in out and str(run_dir) in out
+    assert (run_dir / "metrics.json").is_file()
+    assert load_config(run_dir / "config.yaml").layout == "THW"
+
+    code, out, err = run(capsys, "evaluate", str(run_dir), "--out-dir", str(tmp_path / "ev"), "--thresholds", "10")
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert set(metrics) >= {"model", "persistence", "climatology"}
+
+    code, out, err = run(capsys, "predict", str(run_dir), str(data), "--layout", "THW", "--out",
+                         str(tmp_path / "f.npy"))
+    assert code == 0, err
+    assert np.load(tmp_path / "f.npy").shape == (1, 2, 12, 12, 1)
+    code, _, err = run(capsys, "predict", str(run_dir), str(data), "--layout", "THWC", "--out", str(tmp_path / "g.npy"))
+    assert code == 2 and "layout" in err
+
+
+def test_models_command(capsys):
+    code, out, _ = run(capsys, "models")
+    assert code == 0 and "keras-nextframe" in out and "shi2015-2x128" in out
+
+
+def test_demo_quick(capsys, tmp_path):
+    code, out, err = run(capsys, "demo", "--quick", "--run-dir", str(tmp_path / "demo"), "--no-progress")
+    assert code == 0, err
+    assert "persistence" in out and "climatology" in out
+    for name in ("metrics.json", "forecast.png", "forecast.gif", "learning_curve.png", "config.yaml"):
+        assert (tmp_path / "demo" / name).is_file()

@@ -1,0 +1,245 @@
+"""Training on Lightning: fit, checkpoints, resume, evaluate, predict, DDP on two CPU processes."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("lightning")
+
+from convlstm.training import (AtomicCheckpointIO, FitConfig, ForecastModule, GridDataModule, evaluate, fit,
+                               load_checkpoint, load_config, predict, save_config)
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest on one thread, and a busy machine makes waiting OpenMP threads
+    spin: these tests use one."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+TINY_MODEL = {"model": "keras-nextframe", "model_options": {"filters": [4], "kernel_sizes": [3]}}
+
+
+def make_series(n=48, size=12, channels=1, seed=0):
+    """A smooth moving wave pattern (time, rows, cols, channels), easy to learn a little."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)[:, None, None]
+    yy, xx = np.mgrid[0:size, 0:size]
+    chans = [np.sin(0.5 * t + 0.6 * xx[None] + 0.3 * c) * np.cos(0.4 * yy[None]) for c in range(channels)]
+    s = np.stack(chans, -1) * 10 + 20 + rng.normal(0, 0.1, (n, size, size, channels))
+    return s.astype(np.float32)
+
+
+def tiny_config(tmp, **kw):
+    base = dict(data=str(tmp / "grid.npy"), input_steps=3, output_steps=2, batch_size=8, max_epochs=2,
+                lr=1e-2, progress=False, accelerator="cpu", devices=1, split=[0.6, 0.2, 0.2], **TINY_MODEL)
+    base.update(kw)
+    return FitConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("fit")
+    np.save(tmp / "grid.npy", make_series())
+    run_dir = fit(tiny_config(tmp, run_dir=str(tmp / "run")))
+    return tmp, Path(run_dir)
+
+
+def test_fit_lowers_loss_and_writes_run_folder(trained):
+    tmp, run_dir = trained
+    history = json.loads((run_dir / "history.json").read_text())
+    assert len(history["train_loss"]) == 2
+    assert history["train_loss"][1] < history["train_loss"][0]
+    for name in ("config.yaml", "metrics.json", "metrics_per_lead_time.csv", "forecast.png", "forecast.gif",
+                 "learning_curve.png", "checkpoints/best.ckpt", "checkpoints/last.ckpt"):
+        assert (run_dir / name).is_file(), name
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for key in ("model", "persistence", "climatology"):
+        assert {"mse", "mae"} <= set(metrics[key])
+    assert not list(run_dir.glob("**/*.tmp")), "temporary files left behind"
+
+
+def test_checkpoints_load_weights_only(trained):
+    _, run_dir = trained
+    for name in ("best.ckpt", "last.ckpt"):
+        ckpt = torch.load(run_dir / "checkpoints" / name, map_location="cpu", weights_only=True)
+        hp = ckpt["hyper_parameters"]
+        assert hp["model"] == "keras-nextframe" and hp["input_steps"] == 3 and hp["output_steps"] == 2
+        state = ckpt["GridDataModule"]
+        assert state["scaler"]["name"] == "minmax" and state["sample_shape"] == [12, 12, 1]
+        json.dumps(state["scaler"])  # the scaler state is JSON-able
+
+
+def test_scaler_fitted_on_training_part_only(tmp_path):
+    s = make_series(40)
+    s[30:] += 1000.0  # a huge jump in the test part must not reach the scaler
+    dm = GridDataModule(s, input_steps=3, output_steps=2, split=(0.5, 0.25, 0.25), scaler="minmax")
+    dm.setup()
+    train_max = float(s[:20].max())
+    assert dm.scaler.state_dict()["data_max"] == pytest.approx([train_max], rel=1e-6)
+    assert dm.value_range[1] == pytest.approx(train_max, rel=1e-6)
+    assert np.allclose(dm.climatology, s[:20].mean(0), atol=1e-4)
+    x, y = dm.datasets["train"][0]
+    assert x.shape == (3, 12, 12, 1) and y.shape == (2, 12, 12, 1)
+    assert float(x.max()) <= 1.0 + 1e-6
+
+
+def test_evaluate_and_predict_on_checkpoint(trained, tmp_path):
+    tmp, run_dir = trained
+    results = evaluate(run_dir / "checkpoints" / "best.ckpt", out_dir=tmp_path / "ev", thresholds=[20.0])
+    assert {"model", "persistence", "climatology"} <= set(results)
+    assert "csi@20" in results["model"] or any(k.startswith("csi@") for k in results["model"])
+    assert len(results["model"]["per_lead_time"]["mse"]) == 2
+    for name in ("metrics.json", "metrics_per_lead_time.csv", "forecast.png", "forecast.gif"):
+        assert (tmp_path / "ev" / name).is_file()
+
+    out = predict(run_dir, tmp / "grid.npy", tmp_path / "f.npy")
+    f = np.load(out, allow_pickle=False)
+    assert f.shape == (1, 2, 12, 12, 1) and f.dtype == np.float32
+    assert 0 < f.mean() < 60  # in the data's units (about 20), not scaled to [0, 1]
+    out = predict(run_dir, tmp / "grid.npy", tmp_path / "f.nc", all_windows=True, stride=5)
+    import h5netcdf
+
+    with h5netcdf.File(out, "r") as nc:
+        v = nc.variables["forecast"]
+        assert v.shape == (len(range(0, 48 - 3 + 1, 5)), 2, 12, 12, 1)
+        assert list(nc.variables["input_end"][:3]) == [2, 7, 12]
+    with pytest.raises(ValueError, match=r"\.npy or \.nc"):
+        predict(run_dir, tmp / "grid.npy", tmp_path / "f.csv")
+
+
+def test_resume_continues_from_last_epoch(tmp_path):
+    np.save(tmp_path / "grid.npy", make_series())
+    run = tmp_path / "run"
+    fit(tiny_config(tmp_path, run_dir=str(run), max_epochs=1, evaluate=False))
+    first = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    steps_per_epoch = first["global_step"]
+    assert first["epoch"] == 0 and steps_per_epoch > 0
+    with pytest.raises(FileExistsError, match="--resume"):
+        fit(tiny_config(tmp_path, run_dir=str(run), max_epochs=2, evaluate=False))
+    fit(tiny_config(tmp_path, run_dir=str(run), max_epochs=2, evaluate=False, resume=True))
+    second = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert second["epoch"] == 1
+    assert second["global_step"] == 2 * steps_per_epoch
+    history = second["callbacks"]["HistoryCallback"]
+    assert history["epoch"] == [1, 2]
+    with pytest.raises(FileNotFoundError, match="last.ckpt"):
+        fit(tiny_config(tmp_path, run_dir=str(tmp_path / "nothing"), resume=True))
+
+
+@pytest.mark.parametrize("loss,scheduler", [("mae", "cosine"), ("bce", "onecycle"), ("mse", "plateau")])
+def test_losses_and_schedulers(tmp_path, loss, scheduler):
+    s = make_series(30)
+    dm = GridDataModule(s, input_steps=3, output_steps=2, split=(0.6, 0.2, 0.2), batch_size=8)
+    run = fit(tiny_config(tmp_path, run_dir=str(tmp_path / "r"), loss=loss, scheduler=scheduler, max_epochs=1,
+                          evaluate=False), datamodule=dm)
+    ckpt = torch.load(Path(run) / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["hyper_parameters"]["loss"] == loss and ckpt["lr_schedulers"]
+
+
+def test_constraints_and_regularizers_are_applied(tmp_path):
+    import convlstm
+
+    model = torch.nn.Sequential()
+    layer = convlstm.ConvLSTM2D(2, 3, padding="same", return_sequences=True, in_channels=1,
+                                kernel_constraint="non_neg", kernel_regularizer="l2")
+
+    class Head(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = layer
+            self.out = torch.nn.Linear(2, 1)
+
+        def forward(self, x):
+            return self.out(self.layer(x))[:, -2:]
+
+    module = ForecastModule(Head(), loss="mse", lr=0.5)
+    dm = GridDataModule(make_series(30), input_steps=3, output_steps=2, split=(0.6, 0.2, 0.2), batch_size=8)
+    fit(tiny_config(tmp_path, run_dir=str(tmp_path / "r"), max_epochs=1, evaluate=False), datamodule=dm,
+        model=module.model)
+    kernel = layer.get_weights()[0]
+    assert (kernel >= 0).all()
+
+
+def test_atomic_checkpoint_io(tmp_path):
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"w": torch.ones(2), "n": 3}, tmp_path / "a.ckpt")
+    assert [p.name for p in tmp_path.iterdir()] == ["a.ckpt"]
+    assert io.load_checkpoint(tmp_path / "a.ckpt")["n"] == 3
+    torch.save({"obj": FitConfig()}, tmp_path / "evil.ckpt")  # a pickled object: refused, never unpickled
+    with pytest.raises(ValueError, match="weights-only"):
+        load_checkpoint(tmp_path / "evil.ckpt")
+
+
+def test_config_yaml_round_trip_and_errors(tmp_path):
+    cfg = FitConfig(data="x.npy", input_steps=7, split=[0.8, 0.1, 0.1], model_options={"filters": [8, 8]},
+                    devices=[0, 1], thresholds=[0.5, 2], precision=32)
+    save_config(cfg, tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == cfg
+    assert cfg.precision == "32"
+    with pytest.raises(ValueError, match="unknown config option.*'epochs'"):
+        FitConfig.from_dict({"epochs": 3})
+    with pytest.raises(ValueError, match="loss must be one of mse, mae, bce; got 'l3'"):
+        FitConfig(loss="l3")
+    with pytest.raises(ValueError, match="split must be three fractions"):
+        FitConfig(split=[0.5, 0.5, 0.5])
+    (tmp_path / "bad.yaml").write_text("lr: [1, 2]\n")
+    with pytest.raises(ValueError, match="bad.yaml.*lr must be"):
+        load_config(tmp_path / "bad.yaml")
+
+
+def test_small_frames_are_scored_without_ssim(tmp_path):
+    """A 6x5 grid (smaller than SSIM's window) still trains and gets MSE/MAE beside the baselines."""
+    np.save(tmp_path / "grid.npy", make_series(40, size=12)[:, :6, :5])
+    run = fit(tiny_config(tmp_path, run_dir=str(tmp_path / "r"), max_epochs=1))
+    metrics = json.loads((Path(run) / "metrics.json").read_text())
+    assert {"model", "persistence", "climatology"} <= set(metrics)
+    assert len(metrics["climatology"]["per_lead_time"]["mse"]) == 2
+    # by hand: the test part is steps [32, 40); windows start at 32..35; persistence = last input frame
+    s = make_series(40, size=12)[:, :6, :5].astype(np.float64)
+    errs = [(s[t + 2] - s[t + 3 + k]) ** 2 for t in range(32, 36) for k in range(2)]
+    assert metrics["persistence"]["mse"] == pytest.approx(np.mean(errs), rel=1e-4)
+    clim = s[:24].mean(0)
+    errs = [(clim - s[t + 3 + k]) ** 2 for t in range(32, 36) for k in range(2)]
+    assert metrics["climatology"]["mse"] == pytest.approx(np.mean(errs), rel=1e-4)
+
+
+def test_datamodule_errors(tmp_path):
+    with pytest.raises(ValueError, match="exactly one of series, path or sequences"):
+        GridDataModule()
+    with pytest.raises(ValueError, match="scaler must be one of"):
+        GridDataModule(make_series(), scaler="zscore")
+    dm = GridDataModule(make_series(10), input_steps=6, output_steps=3)
+    with pytest.raises(ValueError, match="window"):
+        dm.setup()
+
+
+def test_ddp_two_cpu_processes(tmp_path):
+    """`convlstm fit --strategy ddp --devices 2` on the CPU (gloo): two processes, one checkpoint."""
+    np.save(tmp_path / "grid.npy", make_series())
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "convlstm.cli", "fit", str(tmp_path / "grid.npy"), "--input-steps", "3",
+           "--output-steps", "2", "--batch-size", "4", "--max-epochs", "1", "--accelerator", "cpu",
+           "--devices", "2", "--strategy", "ddp", "--model-option", "filters=[4]", "--model-option",
+           "kernel_sizes=[3]", "--split", "0.6", "0.2", "0.2", "--run-dir", str(run), "--no-progress",
+           "--no-evaluate"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["epoch"] == 0
+    # the training part (steps 0..28) holds 25 windows; each of the 2 processes gets ceil(25 / 2) = 13,
+    # in batches of 4: 4 optimizer steps, not the 7 of a single process
+    n_train = round(48 * 0.6) - (3 + 2) + 1
+    assert ckpt["global_step"] == int(np.ceil(np.ceil(n_train / 2) / 4)) == 4
+    results = evaluate(run, out_dir=tmp_path / "ev")
+    assert np.isfinite(results["model"]["mse"])
