@@ -17,6 +17,7 @@ from . import activations as _activations
 from . import constraints as _constraints
 from . import initializers as _initializers
 from . import regularizers as _regularizers
+from . import _paths
 from .cell import DATA_FORMATS, ConvLSTMCell, check_choice, check_positive_int
 
 __all__ = ["ConvLSTM", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D", "regularization_loss", "apply_constraints"]
@@ -48,7 +49,7 @@ class ConvLSTM(nn.Module):
                  seed: Optional[int] = None, return_sequences: bool = False, return_state: bool = False,
                  go_backwards: bool = False, stateful: bool = False, in_channels: Optional[int] = None,
                  peephole: bool = False, zero_output_for_mask: bool = False, unroll: bool = False,
-                 device=None, dtype=None):
+                 implementation: str = "auto", checkpoint_chunk=None, device=None, dtype=None):
         super().__init__()
         rank = self.rank
         self.data_format = check_choice("channels_last" if data_format is None else data_format,
@@ -88,6 +89,8 @@ class ConvLSTM(nn.Module):
         self.stateful = bool(stateful)
         self.zero_output_for_mask = bool(zero_output_for_mask)
         self.unroll = bool(unroll)  # accepted for Keras compatibility; the loop is the same
+        self.implementation = _paths.check_implementation(implementation)
+        self.checkpoint_chunk = _paths.check_checkpoint_chunk(checkpoint_chunk)
         self._factory = {"device": device, "dtype": dtype}
         self.cell: Optional[ConvLSTMCell] = None
         if in_channels is not None:
@@ -325,37 +328,11 @@ class ConvLSTM(nn.Module):
 
         in_masks = self._dropout_masks(self.dropout, (batch, channels) + spatial_in, x) if training else None
         rec_masks = self._dropout_masks(self.recurrent_dropout, (batch, self.filters) + spatial, x) if training else None
-        frames = x.reshape((batch * steps, channels) + spatial_in)
-        if in_masks is not None:  # the same per-sample masks at every time step
-            in_masks = in_masks.unsqueeze(2).expand((4, batch, steps, channels) + spatial_in).reshape(
-                (4, batch * steps, channels) + spatial_in)
-        x_gates = cell.input_projection(frames, in_masks).view((batch, steps, 4 * self.filters) + spatial)
-
-        order = range(steps - 1, -1, -1) if self.go_backwards else range(steps)
-        outputs: List[torch.Tensor] = []
-        prev_output = None
-        for t in order:
-            h_new, c_new = cell.step(x_gates[:, t], h, c, rec_masks)
-            if mask is None:
-                h, c, out = h_new, c_new, h_new
-            else:
-                m = mask[:, t].view((batch,) + (1,) * (self.rank + 1))
-                h = torch.where(m, h_new, h)
-                c = torch.where(m, c_new, c)
-                if prev_output is None:
-                    prev_output = torch.zeros_like(h_new)
-                out = torch.where(m, h_new, prev_output)
-                prev_output = out
-                if self.zero_output_for_mask:
-                    out = torch.where(m, out, torch.zeros_like(out))
-            if self.return_sequences or not outputs:
-                outputs.append(out)
-            else:
-                outputs[0] = out
-
+        # the time loop: see convlstm._paths for the paths and the automatic choice
+        output, h, c = _paths.run(self, cell, x, h, c, mask=mask, in_masks=in_masks, rec_masks=rec_masks,
+                                  path=self.implementation, checkpoint_chunk=self.checkpoint_chunk)
         if self.stateful:
             self._states = (h.detach(), c.detach())
-        output = torch.stack(outputs, dim=1) if self.return_sequences else outputs[0]
         if self.data_format == "channels_last":
             output = output.movedim(2 if self.return_sequences else 1, -1)
             h, c = h.movedim(1, -1), c.movedim(1, -1)
@@ -400,6 +377,7 @@ class ConvLSTM(nn.Module):
             "go_backwards": self.go_backwards, "stateful": self.stateful, "unroll": self.unroll,
             "zero_output_for_mask": self.zero_output_for_mask,
             "in_channels": self.in_channels, "peephole": self.peephole,
+            "implementation": self.implementation, "checkpoint_chunk": self.checkpoint_chunk,
         }
 
     @classmethod
@@ -473,6 +451,13 @@ def _layer_doc(rank: int) -> str:
         stateful (bool): carry the last states of a batch over to the next call.
         in_channels (int, keyword): create the weights now rather than on the first call.
         peephole (bool, keyword): Shi et al. (2015)'s per-channel peepholes (not in Keras).
+        implementation (str, keyword): the compute path, ``'auto'`` (default), ``'reference'``,
+            ``'fused'``, ``'concat'`` or ``'nnpack'``; see :mod:`convlstm._paths` for what each
+            does and the rule ``'auto'`` follows. All compute the same function.
+        checkpoint_chunk (None, True or int, keyword): checkpointing through time in training:
+            keep only every ``checkpoint_chunk``-th state and recompute the steps in between
+            during the backward (``True``: chunks of ``ceil(sqrt(T))`` steps). Less memory for
+            about one more forward pass of time.
 
     Shape (channels_last; channels_first puts :math:`C` / :math:`F` after the time axis):
         - Input: :math:`(B, T, {sp}, C_{{in}})`

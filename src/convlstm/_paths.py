@@ -1,0 +1,571 @@
+r"""The compute paths of the ConvLSTM time loop.
+
+Every path computes the same function (Keras's ConvLSTM, see :class:`convlstm.cell.ConvLSTMCell`);
+they differ only in how the work is laid out. In all of them the input convolution does not
+depend on the state, so it is computed for all time steps at once, and only the recurrent
+convolution and the gate update stay in the loop:
+
+.. math::
+    X = W_x \star (m^x \odot x_{1..T}) + b \quad (\text{one convolution over } T \cdot B \text{ frames}),
+    \qquad G_t = X_t + W_h \star_{\text{same}} (m^h \odot h_{t-1}).
+
+Paths (``implementation=`` on the layers):
+
+``"reference"``
+    The cell's own step in a Python loop, channels-first tensors, the input convolution hoisted
+    over all steps, outputs collected in a list and stacked. The easiest to read; the numbers
+    the other paths are tested against (``tests/test_paths.py``).
+
+``"fused"``
+    The reference's schedule (input convolution hoisted) laid out for speed:
+
+    - the frames are put in **time-major** order ``(T, B, ...)`` so that the input gates of step
+      ``t`` are one contiguous block ``X[t]``, taken apart with ``unbind`` (whose backward is one
+      ``stack``; indexing ``X[:, t]`` costs a full-size zero tensor per step in the backward);
+    - the 2D and 3D convolutions run in **channels-last** memory format (``torch.channels_last`` /
+      ``channels_last_3d``), which oneDNN convolves without reordering the tensors at every step
+      (single-channel inputs stay channels-first: oneDNN's float32 strided convolution of a
+      one-channel channels-last input is wrong, see the README);
+    - the gate update is **one autograd node** (:class:`GateUpdate`) for the default
+      ``sigmoid`` / ``tanh`` that saves only what its closed-form backward needs, and uses
+      :math:`\tanh z = 2\sigma(2z) - 1` with the candidate rows of the weights doubled (exact), so
+      that all four gates go through one ``sigmoid`` (torch's CPU ``tanh`` is several times slower
+      than its ``sigmoid``); other activations use the cell's own update;
+    - without autograd (inference) the update runs **in place** in the convolution's output, the
+      recurrent convolution and the addition of :math:`X_t` are one oneDNN call (2D CPU), and
+      :math:`h_t` is written straight into a preallocated output sequence.
+
+``"concat"``
+    The schedule of the common single-file implementations, one convolution over
+    :math:`[x_t, h_{t-1}]` per step with the kernels concatenated (the bias added once), with
+    everything else of ``"fused"``. Without autograd one buffer holds :math:`[x_t, h_{t-1}]` for
+    every step and :math:`h_t` is written into it, so nothing is concatenated in the loop and the
+    output is a view of it. Needs ``padding='same'``, strides 1, dilation 1 and no dropout
+    (otherwise it runs ``"fused"``). It wins when the hoisted gates
+    :math:`B \cdot T \cdot 4F \cdot |S|` are large: writing them all and reading them back costs
+    more memory traffic than the batched input convolution saves.
+
+``"nnpack"``
+    ``"concat"`` with the convolution of each step computed by NNPACK (FFT or Winograd tiles,
+    bundled with the CPU builds of torch), which does several times fewer multiplications than
+    a direct convolution. Its float32 rounding differs more from the reference than oneDNN's:
+    up to about 1e-5 of the output's scale (Winograd tiles, 3x3 kernels on small images),
+    against about 1e-6 for the other paths. Training runs its backward through torch's own
+    convolution backward. 2D, float32, CPU only, not under ``torch.compile`` or autocast
+    (otherwise it runs ``"concat"``).
+
+``"auto"`` (default)
+    The rule of :func:`auto_path`: ``"nnpack"`` for inference of a large 2D layer with 5x5 or
+    larger kernels (a step's convolution of at least ``AUTO_NNPACK_MIN_FLOPS``), else ``"concat"`` when the hoisted gates
+    would exceed ``AUTO_HOIST_MAX_BYTES``, else ``"fused"``. The thresholds come from the
+    measurements in ``benchmarks/RESULTS.md``; training with dropout stays on ``"reference"``.
+
+Under ``torch.compile`` every path keeps its layout but uses the functional form of the update
+(the compiler fuses the pointwise work itself) and oneDNN/torch convolutions; the whole time loop
+is traced into one graph.
+
+Checkpointing through time (``checkpoint_chunk=K`` on the layers, opt-in, training only) splits
+the sequence into chunks of ``K`` steps and runs each chunk, its share of the input convolution
+included, under :func:`torch.utils.checkpoint.checkpoint`: the forward keeps only the chunk
+boundaries' :math:`(h, c)` and the outputs, and the backward recomputes one chunk at a time.
+Peak memory falls from :math:`O(T)` saved activations to :math:`O(T/K + K)`, for about one
+more forward pass of time. ``checkpoint_chunk=True`` picks :math:`K = \lceil\sqrt{T}\rceil`.
+It runs on the chosen path's schedule (``"reference"`` runs ``"fused"``'s) and only when autograd
+records; inference ignores it.
+"""
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["PATHS", "run", "auto_path", "GateUpdate"]
+
+PATHS = ("auto", "reference", "fused", "concat", "nnpack")
+
+_MKLDNN_BINARY = getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise", None)
+
+
+def check_implementation(value) -> str:
+    if not isinstance(value, str) or value.lower() not in PATHS:
+        raise ValueError(f"implementation={value!r} is not allowed; allowed: {', '.join(map(repr, PATHS))}")
+    return value.lower()
+
+
+def check_checkpoint_chunk(value) -> Optional[object]:
+    """``None``/``False`` (off), ``True`` (chunks of ceil(sqrt(T)) steps) or a positive int."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return True
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"checkpoint_chunk must be None, True or a positive int (steps per chunk), got {value!r}")
+    return int(value)
+
+
+def _compiling() -> bool:
+    try:
+        return torch.compiler.is_compiling()
+    except AttributeError:  # older torch
+        return False
+
+
+def _autocast(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # older torch
+        return torch.is_autocast_enabled() if device_type == "cuda" else torch.is_autocast_cpu_enabled()
+
+
+def _memory_format(rank: int):
+    return {2: torch.channels_last, 3: torch.channels_last_3d}.get(rank)
+
+
+def _layout(t: torch.Tensor, rank: int) -> torch.Tensor:
+    mf = _memory_format(rank)
+    return t if mf is None else t.contiguous(memory_format=mf)
+
+
+# --------------------------------------------------------------------------------- gate update
+def _gate_scale(cell, like: torch.Tensor) -> torch.Tensor:
+    """``(4F,)`` ones with 2 on the candidate block (see :class:`GateUpdate`)."""
+    nf = cell.filters
+    s = torch.ones(4 * nf, dtype=like.dtype, device=like.device)
+    s[2 * nf: 3 * nf] = 2.0
+    return s
+
+
+def _scaled_weights(cell, scaled: bool):
+    """``(weight_ih, weight_hh, bias)``, with the candidate block doubled when ``scaled``.
+
+    Doubling is exact in floating point, so ``conv(x, 2W) == 2 conv(x, W)`` to the last bit."""
+    w_ih, w_hh, b = cell.weight_ih, cell.weight_hh, cell.bias
+    if scaled:
+        s = _gate_scale(cell, w_ih)
+        view = (-1,) + (1,) * (cell.rank + 1)
+        w_ih, w_hh = w_ih * s.view(view), w_hh * s.view(view)
+        b = None if b is None else b * s
+    return w_ih, w_hh, b
+
+
+class GateUpdate(torch.autograd.Function):
+    r"""The LSTM gate update with ``sigmoid`` / ``tanh`` as one autograd node.
+
+    Input: the pre-activations :math:`P = A + B` of shape :math:`(B, 4F, *S)` in the Keras block
+    order :math:`(P_i, P_f, P_c, P_o)`, **with the candidate block doubled**,
+    :math:`P_c = 2 G_c` (the caller doubles those rows of the weights and bias, which is exact).
+    Then every block goes through one sigmoid over the whole tensor, and
+    :math:`	anh(z) = 2\sigma(2z) - 1` gives the candidate and the cell output:
+
+    .. math::
+        i, f, o = \sigma(P_i), \sigma(P_f), \sigma(P_o), \quad g = 2\sigma(P_c) - 1 = 	anh(G_c), \
+        c_t = f\,c_{t-1} + i\,g, \quad 	au = 2\sigma(2 c_t) - 1 = 	anh(c_t), \quad h_t = o\,	au
+
+    (torch's ``tanh`` is several times slower than its ``sigmoid`` on CPU; the identity changes
+    results by at most a few float32 ulps of 1). Backward, from :math:`ar h_t, ar c_t`:
+
+    .. math::
+        ar c = ar c_t + ar h_t\, o\,(1 - 	au^2), \quad
+        ar P_i = ar c\, g\, i(1-i), \quad ar P_f = ar c\, c_{t-1} f(1-f), \quad
+        ar P_c = ar c\, i\,(1-g^2)/2, \quad ar P_o = ar h_t\, 	au\, o(1-o), \quad
+        ar c_{t-1} = ar c\, f
+
+    and :math:`ar A = ar B = ar P`. Saved: the activated gates (4F), :math:`c_{t-1}` and
+    :math:`	au` (F each).
+    """
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, b: Optional[torch.Tensor], c_prev: torch.Tensor):
+        act = torch.sigmoid(a if b is None else a + b)
+        nf = c_prev.shape[1]
+        act[:, 2 * nf: 3 * nf].mul_(2).sub_(1)
+        i, f, g, o = act.split(nf, dim=1)
+        c = f * c_prev
+        c.addcmul_(i, g)
+        tau = torch.mul(c, 2).sigmoid_().mul_(2).sub_(1)
+        h = o * tau
+        ctx.save_for_backward(act, c_prev, tau)
+        ctx.two = b is not None
+        return h, c
+
+    @staticmethod
+    def backward(ctx, dh: Optional[torch.Tensor], dc_out: Optional[torch.Tensor]):
+        act, c_prev, tau = ctx.saved_tensors
+        nf = c_prev.shape[1]
+        i, f, g, o = act.split(nf, dim=1)
+        if dh is None:
+            dh = torch.zeros_like(tau)
+        dc = torch.mul(tau, tau).neg_().add_(1).mul_(o).mul_(dh)
+        if dc_out is not None:
+            dc.add_(dc_out)
+        dp = torch.empty_like(act)
+        di, df, dg, do = dp.split(nf, dim=1)
+        torch.mul(dc, g, out=di).mul_(i).mul_(torch.rsub(i, 1))
+        torch.mul(dc, c_prev, out=df).mul_(f).mul_(torch.rsub(f, 1))
+        torch.mul(g, g, out=dg).neg_().add_(1).mul_(i).mul_(dc).mul_(0.5)
+        torch.mul(dh, tau, out=do).mul_(o).mul_(torch.rsub(o, 1))
+        return dp, (dp if ctx.two else None), dc.mul_(f)
+
+
+def _default_activations(cell) -> bool:
+    return cell.activation is torch.tanh and cell.recurrent_activation is torch.sigmoid and not cell.peephole
+
+
+def _functional_update(cell, gates: torch.Tensor, c: torch.Tensor):
+    """The cell's update from summed (unscaled) gates, out of place (what the reference computes)."""
+    gi, gf, gc, go = gates.chunk(4, dim=1)
+    act, ract = cell.activation, cell.recurrent_activation
+    if cell.peephole:
+        gi = gi + cell._peephole_view(cell.peephole_i) * c
+        gf = gf + cell._peephole_view(cell.peephole_f) * c
+    c_new = ract(gf) * c + ract(gi) * act(gc)
+    if cell.peephole:
+        go = go + cell._peephole_view(cell.peephole_o) * c_new
+    h_new = ract(go) * act(c_new)
+    return h_new, c_new
+
+
+def _update_in_place(gates: torch.Tensor, c: torch.Tensor, tau: torch.Tensor, h_out: torch.Tensor) -> None:
+    """:class:`GateUpdate`'s forward without autograd: ``gates`` (scaled pre-activations) and
+    ``c`` are overwritten, :math:`h_t` is written into ``h_out``."""
+    nf = c.shape[1]
+    gates.sigmoid_()
+    i, f, g, o = gates.split(nf, dim=1)
+    g.mul_(2).sub_(1)
+    c.mul_(f).addcmul_(i, g)
+    torch.mul(c, 2, out=tau).sigmoid_().mul_(2).sub_(1)
+    torch.mul(o, tau, out=h_out)
+
+
+# --------------------------------------------------------------------------------- entry point
+def run(layer, cell, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, *, mask: Optional[torch.Tensor],
+        in_masks: Optional[torch.Tensor], rec_masks: Optional[torch.Tensor], path: str,
+        checkpoint_chunk=None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Run the recurrence over ``x`` :math:`(B, T, C, *S)` (channels first, any strides) from
+    ``(h, c)`` :math:`(B, F, *S')`.
+
+    ``in_masks`` :math:`(4, B, C, *S)` and ``rec_masks`` :math:`(4, B, F, *S')` are the per-gate
+    dropout masks or ``None``; ``mask`` is a boolean :math:`(B, T)` or ``None``.
+
+    Returns ``(output, h_T, c_T)``: output :math:`(B, T, F, *S')` with ``return_sequences``,
+    else :math:`(B, F, *S')`, all channels first (strides may be those of another layout).
+    """
+    if path == "auto":
+        path = auto_path(layer, x, tuple(h.shape[2:]), in_masks, rec_masks, _needs_grad(cell, x, h, c))
+    if path == "reference" and checkpoint_chunk is None:
+        return _run_reference(layer, cell, x, h, c, mask, in_masks, rec_masks)
+    if path == "reference":  # checkpointing is built on the fused schedule
+        path = "fused"
+    if path == "nnpack" and not nnpack_applicable(layer, x, in_masks, rec_masks):
+        path = "concat"  # documented fallback: not 2D float32 on CPU, or no NNPACK in this torch
+    if path == "concat" and not concat_applicable(layer, in_masks, rec_masks):
+        path = "fused"  # documented fallback: dropout, strides, dilation or 'valid' padding
+    return _run_fused(layer, cell, x, h, c, mask, in_masks, rec_masks, checkpoint_chunk, path)
+
+
+def _run_reference(layer, cell, x, h, c, mask, in_masks, rec_masks):
+    batch, steps, channels = x.shape[0], x.shape[1], x.shape[2]
+    spatial_in = tuple(x.shape[3:])
+    spatial = tuple(h.shape[2:])
+    frames = x.reshape((batch * steps, channels) + spatial_in)
+    if in_masks is not None:  # the same per-sample masks at every time step
+        in_masks = in_masks.unsqueeze(2).expand((4, batch, steps, channels) + spatial_in).reshape(
+            (4, batch * steps, channels) + spatial_in)
+    x_gates = cell.input_projection(frames, in_masks).view((batch, steps, 4 * layer.filters) + spatial)
+
+    order = range(steps - 1, -1, -1) if layer.go_backwards else range(steps)
+    outputs: List[torch.Tensor] = []
+    prev_output = None
+    for t in order:
+        h_new, c_new = cell.step(x_gates[:, t], h, c, rec_masks)
+        if mask is None:
+            h, c, out = h_new, c_new, h_new
+        else:
+            m = mask[:, t].view((batch,) + (1,) * (layer.rank + 1))
+            h = torch.where(m, h_new, h)
+            c = torch.where(m, c_new, c)
+            if prev_output is None:
+                prev_output = torch.zeros_like(h_new)
+            out = torch.where(m, h_new, prev_output)
+            prev_output = out
+            if layer.zero_output_for_mask:
+                out = torch.where(m, out, torch.zeros_like(out))
+        if layer.return_sequences or not outputs:
+            outputs.append(out)
+        else:
+            outputs[0] = out
+    output = torch.stack(outputs, dim=1) if layer.return_sequences else outputs[0]
+    return output, h, c
+
+
+# --------------------------------------------------------------------------------- fused paths
+def _time_major_frames(x: torch.Tensor, rank: int, channels_last: bool = True) -> torch.Tensor:
+    """``(B, T, C, *S)`` -> ``(T*B, C, *S)`` in time-major order and channels-last memory
+    (one copy at most)."""
+    b, t, ch = x.shape[0], x.shape[1], x.shape[2]
+    spatial = tuple(x.shape[3:])
+    if _memory_format(rank) is None or not channels_last or ch == 1:
+        # one channel: standard strides, because oneDNN's float32 convolution of a single-channel
+        # input with channels-last strides and strides (1, 2) returns wrong numbers (see README)
+        return x.transpose(0, 1).reshape((t * b, ch) + spatial).clone(memory_format=torch.contiguous_format)
+    # (T, B, *S, C) contiguous, seen as (T*B, C, *S): channels-last strides
+    perm = (1, 0) + tuple(range(3, 3 + rank)) + (2,)
+    return x.permute(perm).reshape((t * b,) + spatial + (ch,)).movedim(-1, 1)
+
+
+def _project(cell, kind: str, x: torch.Tensor, masks: Optional[torch.Tensor], weight, bias, groups_channels: int):
+    """A convolution of the cell (``kind`` ``"input"`` or ``"recurrent"``) with the given weights;
+    with per-gate dropout ``masks`` :math:`(4, N, C, *S)` it is one grouped convolution."""
+    spatial = tuple(x.shape[2:])
+    if masks is None:
+        return cell._plan(kind, spatial, 1)(x, weight, bias)
+    n = x.shape[0]
+    xm = (x.unsqueeze(1) * masks.transpose(0, 1)).reshape((n, 4 * groups_channels) + spatial)
+    return cell._plan(kind, spatial, 4)(xm, weight, bias)
+
+
+def concat_applicable(layer, in_masks, rec_masks) -> bool:
+    """The ``"concat"`` path needs the input convolution to be the recurrent one's twin
+    (``'same'``, stride 1, dilation 1) and no dropout (whose masks differ per gate)."""
+    cell = layer.cell
+    return (cell.padding == "same" and max(cell.strides) == 1 and max(cell.dilation_rate) == 1
+            and in_masks is None and rec_masks is None)
+
+
+def auto_path(layer, x: torch.Tensor, spatial: Tuple[int, ...], in_masks=None, rec_masks=None,
+              grad: bool = True) -> str:
+    r"""The rule of ``implementation="auto"``, from the measurements in ``benchmarks/RESULTS.md``:
+
+    1. inference (no autograd) of a large 2D layer on CPU with kernels of 5x5 or more, where
+       ``"nnpack"`` applies and one step's convolution costs at least ``AUTO_NNPACK_MIN_FLOPS``:
+       ``"nnpack"`` (NNPACK convolves such kernels with FFT tiles, several times fewer operations
+       than a direct convolution and as accurate; for 3x3 kernels it uses Winograd tiles, which
+       were no faster here and ten times less accurate, so 3x3 stays on oneDNN);
+    2. else, where ``"concat"`` applies and the hoisted input gates :math:`B \cdot T \cdot 4F \cdot |S'|`
+       would exceed ``AUTO_HOIST_MAX_BYTES``: ``"concat"`` (writing the gates of all steps and
+       reading them back costs more memory traffic than the batched input convolution saves);
+    3. training with dropout: ``"reference"`` (the per-gate masks make every convolution a grouped
+       one and rule out ``"concat"``; not benchmarked, so the reference schedule is kept);
+    4. else ``"fused"``; also always ``"fused"`` under ``torch.compile`` / ``torch.export``, so that
+       the choice does not depend on (possibly dynamic) sizes.
+    """
+    if in_masks is not None or rec_masks is not None:
+        return "reference"
+    if _compiling():  # no branch on (possibly symbolic) sizes under torch.compile / torch.export
+        return "fused"
+    if not grad and min(layer.kernel_size) >= 5 and nnpack_applicable(layer, x, in_masks, rec_masks):
+        cin = x.shape[2]
+        step_flops = 2 * x.shape[0] * math.prod(spatial) * 4 * layer.filters * (cin + layer.filters) \
+            * math.prod(layer.kernel_size)
+        if step_flops >= AUTO_NNPACK_MIN_FLOPS:
+            return "nnpack"
+    xg_bytes = x.shape[0] * x.shape[1] * 4 * layer.filters * math.prod(spatial) * x.element_size()
+    if xg_bytes > AUTO_HOIST_MAX_BYTES and concat_applicable(layer, in_masks, rec_masks):
+        return "concat"
+    return "fused"
+
+
+def _needs_grad(cell, x, h, c) -> bool:
+    return torch.is_grad_enabled() and (x.requires_grad or h.requires_grad or c.requires_grad
+                                        or any(p.requires_grad for p in cell.parameters()))
+
+
+AUTO_NNPACK_MIN_FLOPS = 2e8
+AUTO_HOIST_MAX_BYTES = 32 * 2**20
+
+
+def nnpack_applicable(layer, x: torch.Tensor, in_masks, rec_masks) -> bool:
+    """The ``"nnpack"`` path: ``"concat"``'s conditions, 2D, float32 on CPU, NNPACK built in, and
+    not under ``torch.compile`` (NNPACK's operator has no shape function for the compiler)."""
+    return (layer.rank == 2 and x.device.type == "cpu" and layer.cell.weight_ih.dtype == torch.float32
+            and concat_applicable(layer, in_masks, rec_masks) and _NNPACK and not _compiling()
+            and not _autocast("cpu"))
+
+
+def _nnpack_available() -> bool:
+    try:
+        return bool(torch._nnpack_available())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+_NNPACK = _nnpack_available()
+
+
+def _nnpack_conv(plan, z: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """The recurrent plan's ``'same'`` convolution through NNPACK (FFT or Winograd tiles)."""
+    if plan.pad is not None:
+        z = F.pad(z, plan.pad)
+    if bias is None:
+        bias = weight.new_zeros(weight.shape[0])
+    return torch._nnpack_spatial_convolution(z, weight, bias, list(plan.conv_padding), [1, 1])
+
+
+def _run_fused(layer, cell, x, h, c, mask, in_masks, rec_masks, checkpoint_chunk, variant):
+    rank = layer.rank
+    steps = x.shape[1]
+    if layer.go_backwards:
+        x = x.flip(1)
+        if mask is not None:
+            mask = mask.flip(1)
+    if variant == "nnpack":  # NNPACK takes contiguous NCHW
+        h, c = h.contiguous(), c.contiguous()
+    else:
+        h, c = _layout(h, rank), _layout(c, rank)
+    grad = _needs_grad(cell, x, h, c)
+    if grad and checkpoint_chunk is not None and not _compiling():
+        from torch.utils.checkpoint import checkpoint
+
+        outs: List[torch.Tensor] = []
+        prev = None
+        for start, stop in _chunk_bounds(steps, checkpoint_chunk):
+            m = None if mask is None else mask[:, start:stop]
+            seq, h, c, prev = checkpoint(_fused_chunk, layer, cell, x[:, start:stop], h, c, m, in_masks,
+                                         rec_masks, prev, grad, variant, use_reentrant=False)
+            outs.append(seq)
+        seq = torch.cat(outs, dim=0) if len(outs) > 1 else outs[0]
+        if not layer.return_sequences:
+            seq = outs[-1]
+    else:
+        seq, h, c, _ = _fused_chunk(layer, cell, x, h, c, mask, in_masks, rec_masks, None, grad, variant)
+    output = seq.transpose(0, 1) if layer.return_sequences else seq[0]
+    return output, h, c
+
+
+def _chunk_bounds(steps: int, chunk) -> List[Tuple[int, int]]:
+    if chunk is None:
+        return [(0, steps)]
+    k = max(1, math.ceil(math.sqrt(steps))) if chunk is True else int(chunk)
+    return [(s, min(s + k, steps)) for s in range(0, steps, k)]
+
+
+def _fused_chunk(layer, cell, x, h, c, mask, in_masks, rec_masks, prev_output, grad, variant):
+    """Steps over one chunk ``x`` :math:`(B, T', C, *S)` (already in processing order).
+
+    Returns ``(seq, h, c, prev_output)`` with seq :math:`(T', B, F, *S')` time-major (or
+    :math:`(1, B, F, *S')`, the last output, without ``return_sequences``)."""
+    rank = layer.rank
+    batch, steps, channels = x.shape[0], x.shape[1], x.shape[2]
+    spatial_in = tuple(x.shape[3:])
+    compiling = _compiling()
+    # the closed-form update assumes one dtype throughout; under autocast the convolutions return
+    # a lower precision than the state, and the cell's own (functional) update handles the mix
+    fast = _default_activations(cell) and not compiling and not _autocast(x.device.type)
+    w_ih, w_hh, bias = _scaled_weights(cell, fast)
+    keep_all = layer.return_sequences
+    nnpack = variant == "nnpack"
+    concat = variant in ("concat", "nnpack")
+    frames = _time_major_frames(x, rank, channels_last=not nnpack)
+    plan = cell._plan("recurrent", tuple(h.shape[2:]), 1)
+    if nnpack:
+        def conv(z, w, b):
+            return _nnpack_conv(plan, z, w, b)
+    else:
+        conv = plan
+
+    if concat:
+        if not grad and mask is None and fast:
+            return _concat_inference(cell, frames.view((steps, batch) + tuple(frames.shape[1:])), h, c,
+                                     w_ih, w_hh, bias, keep_all, conv, nnpack) + (prev_output,)
+        w_cat = torch.cat([w_ih, w_hh], dim=1)
+        xs = frames.view((steps, batch) + tuple(frames.shape[1:])).unbind(0)
+        xgs = None
+    else:
+        masks = None
+        if in_masks is not None:
+            masks = in_masks.unsqueeze(1).expand((4, steps, batch, channels) + spatial_in).reshape(
+                (4, steps * batch, channels) + spatial_in)
+        x_gates = _layout(_project(cell, "input", frames, masks, w_ih, bias, channels), rank)
+        xgs = x_gates.view((steps, batch) + tuple(x_gates.shape[1:])).unbind(0)
+        if not grad and mask is None and fast:
+            return _hoisted_inference(layer, cell, xgs, h, c, w_hh, rec_masks, keep_all) + (prev_output,)
+
+    outputs: List[torch.Tensor] = []
+    for t in range(steps):
+        if concat:
+            pre_a = conv(torch.cat([xs[t], h], dim=1), w_cat, bias)
+            pre_b = None
+        else:
+            pre_a = _project(cell, "recurrent", h, rec_masks, w_hh, None, layer.filters)
+            pre_b = xgs[t]
+        if fast:
+            h_new, c_new = GateUpdate.apply(pre_a, pre_b, c)
+        else:
+            h_new, c_new = _functional_update(cell, pre_a if pre_b is None else pre_b + pre_a, c)
+        if mask is None:
+            h, c, out = h_new, c_new, h_new
+        else:
+            m = mask[:, t].view((batch,) + (1,) * (rank + 1))
+            h = torch.where(m, h_new, h)
+            c = torch.where(m, c_new, c)
+            if prev_output is None:
+                prev_output = torch.zeros_like(h_new)
+            out = torch.where(m, h_new, prev_output)
+            prev_output = out
+            if layer.zero_output_for_mask:
+                out = torch.where(m, out, torch.zeros_like(out))
+        if keep_all or not outputs:
+            outputs.append(out)
+        else:
+            outputs[0] = out
+    seq = torch.stack(outputs, dim=0) if keep_all else outputs[0].unsqueeze(0)
+    return seq, h, c, prev_output
+
+
+def _empty_like_layout(shape, like: torch.Tensor, rank: int) -> torch.Tensor:
+    """An uninitialised ``(N, C, *S)`` tensor in the path's memory format."""
+    mf = _memory_format(rank)
+    if mf is None:
+        return torch.empty(shape, dtype=like.dtype, device=like.device)
+    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=mf)
+
+
+def _hoisted_inference(layer, cell, xgs, h, c, w_hh, rec_masks, keep_all):
+    """No autograd, no masks, sigmoid/tanh: the update in place, h written into the output."""
+    rank = layer.rank
+    steps = len(xgs)
+    plan = cell._plan("recurrent", tuple(h.shape[2:]), 1)
+    use_binary = (_MKLDNN_BINARY is not None and rec_masks is None and rank == 2 and plan.pad is None
+                  and h.device.type == "cpu" and h.dtype == torch.float32 and torch.backends.mkldnn.enabled
+                  and torch.backends.mkldnn.is_available())
+    weight = _layout(w_hh, rank) if use_binary else w_hh
+    n_out = steps if keep_all else 1
+    seq = _empty_like_layout((n_out * h.shape[0],) + tuple(h.shape[1:]), h, rank).view((n_out,) + tuple(h.shape))
+    c = c.clone()
+    tau = torch.empty_like(c)
+    ones = [1] * rank
+    for t in range(steps):
+        if use_binary:
+            gates = _MKLDNN_BINARY.binary(h, xgs[t], weight, None, list(plan.conv_padding), ones, ones, 1,
+                                          "add", None, None, [], None)
+        else:
+            gates = _project(cell, "recurrent", h, rec_masks, w_hh, None, layer.filters)
+            gates.add_(xgs[t])
+        h = seq[t if keep_all else 0]
+        _update_in_place(gates, c, tau, h)
+    return seq, h.clone(), c
+
+
+def _concat_inference(cell, frames, h, c, w_ih, w_hh, bias, keep_all, conv, nnpack):
+    """No autograd, no masks, sigmoid/tanh, ``"concat"``: one buffer ``Z`` of shape
+    :math:`(T+1, B, C + F, *S)` holds :math:`[x_t, h_{t-1}]` for every step; step ``t``
+    convolves ``Z[t]`` and writes :math:`h_t` into the state channels of ``Z[t+1]``, so the
+    output sequence is a view of ``Z`` and nothing is concatenated or copied in the loop."""
+    rank = cell.rank
+    steps, batch, ch = frames.shape[0], frames.shape[1], frames.shape[2]
+    nf = cell.filters
+    spatial = tuple(h.shape[2:])
+    z = _empty_like_layout(((steps + 1) * batch, ch + nf) + spatial, h, 0 if nnpack else rank).view(
+        (steps + 1, batch, ch + nf) + spatial)
+    z[:steps, :, :ch].copy_(frames)
+    z[0, :, ch:].copy_(h)
+    w_cat = torch.cat([w_ih, w_hh], dim=1)
+    c = c.clone()
+    tau = torch.empty_like(c)
+    for t in range(steps):
+        gates = conv(z[t], w_cat, bias)
+        _update_in_place(gates, c, tau, z[t + 1, :, ch:])
+    seq = z[1:, :, ch:] if keep_all else z[steps:, :, ch:].clone()
+    return seq, z[steps, :, ch:].clone(), c

@@ -1,0 +1,229 @@
+"""Every compute path (``implementation=``) computes what the reference path computes.
+
+The paths differ in memory layout (channels-last), in how the input convolution is scheduled
+(hoisted over all steps or concatenated with the state per step), in the convolution backend
+(oneDNN or NNPACK) and in the gate update (one autograd node, in-place without autograd), so
+the outputs agree to float32 rounding, not bit for bit: forward within 1e-5 and gradients within
+1e-4 of their scale. Checkpointing through time must give the reference's gradients, and
+``torch.compile`` must trace every path's time loop without graph breaks.
+"""
+import itertools
+
+import pytest
+import torch
+
+import convlstm
+from convlstm import _paths
+
+PATHS = ["fused", "concat", "nnpack", "auto"]
+FAST_PATHS = ["fused", "concat", "nnpack"]  # "auto" picks one of them (see test_auto_rule)
+CLASSES = {1: convlstm.ConvLSTM1D, 2: convlstm.ConvLSTM2D, 3: convlstm.ConvLSTM3D}
+SPATIAL = {1: (7,), 2: (6, 5), 3: (4, 5, 3)}
+
+
+def _pair(rank, path, *, in_channels=3, filters=4, seed=None, **kwargs):
+    """A reference layer and a ``path`` layer with the same weights (and dropout seed)."""
+    torch.manual_seed(0)
+    cls = CLASSES[rank]
+    ref = cls(filters, kwargs.pop("kernel_size", 3), in_channels=in_channels, seed=seed,
+              implementation="reference", **kwargs)
+    other = cls(filters, ref.kernel_size, in_channels=in_channels, seed=seed, implementation=path, **kwargs)
+    other.load_state_dict(ref.state_dict())
+    if ref.cell.bias is not None:
+        with torch.no_grad():  # random biases so that every term matters
+            for layer in (ref, other):
+                layer.cell.bias.copy_(torch.linspace(-0.5, 0.5, layer.cell.bias.numel()))
+    return ref, other
+
+
+def _input(rank, data_format, batch=2, steps=4, channels=3, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    spatial = SPATIAL[rank]
+    shape = (batch, steps) + (spatial + (channels,) if data_format == "channels_last" else (channels,) + spatial)
+    return torch.randn(shape, generator=g)
+
+
+# NNPACK convolves with FFT or Winograd tiles: float32 rounding of a different algorithm, up to
+# about 2e-5 of the output's scale on these small cases (the direct paths stay within 2e-6)
+NNPACK_TOL = 5e-5
+
+
+def _tol(path, tol):
+    return max(tol, NNPACK_TOL) if path == "nnpack" else tol
+
+
+def _close(a, b, tol, what):
+    if isinstance(a, (tuple, list)):
+        for i, (x, y) in enumerate(zip(a, b)):
+            _close(x, y, tol, f"{what}[{i}]")
+        return
+    assert a.shape == b.shape, f"{what}: shape {tuple(a.shape)} != {tuple(b.shape)}"
+    scale = max(float(b.abs().max()), 1e-6)
+    err = float((a - b).abs().max())
+    assert err <= tol * scale, f"{what}: max error {err:.3g} > {tol} x {scale:.3g}"
+
+
+def _forward_and_grads(layer, x, **call):
+    x = x.clone().requires_grad_(True)
+    out = layer(x, **call)
+    outs = out if isinstance(out, tuple) else (out,)
+    loss = sum((o * torch.linspace(-1, 1, o.numel()).view(o.shape)).sum() for o in outs)
+    layer.zero_grad()
+    loss.backward()
+    grads = [x.grad] + [p.grad.clone() for p in layer.parameters()]
+    return tuple(o.detach() for o in outs), grads
+
+
+CASES = list(itertools.product([1, 2, 3], ["channels_last", "channels_first"]))
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("rank,data_format", CASES)
+def test_path_matches_reference_forward_and_gradients(path, rank, data_format):
+    ref, other = _pair(rank, path, padding="same", data_format=data_format, return_sequences=True,
+                       return_state=True)
+    x = _input(rank, data_format)
+    with torch.no_grad():  # the inference loops (in place, preallocated output)
+        _close(other(x), ref(x), _tol(path, 1e-5), f"{path} inference")
+    out_r, g_r = _forward_and_grads(ref, x)
+    out_o, g_o = _forward_and_grads(other, x)
+    _close(out_o, out_r, _tol(path, 1e-5), f"{path} forward")
+    _close(g_o, g_r, _tol(path, 1e-4), f"{path} gradients")
+
+
+OPTIONS = [
+    dict(padding="valid"),
+    dict(padding="same", kernel_size=2),                      # TF's asymmetric 'same' pads
+    dict(padding="same", strides=2),
+    dict(padding="valid", dilation_rate=2),
+    dict(padding="same", go_backwards=True),
+    dict(padding="same", return_sequences=False),
+    dict(padding="same", activation="relu", recurrent_activation="hard_sigmoid"),
+    dict(padding="same", use_bias=False),
+    dict(padding="same", peephole=True),
+    dict(padding="same", dropout=0.3, recurrent_dropout=0.2, seed=5),
+]
+
+
+@pytest.mark.parametrize("path", FAST_PATHS)
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_path_matches_reference_with_options(path, options):
+    options = dict(options)
+    options.setdefault("return_sequences", True)
+    ref, other = _pair(2, path, **options)
+    if options.get("peephole"):
+        with torch.no_grad():
+            for layer in (ref, other):
+                for p in (layer.cell.peephole_i, layer.cell.peephole_f, layer.cell.peephole_o):
+                    p.copy_(torch.linspace(-0.3, 0.3, p.numel()))
+    x = _input(2, "channels_last", steps=5)
+    ref.train(), other.train()  # dropout is active in training only
+    out_r, g_r = _forward_and_grads(ref, x)
+    out_o, g_o = _forward_and_grads(other, x)
+    _close(out_o, out_r, _tol(path, 1e-5), f"{path} forward")
+    _close(g_o, g_r, _tol(path, 1e-4), f"{path} gradients")
+    ref.eval(), other.eval()
+    with torch.no_grad():
+        _close(other(x), ref(x), _tol(path, 1e-5), f"{path} inference")
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_path_with_mask_and_initial_state(path):
+    ref, other = _pair(2, path, padding="same", return_sequences=True, return_state=True)
+    x = _input(2, "channels_last", steps=5)
+    mask = torch.tensor([[True, False, True, True, False], [False, True, True, False, True]])
+    h0 = torch.randn(2, 6, 5, 4)
+    c0 = torch.randn(2, 6, 5, 4)
+    call = dict(mask=mask, initial_state=[h0, c0])
+    out_r, g_r = _forward_and_grads(ref, x, **call)
+    out_o, g_o = _forward_and_grads(other, x, **call)
+    _close(out_o, out_r, _tol(path, 1e-5), f"{path} forward")
+    _close(g_o, g_r, _tol(path, 1e-4), f"{path} gradients")
+    with torch.no_grad():
+        _close(other(x, initial_state=[h0, c0]), ref(x, initial_state=[h0, c0]), _tol(path, 1e-5),
+               f"{path} inference")
+
+
+@pytest.mark.parametrize("path", FAST_PATHS)
+def test_path_stateful(path):
+    ref, other = _pair(2, path, padding="same", stateful=True)
+    x1, x2 = _input(2, "channels_last", seed=1), _input(2, "channels_last", seed=2)
+    with torch.no_grad():
+        for x in (x1, x2):
+            _close(other(x), ref(x), _tol(path, 1e-5), f"{path} stateful")
+        _close(other.states, ref.states, _tol(path, 1e-5), f"{path} states")
+
+
+@pytest.mark.parametrize("path,chunk", [("reference", 3), ("fused", True), ("fused", 2), ("concat", 3),
+                                        ("nnpack", 2)])
+def test_checkpoint_through_time_gives_the_same_gradients(path, chunk):
+    ref, _ = _pair(2, "reference", padding="same", return_sequences=True)
+    _, ck = _pair(2, path, padding="same", return_sequences=True, checkpoint_chunk=chunk)
+    x = _input(2, "channels_last", steps=7)
+    out_r, g_r = _forward_and_grads(ref, x)
+    out_c, g_c = _forward_and_grads(ck, x)
+    _close(out_c, out_r, _tol(path, 1e-5), "checkpointed forward")
+    _close(g_c, g_r, _tol(path, 1e-4), "checkpointed gradients")
+
+
+def test_path_arguments_are_checked():
+    with pytest.raises(ValueError, match=r"implementation='fast' is not allowed; allowed: 'auto', 'reference'"):
+        convlstm.ConvLSTM2D(2, 3, implementation="fast")
+    with pytest.raises(ValueError, match=r"checkpoint_chunk must be None, True or a positive int"):
+        convlstm.ConvLSTM2D(2, 3, checkpoint_chunk=0)
+
+
+def test_auto_rule():
+    """``"auto"`` follows the documented rule of :func:`convlstm._paths.auto_path`."""
+    small = convlstm.ConvLSTM2D(8, 3, padding="same", in_channels=2)
+    x = torch.zeros(2, 3, 2, 8, 8)
+    for grad in (False, True):  # small: hoisted input convolution, oneDNN
+        assert _paths.auto_path(small, x, (8, 8), grad=grad) == "fused"
+    big = convlstm.ConvLSTM2D(64, 3, padding="same", in_channels=2)
+    xb = torch.zeros(8, 12, 2, 32, 32)  # the hoisted gates would take 96 MiB
+    assert _paths.auto_path(big, xb, (32, 32), grad=True) == "concat"
+    assert _paths.auto_path(big, xb, (32, 32), grad=False) == "concat"  # 3x3: not NNPACK
+    big5 = convlstm.ConvLSTM2D(64, 5, padding="same", in_channels=2)
+    expected = "nnpack" if _paths.nnpack_applicable(big5, xb, None, None) else "concat"
+    assert _paths.auto_path(big5, xb, (32, 32), grad=False) == expected
+    assert _paths.auto_path(big5, xb, (32, 32), grad=True) == "concat"
+    valid = convlstm.ConvLSTM2D(64, 3, padding="valid", in_channels=2)  # concat needs 'same'
+    assert _paths.auto_path(valid, xb, (30, 30), grad=False) == "fused"
+    masks = torch.ones(4, 8, 2, 32, 32)  # dropout: per-gate masks, the reference schedule
+    assert _paths.auto_path(big, xb, (32, 32), masks, None, grad=True) == "reference"
+
+
+@pytest.mark.parametrize("path", ["reference", "fused", "concat", "nnpack"])
+def test_torch_compile_traces_the_time_loop_without_graph_breaks(path):
+    torch._dynamo.reset()
+    layer = convlstm.ConvLSTM2D(4, 3, padding="same", return_sequences=True, in_channels=2, implementation=path)
+    x = torch.randn(2, 4, 6, 6, 2)
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad):
+            explanation = torch._dynamo.explain(layer)(x)
+        assert explanation.graph_break_count == 0, (path, grad, explanation.break_reasons)
+        assert explanation.graph_count == 1
+    compiled = torch.compile(layer, backend="eager", fullgraph=True)
+    with torch.no_grad():
+        _close(compiled(x), layer(x), _tol(path, 1e-5), f"{path} compiled")
+
+
+def test_checkpoint_through_time_saves_less_for_backward():
+    """With checkpointing, the tensors autograd keeps from the forward are the chunk boundaries,
+    not every step's gates (the steps are recomputed during the backward)."""
+    def saved_bytes(**kwargs):
+        torch.manual_seed(0)
+        layer = convlstm.ConvLSTM2D(8, 3, padding="same", return_sequences=True, in_channels=2, **kwargs)
+        total = []
+
+        def pack(t):
+            total.append(t.numel() * t.element_size())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            layer(torch.randn(2, 16, 8, 8, 2)).sum().backward()
+        return sum(total)
+
+    plain = saved_bytes(implementation="fused")
+    checkpointed = saved_bytes(implementation="fused", checkpoint_chunk=4)
+    assert checkpointed < 0.3 * plain, (checkpointed, plain)
