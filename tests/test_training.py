@@ -243,3 +243,33 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert ckpt["global_step"] == int(np.ceil(np.ceil(n_train / 2) / 4)) == 4
     results = evaluate(run, out_dir=tmp_path / "ev")
     assert np.isfinite(results["model"]["mse"])
+
+
+def test_climatology_by_hour_of_day_when_the_file_has_time_stamps(tmp_path):
+    """A series that repeats exactly every 24 hours: the per-cell, per-hour training mean forecasts
+    it perfectly (MSE 0, the analytic answer), which the mean training frame cannot."""
+    n = 24 * 6
+    hours = np.arange(n) % 24
+    rng = np.random.default_rng(0)
+    pattern = rng.uniform(0, 50, (24, 12, 12, 1)).astype(np.float32)
+    series = pattern[hours]
+    days = 4 + np.arange(n) // 24
+    stamps = np.array([f"201408{d:02d}{h + 1:02d}" for d, h in zip(days, hours)])  # DeepST slots 01..24
+    np.savez(tmp_path / "grid.npz", data=series, date=stamps)
+    run = fit(tiny_config(tmp_path, data=str(tmp_path / "grid.npz"), key="data", run_dir=str(tmp_path / "r"),
+                          max_epochs=1))
+    metrics = json.loads((Path(run) / "metrics.json").read_text())
+    assert metrics["climatology"]["mse"] < 1e-8
+    mean_frame = series[: int(n * 0.6)].mean(0)
+    test_y = series[int(n * 0.8) + 3:]
+    assert ((test_y - mean_frame) ** 2).mean() > 100  # what the mean-frame baseline would have scored
+
+
+def test_hours_of_day_formats():
+    from convlstm.data import hours_of_day
+
+    assert hours_of_day(np.array(["2014080401", "2014080424"])).tolist() == [0, 23]
+    assert hours_of_day(np.array(["2017050910", "2017050948"])).tolist() == [4, 23]  # half-hour slots
+    assert hours_of_day(np.array(["201008260000", "201008261355"])).tolist() == [0, 13]
+    assert hours_of_day(np.array(["2010-08-26T13:05"], dtype="datetime64[m]")).tolist() == [13]
+    assert hours_of_day(np.arange(3.0)) is None

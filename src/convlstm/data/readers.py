@@ -525,3 +525,44 @@ def load_timestamps(path: Any, key: Optional[str] = None) -> np.ndarray:
 
     with netcdf_file(p, "r", mmap=False) as f:
         return np.array(f.variables[pick(list(f.variables), "variable")][:])
+
+
+def hours_of_day(timestamps: Any) -> Optional[np.ndarray]:
+    """The hour of the day (0..23) of each time stamp, or ``None`` if they cannot be read as times.
+
+    Understood: ``datetime64`` values; digit strings ``YYYYMMDDhhmm`` (minutes) and DeepST's
+    ``YYYYMMDDss`` with hour slots ``ss`` = 01..48 for half hours or 01..24 for hours (slot ``s``
+    starts at hour ``(s - 1) * 24 / slots_per_day``); ISO strings ``YYYY-MM-DDThh:mm``.
+
+    Shape:
+        ``(T,)`` -> ``(T,)`` int64.
+
+    Example::
+
+        >>> hours_of_day(np.array(["2014080401", "2014080424"]))
+        array([ 0, 23])
+    """
+    t = np.asarray(timestamps)
+    if t.ndim != 1 or t.size == 0:
+        return None
+    if t.dtype.kind == "M":
+        return (t.astype("datetime64[h]").astype(np.int64) % 24).astype(np.int64)
+    if t.dtype.kind == "S":
+        t = t.astype(str)
+    if t.dtype.kind != "U":
+        return None
+    s = np.char.strip(t)
+    try:
+        if all(len(v) == 10 and v.isdigit() for v in s):  # DeepST: YYYYMMDD + slot 01..24 or 01..48
+            slot = np.array([int(v[8:]) for v in s], dtype=np.int64)
+            per_day = 48 if slot.max() > 24 else 24
+            if slot.min() < 1:
+                return None
+            return ((slot - 1) * 24 // per_day).astype(np.int64)
+        if all(len(v) == 12 and v.isdigit() for v in s):  # YYYYMMDDhhmm
+            hours = np.array([int(v[8:10]) for v in s], dtype=np.int64)
+        else:
+            hours = np.asarray(s, dtype="datetime64[m]").astype("datetime64[h]").astype(np.int64) % 24
+    except ValueError:
+        return None
+    return hours if (hours.min() >= 0 and hours.max() < 24) else None

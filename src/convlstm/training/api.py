@@ -269,8 +269,11 @@ def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional
     else:
         acc = _metrics.MetricAccumulator(data_range=data_range, thresholds=tuple(thresholds),
                                          climatology=torch.as_tensor(dm.climatology))
+    if dm.climatology_by_hour is not None:
+        print("convlstm evaluate: climatology is the training mean of each cell at each hour of the day "
+              "(from the file's time stamps)")
     keep_x, keep_y, keep_p = [], [], []
-    kept = 0
+    kept = seen = 0
     with torch.no_grad():
         for x, y in dm.dataloader(part):
             x = x.to(dev)
@@ -278,7 +281,9 @@ def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional
             x_u = dm.inverse_transform(x.float()).cpu()
             y_u = dm.inverse_transform(y.float())
             p_u = dm.inverse_transform(pred).cpu()
-            acc.update(p_u, y_u, x_u)
+            clim = dm.target_climatology(part, seen, x.shape[0])  # None: the mean training frame
+            seen += x.shape[0]
+            acc.update(p_u, y_u, x_u, climatology=None if clim is None else torch.from_numpy(clim))
             if kept < samples:
                 n = min(samples - kept, x.shape[0])
                 keep_x.append(x_u[:n].numpy()); keep_y.append(y_u[:n].numpy()); keep_p.append(p_u[:n].numpy())
@@ -307,10 +312,12 @@ class _ErrorAccumulator:
         self.sums: Dict[str, List[torch.Tensor]] = {}
         self.count = 0
 
-    def update(self, pred: torch.Tensor, true: torch.Tensor, inputs: torch.Tensor) -> None:
+    def update(self, pred: torch.Tensor, true: torch.Tensor, inputs: torch.Tensor,
+               climatology: Optional[torch.Tensor] = None) -> None:
         y = true.double()
+        clim = self.climatology if climatology is None else climatology.double()
         forecasts = {"model": pred.double(), "persistence": inputs[:, -1:].double().expand_as(y),
-                     "climatology": self.climatology.expand_as(y)}
+                     "climatology": clim.expand_as(y)}
         for name, f in forecasts.items():
             d = f - y
             sq, ab = (d * d).sum(dim=(0, 2, 3, 4)), d.abs().sum(dim=(0, 2, 3, 4))

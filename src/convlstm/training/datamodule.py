@@ -130,6 +130,9 @@ class GridDataModule(pl.LightningDataModule):
         self.source = dict(source)
         self.scaler: Any = None
         self.climatology: Optional[np.ndarray] = None    # mean training frame, data units
+        # per-cell means for each hour of the day (24, rows, cols, channels), when the file has time stamps
+        self.climatology_by_hour: Optional[np.ndarray] = None
+        self.hours: Optional[np.ndarray] = None           # hour of the day of every frame of the series
         self.value_range: Optional[Tuple[float, float]] = None
         self.parts: Dict[str, Tuple[int, int]] = {}
         self.datasets: Dict[str, Dataset] = {}
@@ -200,6 +203,8 @@ class GridDataModule(pl.LightningDataModule):
             mean, lo, hi = _frame_stats(fit_series, *fit_range)
             self.climatology = mean.astype(np.float32)
             self.value_range = (lo, hi)
+        if self.mode == "series" and self.path is not None:
+            self._fit_climatology_by_hour(*fit_range)
         for name, (lo, hi) in self.parts.items():
             if hi <= lo:
                 continue
@@ -252,6 +257,33 @@ class GridDataModule(pl.LightningDataModule):
         return self.scaler.inverse_transform(x)
 
     # ------------------------------------------------------------------ checkpoint state
+    def _fit_climatology_by_hour(self, start: int, stop: int) -> None:
+        """Read the file's time stamps (if any) and, unless a checkpoint gave them, average the
+        training frames per cell and hour of the day: the climatology baseline for daily cycles."""
+        try:
+            hours = _data.hours_of_day(_data.load_timestamps(self.path))
+        except (ValueError, KeyError, OSError):
+            hours = None
+        if hours is None or len(hours) != int(self.series.shape[0]):
+            return
+        self.hours = hours
+        if self.climatology_by_hour is None:
+            from ..metrics import ClimatologyByTimeOfDay
+
+            clim = ClimatologyByTimeOfDay(24).fit(np.asarray(self.series[start:stop], dtype=np.float64),
+                                                  hours[start:stop])
+            self.climatology_by_hour = clim.means.astype(np.float32)
+
+    def target_climatology(self, part: str, first: int, count: int) -> Optional[np.ndarray]:
+        """The climatology forecast for samples ``first .. first + count - 1`` of ``part``:
+        the training mean of each cell at the hour of each target frame, shaped
+        ``(count, output_steps, rows, cols, channels)``; ``None`` without time stamps."""
+        if self.climatology_by_hour is None or self.hours is None or self.mode != "series":
+            return None
+        ds = self.datasets[part]
+        slots = np.stack([self.hours[ds.window_times(i)[1]] for i in range(first, first + count)])
+        return self.climatology_by_hour[slots]
+
     def state_dict(self) -> Dict[str, Any]:
         """Plain data for checkpoints (``torch.load(weights_only=True)`` reads it)."""
         if not self._ready:
@@ -268,6 +300,8 @@ class GridDataModule(pl.LightningDataModule):
             "climatology": torch.from_numpy(np.ascontiguousarray(self.climatology, dtype=np.float32)),
             "value_range": [float(v) for v in self.value_range],
             "parts": {k: [int(v[0]), int(v[1])] for k, v in self.parts.items()},
+            **({} if self.climatology_by_hour is None else
+               {"climatology_by_hour": torch.from_numpy(np.ascontiguousarray(self.climatology_by_hour))}),
         }
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
@@ -277,6 +311,9 @@ class GridDataModule(pl.LightningDataModule):
         self._restored_scaler = dict(state["scaler"])
         self.climatology = np.asarray(torch.as_tensor(state["climatology"]).numpy(), dtype=np.float32)
         self.value_range = tuple(float(v) for v in state["value_range"])
+        if "climatology_by_hour" in state:
+            self.climatology_by_hour = np.asarray(torch.as_tensor(state["climatology_by_hour"]).numpy(),
+                                                  dtype=np.float32)
         if self._ready:
             self.scaler = _data.scaler_from_state_dict(self._restored_scaler)
             for ds in self.datasets.values():
