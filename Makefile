@@ -1,24 +1,35 @@
-# Set-up is pinned to the CPU build of torch so that a fresh machine does not pull a CUDA build.
+# Set-up is pinned to the CPU build of torch so that a fresh machine does not pull a CUDA build
+# (pyproject.toml itself asks only for torch>=2.1).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
+# Torch's idle OpenMP threads spin by default, which slows everything when the machine is busy.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: test demo venv clean
 
-$(VENV)/.installed: pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+$(PY):
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
+
+# the package with what training and the demo need
+$(VENV)/.installed-train: pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e ".[train]" "$(TORCH)"
+	touch $@
+
+# ... and the test references (Keras 3, onnxruntime, scikit-image)
+$(VENV)/.installed-test: pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e ".[test]" "$(TORCH)"
 	touch $@
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed-test
 
-test: venv
+test: $(VENV)/.installed-test
 	KERAS_BACKEND=torch $(PY) -m pytest -q
 
-demo: venv
+demo: $(VENV)/.installed-train
 	$(VENV)/bin/convlstm demo
 
 clean:
