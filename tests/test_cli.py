@@ -11,16 +11,8 @@ from convlstm import cli
 from convlstm.training import FitConfig, load_config
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread, and a busy machine makes waiting OpenMP threads
-    spin: these tests use one."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# tiny models run fastest on one thread (see conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(capsys, *argv):

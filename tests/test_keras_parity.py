@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import convlstm
-from _keras_ref import KERAS_CLASSES, assert_close, keras, randomize_keras_weights, to_numpy
+from _keras_ref import KERAS_CLASSES, assert_close, randomize_keras_weights, to_numpy
 
 OURS = {1: convlstm.ConvLSTM1D, 2: convlstm.ConvLSTM2D, 3: convlstm.ConvLSTM3D}
 ACTIVATIONS = ["tanh", "relu", "sigmoid", None, "elu", "softsign", "gelu", "swish", "hard_sigmoid"]

@@ -14,16 +14,8 @@ pytest.importorskip("lightning")
 from convlstm.training import (AtomicCheckpointIO, FitConfig, ForecastModule, GridDataModule, evaluate, fit,
                                load_checkpoint, load_config, predict, save_config)
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread, and a busy machine makes waiting OpenMP threads
-    spin: these tests use one."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# tiny models run fastest on one thread (see conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY_MODEL = {"model": "keras-nextframe", "model_options": {"filters": [4], "kernel_sizes": [3]}}
@@ -149,7 +141,6 @@ def test_losses_and_schedulers(tmp_path, loss, scheduler):
 def test_constraints_and_regularizers_are_applied(tmp_path):
     import convlstm
 
-    model = torch.nn.Sequential()
     layer = convlstm.ConvLSTM2D(2, 3, padding="same", return_sequences=True, in_channels=1,
                                 kernel_constraint="non_neg", kernel_regularizer="l2")
 

@@ -105,6 +105,24 @@ def check_checkpoint_chunk(value) -> Optional[object]:
     return int(value)
 
 
+
+def masked_update(layer, mask, t: int, h_new, c_new, h, c, prev_output):
+    """Keras's mask semantics for step ``t``: a masked sample keeps its ``(h, c)`` and repeats the
+    previous output (zeros before its first unmasked step, or zeros throughout with
+    ``zero_output_for_mask``). Returns ``(h, c, output, prev_output)``."""
+    if mask is None:
+        return h_new, c_new, h_new, prev_output
+    m = mask[:, t].view((h_new.shape[0],) + (1,) * (h_new.dim() - 1))
+    h = torch.where(m, h_new, h)
+    c = torch.where(m, c_new, c)
+    if prev_output is None:
+        prev_output = torch.zeros_like(h_new)
+    out = torch.where(m, h_new, prev_output)
+    prev_output = out
+    if layer.zero_output_for_mask:
+        out = torch.where(m, out, torch.zeros_like(out))
+    return h, c, out, prev_output
+
 def _compiling() -> bool:
     try:
         return torch.compiler.is_compiling()
@@ -280,18 +298,7 @@ def _run_reference(layer, cell, x, h, c, mask, in_masks, rec_masks):
     prev_output = None
     for t in order:
         h_new, c_new = cell.step(x_gates[:, t], h, c, rec_masks)
-        if mask is None:
-            h, c, out = h_new, c_new, h_new
-        else:
-            m = mask[:, t].view((batch,) + (1,) * (layer.rank + 1))
-            h = torch.where(m, h_new, h)
-            c = torch.where(m, c_new, c)
-            if prev_output is None:
-                prev_output = torch.zeros_like(h_new)
-            out = torch.where(m, h_new, prev_output)
-            prev_output = out
-            if layer.zero_output_for_mask:
-                out = torch.where(m, out, torch.zeros_like(out))
+        h, c, out, prev_output = masked_update(layer, mask, t, h_new, c_new, h, c, prev_output)
         if layer.return_sequences or not outputs:
             outputs.append(out)
         else:
@@ -494,18 +501,7 @@ def _fused_chunk(layer, cell, x, h, c, mask, in_masks, rec_masks, prev_output, g
             h_new, c_new = GateUpdate.apply(pre_a, pre_b, c)
         else:
             h_new, c_new = _functional_update(cell, pre_a if pre_b is None else pre_b + pre_a, c)
-        if mask is None:
-            h, c, out = h_new, c_new, h_new
-        else:
-            m = mask[:, t].view((batch,) + (1,) * (rank + 1))
-            h = torch.where(m, h_new, h)
-            c = torch.where(m, c_new, c)
-            if prev_output is None:
-                prev_output = torch.zeros_like(h_new)
-            out = torch.where(m, h_new, prev_output)
-            prev_output = out
-            if layer.zero_output_for_mask:
-                out = torch.where(m, out, torch.zeros_like(out))
+        h, c, out, prev_output = masked_update(layer, mask, t, h_new, c_new, h, c, prev_output)
         if keep_all or not outputs:
             outputs.append(out)
         else:

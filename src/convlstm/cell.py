@@ -15,7 +15,6 @@ The ``4F`` axis holds the gates in Keras's (and :class:`torch.nn.LSTM`'s) order 
 """
 from __future__ import annotations
 
-import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np

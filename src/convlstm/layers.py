@@ -7,7 +7,7 @@ the numbers are those of Keras's step-by-step loop.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -186,7 +186,7 @@ class ConvLSTM(nn.Module):
         """Forget the stored states of a ``stateful`` layer (the next call starts from zeros, with
         any batch size), or set them to ``[h, c]`` given in the layer's data format."""
         if not self.stateful:
-            raise AttributeError(f"reset_states: the layer is not stateful; construct it with stateful=True")
+            raise AttributeError("reset_states: the layer is not stateful; construct it with stateful=True")
         if states is None:
             self._states = None
             return

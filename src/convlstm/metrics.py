@@ -137,7 +137,7 @@ def _check_threshold(threshold: Any) -> float:
         raise TypeError(f"threshold must be a number, got {threshold!r}")
     value = float(threshold)
     if math.isnan(value):
-        raise ValueError(f"threshold must not be NaN")
+        raise ValueError("threshold must not be NaN")
     return value
 
 

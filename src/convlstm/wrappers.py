@@ -1,7 +1,6 @@
 """Keras's ``Bidirectional`` wrapper for the ConvLSTM layers."""
 from __future__ import annotations
 
-import copy
 from typing import Optional, Sequence
 
 import torch
