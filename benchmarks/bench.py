@@ -114,7 +114,9 @@ def _build(impl: str, cfg, seq_len=None):
     raise ValueError(f"unknown implementation {impl!r}")
 
 
-def worker(impl: str, cfg, mode: str, reps: int, budget_s: float, seq_len=None) -> dict:
+def _step_fn(impl: str, cfg, mode: str, seq_len=None):
+    """Build one implementation and return the function that runs one measured step: inference
+    under no_grad, or forward + backward + SGD step."""
     import torch
 
     model, params, x, call = _build(impl, cfg, seq_len)
@@ -135,6 +137,14 @@ def worker(impl: str, cfg, mode: str, reps: int, budget_s: float, seq_len=None) 
             with torch.no_grad():
                 call(model, x, False)
 
+    return once
+
+
+def worker(impl: str, cfg, mode: str, reps: int, budget_s: float, seq_len=None) -> dict:
+    import torch
+
+    train = mode == "train"
+    once = _step_fn(impl, cfg, mode, seq_len)
     base = _rss_bytes()
     t0 = time.perf_counter()
     once()  # warm-up (also builds plans / compiles)
@@ -160,26 +170,7 @@ def worker(impl: str, cfg, mode: str, reps: int, budget_s: float, seq_len=None) 
 def serve_worker(impl: str, ci: int, mode: str, seq_len=None) -> None:
     """A persistent worker: builds one implementation, then runs one step per ``run`` line read
     from stdin and answers the elapsed seconds (the driver alternates the workers)."""
-    import torch
-
-    model, params, x, call = _build(impl, CONFIGS[ci], seq_len)
-    train = mode == "train"
-    if hasattr(model, "train"):
-        model.train(train)
-    opt = torch.optim.SGD(params, lr=1e-3) if train else None
-
-    def once():
-        if train:
-            for p in params:
-                p.grad = None
-            y = call(model, x, True)
-            loss = y.sum() / y.numel()
-            loss.backward()
-            opt.step()
-        else:
-            with torch.no_grad():
-                call(model, x, False)
-
+    once = _step_fn(impl, CONFIGS[ci], mode, seq_len)
     print("ready", flush=True)
     for line in sys.stdin:
         if line.strip() != "run":

@@ -231,20 +231,6 @@ def _default_activations(cell) -> bool:
     return cell.activation is torch.tanh and cell.recurrent_activation is torch.sigmoid and not cell.peephole
 
 
-def _functional_update(cell, gates: torch.Tensor, c: torch.Tensor):
-    """The cell's update from summed (unscaled) gates, out of place (what the reference computes)."""
-    gi, gf, gc, go = gates.chunk(4, dim=1)
-    act, ract = cell.activation, cell.recurrent_activation
-    if cell.peephole:
-        gi = gi + cell._peephole_view(cell.peephole_i) * c
-        gf = gf + cell._peephole_view(cell.peephole_f) * c
-    c_new = ract(gf) * c + ract(gi) * act(gc)
-    if cell.peephole:
-        go = go + cell._peephole_view(cell.peephole_o) * c_new
-    h_new = ract(go) * act(c_new)
-    return h_new, c_new
-
-
 def _update_in_place(gates: torch.Tensor, c: torch.Tensor, tau: torch.Tensor, h_out: torch.Tensor) -> None:
     """:class:`GateUpdate`'s forward without autograd: ``gates`` (scaled pre-activations) and
     ``c`` are overwritten, :math:`h_t` is written into ``h_out``."""
@@ -500,7 +486,7 @@ def _fused_chunk(layer, cell, x, h, c, mask, in_masks, rec_masks, prev_output, g
         if fast:
             h_new, c_new = GateUpdate.apply(pre_a, pre_b, c)
         else:
-            h_new, c_new = _functional_update(cell, pre_a if pre_b is None else pre_b + pre_a, c)
+            h_new, c_new = cell.update(pre_a if pre_b is None else pre_b + pre_a, c)
         h, c, out, prev_output = masked_update(layer, mask, t, h_new, c_new, h, c, prev_output)
         if keep_all or not outputs:
             outputs.append(out)

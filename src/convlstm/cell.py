@@ -231,7 +231,11 @@ class ConvLSTMCell(nn.Module):
              recurrent_masks: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         """One update from the precomputed input gates ``x_gates`` :math:`(B, 4F, *S')` and the
         previous state ``h, c`` :math:`(B, F, *S')`; returns the new ``(h, c)``."""
-        gates = x_gates + self.recurrent_projection(h, recurrent_masks)
+        return self.update(x_gates + self.recurrent_projection(h, recurrent_masks), c)
+
+    def update(self, gates: torch.Tensor, c: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The gate arithmetic from the summed pre-activations ``gates`` :math:`(B, 4F, *S')`
+        (input and recurrent convolutions and bias) and :math:`c_{t-1}`; returns ``(h_t, c_t)``."""
         gi, gf, gc, go = gates.chunk(4, dim=1)
         act, ract = self.activation, self.recurrent_activation
         if self.peephole:
