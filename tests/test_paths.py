@@ -227,3 +227,88 @@ def test_checkpoint_through_time_saves_less_for_backward():
     plain = saved_bytes(implementation="fused")
     checkpointed = saved_bytes(implementation="fused", checkpoint_chunk=4)
     assert checkpointed < 0.3 * plain, (checkpointed, plain)
+
+
+# ------------------------------------------------------------------ the concat path's training node
+def _grad_fn_names(tensor):
+    names, stack, seen = set(), [tensor.grad_fn], set()
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        names.add(type(fn).__name__)
+        stack.extend(f for f, _ in fn.next_functions)
+    return names
+
+
+@pytest.mark.parametrize("path", ["concat", "nnpack"])
+def test_concat_training_runs_as_one_node_with_a_handwritten_backward(path):
+    """The comparisons above exercise :class:`ConcatRecurrence` (not a per-step autograd loop)."""
+    layer = convlstm.ConvLSTM2D(4, 3, padding="same", return_sequences=True, in_channels=3, implementation=path)
+    names = _grad_fn_names(layer(_input(2, "channels_last")))
+    assert "ConcatRecurrenceBackward" in names, names
+    assert "GateUpdateBackward" not in names
+
+
+@pytest.mark.parametrize("options", [
+    dict(return_sequences=True, return_state=True),
+    dict(return_sequences=False),
+    dict(return_sequences=False, return_state=True, go_backwards=True),
+    dict(return_sequences=True, kernel_size=5, use_bias=False),
+], ids=str)
+@pytest.mark.parametrize("state_grad", [False, True])
+def test_concat_training_node_gradients_with_initial_state(options, state_grad):
+    """Gradients of the frames, the initial state (when it needs one: the backward then also
+    runs the t = 0 step), the weights and the bias, through every output the layer returns."""
+    options = dict(options)
+    ref, other = _pair(2, "concat", padding="same", **options)
+    x = _input(2, "channels_last", steps=5)
+    h0 = torch.randn(2, 6, 5, 4)  # channels_last data: the state is (B, rows, cols, F)
+    c0 = torch.randn(2, 6, 5, 4)
+
+    def run(layer):
+        h, c = h0.detach().clone().requires_grad_(state_grad), c0.detach().clone().requires_grad_(state_grad)
+        out, grads = _forward_and_grads(layer, x, initial_state=[h, c])
+        return out, grads + ([h.grad, c.grad] if state_grad else [])
+
+    out_r, g_r = run(ref)
+    out_o, g_o = run(other)
+    _close(out_o, out_r, 1e-5, "forward")
+    _close(g_o, g_r, 1e-4, "gradients")
+
+
+def test_concat_training_node_matches_finite_differences():
+    """:class:`convlstm._recurrence.ConcatRecurrence` against ``torch.autograd.gradcheck``
+    (central finite differences in float64): an independent check of the hand-written backward."""
+    from convlstm._paths import _empty_like_layout
+    from convlstm._recurrence import ConcatRecurrence
+
+    g = torch.Generator().manual_seed(3)
+    steps, batch, cin, nf = 3, 2, 2, 2
+    frames = torch.randn(steps, batch, cin, 4, 3, dtype=torch.float64, generator=g)
+    h0 = torch.randn(batch, nf, 4, 3, dtype=torch.float64, generator=g)
+    c0 = torch.randn(batch, nf, 4, 3, dtype=torch.float64, generator=g)
+    w_ih = 0.5 * torch.randn(4 * nf, cin, 3, 3, dtype=torch.float64, generator=g)
+    w_hh = 0.5 * torch.randn(4 * nf, nf, 3, 3, dtype=torch.float64, generator=g)
+    bias = torch.randn(4 * nf, dtype=torch.float64, generator=g)
+    tensors = [t.requires_grad_() for t in (frames, h0, c0, w_ih, w_hh, bias)]
+
+    def conv(z, w, b):
+        return torch.nn.functional.conv2d(z, w, b, 1, (1, 1))
+
+    def fn(*args):
+        return ConcatRecurrence.apply(*args, (1, 1), conv, lambda shape, like: _empty_like_layout(shape, like, 2))
+
+    assert torch.autograd.gradcheck(fn, tensors, eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+def test_concat_training_output_changed_in_place_is_caught():
+    """The hidden states are a view of the buffer the backward reads: changing them in place
+    must be refused (by the view check at once, or by the version check at backward)."""
+    layer = convlstm.ConvLSTM2D(4, 3, padding="same", return_sequences=True, in_channels=3,
+                                implementation="concat")
+    y = layer(_input(2, "channels_last"))
+    with pytest.raises(RuntimeError, match="inplace"):
+        y.mul_(2)
+        y.sum().backward()

@@ -75,11 +75,15 @@ records; inference ignores it.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+
+from ._gates import GateUpdate, default_activations, scaled_weights, update_in_place
+from ._recurrence import ConcatRecurrence
 
 __all__ = ["PATHS", "run", "auto_path", "GateUpdate"]
 
@@ -144,103 +148,6 @@ def _memory_format(rank: int):
 def _layout(t: torch.Tensor, rank: int) -> torch.Tensor:
     mf = _memory_format(rank)
     return t if mf is None else t.contiguous(memory_format=mf)
-
-
-# --------------------------------------------------------------------------------- gate update
-def _gate_scale(cell, like: torch.Tensor) -> torch.Tensor:
-    """``(4F,)`` ones with 2 on the candidate block (see :class:`GateUpdate`)."""
-    nf = cell.filters
-    s = torch.ones(4 * nf, dtype=like.dtype, device=like.device)
-    s[2 * nf: 3 * nf] = 2.0
-    return s
-
-
-def _scaled_weights(cell, scaled: bool):
-    """``(weight_ih, weight_hh, bias)``, with the candidate block doubled when ``scaled``.
-
-    Doubling is exact in floating point, so ``conv(x, 2W) == 2 conv(x, W)`` to the last bit."""
-    w_ih, w_hh, b = cell.weight_ih, cell.weight_hh, cell.bias
-    if scaled:
-        s = _gate_scale(cell, w_ih)
-        view = (-1,) + (1,) * (cell.rank + 1)
-        w_ih, w_hh = w_ih * s.view(view), w_hh * s.view(view)
-        b = None if b is None else b * s
-    return w_ih, w_hh, b
-
-
-class GateUpdate(torch.autograd.Function):
-    r"""The LSTM gate update with ``sigmoid`` / ``tanh`` as one autograd node.
-
-    Input: the pre-activations :math:`P = A + B` of shape :math:`(B, 4F, *S)` in the Keras block
-    order :math:`(P_i, P_f, P_c, P_o)`, **with the candidate block doubled**,
-    :math:`P_c = 2 G_c` (the caller doubles those rows of the weights and bias, which is exact).
-    Then every block goes through one sigmoid over the whole tensor, and
-    :math:`	anh(z) = 2\sigma(2z) - 1` gives the candidate and the cell output:
-
-    .. math::
-        i, f, o = \sigma(P_i), \sigma(P_f), \sigma(P_o), \quad g = 2\sigma(P_c) - 1 = 	anh(G_c), \
-        c_t = f\,c_{t-1} + i\,g, \quad 	au = 2\sigma(2 c_t) - 1 = 	anh(c_t), \quad h_t = o\,	au
-
-    (torch's ``tanh`` is several times slower than its ``sigmoid`` on CPU; the identity changes
-    results by at most a few float32 ulps of 1). Backward, from :math:`ar h_t, ar c_t`:
-
-    .. math::
-        ar c = ar c_t + ar h_t\, o\,(1 - 	au^2), \quad
-        ar P_i = ar c\, g\, i(1-i), \quad ar P_f = ar c\, c_{t-1} f(1-f), \quad
-        ar P_c = ar c\, i\,(1-g^2)/2, \quad ar P_o = ar h_t\, 	au\, o(1-o), \quad
-        ar c_{t-1} = ar c\, f
-
-    and :math:`ar A = ar B = ar P`. Saved: the activated gates (4F), :math:`c_{t-1}` and
-    :math:`	au` (F each).
-    """
-
-    @staticmethod
-    def forward(ctx, a: torch.Tensor, b: Optional[torch.Tensor], c_prev: torch.Tensor):
-        act = torch.sigmoid(a if b is None else a + b)
-        nf = c_prev.shape[1]
-        act[:, 2 * nf: 3 * nf].mul_(2).sub_(1)
-        i, f, g, o = act.split(nf, dim=1)
-        c = f * c_prev
-        c.addcmul_(i, g)
-        tau = torch.mul(c, 2).sigmoid_().mul_(2).sub_(1)
-        h = o * tau
-        ctx.save_for_backward(act, c_prev, tau)
-        ctx.two = b is not None
-        return h, c
-
-    @staticmethod
-    def backward(ctx, dh: Optional[torch.Tensor], dc_out: Optional[torch.Tensor]):
-        act, c_prev, tau = ctx.saved_tensors
-        nf = c_prev.shape[1]
-        i, f, g, o = act.split(nf, dim=1)
-        if dh is None:
-            dh = torch.zeros_like(tau)
-        dc = torch.mul(tau, tau).neg_().add_(1).mul_(o).mul_(dh)
-        if dc_out is not None:
-            dc.add_(dc_out)
-        dp = torch.empty_like(act)
-        di, df, dg, do = dp.split(nf, dim=1)
-        torch.mul(dc, g, out=di).mul_(i).mul_(torch.rsub(i, 1))
-        torch.mul(dc, c_prev, out=df).mul_(f).mul_(torch.rsub(f, 1))
-        torch.mul(g, g, out=dg).neg_().add_(1).mul_(i).mul_(dc).mul_(0.5)
-        torch.mul(dh, tau, out=do).mul_(o).mul_(torch.rsub(o, 1))
-        return dp, (dp if ctx.two else None), dc.mul_(f)
-
-
-def _default_activations(cell) -> bool:
-    return cell.activation is torch.tanh and cell.recurrent_activation is torch.sigmoid and not cell.peephole
-
-
-def _update_in_place(gates: torch.Tensor, c: torch.Tensor, tau: torch.Tensor, h_out: torch.Tensor) -> None:
-    """:class:`GateUpdate`'s forward without autograd: ``gates`` (scaled pre-activations) and
-    ``c`` are overwritten, :math:`h_t` is written into ``h_out``."""
-    nf = c.shape[1]
-    gates.sigmoid_()
-    i, f, g, o = gates.split(nf, dim=1)
-    g.mul_(2).sub_(1)
-    c.mul_(f).addcmul_(i, g)
-    torch.mul(c, 2, out=tau).sigmoid_().mul_(2).sub_(1)
-    torch.mul(o, tau, out=h_out)
 
 
 # --------------------------------------------------------------------------------- entry point
@@ -445,8 +352,8 @@ def _fused_chunk(layer, cell, x, h, c, mask, in_masks, rec_masks, prev_output, g
     compiling = _compiling()
     # the closed-form update assumes one dtype throughout; under autocast the convolutions return
     # a lower precision than the state, and the cell's own (functional) update handles the mix
-    fast = _default_activations(cell) and not compiling and not _autocast(x.device.type)
-    w_ih, w_hh, bias = _scaled_weights(cell, fast)
+    fast = default_activations(cell) and not compiling and not _autocast(x.device.type)
+    w_ih, w_hh, bias = scaled_weights(cell, fast)
     keep_all = layer.return_sequences
     nnpack = variant == "nnpack"
     concat = variant in ("concat", "nnpack")
@@ -459,9 +366,15 @@ def _fused_chunk(layer, cell, x, h, c, mask, in_masks, rec_masks, prev_output, g
         conv = plan
 
     if concat:
-        if not grad and mask is None and fast:
+        if mask is None and fast and not grad:
             return _concat_inference(cell, frames.view((steps, batch) + tuple(frames.shape[1:])), h, c,
                                      w_ih, w_hh, bias, keep_all, conv, nnpack) + (prev_output,)
+        if mask is None and fast and plan.pad is None:  # training: one node for the whole loop
+            seq, c = ConcatRecurrence.apply(frames.view((steps, batch) + tuple(frames.shape[1:])), h, c, w_ih, w_hh,
+                                            bias, plan.conv_padding, conv,
+                                            functools.partial(_empty_like_layout, rank=0 if nnpack else rank))
+            h = seq[-1]
+            return (seq if keep_all else h.unsqueeze(0)), h, c, prev_output
         w_cat = torch.cat([w_ih, w_hh], dim=1)
         xs = frames.view((steps, batch) + tuple(frames.shape[1:])).unbind(0)
         xgs = None
@@ -526,7 +439,7 @@ def _hoisted_inference(layer, cell, xgs, h, c, w_hh, rec_masks, keep_all):
             gates = _project(cell, "recurrent", h, rec_masks, w_hh, None, layer.filters)
             gates.add_(xgs[t])
         h = seq[t if keep_all else 0]
-        _update_in_place(gates, c, tau, h)
+        update_in_place(gates, c, c, tau, h)
     return seq, h.clone(), c
 
 
@@ -548,6 +461,6 @@ def _concat_inference(cell, frames, h, c, w_ih, w_hh, bias, keep_all, conv, nnpa
     tau = torch.empty_like(c)
     for t in range(steps):
         gates = conv(z[t], w_cat, bias)
-        _update_in_place(gates, c, tau, z[t + 1, :, ch:])
+        update_in_place(gates, c, c, tau, z[t + 1, :, ch:])
     seq = z[1:, :, ch:] if keep_all else z[steps:, :, ch:].clone()
     return seq, z[steps, :, ch:].clone(), c

@@ -1,0 +1,118 @@
+r"""The LSTM gate update with ``sigmoid`` / ``tanh``, written once for the fast paths.
+
+The pre-activations :math:`P` of shape :math:`(B, 4F, *S)` come in the Keras block order
+:math:`(P_i, P_f, P_c, P_o)` **with the candidate block doubled**, :math:`P_c = 2 G_c` (the caller
+doubles those rows of the weights and bias, see :func:`scaled_weights`, which is exact in floating
+point). Every block then goes through one ``sigmoid`` over the whole tensor, and
+:math:`\tanh z = 2\sigma(2z) - 1` gives the candidate and the cell output (torch's CPU ``tanh``
+is several times slower than its ``sigmoid``; the identity changes results by at most a few
+float32 ulps of 1):
+
+.. math::
+    i, f, o = \sigma(P_i), \sigma(P_f), \sigma(P_o), \quad g = 2\sigma(P_c) - 1 = \tanh(G_c), \\
+    c_t = f\,c_{t-1} + i\,g, \quad \tau = 2\sigma(2 c_t) - 1 = \tanh(c_t), \quad h_t = o\,\tau
+
+Backward, from :math:`\bar h_t, \bar c_t`:
+
+.. math::
+    \bar c = \bar c_t + \bar h_t\, o\,(1 - \tau^2), \quad
+    \bar P_i = \bar c\, g\, i(1-i), \quad \bar P_f = \bar c\, c_{t-1} f(1-f), \quad
+    \bar P_c = \bar c\, i\,(1-g^2)/2, \quad \bar P_o = \bar h_t\, \tau\, o(1-o), \quad
+    \bar c_{t-1} = \bar c\, f
+
+Only the activated gates (4F channels), :math:`c_{t-1}` and :math:`\tau` are needed for it.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+__all__ = ["GateUpdate", "default_activations", "scaled_weights", "update_backward", "update_in_place"]
+
+
+def default_activations(cell) -> bool:
+    """True when the cell uses Keras's default ``tanh`` / ``sigmoid`` and no peepholes, the case
+    the closed forms here cover."""
+    return cell.activation is torch.tanh and cell.recurrent_activation is torch.sigmoid and not cell.peephole
+
+
+def _gate_scale(cell, like: torch.Tensor) -> torch.Tensor:
+    """``(4F,)`` ones with 2 on the candidate block."""
+    nf = cell.filters
+    s = torch.ones(4 * nf, dtype=like.dtype, device=like.device)
+    s[2 * nf: 3 * nf] = 2.0
+    return s
+
+
+def scaled_weights(cell, scaled: bool):
+    """``(weight_ih, weight_hh, bias)``, with the candidate block doubled when ``scaled``.
+
+    Doubling is exact in floating point, so ``conv(x, 2W) == 2 conv(x, W)`` to the last bit."""
+    w_ih, w_hh, b = cell.weight_ih, cell.weight_hh, cell.bias
+    if scaled:
+        s = _gate_scale(cell, w_ih)
+        view = (-1,) + (1,) * (cell.rank + 1)
+        w_ih, w_hh = w_ih * s.view(view), w_hh * s.view(view)
+        b = None if b is None else b * s
+    return w_ih, w_hh, b
+
+
+def update_in_place(gates: torch.Tensor, c_prev: torch.Tensor, c_out: torch.Tensor, tau: torch.Tensor,
+                    h_out: torch.Tensor) -> None:
+    """The forward without autograd. ``gates`` (scaled pre-activations, :math:`(B, 4F, *S)`) is
+    overwritten with the activated gates :math:`(i, f, g, o)`; :math:`c_t` goes to ``c_out``
+    (which may be ``c_prev`` itself), :math:`\\tau` to ``tau`` and :math:`h_t` to ``h_out``."""
+    nf = c_prev.shape[1]
+    gates.sigmoid_()
+    i, f, g, o = gates.split(nf, dim=1)
+    g.mul_(2).sub_(1)
+    torch.mul(f, c_prev, out=c_out).addcmul_(i, g)
+    torch.mul(c_out, 2, out=tau).sigmoid_().mul_(2).sub_(1)
+    torch.mul(o, tau, out=h_out)
+
+
+def update_backward(act: torch.Tensor, c_prev: torch.Tensor, tau: torch.Tensor, dh: torch.Tensor,
+                    dc: Optional[torch.Tensor], dp: torch.Tensor) -> torch.Tensor:
+    """The backward of one update. ``act`` holds the activated gates, ``dh`` and ``dc`` the
+    gradients of :math:`h_t` and :math:`c_t` (``dc`` may be ``None``: zero). The gradient of the
+    (scaled) pre-activations is written into ``dp`` :math:`(B, 4F, *S)`; returns
+    :math:`\\bar c_{t-1}` (a new tensor)."""
+    nf = c_prev.shape[1]
+    i, f, g, o = act.split(nf, dim=1)
+    dcell = torch.mul(tau, tau).neg_().add_(1).mul_(o).mul_(dh)
+    if dc is not None:
+        dcell.add_(dc)
+    di, df, dg, do = dp.split(nf, dim=1)
+    torch.mul(dcell, g, out=di).mul_(i).mul_(torch.rsub(i, 1))
+    torch.mul(dcell, c_prev, out=df).mul_(f).mul_(torch.rsub(f, 1))
+    torch.mul(g, g, out=dg).neg_().add_(1).mul_(i).mul_(dcell).mul_(0.5)
+    torch.mul(dh, tau, out=do).mul_(o).mul_(torch.rsub(o, 1))
+    return dcell.mul_(f)
+
+
+class GateUpdate(torch.autograd.Function):
+    r"""One step's update as one autograd node: ``(A, B, c_prev) -> (h_t, c_t)`` with
+    :math:`P = A + B` (``B`` may be ``None``), the math of this module's docstring. Saved: the
+    activated gates (4F channels), :math:`c_{t-1}` and :math:`\tau` (F each); :math:`\bar A = \bar B = \bar P`.
+    """
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, b: Optional[torch.Tensor], c_prev: torch.Tensor):
+        act = a + b if b is not None else a.clone()
+        c = torch.empty_like(c_prev)
+        tau = torch.empty_like(c_prev)
+        h = torch.empty_like(c_prev)
+        update_in_place(act, c_prev, c, tau, h)
+        ctx.save_for_backward(act, c_prev, tau)
+        ctx.two = b is not None
+        return h, c
+
+    @staticmethod
+    def backward(ctx, dh: Optional[torch.Tensor], dc_out: Optional[torch.Tensor]):
+        act, c_prev, tau = ctx.saved_tensors
+        if dh is None:
+            dh = torch.zeros_like(tau)
+        dp = torch.empty_like(act)
+        dc_prev = update_backward(act, c_prev, tau, dh, dc_out, dp)
+        return dp, (dp if ctx.two else None), dc_prev
