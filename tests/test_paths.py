@@ -256,6 +256,7 @@ def test_concat_training_runs_as_one_node_with_a_handwritten_backward(path):
     dict(return_sequences=False),
     dict(return_sequences=False, return_state=True, go_backwards=True),
     dict(return_sequences=True, kernel_size=5, use_bias=False),
+    dict(return_sequences=True, return_state=True, in_channels=9),  # one weight gradient over [x, h]
 ], ids=str)
 @pytest.mark.parametrize("state_grad", [False, True])
 def test_concat_training_node_gradients_with_initial_state(options, state_grad):
@@ -263,7 +264,7 @@ def test_concat_training_node_gradients_with_initial_state(options, state_grad):
     runs the t = 0 step), the weights and the bias, through every output the layer returns."""
     options = dict(options)
     ref, other = _pair(2, "concat", padding="same", **options)
-    x = _input(2, "channels_last", steps=5)
+    x = _input(2, "channels_last", steps=5, channels=options.get("in_channels", 3))
     h0 = torch.randn(2, 6, 5, 4)  # channels_last data: the state is (B, rows, cols, F)
     c0 = torch.randn(2, 6, 5, 4)
 
@@ -278,14 +279,15 @@ def test_concat_training_node_gradients_with_initial_state(options, state_grad):
     _close(g_o, g_r, 1e-4, "gradients")
 
 
-def test_concat_training_node_matches_finite_differences():
+@pytest.mark.parametrize("cin", [2, 8])  # the weight gradient split in two, and in one piece
+def test_concat_training_node_matches_finite_differences(cin):
     """:class:`convlstm._recurrence.ConcatRecurrence` against ``torch.autograd.gradcheck``
     (central finite differences in float64): an independent check of the hand-written backward."""
     from convlstm._paths import _empty_like_layout
     from convlstm._recurrence import ConcatRecurrence
 
     g = torch.Generator().manual_seed(3)
-    steps, batch, cin, nf = 3, 2, 2, 2
+    steps, batch, nf = 3, 2, 2
     frames = torch.randn(steps, batch, cin, 4, 3, dtype=torch.float64, generator=g)
     h0 = torch.randn(batch, nf, 4, 3, dtype=torch.float64, generator=g)
     c0 = torch.randn(batch, nf, 4, 3, dtype=torch.float64, generator=g)

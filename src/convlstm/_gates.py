@@ -60,34 +60,40 @@ def scaled_weights(cell, scaled: bool):
 
 def update_in_place(gates: torch.Tensor, c_prev: torch.Tensor, c_out: torch.Tensor, tau: torch.Tensor,
                     h_out: torch.Tensor) -> None:
-    """The forward without autograd. ``gates`` (scaled pre-activations, :math:`(B, 4F, *S)`) is
-    overwritten with the activated gates :math:`(i, f, g, o)`; :math:`c_t` goes to ``c_out``
-    (which may be ``c_prev`` itself), :math:`\\tau` to ``tau`` and :math:`h_t` to ``h_out``."""
+    r"""The forward without autograd. ``gates`` (scaled pre-activations, :math:`(B, 4F, *S)`) is
+    overwritten with :math:`\sigma(P) = (i, f, \sigma(P_c), o)` (the candidate is kept as
+    :math:`\sigma(P_c) = (g + 1)/2`, which the backward needs); :math:`c_t` goes to ``c_out``
+    (which may be ``c_prev`` itself), :math:`\tau` to ``tau`` and :math:`h_t` to ``h_out``.
+    With :math:`g = 2\sigma(P_c) - 1`: :math:`c_t = f c_{t-1} + 2 i \sigma(P_c) - i`."""
     nf = c_prev.shape[1]
     gates.sigmoid_()
-    i, f, g, o = gates.split(nf, dim=1)
-    g.mul_(2).sub_(1)
-    torch.mul(f, c_prev, out=c_out).addcmul_(i, g)
+    i, f, sc, o = gates.split(nf, dim=1)
+    torch.mul(f, c_prev, out=c_out).addcmul_(i, sc, value=2).sub_(i)
     torch.mul(c_out, 2, out=tau).sigmoid_().mul_(2).sub_(1)
     torch.mul(o, tau, out=h_out)
 
 
 def update_backward(act: torch.Tensor, c_prev: torch.Tensor, tau: torch.Tensor, dh: torch.Tensor,
                     dc: Optional[torch.Tensor], dp: torch.Tensor) -> torch.Tensor:
-    """The backward of one update. ``act`` holds the activated gates, ``dh`` and ``dc`` the
-    gradients of :math:`h_t` and :math:`c_t` (``dc`` may be ``None``: zero). The gradient of the
-    (scaled) pre-activations is written into ``dp`` :math:`(B, 4F, *S)`; returns
-    :math:`\\bar c_{t-1}` (a new tensor)."""
+    r"""The backward of one update. ``act`` is :math:`\sigma(P)` as :func:`update_in_place` leaves
+    it, ``dh`` and ``dc`` the gradients of :math:`h_t` and :math:`c_t` (``dc`` may be ``None``:
+    zero). The gradient of the (scaled) pre-activations is written into ``dp``
+    :math:`(B, 4F, *S)`; returns :math:`\bar c_{t-1}` (a new tensor).
+
+    Every block's derivative is :math:`\sigma(1 - \sigma)` (one operation over all :math:`4F`
+    channels); the candidate's :math:`(1 - g^2)/2 = 2\sigma(P_c)(1 - \sigma(P_c))`."""
     nf = c_prev.shape[1]
-    i, f, g, o = act.split(nf, dim=1)
+    i, f, sc, o = act.split(nf, dim=1)
     dcell = torch.mul(tau, tau).neg_().add_(1).mul_(o).mul_(dh)
     if dc is not None:
         dcell.add_(dc)
+    torch.addcmul(act, act, act, value=-1, out=dp)  # sigma (1 - sigma), all four blocks
     di, df, dg, do = dp.split(nf, dim=1)
-    torch.mul(dcell, g, out=di).mul_(i).mul_(torch.rsub(i, 1))
-    torch.mul(dcell, c_prev, out=df).mul_(f).mul_(torch.rsub(f, 1))
-    torch.mul(g, g, out=dg).neg_().add_(1).mul_(i).mul_(dcell).mul_(0.5)
-    torch.mul(dh, tau, out=do).mul_(o).mul_(torch.rsub(o, 1))
+    g = torch.mul(sc, 2).sub_(1)
+    di.mul_(dcell).mul_(g)
+    df.mul_(dcell).mul_(c_prev)
+    dg.mul_(dcell).mul_(i).mul_(2)
+    do.mul_(dh).mul_(tau)
     return dcell.mul_(f)
 
 

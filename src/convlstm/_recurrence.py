@@ -41,6 +41,10 @@ __all__ = ["ConcatRecurrence"]
 
 _conv_backward = torch.ops.aten.convolution_backward
 
+# Below this many input channels the weight gradient is split into its input and state parts
+# (benchmarks/RESULTS.md: Cin = 1 and 2 gain 19% and 12%, Cin = 16 loses 7%).
+SPLIT_WEIGHT_GRADIENT_BELOW = 8
+
 
 class ConcatRecurrence(torch.autograd.Function):
     """``apply(frames, h0, c0, w_ih, w_hh, bias, conv_padding, forward_conv, new_buffer)`` ->
@@ -107,20 +111,39 @@ class ConcatRecurrence(torch.autograd.Function):
                 dh = _conv_backward(grad_gates[t], z[t, :, cin:], w_hh, None, ones, padding, ones, False,
                                     zeros, 1, [True, False, False])[0]
         flat_grads = grad_gates.flatten(0, 1)
-        w_cat = torch.cat([w_ih, w_hh], dim=1)
-        _, d_w, d_b = _conv_backward(flat_grads, z[:steps].flatten(0, 1), w_cat,
-                                     [w_cat.shape[0]] if ctx.has_bias else None, ones, padding, ones, False,
-                                     zeros, 1, [False, need_wih or need_whh, ctx.has_bias and need_bias])
+        bias_sizes = [w_hh.shape[0]] if ctx.has_bias else None
+        want_bias = ctx.has_bias and need_bias
+        if cin >= SPLIT_WEIGHT_GRADIENT_BELOW:  # one weight gradient over [x_t, h_{t-1}]
+            w_cat = torch.cat([w_ih, w_hh], dim=1)
+            _, d_w, d_b = _conv_backward(flat_grads, z[:steps].flatten(0, 1), w_cat, bias_sizes, ones, padding,
+                                         ones, False, zeros, 1, [False, need_wih or need_whh, want_bias])
+            d_wih, d_whh = (None, None) if d_w is None else (d_w[:, :cin], d_w[:, cin:])
+        else:  # a few input channels: two gradients, each over aligned channels, are faster
+            states = _contiguous_like(z[:steps, :, cin:].flatten(0, 1), acts[0])
+            _, d_whh, d_b = _conv_backward(flat_grads, states, w_hh, bias_sizes, ones, padding, ones, False,
+                                           zeros, 1, [False, need_whh, want_bias])
+            d_wih = None
+            if need_wih:
+                frames_in = _contiguous_like(z[:steps, :, :cin].flatten(0, 1), acts[0])
+                d_wih = _conv_backward(flat_grads, frames_in, w_ih, None, ones, padding, ones, False, zeros, 1,
+                                       [False, True, False])[1]
         d_frames = None
         if need_frames:
             frames_flat = z[:steps, :, :cin].flatten(0, 1)
             d_frames = _conv_backward(flat_grads, frames_flat, w_ih, None, ones, padding, ones, False, zeros, 1,
                                       [True, False, False])[0].view((steps, batch, cin) + tuple(c0.shape[2:]))
-        d_wih = d_whh = None
-        if d_w is not None:
-            d_wih, d_whh = d_w[:, :cin], d_w[:, cin:]
         return (d_frames, dh if need_h0 else None, dc if need_c0 else None, d_wih if need_wih else None,
-                d_whh if need_whh else None, d_b if ctx.has_bias and need_bias else None, None, None, None)
+                d_whh if need_whh else None, d_b if want_bias else None, None, None, None)
+
+
+def _contiguous_like(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``t`` made dense in ``like``'s memory format (channels-last on the oneDNN paths, standard
+    for NNPACK), the layout the convolutions read fastest."""
+    formats = {4: torch.channels_last, 5: torch.channels_last_3d}
+    fmt = formats.get(like.dim())
+    if fmt is not None and like.shape[1] > 1 and like.is_contiguous(memory_format=fmt) and not like.is_contiguous():
+        return t.contiguous(memory_format=fmt)
+    return t.contiguous()
 
 
 def _like_gates(act: torch.Tensor, steps: int) -> torch.Tensor:
