@@ -15,8 +15,8 @@ import torch
 import convlstm
 from convlstm import _paths
 
-PATHS = ["fused", "concat", "nnpack", "auto"]
-FAST_PATHS = ["fused", "concat", "nnpack"]  # "auto" picks one of them (see test_auto_rule)
+PATHS = ["fused", "concat", "nnpack", "fft", "auto"]
+FAST_PATHS = ["fused", "concat", "nnpack", "fft"]  # "auto" picks one of them (see test_auto_rule)
 CLASSES = {1: convlstm.ConvLSTM1D, 2: convlstm.ConvLSTM2D, 3: convlstm.ConvLSTM3D}
 SPATIAL = {1: (7,), 2: (6, 5), 3: (4, 5, 3)}
 
@@ -155,7 +155,7 @@ def test_path_stateful(path):
 
 
 @pytest.mark.parametrize("path,chunk", [("reference", 3), ("fused", True), ("fused", 2), ("concat", 3),
-                                        ("nnpack", 2)])
+                                        ("nnpack", 2), ("fft", 3)])
 def test_checkpoint_through_time_gives_the_same_gradients(path, chunk):
     ref, _ = _pair(2, "reference", padding="same", return_sequences=True)
     _, ck = _pair(2, path, padding="same", return_sequences=True, checkpoint_chunk=chunk)
@@ -193,7 +193,7 @@ def test_auto_rule():
     assert _paths.auto_path(big, xb, (32, 32), masks, None, grad=True) == "reference"
 
 
-@pytest.mark.parametrize("path", ["reference", "fused", "concat", "nnpack"])
+@pytest.mark.parametrize("path", ["reference", "fused", "concat", "nnpack", "fft"])
 def test_torch_compile_traces_the_time_loop_without_graph_breaks(path):
     torch._dynamo.reset()
     layer = convlstm.ConvLSTM2D(4, 3, padding="same", return_sequences=True, in_channels=2, implementation=path)
@@ -242,7 +242,7 @@ def _grad_fn_names(tensor):
     return names
 
 
-@pytest.mark.parametrize("path", ["concat", "nnpack"])
+@pytest.mark.parametrize("path", ["concat", "nnpack", "fft"])
 def test_concat_training_runs_as_one_node_with_a_handwritten_backward(path):
     """The comparisons above exercise :class:`ConcatRecurrence` (not a per-step autograd loop)."""
     layer = convlstm.ConvLSTM2D(4, 3, padding="same", return_sequences=True, in_channels=3, implementation=path)
@@ -279,28 +279,30 @@ def test_concat_training_node_gradients_with_initial_state(options, state_grad):
     _close(g_o, g_r, 1e-4, "gradients")
 
 
-@pytest.mark.parametrize("cin", [2, 8])  # the weight gradient split in two, and in one piece
-def test_concat_training_node_matches_finite_differences(cin):
+@pytest.mark.parametrize("convs,cin,kernel", [("torch", 2, 3), ("torch", 8, 3), ("spectral", 2, 3),
+                                               ("spectral", 8, 5)])
+def test_concat_training_node_matches_finite_differences(convs, cin, kernel):
     """:class:`convlstm._recurrence.ConcatRecurrence` against ``torch.autograd.gradcheck``
-    (central finite differences in float64): an independent check of the hand-written backward."""
-    from convlstm._paths import _empty_like_layout
-    from convlstm._recurrence import ConcatRecurrence
+    (central finite differences in float64): an independent check of the hand-written backward,
+    with torch's convolutions (the weight gradient in two pieces below 8 input channels, in one
+    above) and with the frequency-domain ones."""
+    from convlstm._recurrence import ConcatRecurrence, SpectralStepConvolutions, StepConvolutions
 
     g = torch.Generator().manual_seed(3)
     steps, batch, nf = 3, 2, 2
+    pad = (kernel // 2, kernel // 2)
     frames = torch.randn(steps, batch, cin, 4, 3, dtype=torch.float64, generator=g)
     h0 = torch.randn(batch, nf, 4, 3, dtype=torch.float64, generator=g)
     c0 = torch.randn(batch, nf, 4, 3, dtype=torch.float64, generator=g)
-    w_ih = 0.5 * torch.randn(4 * nf, cin, 3, 3, dtype=torch.float64, generator=g)
-    w_hh = 0.5 * torch.randn(4 * nf, nf, 3, 3, dtype=torch.float64, generator=g)
+    w_ih = 0.5 * torch.randn(4 * nf, cin, kernel, kernel, dtype=torch.float64, generator=g)
+    w_hh = 0.5 * torch.randn(4 * nf, nf, kernel, kernel, dtype=torch.float64, generator=g)
     bias = torch.randn(4 * nf, dtype=torch.float64, generator=g)
     tensors = [t.requires_grad_() for t in (frames, h0, c0, w_ih, w_hh, bias)]
 
-    def conv(z, w, b):
-        return torch.nn.functional.conv2d(z, w, b, 1, (1, 1))
-
     def fn(*args):
-        return ConcatRecurrence.apply(*args, (1, 1), conv, lambda shape, like: _empty_like_layout(shape, like, 2))
+        steps_convs = (StepConvolutions(pad, 2) if convs == "torch"
+                       else SpectralStepConvolutions(pad, 2, (kernel, kernel)))
+        return ConcatRecurrence.apply(*args, steps_convs)
 
     assert torch.autograd.gradcheck(fn, tensors, eps=1e-6, atol=1e-7, rtol=1e-5)
 

@@ -75,7 +75,6 @@ records; inference ignores it.
 """
 from __future__ import annotations
 
-import functools
 import math
 from typing import List, Optional, Tuple
 
@@ -83,11 +82,12 @@ import torch
 import torch.nn.functional as F
 
 from ._gates import GateUpdate, default_activations, scaled_weights, update_in_place
-from ._recurrence import ConcatRecurrence
+from ._recurrence import (ConcatRecurrence, NNPACKStepConvolutions, SpectralStepConvolutions, StepConvolutions,
+                          nnpack_conv)
 
 __all__ = ["PATHS", "run", "auto_path", "GateUpdate"]
 
-PATHS = ("auto", "reference", "fused", "concat", "nnpack")
+PATHS = ("auto", "reference", "fused", "concat", "nnpack", "fft")
 
 _MKLDNN_BINARY = getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise", None)
 
@@ -169,6 +169,8 @@ def run(layer, cell, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, *, mask:
         return _run_reference(layer, cell, x, h, c, mask, in_masks, rec_masks)
     if path == "reference":  # checkpointing is built on the fused schedule
         path = "fused"
+    if path == "fft" and not (mask is None and fft_applicable(layer, x, in_masks, rec_masks)):
+        path = "concat"  # documented fallback: not 2D, even kernel, other activations, or a mask
     if path == "nnpack" and not nnpack_applicable(layer, x, in_masks, rec_masks):
         path = "concat"  # documented fallback: not 2D float32 on CPU, or no NNPACK in this torch
     if path == "concat" and not concat_applicable(layer, in_masks, rec_masks):
@@ -284,6 +286,15 @@ def nnpack_applicable(layer, x: torch.Tensor, in_masks, rec_masks) -> bool:
             and not _autocast("cpu"))
 
 
+def fft_applicable(layer, x: torch.Tensor, in_masks, rec_masks) -> bool:
+    """The ``"fft"`` path: ``"concat"``'s conditions, 2D, odd kernels, the default activations
+    without peepholes, floating point, not under ``torch.compile`` or autocast."""
+    cell = layer.cell
+    return (layer.rank == 2 and all(k % 2 == 1 for k in layer.kernel_size) and default_activations(cell)
+            and concat_applicable(layer, in_masks, rec_masks) and cell.weight_ih.dtype in (torch.float32, torch.float64)
+            and not _compiling() and not _autocast(x.device.type))
+
+
 def _nnpack_available() -> bool:
     try:
         return bool(torch._nnpack_available())
@@ -298,9 +309,7 @@ def _nnpack_conv(plan, z: torch.Tensor, weight: torch.Tensor, bias: Optional[tor
     """The recurrent plan's ``'same'`` convolution through NNPACK (FFT or Winograd tiles)."""
     if plan.pad is not None:
         z = F.pad(z, plan.pad)
-    if bias is None:
-        bias = weight.new_zeros(weight.shape[0])
-    return torch._nnpack_spatial_convolution(z, weight, bias, list(plan.conv_padding), [1, 1])
+    return nnpack_conv(z, weight, bias, plan.conv_padding)
 
 
 def _run_fused(layer, cell, x, h, c, mask, in_masks, rec_masks, checkpoint_chunk, variant):
@@ -356,7 +365,7 @@ def _fused_chunk(layer, cell, x, h, c, mask, in_masks, rec_masks, prev_output, g
     w_ih, w_hh, bias = scaled_weights(cell, fast)
     keep_all = layer.return_sequences
     nnpack = variant == "nnpack"
-    concat = variant in ("concat", "nnpack")
+    concat = variant in ("concat", "nnpack", "fft")
     frames = _time_major_frames(x, rank, channels_last=not nnpack)
     plan = cell._plan("recurrent", tuple(h.shape[2:]), 1)
     if nnpack:
@@ -366,13 +375,18 @@ def _fused_chunk(layer, cell, x, h, c, mask, in_masks, rec_masks, prev_output, g
         conv = plan
 
     if concat:
-        if mask is None and fast and not grad:
+        if mask is None and fast and not grad and variant != "fft":
             return _concat_inference(cell, frames.view((steps, batch) + tuple(frames.shape[1:])), h, c,
                                      w_ih, w_hh, bias, keep_all, conv, nnpack) + (prev_output,)
         if mask is None and fast and plan.pad is None:  # training: one node for the whole loop
+            h, c = _layout(h, rank), _layout(c, rank)
+            if variant == "fft":
+                convs = SpectralStepConvolutions(plan.conv_padding, rank, layer.kernel_size)
+                convs.keep_spectra = grad
+            else:
+                convs = (NNPACKStepConvolutions if nnpack else StepConvolutions)(plan.conv_padding, rank)
             seq, c = ConcatRecurrence.apply(frames.view((steps, batch) + tuple(frames.shape[1:])), h, c, w_ih, w_hh,
-                                            bias, plan.conv_padding, conv,
-                                            functools.partial(_empty_like_layout, rank=0 if nnpack else rank))
+                                            bias, convs)
             h = seq[-1]
             return (seq if keep_all else h.unsqueeze(0)), h, c, prev_output
         w_cat = torch.cat([w_ih, w_hh], dim=1)

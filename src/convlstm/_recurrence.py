@@ -31,13 +31,15 @@ activations come here; everything else keeps the per-step loop.
 """
 from __future__ import annotations
 
-from typing import Callable, List, Optional
+import math
+from typing import List, Optional
 
 import torch
 
 from ._gates import update_backward, update_in_place
+from ._ops import CONV
 
-__all__ = ["ConcatRecurrence"]
+__all__ = ["ConcatRecurrence", "NNPACKStepConvolutions", "SpectralStepConvolutions", "StepConvolutions", "nnpack_conv"]
 
 _conv_backward = torch.ops.aten.convolution_backward
 
@@ -46,24 +48,235 @@ _conv_backward = torch.ops.aten.convolution_backward
 SPLIT_WEIGHT_GRADIENT_BELOW = 8
 
 
-class ConcatRecurrence(torch.autograd.Function):
-    """``apply(frames, h0, c0, w_ih, w_hh, bias, conv_padding, forward_conv, new_buffer)`` ->
-    ``(hidden_states, c_T)``.
+class StepConvolutions:
+    """The two convolutions of every step, for :class:`ConcatRecurrence`: the forward over
+    :math:`[x_t, h_{t-1}]` and the gradient of :math:`h_{t-1}` in the backward, both 'same'
+    with the symmetric ``padding``, stride 1, in the memory format of ``rank`` (channels-last for
+    2D/3D). This one uses torch's convolutions (oneDNN on CPU, cuDNN on CUDA)."""
 
-    ``forward_conv(z, weight, bias)`` computes one step's gates from :math:`[x_t, h_{t-1}]`
-    (oneDNN or NNPACK); ``new_buffer(shape, like)`` allocates a tensor in the path's memory format.
-    The backward's convolutions are torch's (``aten.convolution_backward``) with the same
-    ``conv_padding``.
+    def __init__(self, padding, rank: int):
+        self.padding, self.rank = list(padding), rank
+
+    def new_buffer(self, shape, like: torch.Tensor) -> torch.Tensor:
+        fmt = {2: torch.channels_last, 3: torch.channels_last_3d}.get(self.rank)
+        if fmt is None:
+            return torch.empty(shape, dtype=like.dtype, device=like.device)
+        return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=fmt)
+
+    def forward(self, z: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        return CONV[self.rank](z, weight, bias, 1, self.padding)
+
+    def prepare_backward(self, w_hh: torch.Tensor):
+        """Whatever :meth:`state_gradient` needs from the recurrent kernel, computed once."""
+        return w_hh
+
+    def state_gradient(self, grad_gates: torch.Tensor, state: torch.Tensor, prepared, step: int) -> torch.Tensor:
+        r""":math:`W_h^\top \star \bar P_t`: the gradient of the state that ``grad_gates`` came from."""
+        ones = [1] * self.rank
+        return _conv_backward(grad_gates, state, prepared, None, ones, self.padding, ones, False,
+                              [0] * self.rank, 1, [True, False, False])[0]
+
+    def weight_gradients(self, grad_gates, z, w_ih, w_hh, need_wih: bool, need_whh: bool, need_bias: bool):
+        r"""``(dW_ih, dW_hh, db)`` from all steps' gate gradients :math:`(T, B, 4F, *S)` and the
+        buffer ``z`` of :math:`[x_t, h_{t-1}]`: one convolution backward over :math:`T \cdot B` frames
+        (two below ``SPLIT_WEIGHT_GRADIENT_BELOW`` input channels)."""
+        steps, cin = grad_gates.shape[0], w_ih.shape[1]
+        ones, zeros = [1] * self.rank, [0] * self.rank
+        flat_grads = grad_gates.flatten(0, 1)
+        bias_sizes = [w_hh.shape[0]] if need_bias else None
+        if cin >= SPLIT_WEIGHT_GRADIENT_BELOW:  # one weight gradient over [x_t, h_{t-1}]
+            w_cat = torch.cat([w_ih, w_hh], dim=1)
+            _, d_w, d_b = _conv_backward(flat_grads, z[:steps].flatten(0, 1), w_cat, bias_sizes, ones,
+                                         self.padding, ones, False, zeros, 1,
+                                         [False, need_wih or need_whh, need_bias])
+            return (None, None, d_b) if d_w is None else (d_w[:, :cin], d_w[:, cin:], d_b)
+        # a few input channels: two gradients, each over aligned channels, are faster
+        states = _contiguous_like(z[:steps, :, cin:].flatten(0, 1), grad_gates[0])
+        _, d_whh, d_b = _conv_backward(flat_grads, states, w_hh, bias_sizes, ones, self.padding, ones, False,
+                                       zeros, 1, [False, need_whh, need_bias])
+        d_wih = None
+        if need_wih:
+            frames_in = _contiguous_like(z[:steps, :, :cin].flatten(0, 1), grad_gates[0])
+            d_wih = _conv_backward(flat_grads, frames_in, w_ih, None, ones, self.padding, ones, False, zeros, 1,
+                                   [False, True, False])[1]
+        return d_wih, d_whh, d_b
+
+
+class NNPACKStepConvolutions(StepConvolutions):
+    r"""2D float32 CPU steps through NNPACK (FFT tiles for 5x5 and larger kernels), the buffers
+    still channels-last. The gradient of the state is NNPACK's forward with the kernel
+    transposed and flipped, :math:`\bar h = \operatorname{flip}(W_h)^{\top} \star \bar P`
+    (the adjoint of a stride-1 'same' convolution with symmetric padding); see :func:`nnpack_conv`."""
+
+    def forward(self, z, weight, bias):
+        return nnpack_conv(z, weight, bias, self.padding, torch.channels_last)
+
+    def prepare_backward(self, w_hh):
+        return w_hh.transpose(0, 1).flip(2, 3).contiguous()
+
+    def state_gradient(self, grad_gates, state, prepared, step):
+        return nnpack_conv(grad_gates, prepared, None, self.padding, torch.channels_last)
+
+
+class SpectralStepConvolutions(StepConvolutions):
+    r"""2D steps computed in the frequency domain, for odd kernels of 5x5 and more on small images.
+
+    With the frame padded by :math:`p = (k-1)/2` to :math:`P \times Q = (H + k - 1) \times (W + k - 1)`
+    and :math:`\hat a = \operatorname{rfft2}(a)` at that size, the three convolutions of a step are
+    products per frequency :math:`\omega` (batched matrix products over the
+    :math:`P (Q/2 + 1)` frequencies), exact up to rounding because none of them wraps around:
+
+    .. math::
+        \hat G_\omega = \hat Z_\omega \overline{\hat W_\omega}^{\top}, \qquad
+        \hat{\bar Z}_\omega = \hat{\bar G}_\omega \hat W_\omega, \qquad
+        \hat{\bar W}_\omega = \sum_{t, b} \overline{\hat{\bar G}_{\omega, tb}}^{\top}\,\hat Z_{\omega, tb}
+
+    for the gates :math:`G = W \star Z` (cropped to :math:`H \times W`), the gradient of the padded
+    input (cropped by :math:`p` on each side) and the weight gradient (its first :math:`k \times k`
+    lags), with :math:`\hat Z` :math:`(B, C)`, :math:`\hat W` :math:`(4F, C)` and
+    :math:`\hat G` :math:`(B, 4F)` per frequency. A direct convolution costs
+    :math:`k^2 HW` multiply-adds per channel pair and image, this :math:`4 P (Q/2+1)` real ones
+    plus the transforms, which are linear in the channels: several times fewer for 5x5 kernels
+    when the channels are many and the images small. The forward keeps the spectra of the
+    steps' inputs for the weight gradient."""
+
+    def __init__(self, padding, rank: int, kernel_size):
+        super().__init__(padding, rank)
+        self.kernel_size = tuple(kernel_size)
+        self.input_spectra: List[torch.Tensor] = []
+        self.grad_spectra: List[Optional[torch.Tensor]] = []
+        self.keep_spectra = True  # for the weight gradient; off for inference
+        self._kernel = None
+
+    def _size(self, spatial):
+        return tuple(n + k - 1 for n, k in zip(spatial, self.kernel_size))
+
+    def _spectrum(self, a: torch.Tensor, size) -> torch.Tensor:
+        """:math:`(N, C, H', W')` -> :math:`(P (Q/2+1), N, C)` complex, zero-padded at the end to ``size``."""
+        spec = torch.fft.rfft2(a.permute(2, 3, 0, 1), s=size, dim=(0, 1))
+        return spec.reshape(-1, a.shape[0], a.shape[1])
+
+    def _image(self, spec: torch.Tensor, size, rows: slice, cols: slice) -> torch.Tensor:
+        """The inverse of :meth:`_spectrum`, cropped, as a channels-last :math:`(N, C, h, w)` tensor."""
+        half = (size[0], size[1] // 2 + 1)
+        full = torch.fft.irfft2(spec.view(half + tuple(spec.shape[1:])), s=size, dim=(0, 1))
+        crop = full[rows, cols].permute(2, 3, 0, 1)
+        out = self.new_buffer(tuple(crop.shape), crop)
+        out.copy_(crop)
+        return out
+
+    def _kernel_spectrum(self, weight: torch.Tensor, size, conjugate: bool, transpose: bool) -> torch.Tensor:
+        r"""The rfft2 of a :math:`(O, C, k_1, k_2)` kernel at ``size`` as :math:`(P (Q/2+1), C, O)`
+        (or :math:`(\cdot, O, C)` with ``transpose``), conjugated if asked: two products with DFT
+        matrices of :math:`k` rows, cheaper than transforming the zero-padded kernel."""
+        k1, k2 = weight.shape[2], weight.shape[3]
+        sign = 1.0 if conjugate else -1.0
+        rows = torch.arange(k1, dtype=torch.float64).outer(torch.arange(size[0], dtype=torch.float64)) / size[0]
+        cols = torch.arange(k2, dtype=torch.float64).outer(torch.arange(size[1] // 2 + 1, dtype=torch.float64)) / size[1]
+        ctype = torch.complex128 if weight.dtype == torch.float64 else torch.complex64
+        e_rows = torch.polar(torch.ones_like(rows), sign * 2 * math.pi * rows).to(device=weight.device, dtype=ctype)
+        e_cols = torch.polar(torch.ones_like(cols), sign * 2 * math.pi * cols).to(device=weight.device, dtype=ctype)
+        w = weight.permute(2, 3, 0, 1) if transpose else weight.permute(2, 3, 1, 0)  # (k1, k2, a, b)
+        a, b = w.shape[2], w.shape[3]
+        # contract k2: (k1, Qh, k2) @ (k1, k2, a*b) -> (k1, Qh, a*b)
+        part = torch.matmul(e_cols.transpose(0, 1).expand(k1, -1, -1), w.reshape(k1, k2, a * b).to(ctype))
+        # contract k1: (P, k1) @ (k1, Qh*a*b) -> (P, Qh, a, b)
+        full = torch.matmul(e_rows.transpose(0, 1), part.reshape(k1, -1))
+        return full.view(-1, a, b)
+
+    def forward(self, z, weight, bias):
+        spatial = tuple(z.shape[2:])
+        self._spatial = spatial
+        size = self._size(spatial)
+        if self._kernel is None:  # the same kernel at every step: transformed once, conjugated
+            self._kernel = self._kernel_spectrum(weight, size, conjugate=True, transpose=False)
+        pad = self.padding
+        zp = torch.nn.functional.pad(z, (pad[1], pad[1], pad[0], pad[0]))
+        spec = self._spectrum(zp, size)
+        if self.keep_spectra:
+            self.input_spectra.append(spec)
+        gates = self._image(torch.matmul(spec, self._kernel), size, slice(0, spatial[0]), slice(0, spatial[1]))
+        if bias is not None:
+            gates.add_(bias.view(1, -1, 1, 1))
+        return gates
+
+    def prepare_backward(self, w_hh):
+        self.grad_spectra = [None] * len(self.input_spectra)
+        size = self._size(self._spatial)
+        return self._kernel_spectrum(w_hh, size, conjugate=False, transpose=True)  # (f, 4F, F)
+
+    def _grad_spectrum(self, grad_gates, t: int):
+        spec = self.grad_spectra[t]
+        if spec is None:
+            spec = self._spectrum(grad_gates, self._size(tuple(grad_gates.shape[2:])))
+            self.grad_spectra[t] = spec
+        return spec
+
+    def state_gradient(self, grad_gates, state, prepared, step):
+        spatial = tuple(grad_gates.shape[2:])
+        spec = self._grad_spectrum(grad_gates, step)
+        pad = self.padding
+        return self._image(torch.matmul(spec, prepared), self._size(spatial),
+                           slice(pad[0], pad[0] + spatial[0]), slice(pad[1], pad[1] + spatial[1]))
+
+    def weight_gradients(self, grad_gates, z, w_ih, w_hh, need_wih, need_whh, need_bias):
+        steps = grad_gates.shape[0]
+        grads = torch.cat([self._grad_spectrum(grad_gates[t], t) for t in range(steps)], dim=1)  # (f, TB, 4F)
+        d_b = grad_gates.sum(dim=(0, 1, 3, 4)) if need_bias else None
+        d_wih = d_whh = None
+        if need_wih or need_whh:
+            inputs = torch.cat(self.input_spectra, dim=1)  # (f, TB, C)
+            size = self._size(tuple(grad_gates.shape[3:]))
+            # conj(dW^) = G^T conj(Z^): the conjugate lands on the smaller operand
+            spec = torch.matmul(grads.transpose(1, 2), inputs.conj().resolve_conj()).conj()  # (f, 4F, C)
+            half = (size[0], size[1] // 2 + 1)
+            lags = torch.fft.irfft2(spec.view(half + tuple(spec.shape[1:])), s=size, dim=(0, 1))
+            k = self.kernel_size
+            d_w = lags[: k[0], : k[1]].permute(2, 3, 0, 1)
+            cin = w_ih.shape[1]
+            d_wih, d_whh = d_w[:, :cin].contiguous(), d_w[:, cin:].contiguous()
+        return d_wih, d_whh, d_b
+
+
+NNPACK_PER_SAMPLE_MIN_PIXELS = 64 * 64
+
+
+def nnpack_conv(z: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], padding,
+                memory_format=torch.contiguous_format) -> torch.Tensor:
+    r"""A stride-1 2D float32 convolution :math:`(N, C, H, W) \to (N, O, H', W')` through NNPACK,
+    written into a new tensor of ``memory_format``. On images of at least
+    ``NNPACK_PER_SAMPLE_MIN_PIXELS`` pixels NNPACK runs once per sample: its single-image
+    algorithm was 1.6x (forward) to 3x (state gradient) faster than its batched one on 128x128
+    images, and slower on 32x32 ones (benchmarks/RESULTS.md)."""
+    if bias is None:
+        bias = weight.new_zeros(weight.shape[0])
+    weight = weight.contiguous()
+    spatial = tuple(n + 2 * p - k + 1 for n, p, k in zip(z.shape[2:], padding, weight.shape[2:]))
+    out = torch.empty((z.shape[0], weight.shape[0]) + spatial, dtype=z.dtype, device=z.device,
+                      memory_format=memory_format)
+    per_sample = z.shape[2] * z.shape[3] >= NNPACK_PER_SAMPLE_MIN_PIXELS and z.shape[0] > 1
+    start = 0
+    for part in (z.split(1) if per_sample else (z,)):
+        out[start: start + part.shape[0]].copy_(
+            torch._nnpack_spatial_convolution(part.contiguous(), weight, bias, list(padding), [1, 1]))
+        start += part.shape[0]
+    return out
+
+
+class ConcatRecurrence(torch.autograd.Function):
+    """``apply(frames, h0, c0, w_ih, w_hh, bias, convs)`` -> ``(hidden_states, c_T)``, with
+    ``convs`` a :class:`StepConvolutions`. The weight and input gradients are torch's
+    (``aten.convolution_backward``), batched over all steps.
     """
 
     @staticmethod
     def forward(ctx, frames: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, w_ih: torch.Tensor,
-                w_hh: torch.Tensor, bias: Optional[torch.Tensor], conv_padding, forward_conv: Callable,
-                new_buffer: Callable):
+                w_hh: torch.Tensor, bias: Optional[torch.Tensor], convs: StepConvolutions):
         steps, batch, cin = frames.shape[0], frames.shape[1], frames.shape[2]
         nf = c0.shape[1]
         spatial = tuple(c0.shape[2:])
-        z = new_buffer(((steps + 1) * batch, cin + nf) + spatial, c0).view((steps + 1, batch, cin + nf) + spatial)
+        z = convs.new_buffer(((steps + 1) * batch, cin + nf) + spatial, c0).view(
+            (steps + 1, batch, cin + nf) + spatial)
         z[:steps, :, :cin].copy_(frames)
         z[0, :, cin:].copy_(h0)
         w_cat = torch.cat([w_ih, w_hh], dim=1)
@@ -72,7 +285,7 @@ class ConcatRecurrence(torch.autograd.Function):
         taus: List[torch.Tensor] = []
         c = c0
         for t in range(steps):
-            gates = forward_conv(z[t], w_cat, bias)
+            gates = convs.forward(z[t], w_cat, bias)
             c_new = torch.empty_like(c0)
             tau = torch.empty_like(c0)
             update_in_place(gates, c, c_new, tau, z[t + 1, :, cin:])
@@ -81,7 +294,7 @@ class ConcatRecurrence(torch.autograd.Function):
             taus.append(tau)
             c = c_new
         ctx.save_for_backward(z, w_ih, w_hh, c0, *acts, *cs[:-1], *taus)
-        ctx.steps, ctx.conv_padding, ctx.has_bias = steps, tuple(conv_padding), bias is not None
+        ctx.steps, ctx.convs, ctx.has_bias = steps, convs, bias is not None
         return z[1:, :, cin:], c
 
     @staticmethod
@@ -93,8 +306,9 @@ class ConcatRecurrence(torch.autograd.Function):
         batch = c0.shape[0]
         rank = c0.dim() - 2
         ones, zeros = [1] * rank, [0] * rank
-        padding = list(ctx.conv_padding)
+        padding = ctx.convs.padding
         need_frames, need_h0, need_c0, need_wih, need_whh, need_bias = ctx.needs_input_grad[:6]
+        prepared = ctx.convs.prepare_backward(w_hh)
 
         grad_gates = _like_gates(acts[0], steps)
         dh: Optional[torch.Tensor] = None
@@ -108,32 +322,17 @@ class ConcatRecurrence(torch.autograd.Function):
             c_prev = cs[t - 1] if t > 0 else c0
             dc = update_backward(acts[t], c_prev, taus[t], dh_t, dc, grad_gates[t])
             if t > 0 or need_h0:
-                dh = _conv_backward(grad_gates[t], z[t, :, cin:], w_hh, None, ones, padding, ones, False,
-                                    zeros, 1, [True, False, False])[0]
+                dh = ctx.convs.state_gradient(grad_gates[t], z[t, :, cin:], prepared, t)
         flat_grads = grad_gates.flatten(0, 1)
-        bias_sizes = [w_hh.shape[0]] if ctx.has_bias else None
         want_bias = ctx.has_bias and need_bias
-        if cin >= SPLIT_WEIGHT_GRADIENT_BELOW:  # one weight gradient over [x_t, h_{t-1}]
-            w_cat = torch.cat([w_ih, w_hh], dim=1)
-            _, d_w, d_b = _conv_backward(flat_grads, z[:steps].flatten(0, 1), w_cat, bias_sizes, ones, padding,
-                                         ones, False, zeros, 1, [False, need_wih or need_whh, want_bias])
-            d_wih, d_whh = (None, None) if d_w is None else (d_w[:, :cin], d_w[:, cin:])
-        else:  # a few input channels: two gradients, each over aligned channels, are faster
-            states = _contiguous_like(z[:steps, :, cin:].flatten(0, 1), acts[0])
-            _, d_whh, d_b = _conv_backward(flat_grads, states, w_hh, bias_sizes, ones, padding, ones, False,
-                                           zeros, 1, [False, need_whh, want_bias])
-            d_wih = None
-            if need_wih:
-                frames_in = _contiguous_like(z[:steps, :, :cin].flatten(0, 1), acts[0])
-                d_wih = _conv_backward(flat_grads, frames_in, w_ih, None, ones, padding, ones, False, zeros, 1,
-                                       [False, True, False])[1]
+        d_wih, d_whh, d_b = ctx.convs.weight_gradients(grad_gates, z, w_ih, w_hh, need_wih, need_whh, want_bias)
         d_frames = None
         if need_frames:
             frames_flat = z[:steps, :, :cin].flatten(0, 1)
             d_frames = _conv_backward(flat_grads, frames_flat, w_ih, None, ones, padding, ones, False, zeros, 1,
                                       [True, False, False])[0].view((steps, batch, cin) + tuple(c0.shape[2:]))
         return (d_frames, dh if need_h0 else None, dc if need_c0 else None, d_wih if need_wih else None,
-                d_whh if need_whh else None, d_b if want_bias else None, None, None, None)
+                d_whh if need_whh else None, d_b if want_bias else None, None)
 
 
 def _contiguous_like(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
