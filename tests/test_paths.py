@@ -174,21 +174,26 @@ def test_path_arguments_are_checked():
 
 
 def test_auto_rule():
-    """``"auto"`` follows the documented rule of :func:`convlstm._paths.auto_path`."""
-    small = convlstm.ConvLSTM2D(8, 3, padding="same", in_channels=2)
-    x = torch.zeros(2, 3, 2, 8, 8)
-    for grad in (False, True):  # small: hoisted input convolution, oneDNN
+    """``"auto"`` follows the documented rule of :func:`convlstm._paths.auto_path`, the same for
+    inference and training."""
+    for grad in (False, True):
+        small = convlstm.ConvLSTM2D(8, 3, padding="same", in_channels=2)
+        x = torch.zeros(2, 3, 2, 8, 8)  # small: hoisted input convolution, oneDNN
         assert _paths.auto_path(small, x, (8, 8), grad=grad) == "fused"
-    big = convlstm.ConvLSTM2D(64, 3, padding="same", in_channels=2)
-    xb = torch.zeros(8, 12, 2, 32, 32)  # the hoisted gates would take 96 MiB
-    assert _paths.auto_path(big, xb, (32, 32), grad=True) == "concat"
-    assert _paths.auto_path(big, xb, (32, 32), grad=False) == "concat"  # 3x3: not NNPACK
-    big5 = convlstm.ConvLSTM2D(64, 5, padding="same", in_channels=2)
-    expected = "nnpack" if _paths.nnpack_applicable(big5, xb, None, None) else "concat"
-    assert _paths.auto_path(big5, xb, (32, 32), grad=False) == expected
-    assert _paths.auto_path(big5, xb, (32, 32), grad=True) == "concat"
-    valid = convlstm.ConvLSTM2D(64, 3, padding="valid", in_channels=2)  # concat needs 'same'
-    assert _paths.auto_path(valid, xb, (30, 30), grad=False) == "fused"
+        big = convlstm.ConvLSTM2D(64, 3, padding="same", in_channels=2)
+        xb = torch.zeros(8, 12, 2, 32, 32)  # the hoisted gates would take 96 MiB
+        assert _paths.auto_path(big, xb, (32, 32), grad=grad) == "concat"  # 3x3: direct
+        big5 = convlstm.ConvLSTM2D(64, 5, padding="same", in_channels=2)  # 5x5 on 32x32: "fft"
+        assert _paths.auto_path(big5, xb, (32, 32), grad=grad) == "fft"
+        x64 = torch.zeros(2, 4, 2, 64, 64)  # 5x5 on 64x64: NNPACK one image at a time
+        expected = "nnpack" if _paths.nnpack_applicable(big5, x64, None, None) else "fft"
+        assert _paths.auto_path(big5, x64, (64, 64), grad=grad) == expected
+        tiny5 = convlstm.ConvLSTM2D(4, 5, padding="same", in_channels=2)  # below AUTO_FAST_CONV_MIN_FLOPS
+        assert _paths.auto_path(tiny5, x, (8, 8), grad=grad) == "fused"
+        relu5 = convlstm.ConvLSTM2D(64, 5, padding="same", in_channels=2, activation="relu")
+        assert _paths.auto_path(relu5, xb, (32, 32), grad=grad) == "concat"  # no closed-form update
+        valid = convlstm.ConvLSTM2D(64, 3, padding="valid", in_channels=2)  # concat needs 'same'
+        assert _paths.auto_path(valid, xb, (30, 30), grad=grad) == "fused"
     masks = torch.ones(4, 8, 2, 32, 32)  # dropout: per-gate masks, the reference schedule
     assert _paths.auto_path(big, xb, (32, 32), masks, None, grad=True) == "reference"
 

@@ -40,25 +40,41 @@ Paths (``implementation=`` on the layers):
     :math:`[x_t, h_{t-1}]` per step with the kernels concatenated (the bias added once), with
     everything else of ``"fused"``. Without autograd one buffer holds :math:`[x_t, h_{t-1}]` for
     every step and :math:`h_t` is written into it, so nothing is concatenated in the loop and the
-    output is a view of it. Needs ``padding='same'``, strides 1, dilation 1 and no dropout
+    output is a view of it. With autograd (default activations, odd kernels, no mask) the whole
+    loop is one autograd node with a hand-written backward
+    (:class:`convlstm._recurrence.ConcatRecurrence`): per step it computes the gradient of
+    :math:`h_{t-1}` only, not of the concatenated input, and none at :math:`t = 0` unless the
+    initial state needs one; the weight gradient is one convolution over all :math:`T \cdot B`
+    frames after the loop. Needs ``padding='same'``, strides 1, dilation 1 and no dropout
     (otherwise it runs ``"fused"``). It wins when the hoisted gates
     :math:`B \cdot T \cdot 4F \cdot |S|` are large: writing them all and reading them back costs
     more memory traffic than the batched input convolution saves.
 
 ``"nnpack"``
-    ``"concat"`` with the convolution of each step computed by NNPACK (FFT or Winograd tiles,
+    ``"concat"`` with the convolutions of each step computed by NNPACK (FFT or Winograd tiles,
     bundled with the CPU builds of torch), which does several times fewer multiplications than
-    a direct convolution. Its float32 rounding differs more from the reference than oneDNN's:
-    up to about 1e-5 of the output's scale (Winograd tiles, 3x3 kernels on small images),
-    against about 1e-6 for the other paths. Training runs its backward through torch's own
-    convolution backward. 2D, float32, CPU only, not under ``torch.compile`` or autocast
-    (otherwise it runs ``"concat"``).
+    a direct convolution: the forward, and in training the gradient of the state (NNPACK's
+    forward with the kernel transposed and flipped); on images of 64x64 or more NNPACK runs one
+    image at a time (:func:`convlstm._recurrence.nnpack_conv`). Its float32 rounding differs more
+    from the reference than oneDNN's: up to about 1e-5 of the output's scale (Winograd tiles,
+    3x3 kernels on small images), against about 1e-6 for the other paths. 2D, float32, CPU
+    only, not under ``torch.compile`` or autocast (otherwise it runs ``"concat"``).
+
+``"fft"``
+    ``"concat"``'s node with the three convolutions of a step (forward, gradient of the state,
+    weight gradient) computed in the frequency domain as batched matrix products, one per
+    frequency of a whole-image ``rfft2`` (:class:`convlstm._recurrence.SpectralStepConvolutions`):
+    for 5x5 kernels on small images with many channels it does several times fewer
+    multiplications than a direct convolution, and rounds about as the direct paths do
+    (1e-6 of the scale). 2D, odd kernels, default activations, no mask, not under
+    ``torch.compile`` or autocast (otherwise it runs ``"concat"``).
 
 ``"auto"`` (default)
-    The rule of :func:`auto_path`: ``"nnpack"`` for inference of a large 2D layer with 5x5 or
-    larger kernels (a step's convolution of at least ``AUTO_NNPACK_MIN_FLOPS``), else ``"concat"`` when the hoisted gates
-    would exceed ``AUTO_HOIST_MAX_BYTES``, else ``"fused"``. The thresholds come from the
-    measurements in ``benchmarks/RESULTS.md``; training with dropout stays on ``"reference"``.
+    The rule of :func:`auto_path`: for a large 2D float32 CPU layer with odd kernels of 5x5 or
+    more (a step's convolution of at least ``AUTO_FAST_CONV_MIN_FLOPS``), ``"nnpack"`` on images
+    of 64x64 or more and ``"fft"`` below; else ``"concat"`` when the hoisted gates would exceed
+    ``AUTO_HOIST_MAX_BYTES``; else ``"fused"``. The thresholds come from the measurements in
+    ``benchmarks/RESULTS.md``; with dropout the layer runs ``"reference"``.
 
 Under ``torch.compile`` every path keeps its layout but uses the functional form of the update
 (the compiler fuses the pointwise work itself) and oneDNN/torch convolutions; the whole time loop
@@ -82,8 +98,8 @@ import torch
 import torch.nn.functional as F
 
 from ._gates import GateUpdate, default_activations, scaled_weights, update_in_place
-from ._recurrence import (ConcatRecurrence, NNPACKStepConvolutions, SpectralStepConvolutions, StepConvolutions,
-                          nnpack_conv)
+from ._recurrence import (NNPACK_PER_SAMPLE_MIN_PIXELS, ConcatRecurrence, NNPACKStepConvolutions,
+                          SpectralStepConvolutions, StepConvolutions, nnpack_conv)
 
 __all__ = ["PATHS", "run", "auto_path", "GateUpdate"]
 
@@ -238,31 +254,39 @@ def concat_applicable(layer, in_masks, rec_masks) -> bool:
 
 def auto_path(layer, x: torch.Tensor, spatial: Tuple[int, ...], in_masks=None, rec_masks=None,
               grad: bool = True) -> str:
-    r"""The rule of ``implementation="auto"``, from the measurements in ``benchmarks/RESULTS.md``:
+    r"""The rule of ``implementation="auto"``, from the measurements in ``benchmarks/RESULTS.md``
+    (the same choice for inference and training):
 
-    1. inference (no autograd) of a large 2D layer on CPU with kernels of 5x5 or more, where
-       ``"nnpack"`` applies and one step's convolution costs at least ``AUTO_NNPACK_MIN_FLOPS``:
-       ``"nnpack"`` (NNPACK convolves such kernels with FFT tiles, several times fewer operations
-       than a direct convolution and as accurate; for 3x3 kernels it uses Winograd tiles, which
-       were no faster here and ten times less accurate, so 3x3 stays on oneDNN);
-    2. else, where ``"concat"`` applies and the hoisted input gates :math:`B \cdot T \cdot 4F \cdot |S'|`
+    1. with dropout: ``"reference"`` (the per-gate masks make every convolution a grouped one and
+       rule out ``"concat"``; not benchmarked, so the reference schedule is kept);
+    2. under ``torch.compile`` / ``torch.export``: ``"fused"``, so that the choice does not depend
+       on (possibly dynamic) sizes;
+    3. a 2D float32 layer on CPU with odd kernels of 5x5 or more whose step convolution costs at
+       least ``AUTO_FAST_CONV_MIN_FLOPS``: on images of at least
+       ``NNPACK_PER_SAMPLE_MIN_PIXELS`` (64x64) ``"nnpack"`` (NNPACK's FFT tiles, one image at a
+       time), on smaller ones ``"fft"`` (whole-image transforms); both do several times fewer
+       multiplications than a direct convolution and are as accurate. 3x3 kernels stay direct:
+       NNPACK's Winograd tiles and the ``"fft"`` path were slower there and Winograd is ten
+       times less accurate;
+    4. where ``"concat"`` applies and the hoisted input gates :math:`B \cdot T \cdot 4F \cdot |S'|`
        would exceed ``AUTO_HOIST_MAX_BYTES``: ``"concat"`` (writing the gates of all steps and
        reading them back costs more memory traffic than the batched input convolution saves);
-    3. training with dropout: ``"reference"`` (the per-gate masks make every convolution a grouped
-       one and rule out ``"concat"``; not benchmarked, so the reference schedule is kept);
-    4. else ``"fused"``; also always ``"fused"`` under ``torch.compile`` / ``torch.export``, so that
-       the choice does not depend on (possibly dynamic) sizes.
+    5. else ``"fused"``.
     """
     if in_masks is not None or rec_masks is not None:
         return "reference"
     if _compiling():  # no branch on (possibly symbolic) sizes under torch.compile / torch.export
         return "fused"
-    if not grad and min(layer.kernel_size) >= 5 and nnpack_applicable(layer, x, in_masks, rec_masks):
+    kernel = layer.kernel_size
+    if (layer.rank == 2 and x.device.type == "cpu" and min(kernel) >= 5 and all(k % 2 for k in kernel)
+            and fft_applicable(layer, x, in_masks, rec_masks) and x.dtype == torch.float32):
         cin = x.shape[2]
         step_flops = 2 * x.shape[0] * math.prod(spatial) * 4 * layer.filters * (cin + layer.filters) \
-            * math.prod(layer.kernel_size)
-        if step_flops >= AUTO_NNPACK_MIN_FLOPS:
-            return "nnpack"
+            * math.prod(kernel)
+        if step_flops >= AUTO_FAST_CONV_MIN_FLOPS:
+            if math.prod(spatial) >= NNPACK_PER_SAMPLE_MIN_PIXELS and nnpack_applicable(layer, x, in_masks, rec_masks):
+                return "nnpack"
+            return "fft"
     xg_bytes = x.shape[0] * x.shape[1] * 4 * layer.filters * math.prod(spatial) * x.element_size()
     if xg_bytes > AUTO_HOIST_MAX_BYTES and concat_applicable(layer, in_masks, rec_masks):
         return "concat"
@@ -274,7 +298,7 @@ def _needs_grad(cell, x, h, c) -> bool:
                                         or any(p.requires_grad for p in cell.parameters()))
 
 
-AUTO_NNPACK_MIN_FLOPS = 2e8
+AUTO_FAST_CONV_MIN_FLOPS = 2e8
 AUTO_HOIST_MAX_BYTES = 32 * 2**20
 
 
