@@ -452,8 +452,9 @@ def _layer_doc(rank: int) -> str:
         in_channels (int, keyword): create the weights now rather than on the first call.
         peephole (bool, keyword): Shi et al. (2015)'s per-channel peepholes (not in Keras).
         implementation (str, keyword): the compute path, ``'auto'`` (default), ``'reference'``,
-            ``'fused'``, ``'concat'`` or ``'nnpack'``; see :mod:`convlstm._paths` for what each
-            does and the rule ``'auto'`` follows. All compute the same function.
+            ``'fused'``, ``'concat'``, ``'nnpack'`` or ``'fft'``; see :mod:`convlstm._paths` for
+            what each does and the rule ``'auto'`` follows. All compute the same function (to
+            float32 rounding); a path that does not apply to the layer runs its documented fallback.
         checkpoint_chunk (None, True or int, keyword): checkpointing through time in training:
             keep only every ``checkpoint_chunk``-th state and recompute the steps in between
             during the backward (``True``: chunks of ``ceil(sqrt(T))`` steps). Less memory for
