@@ -321,3 +321,16 @@ def test_concat_training_output_changed_in_place_is_caught():
     with pytest.raises(RuntimeError, match="inplace"):
         y.mul_(2)
         y.sum().backward()
+
+
+@pytest.mark.parametrize("path", ["concat", "fft"])
+def test_concat_training_node_supports_a_retained_graph(path):
+    """Two backward passes through one graph (``retain_graph=True``, as with several losses)
+    accumulate the same gradients twice: the backward leaves what it saved untouched."""
+    layer = convlstm.ConvLSTM2D(4, 3, padding="same", return_sequences=True, in_channels=3, implementation=path)
+    y = layer(_input(2, "channels_last", steps=5))
+    loss = (y * torch.linspace(-1, 1, y.numel()).view(y.shape)).sum()
+    loss.backward(retain_graph=True)
+    first = [p.grad.clone() for p in layer.parameters()]
+    loss.backward()
+    _close([p.grad for p in layer.parameters()], [2 * g for g in first], 1e-6, "second backward")

@@ -59,15 +59,16 @@ def scaled_weights(cell, scaled: bool):
 
 
 def update_in_place(gates: torch.Tensor, c_prev: torch.Tensor, c_out: torch.Tensor, tau: torch.Tensor,
-                    h_out: torch.Tensor) -> None:
-    r"""The forward without autograd. ``gates`` (scaled pre-activations, :math:`(B, 4F, *S)`) is
-    overwritten with :math:`\sigma(P) = (i, f, \sigma(P_c), o)` (the candidate is kept as
-    :math:`\sigma(P_c) = (g + 1)/2`, which the backward needs); :math:`c_t` goes to ``c_out``
-    (which may be ``c_prev`` itself), :math:`\tau` to ``tau`` and :math:`h_t` to ``h_out``.
-    With :math:`g = 2\sigma(P_c) - 1`: :math:`c_t = f c_{t-1} + 2 i \sigma(P_c) - i`."""
+                    h_out: torch.Tensor, act_out: Optional[torch.Tensor] = None) -> None:
+    r"""The forward without autograd. :math:`\sigma(P) = (i, f, \sigma(P_c), o)` of the scaled
+    pre-activations ``gates`` :math:`(B, 4F, *S)` goes to ``act_out`` (default: over ``gates``
+    itself); the candidate is kept as :math:`\sigma(P_c) = (g + 1)/2`, which the backward needs.
+    :math:`c_t` goes to ``c_out`` (which may be ``c_prev`` itself), :math:`\tau` to ``tau`` and
+    :math:`h_t` to ``h_out``. With :math:`g = 2\sigma(P_c) - 1`:
+    :math:`c_t = f c_{t-1} + 2 i \sigma(P_c) - i`."""
     nf = c_prev.shape[1]
-    gates.sigmoid_()
-    i, f, sc, o = gates.split(nf, dim=1)
+    act = gates.sigmoid_() if act_out is None else torch.sigmoid(gates, out=act_out)
+    i, f, sc, o = act.split(nf, dim=1)
     torch.mul(f, c_prev, out=c_out).addcmul_(i, sc, value=2).sub_(i)
     torch.mul(c_out, 2, out=tau).sigmoid_().mul_(2).sub_(1)
     torch.mul(o, tau, out=h_out)

@@ -357,7 +357,8 @@ def _run_fused(layer, cell, x, h, c, mask, in_masks, rec_masks, checkpoint_chunk
             m = None if mask is None else mask[:, start:stop]
             seq, h, c, prev = checkpoint(_fused_chunk, layer, cell, x[:, start:stop], h, c, m, in_masks,
                                          rec_masks, prev, grad, variant, use_reentrant=False)
-            outs.append(seq)
+            # a compact copy: a chunk's outputs may be a view of a buffer that also holds its inputs
+            outs.append(seq if seq.is_contiguous() else seq.contiguous())
         seq = torch.cat(outs, dim=0) if len(outs) > 1 else outs[0]
         if not layer.return_sequences:
             seq = outs[-1]
@@ -411,7 +412,7 @@ def _fused_chunk(layer, cell, x, h, c, mask, in_masks, rec_masks, prev_output, g
                 convs = (NNPACKStepConvolutions if nnpack else StepConvolutions)(plan.conv_padding, rank)
             seq, c = ConcatRecurrence.apply(frames.view((steps, batch) + tuple(frames.shape[1:])), h, c, w_ih, w_hh,
                                             bias, convs)
-            h = seq[-1]
+            h = seq[-1].clone()  # not a view: a state carried on must not keep the whole buffer alive
             return (seq if keep_all else h.unsqueeze(0)), h, c, prev_output
         w_cat = torch.cat([w_ih, w_hh], dim=1)
         xs = frames.view((steps, batch) + tuple(frames.shape[1:])).unbind(0)

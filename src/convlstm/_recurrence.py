@@ -47,6 +47,9 @@ _conv_backward = torch.ops.aten.convolution_backward
 # (benchmarks/RESULTS.md: Cin = 1 and 2 gain 19% and 12%, Cin = 16 loses 7%).
 SPLIT_WEIGHT_GRADIENT_BELOW = 8
 
+# The backward computes the weight gradients in this many chunks of steps (see ConcatRecurrence)
+WEIGHT_GRADIENT_CHUNKS = 4
+
 
 class StepConvolutions:
     """The two convolutions of every step, for :class:`ConcatRecurrence`: the forward over
@@ -76,10 +79,12 @@ class StepConvolutions:
         return _conv_backward(grad_gates, state, prepared, None, ones, self.padding, ones, False,
                               [0] * self.rank, 1, [True, False, False])[0]
 
-    def weight_gradients(self, grad_gates, z, w_ih, w_hh, need_wih: bool, need_whh: bool, need_bias: bool):
-        r"""``(dW_ih, dW_hh, db)`` from all steps' gate gradients :math:`(T, B, 4F, *S)` and the
-        buffer ``z`` of :math:`[x_t, h_{t-1}]`: one convolution backward over :math:`T \cdot B` frames
-        (two below ``SPLIT_WEIGHT_GRADIENT_BELOW`` input channels)."""
+    def weight_gradients(self, grad_gates, z, start: int, w_ih, w_hh, need_wih: bool, need_whh: bool,
+                         need_bias: bool):
+        r"""``(dW_ih, dW_hh, db)`` (each ``None`` where not needed) from the gate gradients
+        :math:`(n, B, 4F, *S)` of the steps ``start .. start + n - 1`` and those steps' inputs
+        ``z`` :math:`[x_t, h_{t-1}]`: one convolution backward over their :math:`n \cdot B`
+        frames (two below ``SPLIT_WEIGHT_GRADIENT_BELOW`` input channels)."""
         steps, cin = grad_gates.shape[0], w_ih.shape[1]
         ones, zeros = [1] * self.rank, [0] * self.rank
         flat_grads = grad_gates.flatten(0, 1)
@@ -219,13 +224,13 @@ class SpectralStepConvolutions(StepConvolutions):
         return self._image(torch.matmul(spec, prepared), self._size(spatial),
                            slice(pad[0], pad[0] + spatial[0]), slice(pad[1], pad[1] + spatial[1]))
 
-    def weight_gradients(self, grad_gates, z, w_ih, w_hh, need_wih, need_whh, need_bias):
+    def weight_gradients(self, grad_gates, z, start, w_ih, w_hh, need_wih, need_whh, need_bias):
         steps = grad_gates.shape[0]
-        grads = torch.cat([self._grad_spectrum(grad_gates[t], t) for t in range(steps)], dim=1)  # (f, TB, 4F)
         d_b = grad_gates.sum(dim=(0, 1, 3, 4)) if need_bias else None
         d_wih = d_whh = None
         if need_wih or need_whh:
-            inputs = torch.cat(self.input_spectra, dim=1)  # (f, TB, C)
+            grads = torch.cat([self._grad_spectrum(grad_gates[j], start + j) for j in range(steps)], dim=1)
+            inputs = torch.cat(self.input_spectra[start: start + steps], dim=1)  # (f, nB, C)
             size = self._size(tuple(grad_gates.shape[3:]))
             # conj(dW^) = G^T conj(Z^): the conjugate lands on the smaller operand
             spec = torch.matmul(grads.transpose(1, 2), inputs.conj().resolve_conj()).conj()  # (f, 4F, C)
@@ -235,6 +240,8 @@ class SpectralStepConvolutions(StepConvolutions):
             d_w = lags[: k[0], : k[1]].permute(2, 3, 0, 1)
             cin = w_ih.shape[1]
             d_wih, d_whh = d_w[:, :cin].contiguous(), d_w[:, cin:].contiguous()
+        for j in range(steps):  # this chunk's spectra are no longer needed
+            self.grad_spectra[start + j] = None
         return d_wih, d_whh, d_b
 
 
@@ -280,28 +287,28 @@ class ConcatRecurrence(torch.autograd.Function):
         z[:steps, :, :cin].copy_(frames)
         z[0, :, cin:].copy_(h0)
         w_cat = torch.cat([w_ih, w_hh], dim=1)
-        acts: List[torch.Tensor] = []
+        # the activated gates of every step, in one buffer
+        acts = convs.new_buffer((steps * batch, w_hh.shape[0]) + spatial, c0).view(
+            (steps, batch, w_hh.shape[0]) + spatial)
         cs: List[torch.Tensor] = []
         taus: List[torch.Tensor] = []
         c = c0
         for t in range(steps):
-            gates = convs.forward(z[t], w_cat, bias)
             c_new = torch.empty_like(c0)
             tau = torch.empty_like(c0)
-            update_in_place(gates, c, c_new, tau, z[t + 1, :, cin:])
-            acts.append(gates)
+            update_in_place(convs.forward(z[t], w_cat, bias), c, c_new, tau, z[t + 1, :, cin:], act_out=acts[t])
             cs.append(c_new)
             taus.append(tau)
             c = c_new
-        ctx.save_for_backward(z, w_ih, w_hh, c0, *acts, *cs[:-1], *taus)
+        ctx.save_for_backward(z, w_ih, w_hh, c0, acts, *cs[:-1], *taus)
         ctx.steps, ctx.convs, ctx.has_bias = steps, convs, bias is not None
         return z[1:, :, cin:], c
 
     @staticmethod
     def backward(ctx, grad_seq: Optional[torch.Tensor], grad_c: Optional[torch.Tensor]):
         steps = ctx.steps
-        z, w_ih, w_hh, c0, *rest = ctx.saved_tensors
-        acts, cs, taus = rest[:steps], rest[steps: 2 * steps - 1], rest[2 * steps - 1:]
+        z, w_ih, w_hh, c0, acts, *rest = ctx.saved_tensors
+        cs, taus = rest[: steps - 1], rest[steps - 1:]
         cin = w_ih.shape[1]
         batch = c0.shape[0]
         rank = c0.dim() - 2
@@ -310,27 +317,39 @@ class ConcatRecurrence(torch.autograd.Function):
         need_frames, need_h0, need_c0, need_wih, need_whh, need_bias = ctx.needs_input_grad[:6]
         prepared = ctx.convs.prepare_backward(w_hh)
 
-        grad_gates = _like_gates(acts[0], steps)
+        want_bias = ctx.has_bias and need_bias
+        spatial = tuple(c0.shape[2:])
+        # the weight gradients run once per chunk of steps, so that only a chunk's gate gradients
+        # are held at a time (about a quarter of the activations' memory) while each call still
+        # batches several steps' frames
+        chunk = max(1, math.ceil(steps / WEIGHT_GRADIENT_CHUNKS))
+        grad_buffer = ctx.convs.new_buffer((min(chunk, steps) * batch, w_hh.shape[0]) + spatial, c0).view(
+            (min(chunk, steps), batch, w_hh.shape[0]) + spatial)
+        d_frames = torch.empty_like(z[:steps, :, :cin]) if need_frames else None
+        totals: List[Optional[torch.Tensor]] = [None, None, None]
         dh: Optional[torch.Tensor] = None
         dc = grad_c
-        for t in range(steps - 1, -1, -1):
-            g_out = None if grad_seq is None else grad_seq[t]
-            if dh is None:
-                dh_t = g_out if g_out is not None else torch.zeros_like(c0)
-            else:
-                dh_t = dh if g_out is None else dh.add_(g_out)
-            c_prev = cs[t - 1] if t > 0 else c0
-            dc = update_backward(acts[t], c_prev, taus[t], dh_t, dc, grad_gates[t])
-            if t > 0 or need_h0:
-                dh = ctx.convs.state_gradient(grad_gates[t], z[t, :, cin:], prepared, t)
-        flat_grads = grad_gates.flatten(0, 1)
-        want_bias = ctx.has_bias and need_bias
-        d_wih, d_whh, d_b = ctx.convs.weight_gradients(grad_gates, z, w_ih, w_hh, need_wih, need_whh, want_bias)
-        d_frames = None
-        if need_frames:
-            frames_flat = z[:steps, :, :cin].flatten(0, 1)
-            d_frames = _conv_backward(flat_grads, frames_flat, w_ih, None, ones, padding, ones, False, zeros, 1,
-                                      [True, False, False])[0].view((steps, batch, cin) + tuple(c0.shape[2:]))
+        for start in reversed(range(0, steps, chunk)):
+            stop = min(start + chunk, steps)
+            for t in range(stop - 1, start - 1, -1):
+                g_out = None if grad_seq is None else grad_seq[t]
+                if dh is None:
+                    dh_t = g_out if g_out is not None else torch.zeros_like(c0)
+                else:
+                    dh_t = dh if g_out is None else dh.add_(g_out)
+                c_prev = cs[t - 1] if t > 0 else c0
+                dc = update_backward(acts[t], c_prev, taus[t], dh_t, dc, grad_buffer[t - start])
+                if t > 0 or need_h0:
+                    dh = ctx.convs.state_gradient(grad_buffer[t - start], z[t, :, cin:], prepared, t)
+            grads = grad_buffer[: stop - start]
+            parts = ctx.convs.weight_gradients(grads, z[start:stop], start, w_ih, w_hh, need_wih, need_whh,
+                                               want_bias)
+            totals = [p if total is None else (total if p is None else total.add_(p)) for total, p in zip(totals, parts)]
+            if need_frames:
+                d_frames[start:stop] = _conv_backward(
+                    grads.flatten(0, 1), z[start:stop, :, :cin].flatten(0, 1), w_ih, None, ones, padding, ones, False,
+                    zeros, 1, [True, False, False])[0].view((stop - start, batch, cin) + spatial)
+        d_wih, d_whh, d_b = totals
         return (d_frames, dh if need_h0 else None, dc if need_c0 else None, d_wih if need_wih else None,
                 d_whh if need_whh else None, d_b if want_bias else None, None)
 
@@ -343,9 +362,3 @@ def _contiguous_like(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     if fmt is not None and like.shape[1] > 1 and like.is_contiguous(memory_format=fmt) and not like.is_contiguous():
         return t.contiguous(memory_format=fmt)
     return t.contiguous()
-
-
-def _like_gates(act: torch.Tensor, steps: int) -> torch.Tensor:
-    """An uninitialised :math:`(T, B, 4F, *S)` tensor with each step laid out like ``act``."""
-    return torch.empty((steps,) + tuple(act.shape), dtype=act.dtype, device=act.device).as_strided(
-        (steps,) + tuple(act.shape), (act.numel(),) + tuple(act.stride()))
