@@ -407,9 +407,9 @@ def _fused_chunk(layer, cell, x, h, c, mask, in_masks, rec_masks, prev_output, g
             h, c = _layout(h, rank), _layout(c, rank)
             if variant == "fft":
                 convs = SpectralStepConvolutions(plan.conv_padding, rank, layer.kernel_size)
-                convs.keep_spectra = grad
             else:
                 convs = (NNPACKStepConvolutions if nnpack else StepConvolutions)(plan.conv_padding, rank)
+            convs.for_backward = grad
             seq, c = ConcatRecurrence.apply(frames.view((steps, batch) + tuple(frames.shape[1:])), h, c, w_ih, w_hh,
                                             bias, convs)
             h = seq[-1].clone()  # not a view: a state carried on must not keep the whole buffer alive

@@ -59,6 +59,7 @@ class StepConvolutions:
 
     def __init__(self, padding, rank: int):
         self.padding, self.rank = list(padding), rank
+        self.for_backward = True  # False: inference, nothing is kept for a backward
 
     def new_buffer(self, shape, like: torch.Tensor) -> torch.Tensor:
         fmt = {2: torch.channels_last, 3: torch.channels_last_3d}.get(self.rank)
@@ -150,7 +151,7 @@ class SpectralStepConvolutions(StepConvolutions):
         self.kernel_size = tuple(kernel_size)
         self.input_spectra: List[torch.Tensor] = []
         self.grad_spectra: List[Optional[torch.Tensor]] = []
-        self.keep_spectra = True  # for the weight gradient; off for inference
+        self._weight_spectrum: Optional[torch.Tensor] = None
         self._kernel = None
 
     def _size(self, spatial):
@@ -198,7 +199,7 @@ class SpectralStepConvolutions(StepConvolutions):
         pad = self.padding
         zp = torch.nn.functional.pad(z, (pad[1], pad[1], pad[0], pad[0]))
         spec = self._spectrum(zp, size)
-        if self.keep_spectra:
+        if self.for_backward:  # for the weight gradient
             self.input_spectra.append(spec)
         gates = self._image(torch.matmul(spec, self._kernel), size, slice(0, spatial[0]), slice(0, spatial[1]))
         if bias is not None:
@@ -207,39 +208,59 @@ class SpectralStepConvolutions(StepConvolutions):
 
     def prepare_backward(self, w_hh):
         self.grad_spectra = [None] * len(self.input_spectra)
-        size = self._size(self._spatial)
-        return self._kernel_spectrum(w_hh, size, conjugate=False, transpose=True)  # (f, 4F, F)
+        self._weight_spectrum = None
+        cin = self._kernel.shape[1] - w_hh.shape[1]
+        return self._kernel[:, cin:, :].transpose(1, 2)  # conj(W_h^)^T (f, 4F, F), a view
 
     def _grad_spectrum(self, grad_gates, t: int):
+        """The conjugate of the spectrum of step ``t``'s gate gradients, :math:`(f, B, 4F)`: the
+        state gradient and the weight gradient both use it conjugated."""
         spec = self.grad_spectra[t]
         if spec is None:
-            spec = self._spectrum(grad_gates, self._size(tuple(grad_gates.shape[2:])))
+            spec = self._spectrum(grad_gates, self._size(tuple(grad_gates.shape[2:]))).conj().resolve_conj()
             self.grad_spectra[t] = spec
         return spec
 
     def state_gradient(self, grad_gates, state, prepared, step):
         spatial = tuple(grad_gates.shape[2:])
-        spec = self._grad_spectrum(grad_gates, step)
+        # G^ W^ = conj(conj(G^) conj(W^)): both conjugates are stored already
+        spec = torch.matmul(self._grad_spectrum(grad_gates, step), prepared).conj().resolve_conj()
         pad = self.padding
-        return self._image(torch.matmul(spec, prepared), self._size(spatial),
-                           slice(pad[0], pad[0] + spatial[0]), slice(pad[1], pad[1] + spatial[1]))
+        return self._image(spec, self._size(spatial), slice(pad[0], pad[0] + spatial[0]),
+                           slice(pad[1], pad[1] + spatial[1]))
+
+    def _first_lags(self, spec: torch.Tensor, size) -> torch.Tensor:
+        """The real inverse of a half spectrum :math:`(P (Q/2+1), a, b)` at its first
+        :math:`k_1 \times k_2` positions only, :math:`(k_1, k_2, a, b)`: an inverse DFT along the
+        rows for the first :math:`k_1` of them (a matrix product), then ``irfft`` along the columns."""
+        k1, k2 = self.kernel_size
+        rows = torch.arange(k1, dtype=torch.float64).outer(torch.arange(size[0], dtype=torch.float64)) / size[0]
+        e_rows = (torch.polar(torch.ones_like(rows), 2 * math.pi * rows) / size[0]).to(device=spec.device,
+                                                                                        dtype=spec.dtype)
+        half = size[1] // 2 + 1
+        part = torch.matmul(e_rows, spec.reshape(size[0], -1)).view((k1, half) + tuple(spec.shape[1:]))
+        return torch.fft.irfft(part, n=size[1], dim=1)[:, :k2]
 
     def weight_gradients(self, grad_gates, z, start, w_ih, w_hh, need_wih, need_whh, need_bias):
+        """Accumulates the chunk's products in the frequency domain; the weight gradients come
+        back (one inverse transform) with the last chunk, ``start == 0``."""
         steps = grad_gates.shape[0]
         d_b = grad_gates.sum(dim=(0, 1, 3, 4)) if need_bias else None
         d_wih = d_whh = None
         if need_wih or need_whh:
-            grads = torch.cat([self._grad_spectrum(grad_gates[j], start + j) for j in range(steps)], dim=1)
+            grads_h = torch.cat([self._grad_spectrum(grad_gates[j], start + j) for j in range(steps)], dim=1)
             inputs = torch.cat(self.input_spectra[start: start + steps], dim=1)  # (f, nB, C)
-            size = self._size(tuple(grad_gates.shape[3:]))
-            # conj(dW^) = G^T conj(Z^): the conjugate lands on the smaller operand
-            spec = torch.matmul(grads.transpose(1, 2), inputs.conj().resolve_conj()).conj()  # (f, 4F, C)
-            half = (size[0], size[1] // 2 + 1)
-            lags = torch.fft.irfft2(spec.view(half + tuple(spec.shape[1:])), s=size, dim=(0, 1))
-            k = self.kernel_size
-            d_w = lags[: k[0], : k[1]].permute(2, 3, 0, 1)
-            cin = w_ih.shape[1]
-            d_wih, d_whh = d_w[:, :cin].contiguous(), d_w[:, cin:].contiguous()
+            grads_h = grads_h.transpose(1, 2)  # (f, 4F, nB), conjugated
+            if self._weight_spectrum is None:
+                self._weight_spectrum = torch.matmul(grads_h, inputs)  # (f, 4F, C)
+            else:
+                self._weight_spectrum.baddbmm_(grads_h, inputs)
+            if start == 0:
+                size = self._size(tuple(grad_gates.shape[3:]))
+                spec, self._weight_spectrum = self._weight_spectrum, None
+                d_w = self._first_lags(spec, size).permute(2, 3, 0, 1)
+                cin = w_ih.shape[1]
+                d_wih, d_whh = d_w[:, :cin].contiguous(), d_w[:, cin:].contiguous()
         for j in range(steps):  # this chunk's spectra are no longer needed
             self.grad_spectra[start + j] = None
         return d_wih, d_whh, d_b
@@ -288,17 +309,20 @@ class ConcatRecurrence(torch.autograd.Function):
         z[0, :, cin:].copy_(h0)
         w_cat = torch.cat([w_ih, w_hh], dim=1)
         # the activated gates of every step, in one buffer
-        acts = convs.new_buffer((steps * batch, w_hh.shape[0]) + spatial, c0).view(
-            (steps, batch, w_hh.shape[0]) + spatial)
+        kept = steps if convs.for_backward else 1  # inference reuses one step's buffers
+        acts = convs.new_buffer((kept * batch, w_hh.shape[0]) + spatial, c0).view(
+            (kept, batch, w_hh.shape[0]) + spatial)
         cs: List[torch.Tensor] = []
         taus: List[torch.Tensor] = []
         c = c0
         for t in range(steps):
             c_new = torch.empty_like(c0)
             tau = torch.empty_like(c0)
-            update_in_place(convs.forward(z[t], w_cat, bias), c, c_new, tau, z[t + 1, :, cin:], act_out=acts[t])
-            cs.append(c_new)
-            taus.append(tau)
+            update_in_place(convs.forward(z[t], w_cat, bias), c, c_new, tau, z[t + 1, :, cin:],
+                            act_out=acts[t if convs.for_backward else 0])
+            if convs.for_backward:
+                cs.append(c_new)
+                taus.append(tau)
             c = c_new
         ctx.save_for_backward(z, w_ih, w_hh, c0, acts, *cs[:-1], *taus)
         ctx.steps, ctx.convs, ctx.has_bias = steps, convs, bias is not None
