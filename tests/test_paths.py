@@ -311,6 +311,19 @@ def test_concat_training_node_matches_finite_differences(convs, cin, kernel):
 
     assert torch.autograd.gradcheck(fn, tensors, eps=1e-6, atol=1e-7, rtol=1e-5)
 
+    if convs == "torch":  # a zero initial state: the first step convolves the inputs only
+        zeros = torch.zeros_like(h0).detach()
+
+        def from_zero(frames, c0, w_ih, w_hh, bias):
+            steps_convs = StepConvolutions(pad, 2)
+            steps_convs.zero_start = True
+            return ConcatRecurrence.apply(frames, zeros, c0, w_ih, w_hh, bias, steps_convs)
+
+        others = [tensors[0]] + tensors[2:]
+        assert torch.autograd.gradcheck(from_zero, others, eps=1e-6, atol=1e-7, rtol=1e-5)
+        expected = fn(tensors[0], zeros, *tensors[2:])
+        torch.testing.assert_close(from_zero(*others), expected)
+
 
 def test_concat_training_output_changed_in_place_is_caught():
     """The hidden states are a view of the buffer the backward reads: changing them in place

@@ -410,6 +410,7 @@ def _fused_chunk(layer, cell, x, h, c, mask, in_masks, rec_masks, prev_output, g
             else:
                 convs = (NNPACKStepConvolutions if nnpack else StepConvolutions)(plan.conv_padding, rank)
             convs.for_backward = grad
+            convs.zero_start = convs.can_start_from_inputs and zero_state(h)
             seq, c = ConcatRecurrence.apply(frames.view((steps, batch) + tuple(frames.shape[1:])), h, c, w_ih, w_hh,
                                             bias, convs)
             h = seq[-1].clone()  # not a view: a state carried on must not keep the whole buffer alive
@@ -482,6 +483,13 @@ def _hoisted_inference(layer, cell, xgs, h, c, w_hh, rec_masks, keep_all):
     return seq, h.clone(), c
 
 
+def zero_state(h: torch.Tensor) -> bool:
+    """True when the initial state is known to be all zeros (checked on CPU only, where it costs
+    one pass over :math:`h` and no device synchronisation): the first step's convolution then
+    needs the input channels only."""
+    return h.device.type == "cpu" and not _compiling() and not bool(h.any())
+
+
 def _concat_inference(cell, frames, h, c, w_ih, w_hh, bias, keep_all, conv, nnpack):
     """No autograd, no masks, sigmoid/tanh, ``"concat"``: one buffer ``Z`` of shape
     :math:`(T+1, B, C + F, *S)` holds :math:`[x_t, h_{t-1}]` for every step; step ``t``
@@ -498,8 +506,9 @@ def _concat_inference(cell, frames, h, c, w_ih, w_hh, bias, keep_all, conv, nnpa
     w_cat = torch.cat([w_ih, w_hh], dim=1)
     c = c.clone()
     tau = torch.empty_like(c)
+    zero_start = zero_state(h)
     for t in range(steps):
-        gates = conv(z[t], w_cat, bias)
+        gates = conv(z[0, :, :ch], w_ih, bias) if t == 0 and zero_start else conv(z[t], w_cat, bias)
         update_in_place(gates, c, c, tau, z[t + 1, :, ch:])
     seq = z[1:, :, ch:] if keep_all else z[steps:, :, ch:].clone()
     return seq, z[steps, :, ch:].clone(), c

@@ -57,9 +57,14 @@ class StepConvolutions:
     with the symmetric ``padding``, stride 1, in the memory format of ``rank`` (channels-last for
     2D/3D). This one uses torch's convolutions (oneDNN on CPU, cuDNN on CUDA)."""
 
+    can_start_from_inputs = True
+
     def __init__(self, padding, rank: int):
         self.padding, self.rank = list(padding), rank
         self.for_backward = True  # False: inference, nothing is kept for a backward
+        # set True when the initial state is known to be zero: the first step then convolves
+        # the input channels only (where can_start_from_inputs)
+        self.zero_start = False
 
     def new_buffer(self, shape, like: torch.Tensor) -> torch.Tensor:
         fmt = {2: torch.channels_last, 3: torch.channels_last_3d}.get(self.rank)
@@ -145,6 +150,8 @@ class SpectralStepConvolutions(StepConvolutions):
     plus the transforms, which are linear in the channels: several times fewer for 5x5 kernels
     when the channels are many and the images small. The forward keeps the spectra of the
     steps' inputs for the weight gradient."""
+
+    can_start_from_inputs = False  # one kernel spectrum, [W_x, W_h]'s, serves every step
 
     def __init__(self, padding, rank: int, kernel_size):
         super().__init__(padding, rank)
@@ -318,8 +325,9 @@ class ConcatRecurrence(torch.autograd.Function):
         for t in range(steps):
             c_new = torch.empty_like(c0)
             tau = torch.empty_like(c0)
-            update_in_place(convs.forward(z[t], w_cat, bias), c, c_new, tau, z[t + 1, :, cin:],
-                            act_out=acts[t if convs.for_backward else 0])
+            gates = (convs.forward(z[0, :, :cin], w_ih, bias) if t == 0 and convs.zero_start
+                     else convs.forward(z[t], w_cat, bias))
+            update_in_place(gates, c, c_new, tau, z[t + 1, :, cin:], act_out=acts[t if convs.for_backward else 0])
             if convs.for_backward:
                 cs.append(c_new)
                 taus.append(tau)
