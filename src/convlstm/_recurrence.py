@@ -10,21 +10,27 @@ same forward without autograd and computes the backward as a second time loop:
     \bar P_t = \text{gate-update backward}(\bar h_t, \bar c_t), \qquad
     \bar h_{t-1} = \bar h^{\text{out}}_{t-1} + W_h^{\top} \star \bar P_t,
 
-then **one** weight-gradient convolution over all :math:`T \cdot B` frames,
-:math:`\bar W = \sum_t \bar P_t \star [x_t, h_{t-1}]`, and one bias sum. Per step it computes the
-gradient of :math:`h_{t-1}` only (:math:`F` channels instead of :math:`C_{in} + F`), and none at
-:math:`t = 0` unless the initial state needs it; the input gradient, when the frames need one,
-is one batched convolution after the loop.
+then the weight gradient, :math:`\bar W = \sum_t \bar P_t \star [x_t, h_{t-1}]`, as one
+convolution per chunk of steps (``WEIGHT_GRADIENT_CHUNKS`` chunks, each over all its
+:math:`n \cdot B` frames, so that only a chunk's gate gradients exist at a time), and the bias sum.
+Per step it computes the gradient of :math:`h_{t-1}` only (:math:`F` channels instead of
+:math:`C_{in} + F`), and none at :math:`t = 0` unless the initial state needs it; the input
+gradient, when the frames need one, is one batched convolution per chunk. A zero initial state
+(``StepConvolutions.zero_start``) lets the first step convolve the input channels only.
+
+The convolutions of a step come from a :class:`StepConvolutions`: torch's (oneDNN on CPU),
+:class:`NNPACKStepConvolutions` or :class:`SpectralStepConvolutions` (frequency domain).
 
 Shapes (time-major, the path's memory format): frames :math:`(T, B, C_{in}, *S)`, state
 :math:`(B, F, *S)`, weights :math:`(4F, C_{in}, *k)` and :math:`(4F, F, *k)` with the candidate
 rows doubled (:func:`convlstm._gates.scaled_weights`). Outputs: the hidden states
-:math:`(T, B, F, *S)` (a view of the buffer that also holds the convolutions' inputs, so an
-in-place change of it is caught by autograd's version check) and :math:`c_T`.
+:math:`(T, B, F, *S)` (a view of the buffer that also holds the convolutions' inputs; changing
+it in place is refused by autograd) and :math:`c_T`.
 
 Saved for the backward: the buffer :math:`[x_t, h_{t-1}]` (which holds the outputs), the
-activated gates (:math:`4F` channels), :math:`c_t` and :math:`\tanh c_t` of every step: the
-same as autograd through the per-step loop, minus the concatenated copies.
+activated gates (:math:`4F` channels, one buffer), :math:`c_t` and :math:`\tanh c_t` of every
+step: the same as autograd through the per-step loop, minus the concatenated copies. The
+backward leaves them untouched, so a retained graph can be differentiated again.
 
 Only odd kernels ('same' padding without an extra pad), stride 1, dilation 1 and the default
 activations come here; everything else keeps the per-step loop.
@@ -44,7 +50,8 @@ __all__ = ["ConcatRecurrence", "NNPACKStepConvolutions", "SpectralStepConvolutio
 _conv_backward = torch.ops.aten.convolution_backward
 
 # Below this many input channels the weight gradient is split into its input and state parts
-# (benchmarks/RESULTS.md: Cin = 1 and 2 gain 19% and 12%, Cin = 16 loses 7%).
+# (benchmarks/RESULTS.md: with 1 input channel 2.9 s instead of 3.7 s on the radar configuration;
+# with 2 and 16 the two forms were within the measurements' noise).
 SPLIT_WEIGHT_GRADIENT_BELOW = 8
 
 # The backward computes the weight gradients in this many chunks of steps (see ConcatRecurrence)
@@ -281,8 +288,8 @@ def nnpack_conv(z: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
     r"""A stride-1 2D float32 convolution :math:`(N, C, H, W) \to (N, O, H', W')` through NNPACK,
     written into a new tensor of ``memory_format``. On images of at least
     ``NNPACK_PER_SAMPLE_MIN_PIXELS`` pixels NNPACK runs once per sample: its single-image
-    algorithm was 1.6x (forward) to 3x (state gradient) faster than its batched one on 128x128
-    images, and slower on 32x32 ones (benchmarks/RESULTS.md)."""
+    algorithm was 1.7x (forward) and 3.3x (state gradient) faster than its batched one on
+    128x128 images, and slower on 32x32 ones (benchmarks/RESULTS.md)."""
     if bias is None:
         bias = weight.new_zeros(weight.shape[0])
     weight = weight.contiguous()
