@@ -188,6 +188,9 @@ def test_auto_rule():
         x64 = torch.zeros(2, 4, 2, 64, 64)  # 5x5 on 64x64: NNPACK one image at a time
         expected = "nnpack" if _paths.nnpack_applicable(big5, x64, None, None) else "fft"
         assert _paths.auto_path(big5, x64, (64, 64), grad=grad) == expected
+        wide5 = convlstm.ConvLSTM2D(512, 5, padding="same", in_channels=2)  # an 8.5 GB kernel spectrum
+        x40 = torch.zeros(2, 3, 2, 40, 40)
+        assert _paths.auto_path(wide5, x40, (40, 40), grad=grad) == "concat"
         tiny5 = convlstm.ConvLSTM2D(4, 5, padding="same", in_channels=2)  # below AUTO_FAST_CONV_MIN_FLOPS
         assert _paths.auto_path(tiny5, x, (8, 8), grad=grad) == "fused"
         relu5 = convlstm.ConvLSTM2D(64, 5, padding="same", in_channels=2, activation="relu")

@@ -44,8 +44,8 @@ Paths (``implementation=`` on the layers):
     loop is one autograd node with a hand-written backward
     (:class:`convlstm._recurrence.ConcatRecurrence`): per step it computes the gradient of
     :math:`h_{t-1}` only, not of the concatenated input, and none at :math:`t = 0` unless the
-    initial state needs one; the weight gradient is one convolution over all :math:`T \cdot B`
-    frames after the loop. Needs ``padding='same'``, strides 1, dilation 1 and no dropout
+    initial state needs one; the weight gradient is a convolution over all the frames of a chunk
+    of steps (four chunks). Needs ``padding='same'``, strides 1, dilation 1 and no dropout
     (otherwise it runs ``"fused"``). It wins when the hoisted gates
     :math:`B \cdot T \cdot 4F \cdot |S|` are large: writing them all and reading them back costs
     more memory traffic than the batched input convolution saves.
@@ -72,7 +72,8 @@ Paths (``implementation=`` on the layers):
 ``"auto"`` (default)
     The rule of :func:`auto_path`: for a large 2D float32 CPU layer with odd kernels of 5x5 or
     more (a step's convolution of at least ``AUTO_FAST_CONV_MIN_FLOPS``), ``"nnpack"`` on images
-    of 64x64 or more and ``"fft"`` below; else ``"concat"`` when the hoisted gates would exceed
+    of 64x64 or more and ``"fft"`` below (when its kernel spectrum fits in
+    ``AUTO_FFT_MAX_SPECTRUM_BYTES``); else ``"concat"`` when the hoisted gates would exceed
     ``AUTO_HOIST_MAX_BYTES``; else ``"fused"``. The thresholds come from the measurements in
     ``benchmarks/RESULTS.md``; with dropout the layer runs ``"reference"``.
 
@@ -264,7 +265,9 @@ def auto_path(layer, x: torch.Tensor, spatial: Tuple[int, ...], in_masks=None, r
     3. a 2D float32 layer on CPU with odd kernels of 5x5 or more whose step convolution costs at
        least ``AUTO_FAST_CONV_MIN_FLOPS``: on images of at least
        ``NNPACK_PER_SAMPLE_MIN_PIXELS`` (64x64) ``"nnpack"`` (NNPACK's FFT tiles, one image at a
-       time), on smaller ones ``"fft"`` (whole-image transforms); both do several times fewer
+       time), on smaller ones ``"fft"`` (whole-image transforms) if its kernel spectrum
+       :math:`(H + k - 1)(\lfloor (W + k - 1)/2 \rfloor + 1)(C_{in} + F)\,4F` complex numbers fits
+       in ``AUTO_FFT_MAX_SPECTRUM_BYTES``; both do several times fewer
        multiplications than a direct convolution and are as accurate. 3x3 kernels stay direct:
        NNPACK's Winograd tiles and the ``"fft"`` path were slower there and Winograd is ten
        times less accurate;
@@ -286,7 +289,9 @@ def auto_path(layer, x: torch.Tensor, spatial: Tuple[int, ...], in_masks=None, r
         if step_flops >= AUTO_FAST_CONV_MIN_FLOPS:
             if math.prod(spatial) >= NNPACK_PER_SAMPLE_MIN_PIXELS and nnpack_applicable(layer, x, in_masks, rec_masks):
                 return "nnpack"
-            return "fft"
+            frequencies = (spatial[0] + kernel[0] - 1) * ((spatial[1] + kernel[1] - 1) // 2 + 1)
+            if frequencies * (cin + layer.filters) * 4 * layer.filters * 8 <= AUTO_FFT_MAX_SPECTRUM_BYTES:
+                return "fft"
     xg_bytes = x.shape[0] * x.shape[1] * 4 * layer.filters * math.prod(spatial) * x.element_size()
     if xg_bytes > AUTO_HOIST_MAX_BYTES and concat_applicable(layer, in_masks, rec_masks):
         return "concat"
@@ -299,6 +304,7 @@ def _needs_grad(cell, x, h, c) -> bool:
 
 
 AUTO_FAST_CONV_MIN_FLOPS = 2e8
+AUTO_FFT_MAX_SPECTRUM_BYTES = 256 * 2**20  # the "fft" path's kernel spectrum (complex64)
 AUTO_HOIST_MAX_BYTES = 32 * 2**20
 
 
