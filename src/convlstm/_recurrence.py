@@ -59,10 +59,11 @@ WEIGHT_GRADIENT_CHUNKS = 4
 
 
 class StepConvolutions:
-    """The two convolutions of every step, for :class:`ConcatRecurrence`: the forward over
-    :math:`[x_t, h_{t-1}]` and the gradient of :math:`h_{t-1}` in the backward, both 'same'
-    with the symmetric ``padding``, stride 1, in the memory format of ``rank`` (channels-last for
-    2D/3D). This one uses torch's convolutions (oneDNN on CPU, cuDNN on CUDA)."""
+    """The convolutions of the steps, for :class:`ConcatRecurrence`: the forward over
+    :math:`[x_t, h_{t-1}]`, and in the backward the gradient of :math:`h_{t-1}` and the weight
+    gradients, all 'same' with the symmetric ``padding``, stride 1, in the memory format of
+    ``rank`` (channels-last for 2D/3D). This one uses torch's convolutions (oneDNN on CPU, cuDNN
+    on CUDA)."""
 
     can_start_from_inputs = True
 
