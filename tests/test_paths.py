@@ -350,3 +350,31 @@ def test_concat_training_node_supports_a_retained_graph(path):
     first = [p.grad.clone() for p in layer.parameters()]
     loss.backward()
     _close([p.grad for p in layer.parameters()], [2 * g for g in first], 1e-6, "second backward")
+
+
+def test_nnpack_one_image_at_a_time_on_large_images(monkeypatch):
+    """From 64x64 pixels NNPACK runs image by image (forward and state gradient): the same
+    outputs and gradients as the reference."""
+    from convlstm._recurrence import NNPACK_PER_SAMPLE_MIN_PIXELS
+
+    if not _paths._NNPACK:
+        pytest.skip("this torch build has no NNPACK (the path falls back to 'concat')")
+    assert 64 * 64 >= NNPACK_PER_SAMPLE_MIN_PIXELS
+    batches = []
+    nnpack = torch._nnpack_spatial_convolution
+
+    def counting(x, *args):
+        batches.append(x.shape[0])
+        return nnpack(x, *args)
+
+    monkeypatch.setattr(torch, "_nnpack_spatial_convolution", counting)
+    ref, other = _pair(2, "nnpack", padding="same", kernel_size=5, in_channels=2, filters=3, return_sequences=True)
+    x = torch.randn(2, 3, 64, 64, 2, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        _close(other(x), ref(x), NNPACK_TOL, "nnpack inference")
+    out_r, g_r = _forward_and_grads(ref, x)
+    out_o, g_o = _forward_and_grads(other, x)
+    _close(out_o, out_r, NNPACK_TOL, "nnpack forward")
+    _close(g_o, g_r, 1e-4, "nnpack gradients")
+    # 3 steps x 2 images, inference + training forward + state gradients of steps 2 and 3
+    assert batches == [1] * (6 + 6 + 4), batches
