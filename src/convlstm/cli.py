@@ -182,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="ConvLSTM forecasting for grid time series: train, evaluate and forecast from the shell.",
         epilog=MAIN_EPILOG)
     from . import __version__
+    from .training.config import LAYOUTS
 
     parser.add_argument("--version", action="version", version=f"convlstm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -220,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", metavar="RUN|CKPT", help="a run folder (uses checkpoints/best.ckpt) or a .ckpt file")
     p.add_argument("--data", default=None, metavar="FILE", help="evaluate on this grid file instead of the training file")
     p.add_argument("--key", default=None, help="array / dataset / variable in --data")
-    p.add_argument("--layout", default=None, choices=("THWC", "TCHW", "THW"), help="layout of --data")
+    p.add_argument("--layout", default=None, choices=LAYOUTS, help="layout of --data")
     p.add_argument("--part", default="test", choices=("train", "val", "test"), help="which part to score")
     p.add_argument("--out-dir", default=None, metavar="DIR", help="where to write (default: the run folder)")
     p.add_argument("--thresholds", type=float, nargs="+", default=(), metavar="T",
@@ -242,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", metavar="FILE", help="grid series to forecast from (at least input_steps frames)")
     p.add_argument("--out", required=True, metavar="FILE", help="output file, .npy or .nc")
     p.add_argument("--key", default=None, help="array / dataset / variable in FILE")
-    p.add_argument("--layout", default="THWC", choices=("THWC", "TCHW", "THW"), help="layout of FILE")
+    p.add_argument("--layout", default="THWC", choices=LAYOUTS, help="layout of FILE")
     p.add_argument("--all-windows", action="store_true", help="a forecast from every window, not only the last")
     p.add_argument("--stride", type=int, default=1, help="steps between windows with --all-windows")
     p.add_argument("--batch-size", type=int, default=16, help="samples per batch")

@@ -13,13 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
+from ..data.readers import LAYOUTS as _READER_LAYOUTS
+
 __all__ = ["FitConfig", "load_config", "save_config", "LOSSES", "SCHEDULERS", "PRECISIONS", "LAYOUTS",
            "SCALER_NAMES"]
 
 LOSSES = ("mse", "mae", "bce")
 SCHEDULERS = ("none", "cosine", "plateau", "onecycle")
 PRECISIONS = ("32", "16-mixed", "bf16-mixed", "64")
-LAYOUTS = ("THWC", "TCHW", "THW")
+LAYOUTS = tuple(_READER_LAYOUTS)  # the layouts the grid readers understand
 SCALER_NAMES = ("minmax", "standard", "log1p", "none")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 
