@@ -281,8 +281,8 @@ def auto_path(layer, x: torch.Tensor, spatial: Tuple[int, ...], in_masks=None, r
     if _compiling():  # no branch on (possibly symbolic) sizes under torch.compile / torch.export
         return "fused"
     kernel = layer.kernel_size
-    if (layer.rank == 2 and x.device.type == "cpu" and min(kernel) >= 5 and all(k % 2 for k in kernel)
-            and fft_applicable(layer, x, in_masks, rec_masks) and x.dtype == torch.float32):
+    if (x.device.type == "cpu" and x.dtype == torch.float32 and min(kernel) >= 5
+            and fft_applicable(layer, x, in_masks, rec_masks)):  # 2D, odd kernels, default activations
         cin = x.shape[2]
         step_flops = 2 * x.shape[0] * math.prod(spatial) * 4 * layer.filters * (cin + layer.filters) \
             * math.prod(kernel)
@@ -349,11 +349,11 @@ def _run_fused(layer, cell, x, h, c, mask, in_masks, rec_masks, checkpoint_chunk
         x = x.flip(1)
         if mask is not None:
             mask = mask.flip(1)
-    if variant == "nnpack":  # NNPACK takes contiguous NCHW
-        h, c = h.contiguous(), c.contiguous()
-    else:
-        h, c = _layout(h, rank), _layout(c, rank)
     grad = _needs_grad(cell, x, h, c)
+    if variant == "nnpack" and not grad:  # NNPACK's inference loop runs on contiguous NCHW
+        h, c = h.contiguous(), c.contiguous()
+    else:  # the training node keeps channels-last buffers, NNPACK's included
+        h, c = _layout(h, rank), _layout(c, rank)
     if grad and checkpoint_chunk is not None and not _compiling():
         from torch.utils.checkpoint import checkpoint
 
@@ -410,7 +410,6 @@ def _fused_chunk(layer, cell, x, h, c, mask, in_masks, rec_masks, prev_output, g
             return _concat_inference(cell, frames.view((steps, batch) + tuple(frames.shape[1:])), h, c,
                                      w_ih, w_hh, bias, keep_all, conv, nnpack) + (prev_output,)
         if mask is None and fast and plan.pad is None:  # training: one node for the whole loop
-            h, c = _layout(h, rank), _layout(c, rank)
             if variant == "fft":
                 convs = SpectralStepConvolutions(plan.conv_padding, rank, layer.kernel_size)
             else:

@@ -137,6 +137,15 @@ class NNPACKStepConvolutions(StepConvolutions):
         return nnpack_conv(grad_gates, prepared, None, self.padding, torch.channels_last)
 
 
+def _dft_matrix(positions: int, frequencies: int, length: int, sign: float, dtype, device) -> torch.Tensor:
+    r""":math:`E_{jw} = e^{\pm 2\pi i\, j w / n}` for positions :math:`j < ` ``positions`` and
+    frequencies :math:`w <` ``frequencies`` of a length-``length`` DFT (``sign`` -1: forward,
+    +1: inverse, unnormalised), computed in float64."""
+    phase = torch.arange(positions, dtype=torch.float64).outer(torch.arange(frequencies, dtype=torch.float64))
+    phase = phase * (sign * 2 * math.pi / length)
+    return torch.polar(torch.ones_like(phase), phase).to(device=device, dtype=dtype)
+
+
 class SpectralStepConvolutions(StepConvolutions):
     r"""2D steps computed in the frequency domain, for odd kernels of 5x5 and more on small images.
 
@@ -191,12 +200,10 @@ class SpectralStepConvolutions(StepConvolutions):
         (or :math:`(\cdot, O, C)` with ``transpose``), conjugated if asked: two products with DFT
         matrices of :math:`k` rows, cheaper than transforming the zero-padded kernel."""
         k1, k2 = weight.shape[2], weight.shape[3]
-        sign = 1.0 if conjugate else -1.0
-        rows = torch.arange(k1, dtype=torch.float64).outer(torch.arange(size[0], dtype=torch.float64)) / size[0]
-        cols = torch.arange(k2, dtype=torch.float64).outer(torch.arange(size[1] // 2 + 1, dtype=torch.float64)) / size[1]
         ctype = torch.complex128 if weight.dtype == torch.float64 else torch.complex64
-        e_rows = torch.polar(torch.ones_like(rows), sign * 2 * math.pi * rows).to(device=weight.device, dtype=ctype)
-        e_cols = torch.polar(torch.ones_like(cols), sign * 2 * math.pi * cols).to(device=weight.device, dtype=ctype)
+        sign = 1.0 if conjugate else -1.0
+        e_rows = _dft_matrix(k1, size[0], size[0], sign, ctype, weight.device)
+        e_cols = _dft_matrix(k2, size[1] // 2 + 1, size[1], sign, ctype, weight.device)
         w = weight.permute(2, 3, 0, 1) if transpose else weight.permute(2, 3, 1, 0)  # (k1, k2, a, b)
         a, b = w.shape[2], w.shape[3]
         # contract k2: (k1, Qh, k2) @ (k1, k2, a*b) -> (k1, Qh, a*b)
@@ -207,7 +214,6 @@ class SpectralStepConvolutions(StepConvolutions):
 
     def forward(self, z, weight, bias):
         spatial = tuple(z.shape[2:])
-        self._spatial = spatial
         size = self._size(spatial)
         if self._kernel is None:  # the same kernel at every step: transformed once, conjugated
             self._kernel = self._kernel_spectrum(weight, size, conjugate=True, transpose=False)
@@ -249,9 +255,7 @@ class SpectralStepConvolutions(StepConvolutions):
         :math:`k_1 \times k_2` positions only, :math:`(k_1, k_2, a, b)`: an inverse DFT along the
         rows for the first :math:`k_1` of them (a matrix product), then ``irfft`` along the columns."""
         k1, k2 = self.kernel_size
-        rows = torch.arange(k1, dtype=torch.float64).outer(torch.arange(size[0], dtype=torch.float64)) / size[0]
-        e_rows = (torch.polar(torch.ones_like(rows), 2 * math.pi * rows) / size[0]).to(device=spec.device,
-                                                                                        dtype=spec.dtype)
+        e_rows = _dft_matrix(k1, size[0], size[0], 1.0, spec.dtype, spec.device) / size[0]
         half = size[1] // 2 + 1
         part = torch.matmul(e_rows, spec.reshape(size[0], -1)).view((k1, half) + tuple(spec.shape[1:]))
         return torch.fft.irfft(part, n=size[1], dim=1)[:, :k2]
