@@ -90,17 +90,10 @@ def test_declared_size_beyond_the_archive_is_refused(tmp_path):
         ck.load_model(path)
 
 
-def test_truncated_keras_archive(tmp_path):
-    data = K3.read_bytes()
-    path = tmp_path / "cut.keras"
-    path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ck.KerasFileError, match="truncated"):
-        ck.load_model(path)
-
-
-def test_truncated_h5(tmp_path):
-    data = K2.read_bytes()
-    path = tmp_path / "cut.h5"
+@pytest.mark.parametrize("source,name", [(K3, "cut.keras"), (K2, "cut.h5")], ids=["keras", "h5"])
+def test_truncated_file(tmp_path, source, name):
+    data = source.read_bytes()
+    path = tmp_path / name
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ck.KerasFileError, match="truncated"):
         ck.load_model(path)
