@@ -293,11 +293,12 @@ def test_concat_training_node_matches_finite_differences(convs, cin, kernel):
     """:class:`convlstm._recurrence.ConcatRecurrence` against ``torch.autograd.gradcheck``
     (central finite differences in float64): an independent check of the hand-written backward,
     with torch's convolutions (the weight gradient in two pieces below 8 input channels, in one
-    above) and with the frequency-domain ones."""
+    above) and with the frequency-domain ones. Five steps make chunks of two for the weight
+    gradient, so that a zero initial state leaves the first step's state channels out of it."""
     from convlstm._recurrence import ConcatRecurrence, SpectralStepConvolutions, StepConvolutions
 
     g = torch.Generator().manual_seed(3)
-    steps, batch, nf = 3, 2, 2
+    steps, batch, nf = 5, 2, 2
     pad = (kernel // 2, kernel // 2)
     frames = torch.randn(steps, batch, cin, 4, 3, dtype=torch.float64, generator=g)
     h0 = torch.randn(batch, nf, 4, 3, dtype=torch.float64, generator=g)
@@ -326,6 +327,9 @@ def test_concat_training_node_matches_finite_differences(convs, cin, kernel):
         assert torch.autograd.gradcheck(from_zero, others, eps=1e-6, atol=1e-7, rtol=1e-5)
         expected = fn(tensors[0], zeros, *tensors[2:])
         torch.testing.assert_close(from_zero(*others), expected)
+        # frozen input weights (no dW_x asked for) with the first step's state channels left out
+        frozen = [tensors[0], tensors[2], w_ih.detach(), tensors[4], tensors[5]]
+        assert torch.autograd.gradcheck(from_zero, frozen, eps=1e-6, atol=1e-7, rtol=1e-5)
 
 
 def test_concat_training_output_changed_in_place_is_caught():

@@ -415,6 +415,7 @@ def _fused_chunk(layer, cell, x, h, c, mask, in_masks, rec_masks, prev_output, g
             else:
                 convs = (NNPACKStepConvolutions if nnpack else StepConvolutions)(plan.conv_padding, rank)
             convs.for_backward = grad
+            convs.workspace = getattr(cell, "_workspace", None)
             convs.zero_start = convs.can_start_from_inputs and zero_state(h)
             seq, c = ConcatRecurrence.apply(frames.view((steps, batch) + tuple(frames.shape[1:])), h, c, w_ih, w_hh,
                                             bias, convs)
@@ -504,8 +505,13 @@ def _concat_inference(cell, frames, h, c, w_ih, w_hh, bias, keep_all, conv, nnpa
     steps, batch, ch = frames.shape[0], frames.shape[1], frames.shape[2]
     nf = cell.filters
     spatial = tuple(h.shape[2:])
-    z = _empty_like_layout(((steps + 1) * batch, ch + nf) + spatial, h, 0 if nnpack else rank).view(
-        (steps + 1, batch, ch + nf) + spatial)
+    shape = ((steps + 1) * batch, ch + nf) + spatial
+    workspace = getattr(cell, "_workspace", None)
+    if workspace is not None:  # reused while no earlier output holds it (convlstm._workspace)
+        z = workspace.take("inference_inputs", shape, h, None if nnpack else _memory_format(rank))
+    else:
+        z = _empty_like_layout(shape, h, 0 if nnpack else rank)
+    z = z.view((steps + 1, batch, ch + nf) + spatial)
     z[:steps, :, :ch].copy_(frames)
     z[0, :, ch:].copy_(h)
     w_cat = torch.cat([w_ih, w_hh], dim=1)

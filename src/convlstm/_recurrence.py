@@ -73,11 +73,15 @@ class StepConvolutions:
         # set True when the initial state is known to be zero: the first step then convolves
         # the input channels only (where can_start_from_inputs)
         self.zero_start = False
+        # where the node's large buffers come from between calls (None: allocated each call)
+        self.workspace = None
 
-    def new_buffer(self, shape, like: torch.Tensor) -> torch.Tensor:
-        fmt = {2: torch.channels_last, 3: torch.channels_last_3d}.get(self.rank)
-        if fmt is None:
-            return torch.empty(shape, dtype=like.dtype, device=like.device)
+    def new_buffer(self, shape, like: torch.Tensor, name: Optional[str] = None) -> torch.Tensor:
+        """An uninitialised tensor in the path's memory format; a named one comes from
+        ``self.workspace`` (a :class:`convlstm._workspace.Workspace`) when there is one."""
+        fmt = {2: torch.channels_last, 3: torch.channels_last_3d}.get(self.rank, torch.contiguous_format)
+        if name is not None and self.workspace is not None:
+            return self.workspace.take(name, shape, like, fmt)
         return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=fmt)
 
     def forward(self, z: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
@@ -98,26 +102,39 @@ class StepConvolutions:
         r"""``(dW_ih, dW_hh, db)`` (each ``None`` where not needed) from the gate gradients
         :math:`(n, B, 4F, *S)` of the steps ``start .. start + n - 1`` and those steps' inputs
         ``z`` :math:`[x_t, h_{t-1}]`: one convolution backward over their :math:`n \cdot B`
-        frames (two below ``SPLIT_WEIGHT_GRADIENT_BELOW`` input channels)."""
+        frames (two below ``SPLIT_WEIGHT_GRADIENT_BELOW`` input channels). With a zero initial
+        state (``zero_start``) the first step's state channels add nothing to :math:`\bar W_h`,
+        and are left out of it."""
         steps, cin = grad_gates.shape[0], w_ih.shape[1]
         ones, zeros = [1] * self.rank, [0] * self.rank
-        flat_grads = grad_gates.flatten(0, 1)
-        bias_sizes = [w_hh.shape[0]] if need_bias else None
+        like = grad_gates[0]
+
+        def weight_grad(part: torch.Tensor, grads: torch.Tensor, weight: torch.Tensor, need_weight: bool,
+                        bias: bool):
+            """The weight (and bias) gradient over the frames of ``part`` (n, B, C, *S)."""
+            out = _conv_backward(grads.flatten(0, 1), _contiguous_like(part.flatten(0, 1), like), weight,
+                                 [weight.shape[0]] if bias else None, ones, self.padding, ones, False, zeros, 1,
+                                 [False, need_weight, bias])
+            return out[1], out[2]
+
+        skip = 1 if self.zero_start and start == 0 and steps > 1 else 0  # h_{-1} = 0: adds nothing to dW_h
+        d_wih = d_whh = None
         if cin >= SPLIT_WEIGHT_GRADIENT_BELOW:  # one weight gradient over [x_t, h_{t-1}]
-            w_cat = torch.cat([w_ih, w_hh], dim=1)
-            _, d_w, d_b = _conv_backward(flat_grads, z[:steps].flatten(0, 1), w_cat, bias_sizes, ones,
-                                         self.padding, ones, False, zeros, 1,
-                                         [False, need_wih or need_whh, need_bias])
-            return (None, None, d_b) if d_w is None else (d_w[:, :cin], d_w[:, cin:], d_b)
+            d_w, d_b = weight_grad(z[skip:steps], grad_gates[skip:], torch.cat([w_ih, w_hh], dim=1),
+                                   need_wih or need_whh, need_bias)
+            if d_w is not None:
+                d_wih, d_whh = d_w[:, :cin], d_w[:, cin:]
+            if skip and (need_wih or need_bias):  # the first step's input channels alone
+                d_w0, d_b0 = weight_grad(z[:1, :, :cin], grad_gates[:1], w_ih, need_wih, need_bias)
+                d_wih = d_wih + d_w0 if need_wih else d_wih
+                d_b = d_b + d_b0 if need_bias else d_b
+            return d_wih, d_whh, d_b
         # a few input channels: two gradients, each over aligned channels, are faster
-        states = _contiguous_like(z[:steps, :, cin:].flatten(0, 1), grad_gates[0])
-        _, d_whh, d_b = _conv_backward(flat_grads, states, w_hh, bias_sizes, ones, self.padding, ones, False,
-                                       zeros, 1, [False, need_whh, need_bias])
-        d_wih = None
+        d_whh, d_b = weight_grad(z[skip:steps, :, cin:], grad_gates[skip:], w_hh, need_whh, need_bias and not skip)
         if need_wih:
-            frames_in = _contiguous_like(z[:steps, :, :cin].flatten(0, 1), grad_gates[0])
-            d_wih = _conv_backward(flat_grads, frames_in, w_ih, None, ones, self.padding, ones, False, zeros, 1,
-                                   [False, True, False])[1]
+            d_wih = weight_grad(z[:steps, :, :cin], grad_gates, w_ih, True, False)[0]
+        if need_bias and skip:
+            d_b = grad_gates.sum(dim=[0, 1] + list(range(3, grad_gates.dim())))
         return d_wih, d_whh, d_b
 
 
@@ -322,21 +339,25 @@ class ConcatRecurrence(torch.autograd.Function):
         steps, batch, cin = frames.shape[0], frames.shape[1], frames.shape[2]
         nf = c0.shape[1]
         spatial = tuple(c0.shape[2:])
-        z = convs.new_buffer(((steps + 1) * batch, cin + nf) + spatial, c0).view(
+        z = convs.new_buffer(((steps + 1) * batch, cin + nf) + spatial, c0, "inputs").view(
             (steps + 1, batch, cin + nf) + spatial)
         z[:steps, :, :cin].copy_(frames)
         z[0, :, cin:].copy_(h0)
         w_cat = torch.cat([w_ih, w_hh], dim=1)
         # the activated gates of every step, in one buffer
         kept = steps if convs.for_backward else 1  # inference reuses one step's buffers
-        acts = convs.new_buffer((kept * batch, w_hh.shape[0]) + spatial, c0).view(
+        acts = convs.new_buffer((kept * batch, w_hh.shape[0]) + spatial, c0, "gates").view(
             (kept, batch, w_hh.shape[0]) + spatial)
+        # c_t (but the last, which is an output and must not hold the buffer) and tanh c_t
+        states = (convs.new_buffer((2 * steps * batch, nf) + spatial, c0, "states").view(
+            (2, steps, batch, nf) + spatial) if convs.for_backward else None)
         cs: List[torch.Tensor] = []
         taus: List[torch.Tensor] = []
         c = c0
         for t in range(steps):
-            c_new = torch.empty_like(c0)
-            tau = torch.empty_like(c0)
+            keep = states is not None
+            c_new = states[0, t] if keep and t < steps - 1 else torch.empty_like(c0)
+            tau = states[1, t] if keep else torch.empty_like(c0)
             gates = (convs.forward(z[0, :, :cin], w_ih, bias) if t == 0 and convs.zero_start
                      else convs.forward(z[t], w_cat, bias))
             update_in_place(gates, c, c_new, tau, z[t + 1, :, cin:], act_out=acts[t if convs.for_backward else 0])
@@ -367,7 +388,8 @@ class ConcatRecurrence(torch.autograd.Function):
         # are held at a time (about a quarter of the activations' memory) while each call still
         # batches several steps' frames
         chunk = max(1, math.ceil(steps / WEIGHT_GRADIENT_CHUNKS))
-        grad_buffer = ctx.convs.new_buffer((min(chunk, steps) * batch, w_hh.shape[0]) + spatial, c0).view(
+        grad_buffer = ctx.convs.new_buffer((min(chunk, steps) * batch, w_hh.shape[0]) + spatial, c0,
+                                           "gate_gradients").view(
             (min(chunk, steps), batch, w_hh.shape[0]) + spatial)
         d_frames = torch.empty_like(z[:steps, :, :cin]) if need_frames else None
         totals: List[Optional[torch.Tensor]] = [None, None, None]

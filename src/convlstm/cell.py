@@ -24,6 +24,7 @@ import torch.nn as nn
 from . import activations as _activations
 from . import initializers as _initializers
 from ._ops import ConvPlan, keras_to_torch_kernel, normalize_tuple, output_size, torch_to_keras_kernel
+from ._workspace import Workspace
 
 __all__ = ["ConvLSTMCell"]
 
@@ -114,6 +115,8 @@ class ConvLSTMCell(nn.Module):
             self.peephole_f = nn.Parameter(torch.empty(self.filters, **factory))
             self.peephole_o = nn.Parameter(torch.empty(self.filters, **factory))
         self._plans: Dict[Tuple, ConvPlan] = {}
+        # the time loops' large buffers, reused by later calls when free (convlstm._workspace)
+        self._workspace = Workspace()
         if self.weight_ih.device.type != "meta":
             self.reset_parameters()
 
