@@ -65,8 +65,11 @@ def test_slots_memory_format_and_shape_changes():
     assert all(t.is_contiguous(memory_format=torch.channels_last) for t in live)
     assert ws.nbytes() == 2 * 2 * 3 * 4 * 5 * 4  # the third buffer was not kept
     del live
-    ws.take("x", (7,), like)  # a new shape: the free buffers of the old one are forgotten
-    assert ws.nbytes() == 7 * 4
+    for n in (7, 8, 7, 9, 7):  # shapes alternate: the last max_shapes (3) used are kept
+        ws.take("x", (n,), like)
+    assert ws.max_shapes == 3 and ws.nbytes() == (7 + 8 + 9) * 4
+    ws.take("x", (10,), like)  # a fourth shape: the one used longest ago (8) goes
+    assert ws.nbytes() == (7 + 9 + 10) * 4
     ws.clear()
     assert ws.nbytes() == 0
 

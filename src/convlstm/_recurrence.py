@@ -84,6 +84,12 @@ class StepConvolutions:
             return self.workspace.take(name, shape, like, fmt)
         return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=fmt)
 
+    def scratch(self, name: str, shape, like: torch.Tensor) -> torch.Tensor:
+        """An uninitialised contiguous tensor (``like``'s dtype and device) from the workspace."""
+        if self.workspace is not None:
+            return self.workspace.take(name, shape, like)
+        return torch.empty(shape, dtype=like.dtype, device=like.device)
+
     def forward(self, z: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
         return CONV[self.rank](z, weight, bias, 1, self.padding)
 
@@ -226,7 +232,8 @@ class SpectralStepConvolutions(StepConvolutions):
         # contract k2: (k1, Qh, k2) @ (k1, k2, a*b) -> (k1, Qh, a*b)
         part = torch.matmul(e_cols.transpose(0, 1).expand(k1, -1, -1), w.reshape(k1, k2, a * b).to(ctype))
         # contract k1: (P, k1) @ (k1, Qh*a*b) -> (P, Qh, a, b)
-        full = torch.matmul(e_rows.transpose(0, 1), part.reshape(k1, -1))
+        full = self.scratch("kernel_spectrum", (size[0], part[0].numel()), part)
+        torch.matmul(e_rows.transpose(0, 1), part.reshape(k1, -1), out=full)
         return full.view(-1, a, b)
 
     def forward(self, z, weight, bias):
@@ -284,11 +291,16 @@ class SpectralStepConvolutions(StepConvolutions):
         d_b = grad_gates.sum(dim=(0, 1, 3, 4)) if need_bias else None
         d_wih = d_whh = None
         if need_wih or need_whh:
-            grads_h = torch.cat([self._grad_spectrum(grad_gates[j], start + j) for j in range(steps)], dim=1)
+            parts = [self._grad_spectrum(grad_gates[j], start + j) for j in range(steps)]
+            grads_h = self.scratch("gate_gradient_spectra", (parts[0].shape[0], sum(p.shape[1] for p in parts),
+                                                             parts[0].shape[2]), parts[0])
+            torch.cat(parts, dim=1, out=grads_h)
             inputs = torch.cat(self.input_spectra[start: start + steps], dim=1)  # (f, nB, C)
             grads_h = grads_h.transpose(1, 2)  # (f, 4F, nB), conjugated
-            if self._weight_spectrum is None:
-                self._weight_spectrum = torch.matmul(grads_h, inputs)  # (f, 4F, C)
+            if self._weight_spectrum is None:  # (f, 4F, C)
+                self._weight_spectrum = self.scratch("weight_spectrum", (grads_h.shape[0], grads_h.shape[1],
+                                                                         inputs.shape[2]), inputs)
+                torch.matmul(grads_h, inputs, out=self._weight_spectrum)
             else:
                 self._weight_spectrum.baddbmm_(grads_h, inputs)
             if start == 0:

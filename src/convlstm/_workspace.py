@@ -46,6 +46,8 @@ class Workspace:
     import) it allocates every time, as plain ``torch.empty`` would.
     """
 
+    max_shapes = 3
+
     def __init__(self, slots: int = 2):
         self.slots = slots
         self._kept: Dict[Tuple, List[Tuple[torch.Tensor, int]]] = {}
@@ -66,20 +68,29 @@ class Workspace:
             kept = self._kept.get(key, [])
             for buffer, free_count in kept:
                 if _storage_references(buffer) <= free_count:
+                    self._kept[key] = self._kept.pop(key)  # most recently used last
                     return buffer.view(shape)
             buffer = torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=fmt)
             if len(kept) < self.slots:
-                # a new shape for this name (a last, smaller batch, a new device): forget the
-                # old shapes' free buffers, so that the workspace does not grow with every shape
-                for other in [k for k in self._kept if k[0] == name and k != key]:
-                    still_used = [(b, n) for b, n in self._kept[other] if _storage_references(b) > n]
-                    if still_used:
-                        self._kept[other] = still_used
-                    else:
-                        del self._kept[other]
                 kept.append((buffer, _storage_references(buffer)))
+                self._kept.pop(key, None)
                 self._kept[key] = kept
+                self._forget_old_shapes(name, key)
             return buffer.view(shape)
+
+    def _forget_old_shapes(self, name: str, newest: Tuple) -> None:
+        """Keep the buffers of at most ``max_shapes`` shapes per name (a loop may alternate
+        between a few: a last, smaller chunk or batch); the free buffers of the shapes used
+        longest ago are dropped, so that the workspace does not grow with every new shape."""
+        keys = [k for k in self._kept if k[0] == name]  # least recently used first
+        for old in keys[: max(0, len(keys) - self.max_shapes)]:
+            if old == newest:
+                continue
+            still_used = [(b, n) for b, n in self._kept[old] if _storage_references(b) > n]
+            if still_used:
+                self._kept[old] = still_used
+            else:
+                del self._kept[old]
 
     def clear(self) -> None:
         """Forget every kept buffer (their memory is freed once no view of them remains)."""
