@@ -131,6 +131,19 @@ def test_a_training_loop_runs_in_the_kept_buffers(path):
         del y
 
 
+def test_checkpointing_through_time_keeps_no_buffers():
+    """Checkpointing is asked for to lower the peak: kept buffers would add a chunk to it."""
+    ref, layer = _layers("concat")
+    layer.checkpoint_chunk = 2
+    x = torch.randn(2, 6, 3, 6, 6)
+    y, grads = _grads(layer, x)
+    y_ref, grads_ref = _grads(ref, x)
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=5e-5)
+    for g, g_ref in zip(grads, grads_ref):
+        torch.testing.assert_close(g, g_ref, rtol=1e-4, atol=1e-4)
+    assert layer.cell._workspace.nbytes() == 0
+
+
 def test_outputs_a_caller_keeps_are_not_overwritten_by_later_calls():
     ref, layer = _layers("concat")
     xs = [torch.randn(2, 5, 3, 6, 6, generator=torch.Generator().manual_seed(i)) for i in range(4)]

@@ -361,8 +361,9 @@ def _run_fused(layer, cell, x, h, c, mask, in_masks, rec_masks, checkpoint_chunk
         prev = None
         for start, stop in _chunk_bounds(steps, checkpoint_chunk):
             m = None if mask is None else mask[:, start:stop]
+            # no workspace: kept buffers would add a chunk's activations to the peak it lowers
             seq, h, c, prev = checkpoint(_fused_chunk, layer, cell, x[:, start:stop], h, c, m, in_masks,
-                                         rec_masks, prev, grad, variant, use_reentrant=False)
+                                         rec_masks, prev, grad, variant, False, use_reentrant=False)
             # a compact copy: a chunk's outputs may be a view of a buffer that also holds its inputs
             outs.append(seq if seq.is_contiguous() else seq.contiguous())
         seq = torch.cat(outs, dim=0) if len(outs) > 1 else outs[0]
@@ -381,8 +382,10 @@ def _chunk_bounds(steps: int, chunk) -> List[Tuple[int, int]]:
     return [(s, min(s + k, steps)) for s in range(0, steps, k)]
 
 
-def _fused_chunk(layer, cell, x, h, c, mask, in_masks, rec_masks, prev_output, grad, variant):
-    """Steps over one chunk ``x`` :math:`(B, T', C, *S)` (already in processing order).
+def _fused_chunk(layer, cell, x, h, c, mask, in_masks, rec_masks, prev_output, grad, variant,
+                 reuse_buffers=True):
+    """Steps over one chunk ``x`` :math:`(B, T', C, *S)` (already in processing order); the
+    training node's large buffers come from the cell's workspace when ``reuse_buffers``.
 
     Returns ``(seq, h, c, prev_output)`` with seq :math:`(T', B, F, *S')` time-major (or
     :math:`(1, B, F, *S')`, the last output, without ``return_sequences``)."""
@@ -415,7 +418,7 @@ def _fused_chunk(layer, cell, x, h, c, mask, in_masks, rec_masks, prev_output, g
             else:
                 convs = (NNPACKStepConvolutions if nnpack else StepConvolutions)(plan.conv_padding, rank)
             convs.for_backward = grad
-            convs.workspace = getattr(cell, "_workspace", None)
+            convs.workspace = getattr(cell, "_workspace", None) if reuse_buffers else None
             convs.zero_start = convs.can_start_from_inputs and zero_state(h)
             seq, c = ConcatRecurrence.apply(frames.view((steps, batch) + tuple(frames.shape[1:])), h, c, w_ih, w_hh,
                                             bias, convs)
