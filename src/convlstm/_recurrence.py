@@ -28,9 +28,12 @@ rows doubled (:func:`convlstm._gates.scaled_weights`). Outputs: the hidden state
 it in place is refused by autograd) and :math:`c_T`.
 
 Saved for the backward: the buffer :math:`[x_t, h_{t-1}]` (which holds the outputs), the
-activated gates (:math:`4F` channels, one buffer), :math:`c_t` and :math:`\tanh c_t` of every
+activated gates (:math:`4F` channels), :math:`c_t` and :math:`\tanh c_t` of every
 step: the same as autograd through the per-step loop, minus the concatenated copies. The
-backward leaves them untouched, so a retained graph can be differentiated again.
+backward leaves them untouched, so a retained graph can be differentiated again. The large
+buffers come from the cell's workspace (:mod:`convlstm._workspace`) when the caller sets
+``StepConvolutions.workspace``; each step's gates and states are then views of one buffer per
+kind, otherwise separate tensors.
 
 Only odd kernels ('same' padding without an extra pad), stride 1, dilation 1 and the default
 activations come here; everything else keeps the per-step loop.
@@ -83,6 +86,17 @@ class StepConvolutions:
         if name is not None and self.workspace is not None:
             return self.workspace.take(name, shape, like, fmt)
         return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=fmt)
+
+    def step_buffers(self, name: str, steps: int, shape, like: torch.Tensor) -> List[torch.Tensor]:
+        """``steps`` uninitialised tensors of ``shape`` (in the path's memory format): views of one
+        workspace buffer when there is a workspace, else one allocation each (small enough for
+        the allocator's free lists, where a buffer of all the steps would be mapped afresh)."""
+        if steps <= 0:
+            return []
+        if self.workspace is None:
+            return [self.new_buffer(shape, like) for _ in range(steps)]
+        whole = self.new_buffer((steps * shape[0],) + tuple(shape[1:]), like, name)
+        return list(whole.view((steps,) + tuple(shape)).unbind(0))
 
     def scratch(self, name: str, shape, like: torch.Tensor) -> torch.Tensor:
         """An uninitialised contiguous tensor (``like``'s dtype and device) from the workspace."""
@@ -356,36 +370,29 @@ class ConcatRecurrence(torch.autograd.Function):
         z[:steps, :, :cin].copy_(frames)
         z[0, :, cin:].copy_(h0)
         w_cat = torch.cat([w_ih, w_hh], dim=1)
-        # the activated gates of every step, in one buffer
-        kept = steps if convs.for_backward else 1  # inference reuses one step's buffers
-        acts = convs.new_buffer((kept * batch, w_hh.shape[0]) + spatial, c0, "gates").view(
-            (kept, batch, w_hh.shape[0]) + spatial)
-        # c_t (but the last, which is an output and must not hold the buffer) and tanh c_t
-        states = (convs.new_buffer((2 * steps * batch, nf) + spatial, c0, "states").view(
-            (2, steps, batch, nf) + spatial) if convs.for_backward else None)
-        cs: List[torch.Tensor] = []
-        taus: List[torch.Tensor] = []
+        # per step: the activated gates, c_t and tanh c_t (inference keeps one step's of each);
+        # the last c_T is an output, so it never lives in a workspace buffer
+        kept = steps if convs.for_backward else 1
+        acts = convs.step_buffers("gates", kept, (batch, w_hh.shape[0]) + spatial, c0)
+        cs = convs.step_buffers("cell_states", kept - 1, (batch, nf) + spatial, c0) + [torch.empty_like(c0)]
+        taus = convs.step_buffers("tanh_cell_states", kept, (batch, nf) + spatial, c0)
         c = c0
         for t in range(steps):
-            keep = states is not None
-            c_new = states[0, t] if keep and t < steps - 1 else torch.empty_like(c0)
-            tau = states[1, t] if keep else torch.empty_like(c0)
+            j = t if convs.for_backward else 0
+            c_new = cs[j] if t < steps - 1 else cs[-1]
             gates = (convs.forward(z[0, :, :cin], w_ih, bias) if t == 0 and convs.zero_start
                      else convs.forward(z[t], w_cat, bias))
-            update_in_place(gates, c, c_new, tau, z[t + 1, :, cin:], act_out=acts[t if convs.for_backward else 0])
-            if convs.for_backward:
-                cs.append(c_new)
-                taus.append(tau)
+            update_in_place(gates, c, c_new, taus[j], z[t + 1, :, cin:], act_out=acts[j])
             c = c_new
-        ctx.save_for_backward(z, w_ih, w_hh, c0, acts, *cs[:-1], *taus)
+        ctx.save_for_backward(z, w_ih, w_hh, c0, *acts, *cs[:-1], *taus)
         ctx.steps, ctx.convs, ctx.has_bias = steps, convs, bias is not None
         return z[1:, :, cin:], c
 
     @staticmethod
     def backward(ctx, grad_seq: Optional[torch.Tensor], grad_c: Optional[torch.Tensor]):
         steps = ctx.steps
-        z, w_ih, w_hh, c0, acts, *rest = ctx.saved_tensors
-        cs, taus = rest[: steps - 1], rest[steps - 1:]
+        z, w_ih, w_hh, c0, *rest = ctx.saved_tensors
+        acts, cs, taus = rest[:steps], rest[steps: 2 * steps - 1], rest[2 * steps - 1:]
         cin = w_ih.shape[1]
         batch = c0.shape[0]
         rank = c0.dim() - 2

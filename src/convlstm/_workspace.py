@@ -17,9 +17,15 @@ A training loop ``y = layer(x); loss(y).backward()`` therefore finds, on every c
 that the call before last used (``slots = 2`` per kind of buffer). A buffer still in use is
 never touched: a new one is allocated (and kept, up to ``slots``).
 
-The peak memory is unchanged (the same buffers existed at the same moments before); what changes
-is that up to ``slots`` buffers of each kind stay allocated between calls. :meth:`Workspace.clear`
-frees them; copies and pickles of a cell start with an empty workspace.
+Users: the training node of the ``concat``, ``nnpack`` and ``fft`` paths (the steps' inputs,
+gates, cell states, gate gradients and the ``fft`` path's spectra) and the ``concat``/``nnpack``
+inference loop (its input buffer, which holds the outputs).
+
+The peak memory of a training step is unchanged: its peak falls in the backward, while these
+buffers are in use anyway. What changes is that up to ``slots`` buffers of each kind stay
+allocated between calls. Checkpointing through time, whose peak lies elsewhere, takes no buffers
+from the workspace (kept buffers raised its peak at T = 64 from 338 to 452 MB).
+:meth:`Workspace.clear` frees them; copies and pickles of a cell start with an empty workspace.
 """
 from __future__ import annotations
 
