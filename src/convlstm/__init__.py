@@ -1,6 +1,7 @@
 """convlstm: Keras's ConvLSTM layers, exact to the last digit, as native PyTorch modules."""
 from .cell import ConvLSTMCell
-from .layers import ConvLSTM, ConvLSTM1D, ConvLSTM2D, ConvLSTM3D, apply_constraints, regularization_loss
+from .layers import (ConvLSTM, ConvLSTM1D, ConvLSTM2D, ConvLSTM3D, apply_constraints, regularization_loss,
+                     release_workspaces)
 from .wrappers import Bidirectional
 from . import activations, constraints, initializers, regularizers
 
@@ -19,6 +20,6 @@ def __getattr__(name):
 
 __all__ = [
     "ConvLSTMCell", "ConvLSTM", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D", "Bidirectional",
-    "regularization_loss", "apply_constraints", "activations", "constraints", "initializers",
+    "regularization_loss", "apply_constraints", "release_workspaces", "activations", "constraints", "initializers",
     "regularizers", "__version__",
 ]

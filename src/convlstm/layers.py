@@ -513,3 +513,23 @@ def apply_constraints(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, ConvLSTM):
             module.apply_constraints()
+
+
+def release_workspaces(model: nn.Module) -> int:
+    """Free the buffers that the ConvLSTM cells in ``model`` keep between calls and return how
+    many bytes they held.
+
+    In training (and in ``concat`` / ``nnpack`` inference) a cell keeps its time loop's large
+    buffers (inputs, gates and cell states of every step, gate gradients) and reuses them in its
+    next calls, which saves their fresh page faults (``convlstm._workspace``). They stay
+    allocated until the model is freed; call this to give the memory back sooner, e.g. after
+    training and before a long inference run. Outputs still in use are not affected: their
+    memory is freed when they are.
+    """
+    released = 0
+    for module in model.modules():
+        workspace = getattr(module, "_workspace", None)
+        if isinstance(module, ConvLSTMCell) and workspace is not None:
+            released += workspace.nbytes()
+            workspace.clear()
+    return released
