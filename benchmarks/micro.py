@@ -6,6 +6,8 @@ Usage (each prints median milliseconds of 7 calls after one warm-up, 2 threads):
     python benchmarks/micro.py nnpack-batch   # NNPACK: one call per batch vs one per image, vs oneDNN
     python benchmarks/micro.py weight-split   # weight gradient over [x, h] vs its two parts
     python benchmarks/micro.py winograd       # Winograd F(4x4, 3x3) in torch matmuls vs oneDNN
+    python benchmarks/micro.py omp-wait       # radar inference (nnpack) and config-1 training (concat)
+                                              # with OpenMP's default spinning vs OMP_WAIT_POLICY=PASSIVE
 
 Run by hand on a quiet machine; the figures quoted in RESULTS.md are from 2026-11-27.
 """
@@ -120,12 +122,59 @@ def winograd() -> None:
               f"(error {err_d:.1e})  Winograd {median_ms(wino):.2f} ms (error {err_w:.1e})")
 
 
+def _omp_worker(which: str) -> None:
+    """One timed model call, in a process whose OpenMP settings come from its environment."""
+    import convlstm
+
+    torch.set_num_threads(2)
+    if which == "radar-infer":  # auto = nnpack here
+        layer = convlstm.ConvLSTM2D(64, 5, padding="same", return_sequences=True, data_format="channels_first").eval()
+        x = torch.randn(2, 20, 1, 128, 128)
+
+        def call():
+            with torch.no_grad():
+                layer(x)
+    else:  # configuration 1, a training step (auto = concat)
+        layer = convlstm.ConvLSTM2D(32, 3, padding="same", return_sequences=True, data_format="channels_first")
+        x = torch.randn(4, 10, 16, 64, 64)
+
+        def call():
+            layer(x).mean().backward()
+    print(f"{median_ms(call, 5):.1f}")
+
+
+def omp_wait() -> None:
+    """NNPACK runs on its own thread pool: OpenMP's threads, which torch's other operations use,
+    spin for a while after each parallel region and take the two cores from it. Each setting
+    runs in its own process (the policy is read at start-up), alternated three times."""
+    import os
+    import subprocess
+    import sys
+
+    for which in ("radar-infer", "config1-train"):
+        times = {"default": [], "OMP_WAIT_POLICY=PASSIVE": []}
+        for _ in range(3):
+            for setting in times:
+                env = dict(os.environ)
+                if setting != "default":
+                    env["OMP_WAIT_POLICY"] = "PASSIVE"
+                out = subprocess.run([sys.executable, __file__, "omp-worker", which], env=env, check=True,
+                                     capture_output=True, text=True).stdout
+                times[setting].append(float(out.split()[-1]))
+        print(which + ": " + "  ".join(f"{k} {statistics.median(v):.1f} ms ({', '.join(f'{t:.0f}' for t in v)})"
+                                       for k, v in times.items()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", choices=["nnpack-batch", "weight-split", "winograd"])
+    parser.add_argument("which", choices=["nnpack-batch", "weight-split", "winograd", "omp-wait", "omp-worker"])
+    parser.add_argument("worker_args", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(2)
-    {"nnpack-batch": nnpack_batch, "weight-split": weight_split, "winograd": winograd}[args.which]()
+    if args.which == "omp-worker":
+        _omp_worker(args.worker_args[0])
+        return
+    {"nnpack-batch": nnpack_batch, "weight-split": weight_split, "winograd": winograd, "omp-wait": omp_wait}[args.which]()
 
 
 if __name__ == "__main__":
