@@ -146,6 +146,29 @@ def test_release_workspaces_frees_every_cell_of_a_model():
     assert all(layer.cell._workspace.nbytes() > 0 for layer in model)
 
 
+@pytest.mark.parametrize("path", ["concat", "nnpack", "fft"])
+def test_inference_mode_no_grad_and_training_calls_mixed(path):
+    """Buffers made under ``torch.inference_mode`` are inference tensors, which may not be written
+    outside it: they must never serve a ``no_grad`` or training call, nor the other way round."""
+    torch.manual_seed(0)
+    ref = convlstm.ConvLSTM2D(4, 5, in_channels=3, padding="same", return_sequences=True,
+                              data_format="channels_first", implementation="reference")
+    layer = convlstm.ConvLSTM2D(4, 5, in_channels=3, padding="same", return_sequences=True,
+                                data_format="channels_first", implementation=path)
+    layer.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 4, 3, 8, 8)
+    expected = ref(x).detach()
+    tol = dict(rtol=1e-4, atol=1e-4)
+    for _ in range(2):
+        with torch.inference_mode():
+            torch.testing.assert_close(layer(x), expected, **tol)
+        with torch.no_grad():
+            torch.testing.assert_close(layer(x), expected, **tol)
+        y = layer(x)
+        y.sum().backward()
+        torch.testing.assert_close(y.detach(), expected, **tol)
+
+
 def test_checkpointing_through_time_keeps_no_buffers():
     """Checkpointing is asked for to lower the peak: kept buffers would add a chunk to it."""
     ref, layer = _layers("concat")

@@ -69,7 +69,9 @@ class Workspace:
         fmt = memory_format or torch.contiguous_format
         if not self.enabled:
             return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=fmt)
-        key = (name, shape, like.dtype, like.device, fmt)
+        # a buffer made under torch.inference_mode is an inference tensor, which may not be
+        # written outside it (nor saved for a backward): the two modes keep separate buffers
+        key = (name, shape, like.dtype, like.device, fmt, torch.is_inference_mode_enabled())
         with self._lock:
             kept = self._kept.get(key, [])
             for buffer, free_count in kept:
