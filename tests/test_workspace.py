@@ -94,11 +94,12 @@ def test_without_the_reference_count_it_allocates_every_time(monkeypatch):
     assert ws.nbytes() == 0
 
 
-def _layers(path):
+def _layers(path, kernel_size=3):
+    """A reference layer and a ``path`` layer with the same weights."""
     torch.manual_seed(0)
-    ref = convlstm.ConvLSTM2D(4, 3, in_channels=3, padding="same", return_sequences=True,
+    ref = convlstm.ConvLSTM2D(4, kernel_size, in_channels=3, padding="same", return_sequences=True,
                               data_format="channels_first", implementation="reference")
-    other = convlstm.ConvLSTM2D(4, 3, in_channels=3, padding="same", return_sequences=True,
+    other = convlstm.ConvLSTM2D(4, kernel_size, in_channels=3, padding="same", return_sequences=True,
                                 data_format="channels_first", implementation=path)
     other.load_state_dict(ref.state_dict())
     return ref, other
@@ -150,12 +151,7 @@ def test_release_workspaces_frees_every_cell_of_a_model():
 def test_inference_mode_no_grad_and_training_calls_mixed(path):
     """Buffers made under ``torch.inference_mode`` are inference tensors, which may not be written
     outside it: they must never serve a ``no_grad`` or training call, nor the other way round."""
-    torch.manual_seed(0)
-    ref = convlstm.ConvLSTM2D(4, 5, in_channels=3, padding="same", return_sequences=True,
-                              data_format="channels_first", implementation="reference")
-    layer = convlstm.ConvLSTM2D(4, 5, in_channels=3, padding="same", return_sequences=True,
-                                data_format="channels_first", implementation=path)
-    layer.load_state_dict(ref.state_dict())
+    ref, layer = _layers(path, kernel_size=5)
     x = torch.randn(2, 4, 3, 8, 8)
     expected = ref(x).detach()
     tol = dict(rtol=1e-4, atol=1e-4)
