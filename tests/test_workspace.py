@@ -85,6 +85,12 @@ def test_copies_and_pickles_start_empty():
     assert copy.deepcopy(layer).cell._workspace.nbytes() == 0
 
 
+def test_only_cpu_tensors_are_kept():
+    ws = Workspace()
+    meta = ws.take("x", (3, 4), torch.empty((), device="meta"))
+    assert meta.device.type == "meta" and meta.shape == (3, 4) and ws.nbytes() == 0
+
+
 def test_without_the_reference_count_it_allocates_every_time(monkeypatch):
     monkeypatch.setattr(_workspace, "_use_count", None)
     ws = Workspace()

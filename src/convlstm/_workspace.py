@@ -17,6 +17,9 @@ A training loop ``y = layer(x); loss(y).backward()`` therefore finds, on every c
 that the call before last used (``slots = 2`` per kind of buffer). A buffer still in use is
 never touched: a new one is allocated (and kept, up to ``slots``).
 
+Only CPU memory is kept: other devices have caching allocators of their own (CUDA's also
+tracks streams, which a kept buffer would not).
+
 Users: the training node of the ``concat``, ``nnpack`` and ``fft`` paths (the steps' inputs,
 gates, cell states, gate gradients and the ``fft`` path's spectra) and the ``concat``/``nnpack``
 inference loop (its input buffer, which holds the outputs).
@@ -48,8 +51,8 @@ class Workspace:
 
     ``take(name, shape, like, memory_format)`` returns an uninitialised tensor of ``shape`` with
     ``like``'s dtype and device, as a view of a kept buffer that nothing else references, or of
-    a new one. Without torch's storage reference count (an internal function, checked at
-    import) it allocates every time, as plain ``torch.empty`` would.
+    a new one. For tensors not on the CPU, or without torch's storage reference count (an
+    internal function, checked at import), it allocates every time, as ``torch.empty`` would.
     """
 
     max_shapes = 3
@@ -67,7 +70,9 @@ class Workspace:
              memory_format: Optional[torch.memory_format] = None) -> torch.Tensor:
         shape = tuple(int(s) for s in shape)
         fmt = memory_format or torch.contiguous_format
-        if not self.enabled:
+        if not self.enabled or like.device.type != "cpu":
+            # other devices have caching allocators (CUDA's reuses memory already, and knows
+            # about streams, which a kept buffer would not)
             return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=fmt)
         # a buffer made under torch.inference_mode is an inference tensor, which may not be
         # written outside it (nor saved for a backward): the two modes keep separate buffers
