@@ -14,12 +14,18 @@ one :func:`torch.nn.functional.pad`.
 from __future__ import annotations
 
 import math
-from typing import Callable, List, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
 CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+def channels_last_format(rank: int) -> Optional[torch.memory_format]:
+    """The channels-last memory format of ``(N, C, *S)`` tensors with ``rank`` spatial axes
+    (``None`` for 1D, which has none)."""
+    return {2: torch.channels_last, 3: torch.channels_last_3d}.get(rank)
 
 
 def normalize_tuple(value, rank: int, name: str, *, minimum: int = 1) -> Tuple[int, ...]:

@@ -99,8 +99,10 @@ import torch
 import torch.nn.functional as F
 
 from ._gates import GateUpdate, default_activations, scaled_weights, update_in_place
+from ._ops import channels_last_format
 from ._recurrence import (NNPACK_PER_SAMPLE_MIN_PIXELS, ConcatRecurrence, NNPACKStepConvolutions,
                           SpectralStepConvolutions, StepConvolutions, nnpack_conv)
+from ._workspace import take
 
 __all__ = ["PATHS", "run", "auto_path", "GateUpdate"]
 
@@ -126,7 +128,6 @@ def check_checkpoint_chunk(value) -> Optional[object]:
     return int(value)
 
 
-
 def masked_update(layer, mask, t: int, h_new, c_new, h, c, prev_output):
     """Keras's mask semantics for step ``t``: a masked sample keeps its ``(h, c)`` and repeats the
     previous output (zeros before its first unmasked step, or zeros throughout with
@@ -144,6 +145,7 @@ def masked_update(layer, mask, t: int, h_new, c_new, h, c, prev_output):
         out = torch.where(m, out, torch.zeros_like(out))
     return h, c, out, prev_output
 
+
 def _compiling() -> bool:
     try:
         return torch.compiler.is_compiling()
@@ -158,12 +160,8 @@ def _autocast(device_type: str) -> bool:
         return torch.is_autocast_enabled() if device_type == "cuda" else torch.is_autocast_cpu_enabled()
 
 
-def _memory_format(rank: int):
-    return {2: torch.channels_last, 3: torch.channels_last_3d}.get(rank)
-
-
 def _layout(t: torch.Tensor, rank: int) -> torch.Tensor:
-    mf = _memory_format(rank)
+    mf = channels_last_format(rank)
     return t if mf is None else t.contiguous(memory_format=mf)
 
 
@@ -225,7 +223,7 @@ def _time_major_frames(x: torch.Tensor, rank: int, channels_last: bool = True) -
     (one copy at most)."""
     b, t, ch = x.shape[0], x.shape[1], x.shape[2]
     spatial = tuple(x.shape[3:])
-    if _memory_format(rank) is None or not channels_last or ch == 1:
+    if channels_last_format(rank) is None or not channels_last or ch == 1:
         # one channel: standard strides, because oneDNN's float32 convolution of a single-channel
         # input with channels-last strides and strides (1, 2) returns wrong numbers (see README)
         return x.transpose(0, 1).reshape((t * b, ch) + spatial).clone(memory_format=torch.contiguous_format)
@@ -460,10 +458,7 @@ def _fused_chunk(layer, cell, x, h, c, mask, in_masks, rec_masks, prev_output, g
 
 def _empty_like_layout(shape, like: torch.Tensor, rank: int) -> torch.Tensor:
     """An uninitialised ``(N, C, *S)`` tensor in the path's memory format."""
-    mf = _memory_format(rank)
-    if mf is None:
-        return torch.empty(shape, dtype=like.dtype, device=like.device)
-    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=mf)
+    return take(None, "", shape, like, channels_last_format(rank))
 
 
 def _hoisted_inference(layer, cell, xgs, h, c, w_hh, rec_masks, keep_all):
@@ -508,13 +503,9 @@ def _concat_inference(cell, frames, h, c, w_ih, w_hh, bias, keep_all, conv, nnpa
     steps, batch, ch = frames.shape[0], frames.shape[1], frames.shape[2]
     nf = cell.filters
     spatial = tuple(h.shape[2:])
-    shape = ((steps + 1) * batch, ch + nf) + spatial
-    workspace = getattr(cell, "_workspace", None)
-    if workspace is not None:  # reused while no earlier output holds it (convlstm._workspace)
-        z = workspace.take("inference_inputs", shape, h, None if nnpack else _memory_format(rank))
-    else:
-        z = _empty_like_layout(shape, h, 0 if nnpack else rank)
-    z = z.view((steps + 1, batch, ch + nf) + spatial)
+    # reused while no earlier output holds it (convlstm._workspace)
+    z = take(getattr(cell, "_workspace", None), "inference_inputs", ((steps + 1) * batch, ch + nf) + spatial, h,
+             None if nnpack else channels_last_format(rank)).view((steps + 1, batch, ch + nf) + spatial)
     z[:steps, :, :ch].copy_(frames)
     z[0, :, ch:].copy_(h)
     w_cat = torch.cat([w_ih, w_hh], dim=1)

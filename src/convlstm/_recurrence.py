@@ -46,7 +46,8 @@ from typing import List, Optional
 import torch
 
 from ._gates import update_backward, update_in_place
-from ._ops import CONV
+from ._ops import CONV, channels_last_format
+from ._workspace import take
 
 __all__ = ["ConcatRecurrence", "NNPACKStepConvolutions", "SpectralStepConvolutions", "StepConvolutions", "nnpack_conv"]
 
@@ -82,10 +83,7 @@ class StepConvolutions:
     def new_buffer(self, shape, like: torch.Tensor, name: Optional[str] = None) -> torch.Tensor:
         """An uninitialised tensor in the path's memory format; a named one comes from
         ``self.workspace`` (a :class:`convlstm._workspace.Workspace`) when there is one."""
-        fmt = {2: torch.channels_last, 3: torch.channels_last_3d}.get(self.rank, torch.contiguous_format)
-        if name is not None and self.workspace is not None:
-            return self.workspace.take(name, shape, like, fmt)
-        return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=fmt)
+        return take(None if name is None else self.workspace, name, shape, like, channels_last_format(self.rank))
 
     def step_buffers(self, name: str, steps: int, shape, like: torch.Tensor) -> List[torch.Tensor]:
         """``steps`` uninitialised tensors of ``shape`` (in the path's memory format): views of one
@@ -100,9 +98,7 @@ class StepConvolutions:
 
     def scratch(self, name: str, shape, like: torch.Tensor) -> torch.Tensor:
         """An uninitialised contiguous tensor (``like``'s dtype and device) from the workspace."""
-        if self.workspace is not None:
-            return self.workspace.take(name, shape, like)
-        return torch.empty(shape, dtype=like.dtype, device=like.device)
+        return take(self.workspace, name, shape, like)
 
     def forward(self, z: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
         return CONV[self.rank](z, weight, bias, 1, self.padding)
@@ -442,8 +438,7 @@ class ConcatRecurrence(torch.autograd.Function):
 def _contiguous_like(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """``t`` made dense in ``like``'s memory format (channels-last on the oneDNN paths, standard
     for NNPACK), the layout the convolutions read fastest."""
-    formats = {4: torch.channels_last, 5: torch.channels_last_3d}
-    fmt = formats.get(like.dim())
+    fmt = channels_last_format(like.dim() - 2)
     if fmt is not None and like.shape[1] > 1 and like.is_contiguous(memory_format=fmt) and not like.is_contiguous():
         return t.contiguous(memory_format=fmt)
     return t.contiguous()

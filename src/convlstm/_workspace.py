@@ -37,7 +37,7 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
-__all__ = ["Workspace"]
+__all__ = ["Workspace", "take"]
 
 _use_count = getattr(torch._C, "_storage_Use_Count", None)
 
@@ -73,7 +73,7 @@ class Workspace:
         if not self.enabled or like.device.type != "cpu":
             # other devices have caching allocators (CUDA's reuses memory already, and knows
             # about streams, which a kept buffer would not)
-            return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=fmt)
+            return take(None, name, shape, like, fmt)
         # a buffer made under torch.inference_mode is an inference tensor, which may not be
         # written outside it (nor saved for a backward): the two modes keep separate buffers
         key = (name, shape, like.dtype, like.device, fmt, torch.is_inference_mode_enabled())
@@ -105,15 +105,21 @@ class Workspace:
             else:
                 del self._kept[old]
 
-    def clear(self) -> None:
-        """Forget every kept buffer (their memory is freed once no view of them remains)."""
+    def clear(self) -> int:
+        """Forget every kept buffer (their memory is freed once no view of them remains); returns
+        the bytes they held."""
         with self._lock:
+            held = self._held_bytes()
             self._kept.clear()
+        return held
+
+    def _held_bytes(self) -> int:
+        return sum(b.untyped_storage().nbytes() for kept in self._kept.values() for b, _ in kept)
 
     def nbytes(self) -> int:
         """Bytes held by the kept buffers."""
         with self._lock:
-            return sum(b.untyped_storage().nbytes() for kept in self._kept.values() for b, _ in kept)
+            return self._held_bytes()
 
     # copies and pickles of a cell start empty: the buffers are scratch memory, not state
     def __deepcopy__(self, memo):
@@ -127,3 +133,13 @@ class Workspace:
 
     def __repr__(self) -> str:
         return f"Workspace(buffers={sum(len(v) for v in self._kept.values())}, bytes={self.nbytes()})"
+
+
+def take(workspace: Optional[Workspace], name: str, shape, like: torch.Tensor,
+         memory_format: Optional[torch.memory_format] = None) -> torch.Tensor:
+    """An uninitialised tensor of ``shape`` (``like``'s dtype and device, ``memory_format``):
+    from ``workspace`` when there is one, else newly allocated."""
+    if workspace is not None:
+        return workspace.take(name, shape, like, memory_format)
+    return torch.empty(tuple(shape), dtype=like.dtype, device=like.device,
+                       memory_format=memory_format or torch.contiguous_format)

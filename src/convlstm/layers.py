@@ -530,6 +530,5 @@ def release_workspaces(model: nn.Module) -> int:
     for module in model.modules():
         workspace = getattr(module, "_workspace", None)
         if isinstance(module, ConvLSTMCell) and workspace is not None:
-            released += workspace.nbytes()
-            workspace.clear()
+            released += workspace.clear()
     return released
