@@ -403,9 +403,8 @@ class ConcatRecurrence(torch.autograd.Function):
         # are held at a time (about a quarter of the activations' memory) while each call still
         # batches several steps' frames
         chunk = max(1, math.ceil(steps / WEIGHT_GRADIENT_CHUNKS))
-        grad_buffer = ctx.convs.new_buffer((min(chunk, steps) * batch, w_hh.shape[0]) + spatial, c0,
-                                           "gate_gradients").view(
-            (min(chunk, steps), batch, w_hh.shape[0]) + spatial)
+        grad_buffer = ctx.convs.new_buffer((chunk * batch, w_hh.shape[0]) + spatial, c0, "gate_gradients").view(
+            (chunk, batch, w_hh.shape[0]) + spatial)
         d_frames = torch.empty_like(z[:steps, :, :cin]) if need_frames else None
         totals: List[Optional[torch.Tensor]] = [None, None, None]
         dh: Optional[torch.Tensor] = None
