@@ -179,7 +179,7 @@ def test_config_yaml_round_trip_and_errors(tmp_path):
     assert cfg.precision == "32"
     with pytest.raises(ValueError, match="unknown config option.*'epochs'"):
         FitConfig.from_dict({"epochs": 3})
-    with pytest.raises(ValueError, match="loss must be one of mse, mae, bce; got 'l3'"):
+    with pytest.raises(ValueError, match=r"loss must be one of mse, mae, bce, mse\+ssim, balanced; got 'l3'"):
         FitConfig(loss="l3")
     with pytest.raises(ValueError, match="split must be three fractions"):
         FitConfig(split=[0.5, 0.5, 0.5])

@@ -34,6 +34,11 @@ examples:
   # a variable of a netCDF file stored (time, rows, cols); radar rainfall in mm/h
   convlstm fit radar.nc --key rain --layout THW --scaler log1p --thresholds 0.5 2 5 --units mm/h
 
+  # sharper forecasts: MSE + 0.5 (1 - SSIM); or radar rain weighted by intensity (mm/h thresholds)
+  convlstm fit flow.npy --loss mse+ssim --loss-option ssim_weight=0.5
+  convlstm fit radar.nc --key rain --layout THW --scaler log1p --loss balanced \\
+      --loss-option thresholds=[2,5,10,30] --loss-option weights=[1,2,5,10,30]
+
   # options from a YAML file (keys = the flags' long names with underscores); flags override it
   convlstm fit --config configs/flow.yaml --lr 3e-4
   convlstm fit flow.npy --input-steps 12 --save-config run.yaml   # write the config, do not train
@@ -75,17 +80,26 @@ def _number_or_int(text: str) -> Any:
                                              f"of batches (10)") from None
 
 
-def _model_option(text: str) -> Any:
+def _name_value(text: str, what: str, example: str) -> Any:
+    """``NAME=VALUE`` -> ``(NAME, VALUE)``, the value read as YAML (a number, a word, a list)."""
     import yaml
 
     if "=" not in text:
-        raise argparse.ArgumentTypeError(f"invalid model option {text!r}: write NAME=VALUE, e.g. filters=[32,32]")
+        raise argparse.ArgumentTypeError(f"invalid {what} {text!r}: write NAME=VALUE, e.g. {example}")
     name, value = text.split("=", 1)
     try:
         return name.strip(), yaml.safe_load(value)
     except yaml.YAMLError:
-        raise argparse.ArgumentTypeError(f"invalid value in model option {text!r}: write a number, a word or "
+        raise argparse.ArgumentTypeError(f"invalid value in {what} {text!r}: write a number, a word or "
                                          f"a list like [32,32]") from None
+
+
+def _model_option(text: str) -> Any:
+    return _name_value(text, "model option", "filters=[32,32]")
+
+
+def _loss_option(text: str) -> Any:
+    return _name_value(text, "loss option", "ssim_weight=0.5")
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -140,7 +154,16 @@ def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
                    metavar="NAME=VALUE", help="an option of the model, repeatable: --model-option filters=[32,32] "
                                              "--model-option kernel_sizes=[3,3]")
     g = p.add_argument_group("optimisation")
-    add(g, "--loss", choices=LOSSES, default=d.loss, help="training loss (bce for data in [0, 1] after scaling)")
+    add(g, "--loss", choices=LOSSES, default=d.loss,
+        help="training loss: mse, mae, bce (for data in [0, 1] after scaling), mse+ssim (MSE + w(1 - SSIM), "
+             "sharper; frames of 11x11 or more), balanced (Shi et al. 2017's weighted MSE + MAE for rare heavy "
+             "values); formulas in convlstm.losses")
+    g.add_argument("--loss-option", dest="loss_option", action="append", type=_loss_option, default=S,
+                   metavar="NAME=VALUE",
+                   help="an option of the loss, repeatable: mse+ssim takes ssim_weight (1.0) and data_range (1.0, "
+                        "scaled units); balanced takes thresholds ([2,5,10,30], the data's units) and weights "
+                        "([1,2,5,10,30]): --loss balanced --loss-option thresholds=[0.5,2,5] "
+                        "--loss-option weights=[1,2,5,10]")
     add(g, "--lr", type=float, metavar="RATE", default=d.lr, help="AdamW learning rate")
     add(g, "--weight-decay", type=float, metavar="W", default=d.weight_decay, help="AdamW weight decay")
     add(g, "--scheduler", choices=SCHEDULERS, default=d.scheduler, help="learning-rate schedule")
@@ -273,12 +296,16 @@ def fit_config_from_args(args: argparse.Namespace):
     from .training.config import FitConfig, load_config
 
     cfg = load_config(args.config) if args.config else FitConfig()
-    skip = {"config", "save_config", "func", "command", "model_option"}
+    skip = {"config", "save_config", "func", "command", "model_option", "loss_option"}
     given = {k: v for k, v in vars(args).items() if k not in skip}
     if "model_option" in vars(args):
         opts = dict(cfg.model_options)
         opts.update(dict(args.model_option))
         given["model_options"] = opts
+    if "loss_option" in vars(args):
+        opts = dict(cfg.loss_options)
+        opts.update(dict(args.loss_option))
+        given["loss_options"] = opts
     return cfg.replace(**given) if given else cfg
 
 

@@ -154,19 +154,21 @@ def _frame_sq_abs(p: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, torch
     return (d * d).sum(dim=(2, 3, 4)), d.abs().sum(dim=(2, 3, 4))
 
 
-def _gaussian_window(device) -> torch.Tensor:
+def _gaussian_window(device, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """The 11 normalised taps of SSIM's Gaussian window, computed in float64 and returned in ``dtype``."""
     x = torch.arange(-_SSIM_RADIUS, _SSIM_RADIUS + 1, dtype=torch.float64, device=device)
     w = torch.exp(-0.5 * (x / _SSIM_SIGMA) ** 2)
-    return w / w.sum()
+    return (w / w.sum()).to(dtype)
 
 
 def _frame_ssim(p: torch.Tensor, y: torch.Tensor, data_range: float) -> torch.Tensor:
-    """Per-frame SSIM (mean over channels) ``(samples, lead_time)``."""
+    """Per-frame SSIM (mean over channels) ``(samples, lead_time)``, in ``p``'s dtype (the score
+    functions pass float64; :class:`convlstm.losses.MSESSIMLoss` float32, differentiably)."""
     n, t, rows, cols, ch = p.shape
     if rows < _SSIM_WIN or cols < _SSIM_WIN:
         raise ValueError(f"ssim needs frames of at least {_SSIM_WIN}x{_SSIM_WIN} pixels (the Gaussian window), "
                          f"got {rows}x{cols}")
-    w = _gaussian_window(p.device)
+    w = _gaussian_window(p.device, p.dtype)
     wr, wc = w.view(1, 1, -1, 1), w.view(1, 1, 1, -1)
 
     def filt(z: torch.Tensor) -> torch.Tensor:  # separable 'valid' Gaussian filter

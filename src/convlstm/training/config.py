@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from ..data.readers import LAYOUTS as _READER_LAYOUTS
+from ..losses import LOSS_NAMES as _LOSS_NAMES
+from ..losses import get_loss as _get_loss
 
 __all__ = ["FitConfig", "load_config", "save_config", "LOSSES", "SCHEDULERS", "PRECISIONS", "LAYOUTS",
            "SCALER_NAMES"]
 
-LOSSES = ("mse", "mae", "bce")
+LOSSES = tuple(_LOSS_NAMES)  # convlstm.losses.LOSS_NAMES
 SCHEDULERS = ("none", "cosine", "plateau", "onecycle")
 PRECISIONS = ("32", "16-mixed", "bf16-mixed", "64")
 LAYOUTS = tuple(_READER_LAYOUTS)  # the layouts the grid readers understand
@@ -53,10 +55,15 @@ class FitConfig:
         model: a name from ``convlstm.models.list_models()``.
         model_options: keyword overrides for ``convlstm.models.create``.
     Optimisation:
-        loss (``mse``, ``mae``, ``bce``), lr, weight_decay, scheduler (``none``, ``cosine``,
-        ``plateau``, ``onecycle``), max_epochs, patience (early stopping on the validation loss;
-        ``None`` = off), gradient_clip, limit_train_batches / limit_val_batches (a fraction or a
-        number of batches per epoch).
+        loss (``mse``, ``mae``, ``bce``, ``mse+ssim``, ``balanced``; see :mod:`convlstm.losses`),
+        loss_options (keyword options of that loss, checked against it: ``mse+ssim`` takes
+        ``ssim_weight`` (default 1.0) and ``data_range`` (1.0, in the scaled units the model
+        sees); ``balanced`` takes ``thresholds`` (default ``[2, 5, 10, 30]``, in the data's
+        units, mapped through the scaler at training time) and ``weights`` (default
+        ``[1, 2, 5, 10, 30]``); the others take none), lr, weight_decay, scheduler (``none``,
+        ``cosine``, ``plateau``, ``onecycle``), max_epochs, patience (early stopping on the
+        validation loss; ``None`` = off), gradient_clip, limit_train_batches /
+        limit_val_batches (a fraction or a number of batches per epoch).
     Hardware and reproducibility:
         precision (``32``, ``16-mixed``, ``bf16-mixed``, ``64``), seed, deterministic,
         accelerator, devices, num_nodes, strategy (``auto``, ``ddp``, ``ddp_spawn``, ...).
@@ -82,6 +89,7 @@ class FitConfig:
     model: str = "keras-nextframe"
     model_options: Dict[str, Any] = field(default_factory=dict)
     loss: str = "mse"
+    loss_options: Dict[str, Any] = field(default_factory=dict)
     lr: float = 1e-3
     weight_decay: float = 0.0
     scheduler: str = "none"
@@ -173,6 +181,15 @@ class FitConfig:
         if not isinstance(self.model_options, dict) or not all(isinstance(k, str) for k in self.model_options):
             raise ValueError(f"model_options must be a mapping of option name to value; got {self.model_options!r}")
         choice("loss", LOSSES); choice("scheduler", SCHEDULERS)
+        if self.loss_options is None:
+            self.loss_options = {}
+        if not isinstance(self.loss_options, dict) or not all(isinstance(k, str) for k in self.loss_options):
+            raise ValueError(f"loss_options must be a mapping of option name to value; got {self.loss_options!r}")
+        self.loss_options = _plain(self.loss_options)  # tuples -> lists, as YAML gives them back
+        try:
+            _get_loss(self.loss, **self.loss_options)  # names and values checked by the loss itself
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"loss_options: {exc}") from None
         number("lr", 0.0, strict=True); number("weight_decay", 0.0)
         integer("max_epochs", 1); integer("patience", 1, optional=True)
         number("gradient_clip", 0.0, optional=True, strict=True)
@@ -257,6 +274,8 @@ def _plain(v: Any) -> Any:
         return [_plain(x) for x in v]
     if isinstance(v, Path):
         return str(v)
+    if getattr(v, "ndim", 0) and callable(getattr(v, "tolist", None)):  # numpy arrays, tensors
+        return _plain(v.tolist())
     if hasattr(v, "item") and callable(v.item):  # numpy scalars
         return v.item()
     return v

@@ -4,6 +4,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from .. import layers as _layers
+from .. import losses as _losses
 from .._io import atomic_path, write_json
 from .config import LOSSES, SCHEDULERS
 
@@ -61,19 +63,6 @@ def build_model(name: str, options: Optional[Dict[str, Any]] = None, *, input_st
     return models.create(name, **options)
 
 
-# ---------------------------------------------------------------------------------- losses
-def _loss(name: str, pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
-    pred, true = pred.float(), true.float()
-    if name == "mse":
-        return F.mse_loss(pred, true)
-    if name == "mae":
-        return F.l1_loss(pred, true)
-    # binary cross-entropy on probabilities: not autocast-safe, so in float32 outside autocast
-    with torch.autocast(device_type=pred.device.type, enabled=False):
-        eps = 1e-7
-        return F.binary_cross_entropy(pred.clamp(eps, 1 - eps), true.clamp(0, 1))
-
-
 class ForecastModule(pl.LightningModule):
     r"""Train a forecasting model: ``(B, T_in, H, W, C)`` -> ``(B, T_out, H, W, C)``.
 
@@ -87,7 +76,15 @@ class ForecastModule(pl.LightningModule):
         model_options: overrides for ``convlstm.models.create`` (with a name only).
         input_steps, output_steps, frame_shape: the data's sizes, passed to the model where it
             takes them (with a name only).
-        loss: ``"mse"``, ``"mae"`` or ``"bce"`` (targets in [0, 1], model output probabilities).
+        loss: ``"mse"``, ``"mae"``, ``"bce"`` (targets in [0, 1], model output probabilities),
+            ``"mse+ssim"`` or ``"balanced"``: a name of :data:`convlstm.losses.LOSS_NAMES`, built with
+            :func:`convlstm.losses.get_loss` (the table of formulas is in :mod:`convlstm.losses`).
+        loss_options: that loss's keyword options (plain values), e.g. ``{"ssim_weight": 0.5}``
+            or ``{"thresholds": [0.5, 2, 5], "weights": [1, 2, 5, 10]}``. For ``"balanced"`` the
+            thresholds are in the data's units: :meth:`setup` maps them through
+            ``trainer.datamodule.scaler.transform`` (see
+            :meth:`convlstm.losses.BalancedMSEMAE.set_value_transform`); without a datamodule
+            scaler it warns and compares them with the model's (scaled) values as they are.
         lr: learning rate of AdamW. weight_decay: AdamW's decoupled weight decay.
         scheduler: ``"none"``, ``"cosine"`` (to 0 over the run's epochs), ``"plateau"`` (halve the
             rate after 3 epochs without progress of the validation loss) or ``"onecycle"``.
@@ -99,10 +96,18 @@ class ForecastModule(pl.LightningModule):
     def __init__(self, model: Union[str, nn.Module] = "keras-nextframe", *,
                  model_options: Optional[Dict[str, Any]] = None, input_steps: Optional[int] = None,
                  output_steps: Optional[int] = None, frame_shape: Optional[Sequence[int]] = None,
-                 loss: str = "mse", lr: float = 1e-3, weight_decay: float = 0.0, scheduler: str = "none") -> None:
+                 loss: str = "mse", loss_options: Optional[Dict[str, Any]] = None, lr: float = 1e-3,
+                 weight_decay: float = 0.0, scheduler: str = "none") -> None:
         super().__init__()
         if not isinstance(loss, str) or loss.lower() not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+        if loss_options is not None and (not isinstance(loss_options, dict)
+                                         or not all(isinstance(k, str) for k in loss_options)):
+            raise ValueError(f"loss_options must be a dict of option name to value, got {loss_options!r}")
+        loss_options = _plain(dict(loss_options or {}), "loss_options")
+        self.loss_fn = _losses.get_loss(loss, **loss_options)
+        if frame_shape is not None and hasattr(self.loss_fn, "check_frame_size"):
+            self.loss_fn.check_frame_size(int(frame_shape[0]), int(frame_shape[1]))
         if not isinstance(scheduler, str) or scheduler.lower() not in SCHEDULERS:
             raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0 or not math.isfinite(lr):
@@ -124,9 +129,27 @@ class ForecastModule(pl.LightningModule):
             "input_steps": None if input_steps is None else int(input_steps),
             "output_steps": None if output_steps is None else int(output_steps),
             "frame_shape": None if frame_shape is None else [int(v) for v in frame_shape],
-            "loss": loss.lower(), "lr": float(lr), "weight_decay": float(weight_decay),
+            "loss": loss.lower(), "loss_options": loss_options, "lr": float(lr), "weight_decay": float(weight_decay),
             "scheduler": scheduler.lower(),
         })
+
+    def setup(self, stage: str) -> None:
+        """Map the ``balanced`` loss's thresholds (data units) into the scaled units the model
+        trains on, through the datamodule's scaler (``trainer.datamodule.scaler``)."""
+        if not isinstance(self.loss_fn, _losses.BalancedMSEMAE):
+            return
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        scaler = getattr(dm, "scaler", None)
+        if scaler is None:
+            warnings.warn(f"loss='balanced': no datamodule with a fitted scaler (trainer.datamodule.scaler), so the "
+                          f"thresholds {list(self.loss_fn.thresholds)} are taken in the model's (scaled) units, "
+                          f"not the data's; train through a GridDataModule, or call "
+                          f"module.loss_fn.set_value_transform(scaler.transform, channels) yourself", stacklevel=2)
+            return
+        channels = getattr(scaler, "n_channels", None)
+        if channels is None and hasattr(dm, "sample_shape"):
+            channels = dm.sample_shape[-1]
+        self.loss_fn.set_value_transform(scaler.transform, channels=int(channels or 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -137,7 +160,7 @@ class ForecastModule(pl.LightningModule):
         if pred.shape != y.shape:
             raise ValueError(f"the model returned shape {tuple(pred.shape)} for input {tuple(x.shape)}, but the "
                              f"targets have shape {tuple(y.shape)}; check the model's output_steps and channels")
-        return _loss(self.hparams.loss, pred, y)
+        return self.loss_fn(pred, y)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         data_loss = self._step(batch)
@@ -185,16 +208,18 @@ def _has_val(trainer: "pl.Trainer") -> bool:
     return bool(getattr(dm, "has_val", True))
 
 
-def _plain(v: Any) -> Any:
+def _plain(v: Any, what: str = "model_options") -> Any:
     if isinstance(v, dict):
-        return {str(k): _plain(x) for k, x in v.items()}
+        return {str(k): _plain(x, what) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
+        return [_plain(x, what) for x in v]
     if isinstance(v, (str, int, float, bool)) or v is None:
         return v
+    if getattr(v, "ndim", 0) and callable(getattr(v, "tolist", None)):  # numpy arrays, tensors
+        return _plain(v.tolist(), what)
     if hasattr(v, "item"):
         return v.item()
-    raise TypeError(f"model_options values must be plain numbers, strings, lists or dicts (they go into "
+    raise TypeError(f"{what} values must be plain numbers, strings, lists or dicts (they go into "
                     f"checkpoints); got {v!r}")
 
 
