@@ -208,6 +208,10 @@ def test_bad_names_and_options():
     log1p = Log1pScaler().fit(np.array([[0.0], [10.0]]))
     with pytest.raises(ValueError, match=r"map to non-finite values"):
         BalancedMSEMAE(thresholds=[-2, 1], weights=[1, 2, 3]).set_value_transform(log1p.transform)
+    # a scaling flat under 1.0 (as one that maps all values under a rain/no-rain threshold to one value)
+    with pytest.raises(ValueError, match=r"does not increase into threshold 0.5 \(channel 0\): a value a little "
+                                         r"under it maps to 1, not below the threshold's 1"):
+        BalancedMSEMAE(thresholds=[0.5, 2], weights=[1, 2, 3]).set_value_transform(lambda a: np.maximum(a, 1.0))
     loss = BalancedMSEMAE().set_value_transform(lambda a: a, channels=2)
     with pytest.raises(ValueError, match=r"mapped for 2 channels, but the targets have shape \(1, 1, 2, 2, 3\)"):
         loss(torch.zeros(1, 1, 2, 2, 3), torch.zeros(1, 1, 2, 2, 3))

@@ -118,6 +118,10 @@ def _numbers(name: str, values: Any, loss: str) -> Tuple[float, ...]:
     return tuple(out)
 
 
+def _numpy(x: Any) -> Any:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x
+
+
 # ---------------------------------------------------------------------------------- plain losses
 def mse(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
     r"""Mean squared error :math:`\frac{1}{N}\sum (p - y)^2` over all values.
@@ -314,7 +318,11 @@ class BalancedMSEMAE(nn.Module):
         column ``c`` holds the thresholds, giving each channel its own thresholds. Returns ``self``.
 
         ``transform`` must be increasing (as every scaler of :mod:`convlstm.data` is): a result that
-        is not finite or not increasing down a column is a ``ValueError``.
+        is not finite or not increasing down a column is a ``ValueError``. So is a threshold where
+        the transform is flat from below (a value :math:`10^{-5}` relative below it maps to the
+        same scaled value, as under a scaler that maps everything under a rain/no-rain threshold
+        to one value): there the scaled targets cannot tell values under the threshold from it,
+        and the weights would be wrong.
 
         Example::
 
@@ -331,10 +339,7 @@ class BalancedMSEMAE(nn.Module):
         k, c = len(self.thresholds), int(channels)
         raw = np.tile(np.asarray(self.thresholds, dtype=np.float64).reshape(k, 1), (1, c))
         with np.errstate(invalid="ignore", divide="ignore"):  # non-finite results are reported below
-            mapped = transform(raw)
-        if isinstance(mapped, torch.Tensor):
-            mapped = mapped.detach().cpu().numpy()
-        mapped = np.asarray(mapped, dtype=np.float64)
+            mapped = np.asarray(_numpy(transform(raw)), dtype=np.float64)
         if mapped.shape != (k, c):
             raise ValueError(f"loss {self.name!r}: transform returned shape {mapped.shape} for thresholds of shape "
                              f"{(k, c)}; it must map values elementwise")
@@ -345,6 +350,17 @@ class BalancedMSEMAE(nn.Module):
         if (np.diff(mapped, axis=0) < 0).any():
             raise ValueError(f"loss {self.name!r}: transform is not increasing: thresholds {list(self.thresholds)} "
                              f"map to {mapped.tolist()}; the balanced weights need an increasing scaling")
+        below = raw - 1e-5 * np.maximum(1.0, np.abs(raw))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mapped_below = np.asarray(_numpy(transform(below)), dtype=np.float64)
+        flat = ~(mapped_below < mapped)
+        if flat.any():
+            i, ch = (int(v) for v in np.argwhere(flat)[0])
+            raise ValueError(f"loss {self.name!r}: the transform does not increase into threshold "
+                             f"{self.thresholds[i]:g} (channel {ch}): a value a little under it maps to "
+                             f"{mapped_below[i, ch]:g}, not below the threshold's {mapped[i, ch]:g}, so the scaled "
+                             f"targets cannot tell values under the threshold from it; choose thresholds where the "
+                             f"scaling is increasing (e.g. above a scaler's own rain/no-rain threshold)")
         self.scaled_thresholds = mapped.tolist()
         return self
 
