@@ -113,7 +113,9 @@ def test_climatology_by_time_of_day():
     frames = np.array([1.0, 3.0, 10.0, 5.0, 20.0]).reshape(5, 1, 1, 1) * np.ones((5, 2, 2, 1))
     hours = np.array([0, 0, 1, 2, 1])
     clim = M.ClimatologyByTimeOfDay(period=4).fit(frames, hours)
-    out = clim.forecast(np.array([[0, 1], [2, 3]]))
+    assert clim.unseen == [3]
+    with pytest.warns(UserWarning, match=r"slot\(s\) \[3\] had no training frame"):
+        out = clim.forecast(np.array([[0, 1], [2, 3]]))
     assert out.shape == (2, 2, 2, 2, 1)
     assert out[0, 0, 0, 0, 0] == 2.0 and out[0, 1, 1, 1, 0] == 15.0 and out[1, 0, 0, 0, 0] == 5.0
     assert out[1, 1, 0, 0, 0] == pytest.approx(39.0 / 5)  # slot 3 never seen: overall mean

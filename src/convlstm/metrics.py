@@ -1,4 +1,4 @@
-r"""Forecast scores per lead time, beside persistence and climatology baselines.
+r"""Forecast scores per lead time, beside persistence, climatology and extrapolation baselines.
 
 Forecasts and targets are arrays (numpy or torch, any device) shaped
 ``(samples, lead_time, rows, cols, channels)``, channels last. Every score function returns a
@@ -25,17 +25,55 @@ Scores and their reductions (:math:`p` forecast, :math:`y` target, :math:`N` sam
                        data_range=R, channel_axis=-1)``
 ``csi``, ``pod``,      from hits :math:`H` (``p >= thr`` and ``y >= thr``), misses :math:`M`
 ``far``                (``p < thr <= y``) and false alarms :math:`F` (``y < thr <= p``) **counted
-                       over all samples and pixels** of a lead time (of all lead times overall):
-                       :math:`H/(H+M+F)`, :math:`H/(H+M)`, :math:`F/(H+F)`; ``nan`` when the
-                       denominator is 0 (no event forecast or observed)
+                       over all samples, pixels and channels** of a lead time (of all lead times
+                       overall): :math:`H/(H+M+F)`, :math:`H/(H+M)`, :math:`F/(H+F)`; ``nan`` when
+                       the denominator is 0 (no event forecast or observed). Keys ``csi@THR``...
+                       The numbers of ``pysteps.verification.det_cat_fct`` (see the event
+                       convention below)
+``ets``                equitable threat score (Gilbert skill score) from the same counts and the
+                       correct negatives :math:`R`, :math:`n = H+M+F+R`:
+                       :math:`(H - H_r)/(H + M + F - H_r)`, :math:`H_r = (H+M)(H+F)/n`; ``nan``
+                       when no event or only events were observed (:math:`H+M \in \{0, n\}`).
+                       pysteps's ``det_cat_fct(..., scores="ETS")`` (its GSS formula, equal)
+``fss``                fractions skill score (Roberts and Lean 2008) at threshold ``thr`` and
+                       scale :math:`s` pixels: event fields :math:`I = [v \ge thr]`, fractions
+                       :math:`S` = mean of :math:`I` over the :math:`s \times s` window (zeros
+                       beyond the grid; for even :math:`s` the window spans :math:`s/2` pixels
+                       before and :math:`s/2 - 1` after, as ``scipy.ndimage.uniform_filter``),
+                       then :math:`1 - \sum (S_p - S_y)^2 / \sum (S_p^2 + S_y^2)`, **the sums over
+                       all samples and channels** (each channel a field) of a lead time (of all
+                       lead times overall); ``nan`` when no event is forecast or observed. Key
+                       ``fss@THR/SCALE``. The numbers of ``pysteps.verification.fss`` accumulated
+                       over the same fields (``fss_init``/``fss_accum``/``fss_compute``)
 =====================  ==========================================================================
 
-Baselines: :func:`persistence_forecast` (the last input frame, repeated),
-:func:`climatology_forecast` (the mean training frame) and :class:`ClimatologyByTimeOfDay` (the
-mean of each cell at each hour of the day). :func:`evaluate_forecast` scores a model beside both
-baselines; :class:`MetricAccumulator` does the same batch by batch, so a large test set never has
-to be in memory at once; :func:`write_metrics` writes ``metrics.json`` and
-``metrics_per_lead_time.csv``.
+Event convention: **an event is a value at or above the threshold** (``v >= thr``) in every
+score. pysteps counts ``v > thr`` in ``det_cat_fct`` (CSI, POD, FAR, ETS) but ``v >= thr`` in
+``fss``; the toolkit keeps ``>=`` everywhere, so that CSI and FSS count the same events, a
+threshold reads "this much or more" (5 bikes, 1 mm/h), and the scores of runs made before FSS
+existed stay comparable. The two conventions differ only for values exactly equal to a
+threshold, which quantised data (integer counts, stored radar steps) do have:
+``csi(p, y, thr)`` equals pysteps's ``det_cat_fct(p, y, t)["CSI"]`` for any ``t`` just below
+``thr`` (no value in ``[t, thr)``), and ``fss`` equals pysteps's at the same ``thr``.
+
+Baselines (forecasts scored exactly like the model, in the data's units):
+
+=====================================  ===========================================================
+``persistence``                        :func:`persistence_forecast`: the last input frame, repeated
+``climatology``                        :func:`climatology_forecast`: the mean training frame; or
+                                       :class:`ClimatologyByTimeOfDay`: the mean of each cell at
+                                       each hour of the day (hours never seen in training get the
+                                       mean training frame, with a warning)
+``extrapolation``                      :func:`extrapolation_forecast` (pysteps, optional extra
+                                       ``radar``): the last input frame moved along the motion
+                                       of the input frames (Lucas-Kanade by default,
+                                       semi-Lagrangian advection); see
+                                       :mod:`convlstm.extrapolation`
+=====================================  ===========================================================
+
+:func:`evaluate_forecast` scores a model beside the baselines; :class:`MetricAccumulator` does
+the same batch by batch, so a large test set never has to be in memory at once;
+:func:`write_metrics` writes ``metrics.json`` and ``metrics_per_lead_time.csv``.
 
 Example::
 
@@ -63,11 +101,13 @@ import torch
 import torch.nn.functional as F
 
 from ._io import atomic_write, write_json
+from .extrapolation import extrapolation_forecast
 
 __all__ = [
-    "mse", "mae", "rmse", "mse_frame_sum", "mae_frame_sum", "psnr", "ssim", "csi", "pod", "far",
-    "persistence_forecast", "climatology_forecast", "ClimatologyByTimeOfDay", "MetricAccumulator",
-    "evaluate_forecast", "per_lead_time_rows", "write_metrics", "METRIC_NAMES", "SKILL_METRICS",
+    "mse", "mae", "rmse", "mse_frame_sum", "mae_frame_sum", "psnr", "ssim", "csi", "pod", "far", "ets", "fss",
+    "persistence_forecast", "climatology_forecast", "ClimatologyByTimeOfDay", "extrapolation_forecast",
+    "MetricAccumulator", "evaluate_forecast", "per_lead_time_rows", "write_metrics", "METRIC_NAMES",
+    "SKILL_METRICS", "BASELINES",
 ]
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
@@ -76,7 +116,9 @@ ArrayLike = Union[np.ndarray, torch.Tensor]
 METRIC_NAMES = ("mse", "mae", "rmse", "mse_frame_sum", "mae_frame_sum", "ssim", "psnr")
 #: The scores of ``results["skill_vs_persistence"]``.
 SKILL_METRICS = ("mse", "mae", "rmse")
-_CONTINGENCY = ("csi", "pod", "far")
+#: The baselines a model can be scored beside (``results[name]``), in the order of the results.
+BASELINES = ("persistence", "climatology", "extrapolation")
+_CONTINGENCY = ("csi", "pod", "far", "ets")
 
 # SSIM constants (Wang et al. 2004, as scikit-image with gaussian_weights=True)
 _SSIM_SIGMA = 1.5
@@ -195,12 +237,14 @@ def _frame_psnr(sq_sum: torch.Tensor, values_per_frame: int, data_range: float) 
 
 
 def _contingency(p: torch.Tensor, y: torch.Tensor, threshold: float) -> torch.Tensor:
-    """``(lead_time, 3)`` counts of hits, misses and false alarms."""
+    """``(lead_time, 4)`` counts of hits, misses, false alarms and correct negatives (events are
+    values ``>= threshold``)."""
     pe, ye = p >= threshold, y >= threshold
     hits = (pe & ye).sum(dim=(0, 2, 3, 4))
     misses = (~pe & ye).sum(dim=(0, 2, 3, 4))
     false_alarms = (pe & ~ye).sum(dim=(0, 2, 3, 4))
-    return torch.stack([hits, misses, false_alarms], dim=1).to(torch.float64)
+    negatives = (~pe & ~ye).sum(dim=(0, 2, 3, 4))
+    return torch.stack([hits, misses, false_alarms, negatives], dim=1).to(torch.float64)
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -211,8 +255,52 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 
 def _scores_from_counts(counts: np.ndarray) -> Dict[str, np.ndarray]:
-    h, m, f = counts[..., 0], counts[..., 1], counts[..., 2]
-    return {"csi": _ratio(h, h + m + f), "pod": _ratio(h, h + m), "far": _ratio(f, h + f)}
+    h, m, f, r = counts[..., 0], counts[..., 1], counts[..., 2], counts[..., 3]
+    n = h + m + f + r
+    hits_random = _ratio((h + m) * (h + f), n)
+    ets = _ratio(h - hits_random, h + m + f - hits_random)
+    ets = np.where((h + m > 0) & (h + m < n), ets, np.nan)  # a base rate of 0 or 1: undefined (pysteps: nan)
+    return {"csi": _ratio(h, h + m + f), "pod": _ratio(h, h + m), "far": _ratio(f, h + f), "ets": ets}
+
+
+def _fractions(events: torch.Tensor, scale: int) -> torch.Tensor:
+    """Mean of ``events`` ``(..., H, W)`` over the ``scale x scale`` window at each pixel, zeros
+    beyond the grid; the window spans ``scale // 2`` pixels before and ``(scale - 1) // 2`` after
+    (scipy's ``uniform_filter(mode="constant")``). Sums come from an integral image, exact for
+    0/1 values (integers below 2**53)."""
+    if scale == 1:
+        return events
+    h, w = events.shape[-2:]
+    before, after = scale // 2, (scale - 1) // 2
+    padded = F.pad(events, (before + 1, after, before + 1, after))  # one extra leading zero row and col
+    c = padded.cumsum(-1).cumsum(-2)
+    s = scale
+    box = c[..., s:s + h, s:s + w] - c[..., :h, s:s + w] - c[..., s:s + h, :w] + c[..., :h, :w]
+    return box / float(s * s)
+
+
+def _fss_sums(p: torch.Tensor, y: torch.Tensor, threshold: float, scale: int) -> torch.Tensor:
+    """``(lead_time, 3)`` sums of :math:`S_p^2`, :math:`S_p S_y` and :math:`S_y^2` over samples,
+    channels and pixels (pysteps's ``sum_fct_sq``, ``sum_fct_obs``, ``sum_obs_sq``)."""
+    n, t, rows, cols, ch = p.shape
+
+    def fields(z: torch.Tensor) -> torch.Tensor:  # (N, lead, C, H, W) 0/1 events
+        return (z >= threshold).to(torch.float64).permute(0, 1, 4, 2, 3)
+
+    sp, sy = _fractions(fields(p), scale), _fractions(fields(y), scale)
+    dims = (0, 2, 3, 4)
+    return torch.stack([(sp * sp).sum(dims), (sp * sy).sum(dims), (sy * sy).sum(dims)], dim=1)
+
+
+def _fss_from_sums(sums: np.ndarray) -> np.ndarray:
+    ff, fo, oo = sums[..., 0], sums[..., 1], sums[..., 2]
+    return 1.0 - _ratio(ff - 2.0 * fo + oo, ff + oo)
+
+
+def _check_scale(scale: Any) -> int:
+    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1:
+        raise ValueError(f"an FSS scale must be a window width in pixels, an int >= 1; got {scale!r}")
+    return int(scale)
 
 
 # ---------------------------------------------------------------------------------- score functions
@@ -356,6 +444,58 @@ def far(pred: ArrayLike, true: ArrayLike, threshold: float, *, per_lead_time: bo
     return _contingency_score("far", pred, true, threshold, per_lead_time)
 
 
+def ets(pred: ArrayLike, true: ArrayLike, threshold: float, *, per_lead_time: bool = True):
+    r"""Equitable threat score (Gilbert skill score) at ``threshold``:
+
+    .. math::
+        \text{ETS} = \frac{H - H_r}{H + M + F - H_r}, \qquad H_r = \frac{(H + M)(H + F)}{n}
+
+    with :math:`n` all values counted and :math:`H_r` the hits a random forecast with the same
+    event frequency would score (counts as in :func:`csi`). 1 is perfect, 0 no better than
+    chance, the minimum -1/3. ``nan`` where no event or nothing but events was observed. Equal to
+    pysteps's ``det_cat_fct(..., scores="ETS")`` (up to the event convention, see the module).
+
+    Example::
+
+        >>> p = np.array([1., 1., 0., 0.]).reshape(1, 1, 2, 2, 1)
+        >>> y = np.array([1., 0., 1., 0.]).reshape(1, 1, 2, 2, 1)
+        >>> ets(p, y, 0.5)          # H=1, M=1, F=1, R=1: H_r = 1
+        array([0.])
+    """
+    return _contingency_score("ets", pred, true, threshold, per_lead_time)
+
+
+def fss(pred: ArrayLike, true: ArrayLike, threshold: float, scale: int, *, per_lead_time: bool = True):
+    r"""Fractions skill score (Roberts and Lean, 2008) at ``threshold`` and spatial ``scale``.
+
+    Events are values ``>= threshold``; :math:`S` is the fraction of event pixels in the
+    ``scale x scale`` window around each pixel (zeros beyond the grid); then
+
+    .. math::
+        \text{FSS} = 1 - \frac{\sum (S_p - S_y)^2}{\sum S_p^2 + \sum S_y^2}
+
+    with the sums over all pixels of all samples and channels of a lead time (of all lead times
+    with ``per_lead_time=False``), as pysteps accumulates fields with ``fss_accum``. 1 is a
+    perfect match at that scale, 0 no overlap; ``nan`` where no event was forecast or observed.
+
+    Args:
+        pred, true: ``(samples, lead_time, rows, cols, channels)``.
+        threshold: the event threshold, in the data's units.
+        scale: the window's width in pixels (1: pixel by pixel).
+
+    Example::
+
+        >>> y = np.zeros((1, 1, 4, 4, 1)); y[0, 0, 1, 1] = 1
+        >>> p = np.zeros((1, 1, 4, 4, 1)); p[0, 0, 1, 2] = 1     # one pixel off
+        >>> fss(p, y, 0.5, 1), fss(p, y, 0.5, 3)
+        (array([0.]), array([0.66666667]))
+    """
+    thr, sc = _check_threshold(threshold), _check_scale(scale)
+    p, y = _pair(pred, true)
+    sums = _fss_sums(p, y, thr, sc).cpu().numpy()
+    return _finish(_fss_from_sums(sums), float(_fss_from_sums(sums.sum(0))), per_lead_time)
+
+
 # ---------------------------------------------------------------------------------- baselines
 def _check_lead_time(lead_time: Any) -> int:
     if isinstance(lead_time, bool) or not isinstance(lead_time, (int, np.integer)):
@@ -420,7 +560,10 @@ class ClimatologyByTimeOfDay:
     fields with a daily cycle (traffic, crowd flow, temperature).
 
     :meth:`fit` averages the training frames that fall on each of the ``period`` slots (hour 0..23
-    by default); slots never seen in training get the overall mean frame.
+    by default). A slot with no training frame has no mean of its own: it gets the mean of all
+    training frames (the plain climatology), :attr:`unseen` lists such slots, and
+    :meth:`forecast` warns when it is asked for one of them, so the baseline never passes off the
+    overall mean as an hour's.
 
     Args:
         period (int): number of slots in a cycle (24 for hours of the day, 48 for half hours,
@@ -443,6 +586,13 @@ class ClimatologyByTimeOfDay:
         self.period = int(period)
         self.means: Optional[np.ndarray] = None
         self.counts: Optional[np.ndarray] = None
+
+    @property
+    def unseen(self) -> List[int]:
+        """The slots with no training frame (their forecast is the mean training frame)."""
+        if self.counts is None:
+            raise RuntimeError("ClimatologyByTimeOfDay.unseen: call fit(frames, hours) first")
+        return [int(h) for h in np.flatnonzero(self.counts == 0)]
 
     def _slots(self, hours: Any, name: str) -> np.ndarray:
         h = hours.detach().cpu().numpy() if isinstance(hours, torch.Tensor) else np.asarray(hours)
@@ -478,7 +628,12 @@ class ClimatologyByTimeOfDay:
         :math:`S`), shaped :math:`S + (H, W, C)`."""
         if self.means is None:
             raise RuntimeError("ClimatologyByTimeOfDay.forecast: call fit(frames, hours) first")
-        return self.means[self._slots(target_hours, "target_hours")]
+        slots = self._slots(target_hours, "target_hours")
+        missing = sorted(set(np.unique(slots).tolist()) & set(self.unseen))
+        if missing:
+            warnings.warn(f"ClimatologyByTimeOfDay: slot(s) {missing} had no training frame; their forecast is the "
+                          f"mean of all training frames", UserWarning, stacklevel=2)
+        return self.means[slots]
 
     def __repr__(self) -> str:
         fitted = "unfitted" if self.means is None else f"frame={self.means.shape[1:]}"
@@ -487,15 +642,16 @@ class ClimatologyByTimeOfDay:
 
 # ---------------------------------------------------------------------------------- accumulation
 class _Totals:
-    """Running sums for one forecast: per lead time squared/absolute errors, SSIM, PSNR and
-    contingency counts."""
+    """Running sums for one forecast: per lead time squared/absolute errors, SSIM, PSNR,
+    contingency counts per threshold and FSS sums per threshold and scale."""
 
-    def __init__(self, lead_time: int, thresholds: Tuple[float, ...]):
+    def __init__(self, lead_time: int, thresholds: Tuple[float, ...], scales: Tuple[int, ...] = ()):
         self.sq = np.zeros(lead_time)
         self.ab = np.zeros(lead_time)
         self.ssim = np.zeros(lead_time)
         self.psnr = np.zeros(lead_time)
-        self.counts = {thr: np.zeros((lead_time, 3)) for thr in thresholds}
+        self.counts = {thr: np.zeros((lead_time, 4)) for thr in thresholds}
+        self.fss = {(thr, sc): np.zeros((lead_time, 3)) for thr in thresholds for sc in scales}
 
     def add(self, p: torch.Tensor, y: torch.Tensor, data_range: float) -> None:
         sq, ab = _frame_sq_abs(p, y)
@@ -505,6 +661,8 @@ class _Totals:
         self.ssim += _frame_ssim(p, y, data_range).sum(0).cpu().numpy()
         for thr in self.counts:
             self.counts[thr] += _contingency(p, y, thr).cpu().numpy()
+        for thr, sc in self.fss:
+            self.fss[(thr, sc)] += _fss_sums(p, y, thr, sc).cpu().numpy()
 
     def result(self, samples: int, values_per_frame: int) -> Dict[str, Any]:
         per: Dict[str, np.ndarray] = {}
@@ -523,6 +681,10 @@ class _Totals:
                 key = f"{name}@{_format_threshold(thr)}"
                 per[key] = scores[name]
                 overall[key] = float(scores_all[name])
+        for (thr, sc), sums in self.fss.items():
+            key = f"fss@{_format_threshold(thr)}/{sc}"
+            per[key] = _fss_from_sums(sums)
+            overall[key] = float(_fss_from_sums(sums.sum(0)))
         out: Dict[str, Any] = dict(overall)
         out["per_lead_time"] = {k: [float(v) for v in arr] for k, arr in per.items()}
         return out
@@ -533,25 +695,33 @@ def _format_threshold(thr: float) -> str:
 
 
 class MetricAccumulator:
-    r"""Score forecasts batch by batch, beside the persistence and climatology baselines, without
-    holding the test set in memory; :meth:`compute` returns what :func:`evaluate_forecast` returns.
+    r"""Score forecasts batch by batch, beside the persistence, climatology and (optionally)
+    extrapolation baselines, without holding the test set in memory; :meth:`compute` returns what
+    :func:`evaluate_forecast` returns.
 
-    Each :meth:`update` adds a batch of samples; sums of errors, of per-frame SSIM and PSNR and of
-    contingency counts are kept per lead time, so the result does not depend on how the samples
-    are split into batches.
+    Each :meth:`update` adds a batch of samples; sums of errors, of per-frame SSIM and PSNR, of
+    contingency counts and of FSS fractions are kept per lead time, so the result does not depend
+    on how the samples are split into batches.
 
     Args:
         data_range (float): the data's max - min, for SSIM and PSNR (required: a range taken from
             each batch would make the scores depend on the batching).
-        thresholds (sequence of float): event thresholds for CSI, POD and FAR (keys
-            ``"csi@<thr>"``, ``"pod@<thr>"``, ``"far@<thr>"``).
+        thresholds (sequence of float): event thresholds for CSI, POD, FAR and ETS (keys
+            ``"csi@<thr>"``, ``"pod@<thr>"``, ``"far@<thr>"``, ``"ets@<thr>"``).
+        scales (sequence of int): FSS window widths in pixels; with thresholds, keys
+            ``"fss@<thr>/<scale>"`` for every pair.
         climatology: optional mean frame :math:`(H, W, C)` for the climatology baseline; or pass a
             full climatology forecast for each batch to :meth:`update`.
+        extrapolation (str, optional): an optical-flow method (``"lucaskanade"``, see
+            :data:`convlstm.extrapolation.MOTION_METHODS`) to compute the extrapolation baseline
+            from each batch's ``inputs`` (pysteps needed); ``None``: only when :meth:`update` is
+            given one.
+        gap (int): steps between the last input and the first target (for the extrapolation).
 
     Shape (``update``):
         - pred, true: :math:`(N, \text{lead}, H, W, C)`; inputs: :math:`(N, T_{in}, H, W, C)` or
           ``None`` (no persistence baseline); climatology: :math:`(H, W, C)` or
-          :math:`(N, \text{lead}, H, W, C)`
+          :math:`(N, \text{lead}, H, W, C)`; extrapolation: :math:`(N, \text{lead}, H, W, C)`
 
     Example::
 
@@ -561,7 +731,8 @@ class MetricAccumulator:
         >>> results = acc.compute()
     """
 
-    def __init__(self, *, data_range: float, thresholds: Iterable[float] = (), climatology: Any = None):
+    def __init__(self, *, data_range: float, thresholds: Iterable[float] = (), climatology: Any = None,
+                 scales: Iterable[int] = (), extrapolation: Optional[str] = None, gap: int = 0):
         if data_range is None:
             raise ValueError("data_range=None: MetricAccumulator needs the data's range (max - min) for SSIM and "
                              "PSNR, e.g. data_range=1.0 for data scaled to [0, 1]")
@@ -573,7 +744,25 @@ class MetricAccumulator:
         except TypeError:
             raise TypeError(f"thresholds must be a sequence of numbers, got {thresholds!r}") from None
         self.thresholds = tuple(dict.fromkeys(_check_threshold(t) for t in thresholds))
+        if isinstance(scales, (int, np.integer)) and not isinstance(scales, bool):
+            scales = (scales,)
+        try:
+            scales = tuple(scales)
+        except TypeError:
+            raise TypeError(f"scales must be a sequence of FSS window widths in pixels, got {scales!r}") from None
+        self.scales = tuple(dict.fromkeys(_check_scale(sc) for sc in scales))
+        if self.scales and not self.thresholds:
+            raise ValueError(f"scales={list(self.scales)} but no thresholds: FSS needs event thresholds too "
+                             f"(thresholds=(1.0,) for 1 mm/h)")
         self.climatology = None if climatology is None else _as_tensor(climatology, "climatology")
+        if extrapolation is not None:
+            from .extrapolation import _check_method, require_pysteps
+
+            extrapolation = _check_method(extrapolation)
+            require_pysteps()
+        if isinstance(gap, bool) or not isinstance(gap, (int, np.integer)) or gap < 0:
+            raise ValueError(f"gap must be an int >= 0, got {gap!r}")
+        self.extrapolation, self.gap = extrapolation, int(gap)
         self.reset()
 
     def reset(self) -> None:
@@ -584,15 +773,18 @@ class MetricAccumulator:
 
     def _add(self, name: str, p: torch.Tensor, y: torch.Tensor) -> None:
         if name not in self._totals:
-            self._totals[name] = _Totals(p.shape[1], self.thresholds)
+            self._totals[name] = _Totals(p.shape[1], self.thresholds, self.scales)
             self._samples[name] = 0
         self._totals[name].add(p, y, self.data_range)
         self._samples[name] += p.shape[0]
 
     def update(self, pred: ArrayLike, true: ArrayLike, inputs: Optional[ArrayLike] = None, *,
-               climatology: Optional[ArrayLike] = None) -> None:
-        """Add a batch. ``inputs`` gives the persistence baseline; ``climatology`` (a frame or a
-        full forecast for this batch) overrides the constructor's climatology for this batch."""
+               climatology: Optional[ArrayLike] = None, extrapolation: Optional[ArrayLike] = None) -> None:
+        """Add a batch. ``inputs`` gives the persistence baseline (and the extrapolation baseline
+        when the accumulator was built with ``extrapolation=METHOD``); ``climatology`` (a frame or
+        a full forecast for this batch) overrides the constructor's climatology for this batch;
+        ``extrapolation`` is a ready extrapolation forecast for this batch (e.g.
+        :func:`extrapolation_forecast`'s, kept for a picture)."""
         p, y = _pair(pred, true)
         if self._shape is None:
             self._shape = tuple(p.shape[1:])
@@ -606,6 +798,17 @@ class MetricAccumulator:
                 raise ValueError(f"inputs must be (samples, time, rows, cols, channels) matching pred "
                                  f"{tuple(p.shape)} in samples, rows, cols and channels, got {tuple(x.shape)}")
             self._add("persistence", persistence_forecast(x, p.shape[1]), y)
+        if extrapolation is None and self.extrapolation is not None:
+            if inputs is None:
+                raise ValueError(f"MetricAccumulator(extrapolation={self.extrapolation!r}) extrapolates the inputs; "
+                                 f"give update(pred, true, inputs)")
+            extrapolation = extrapolation_forecast(inputs, p.shape[1], method=self.extrapolation, gap=self.gap)
+        if extrapolation is not None:
+            e = _as_tensor(extrapolation, "extrapolation").to(p.device)
+            if tuple(e.shape) != tuple(p.shape):
+                raise ValueError(f"extrapolation must be a forecast shaped like pred {tuple(p.shape)}, "
+                                 f"got {tuple(e.shape)}")
+            self._add("extrapolation", e, y)
         clim = self.climatology if climatology is None else _as_tensor(climatology, "climatology")
         if clim is not None:
             clim = clim.to(p.device)
@@ -621,18 +824,19 @@ class MetricAccumulator:
 
     def compute(self) -> Dict[str, Any]:
         """The results so far: ``{"model": {...}, "persistence": {...}, "climatology": {...},
-        "skill_vs_persistence": {...}}`` (the baselines only when they were given); see
-        :func:`evaluate_forecast`."""
+        "extrapolation": {...}, "skill_vs_persistence": {...}, "skill_vs_extrapolation": {...}}``
+        (the baselines only when they were given); see :func:`evaluate_forecast`."""
         if "model" not in self._totals:
             raise RuntimeError("MetricAccumulator.compute: no batch was added; call update(pred, true, inputs) first")
         values_per_frame = int(np.prod(self._shape[1:]))
         results: Dict[str, Any] = {}
-        for name in ("model", "persistence", "climatology"):
+        for name in ("model",) + BASELINES:
             if name in self._totals:
                 results[name] = self._totals[name].result(self._samples[name], values_per_frame)
-        if "persistence" in results:
-            results["skill_vs_persistence"] = {
-                m: _skill(results["model"][m], results["persistence"][m]) for m in SKILL_METRICS}
+        for name in ("persistence", "extrapolation"):
+            if name in results:
+                results[f"skill_vs_{name}"] = {
+                    m: _skill(results["model"][m], results[name][m]) for m in SKILL_METRICS}
         return results
 
 
@@ -645,28 +849,36 @@ def _skill(model: float, reference: float) -> float:
 
 def evaluate_forecast(pred: ArrayLike, true: ArrayLike, inputs: ArrayLike, *, climatology: ArrayLike,
                       thresholds: Iterable[float] = (), data_range: Optional[float] = None,
-                      batch_size: int = 256) -> Dict[str, Any]:
-    r"""Score a forecast beside the persistence and climatology baselines.
+                      batch_size: int = 256, scales: Iterable[int] = (),
+                      extrapolation: Union[None, str, ArrayLike] = None, gap: int = 0) -> Dict[str, Any]:
+    r"""Score a forecast beside the persistence, climatology and (optionally) extrapolation
+    baselines.
 
     Args:
         pred, true: :math:`(N, \text{lead}, H, W, C)` forecasts and targets.
         inputs: :math:`(N, T_{in}, H, W, C)` the model's inputs (their last frame is persistence).
         climatology: the mean training frame :math:`(H, W, C)`, or a full climatology forecast
             shaped like ``true`` (e.g. :meth:`ClimatologyByTimeOfDay.forecast`).
-        thresholds: event thresholds for CSI, POD and FAR.
+        thresholds: event thresholds for CSI, POD, FAR and ETS (and FSS), in the data's units.
         data_range: the data's max - min for SSIM and PSNR; ``None`` takes ``true.max() -
             true.min()`` (give it explicitly to compare runs on different test sets).
         batch_size: samples scored at a time (bounds the memory of SSIM).
+        scales: FSS window widths in pixels (FSS at every threshold and scale).
+        extrapolation: ``None`` (no extrapolation baseline), an optical-flow method name
+            (``"lucaskanade"``: computed from ``inputs`` with :func:`extrapolation_forecast`), or a
+            ready extrapolation forecast shaped like ``pred``.
+        gap: steps between the last input and the first target (for the extrapolation).
 
     Returns:
-        A dict of plain Python floats (``nan`` for undefined CSI/POD/FAR or skill, ``inf`` for the
-        PSNR of a perfect forecast)::
+        A dict of plain Python floats (``nan`` for undefined CSI/POD/FAR/ETS/FSS or skill, ``inf``
+        for the PSNR of a perfect forecast)::
 
             {"model": {"mse": float, "mae", "rmse", "mse_frame_sum", "mae_frame_sum", "ssim", "psnr",
-                       "csi@0.5", "pod@0.5", "far@0.5", ...,
+                       "csi@0.5", "pod@0.5", "far@0.5", "ets@0.5", "fss@0.5/10", ...,
                        "per_lead_time": {"mse": [lead floats], ...}},
-             "persistence": {...}, "climatology": {...},
-             "skill_vs_persistence": {"mse": 1 - model/persistence, "mae": ..., "rmse": ...}}
+             "persistence": {...}, "climatology": {...}, "extrapolation": {...},
+             "skill_vs_persistence": {"mse": 1 - model/persistence, "mae": ..., "rmse": ...},
+             "skill_vs_extrapolation": {...}}
     """
     p, y = _pair(pred, true)
     if data_range is None:
@@ -681,10 +893,17 @@ def evaluate_forecast(pred: ArrayLike, true: ArrayLike, inputs: ArrayLike, *, cl
                          "forecast shaped like true")
     x = _as_tensor(inputs, "inputs").to(p.device)
     clim = _as_tensor(climatology, "climatology").to(p.device)
-    acc = MetricAccumulator(data_range=data_range, thresholds=thresholds)
+    method = extrapolation if isinstance(extrapolation, str) else None
+    ready = None if extrapolation is None or method is not None else _as_tensor(extrapolation, "extrapolation")
+    if ready is not None and tuple(ready.shape) != tuple(p.shape):
+        raise ValueError(f"extrapolation must be a method name or a forecast shaped like pred {tuple(p.shape)}, "
+                         f"got shape {tuple(ready.shape)}")
+    acc = MetricAccumulator(data_range=data_range, thresholds=thresholds, scales=scales, extrapolation=method,
+                            gap=gap)
     for s in range(0, p.shape[0], int(batch_size)):
         sl = slice(s, s + int(batch_size))
-        acc.update(p[sl], y[sl], x[sl], climatology=clim if clim.dim() == 3 else clim[sl])
+        acc.update(p[sl], y[sl], x[sl], climatology=clim if clim.dim() == 3 else clim[sl],
+                   extrapolation=None if ready is None else ready[sl])
     return acc.compute()
 
 
@@ -692,7 +911,7 @@ def evaluate_forecast(pred: ArrayLike, true: ArrayLike, inputs: ArrayLike, *, cl
 def per_lead_time_rows(results: Dict[str, Any]) -> List[Dict[str, Any]]:
     """Flatten :func:`evaluate_forecast`'s result to one row per forecast and lead time:
     ``{"forecast": "model", "lead_time": 1, "mse": ..., "csi@0.5": ..., ...}`` (lead times count
-    from 1), in the order model, persistence, climatology."""
+    from 1), in the order model, persistence, climatology, extrapolation."""
     if not isinstance(results, dict):
         raise TypeError(f"results must be the dict evaluate_forecast returns, got {type(results).__name__}")
     rows: List[Dict[str, Any]] = []
