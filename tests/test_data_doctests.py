@@ -3,10 +3,10 @@ import doctest
 
 import pytest
 
-from convlstm.data import finite, mnist, readers, scalers, windows
+from convlstm.data import finite, mnist, readers, scalers, units, windows
 
 
-@pytest.mark.parametrize("module", [finite, mnist, readers, scalers, windows],
+@pytest.mark.parametrize("module", [finite, mnist, readers, scalers, units, windows],
                          ids=lambda m: m.__name__)
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from convlstm.data import (Log1pScaler, MinMaxScaler, NoScaler, StandardScaler, WindowDataset,
+from convlstm.data import (DBScaler, Log1pScaler, MinMaxScaler, NoScaler, StandardScaler, WindowDataset,
                            chronological_split, make_scaler, scaler_from_state_dict)
 
-ALL = ["minmax", "standard", "log1p", "none"]
+ALL = ["minmax", "standard", "log1p", "db", "none"]
 
 
 def series(n_time=30, seed=0):
@@ -162,8 +162,9 @@ def test_make_scaler_names_and_errors():
     assert isinstance(make_scaler("Standard"), StandardScaler)
     assert isinstance(make_scaler("log1p"), Log1pScaler)
     assert isinstance(make_scaler("none"), NoScaler) and isinstance(make_scaler(None), NoScaler)
+    assert isinstance(make_scaler("db"), DBScaler)
     with pytest.raises(ValueError, match=r"name must be one of \['minmax', 'standard', 'log1p', "
-                                         r"'none'\], got 'zscore'"):
+                                         r"'db', 'none'\], got 'zscore'"):
         make_scaler("zscore")
 
 

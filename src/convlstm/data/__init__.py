@@ -1,6 +1,7 @@
 """Data for forecasting with ConvLSTM: readers for grid files, sliding windows and a lazy window
 dataset, chronological splits with no leakage, per-channel scalers fitted on the training part,
-NaN checks, and Moving MNIST built from the MNIST digits bundled with the package.
+NaN checks, physical units (stored values -> mm/h, dBZ; Z-R relations), and Moving MNIST built
+from the MNIST digits bundled with the package.
 
 The canonical layout of a series is a ``(time, rows, cols, channels)`` array; samples are
 ``(samples, steps, rows, cols, channels)``.
@@ -8,15 +9,19 @@ The canonical layout of a series is a ``(time, rows, cols, channels)`` array; sa
 from .finite import check_finite
 from .mnist import load_mnist_digits, load_mnist_test_seq, moving_mnist, read_idx
 from .readers import LAYOUTS, LazyGrid, hours_of_day, load_grid, load_timestamps
-from .scalers import (SCALERS, Log1pScaler, MinMaxScaler, NoScaler, Scaler, StandardScaler,
+from .scalers import (SCALERS, DBScaler, Log1pScaler, MinMaxScaler, NoScaler, Scaler, StandardScaler,
                       make_scaler, scaler_from_state_dict)
+from .units import (TRANSFORMS, ConvertedSeries, UnitConversion, accumulation_to_rate, rate_to_accumulation,
+                    rate_to_reflectivity, reflectivity_to_rate)
 from .windows import WindowDataset, chronological_split, num_windows, sliding_windows
 
 __all__ = [
     "load_grid", "load_timestamps", "hours_of_day", "LazyGrid", "LAYOUTS",
     "sliding_windows", "num_windows", "WindowDataset", "chronological_split",
-    "Scaler", "MinMaxScaler", "StandardScaler", "Log1pScaler", "NoScaler", "make_scaler",
+    "Scaler", "MinMaxScaler", "StandardScaler", "Log1pScaler", "DBScaler", "NoScaler", "make_scaler",
     "scaler_from_state_dict", "SCALERS",
+    "UnitConversion", "ConvertedSeries", "TRANSFORMS", "reflectivity_to_rate", "rate_to_reflectivity",
+    "accumulation_to_rate", "rate_to_accumulation",
     "check_finite",
     "load_mnist_digits", "moving_mnist", "load_mnist_test_seq", "read_idx",
 ]

@@ -9,7 +9,7 @@ import torch
 
 from ._checks import check_int, check_number, series_shape, to_numpy
 
-__all__ = ["Scaler", "MinMaxScaler", "StandardScaler", "Log1pScaler", "NoScaler", "make_scaler",
+__all__ = ["Scaler", "MinMaxScaler", "StandardScaler", "Log1pScaler", "DBScaler", "NoScaler", "make_scaler",
            "scaler_from_state_dict", "SCALERS"]
 
 _CHUNK_BYTES = 32 * 2 ** 20
@@ -387,6 +387,110 @@ class Log1pScaler(_RangeMixin, Scaler):
         return torch.expm1(z) if is_torch else np.expm1(z)
 
 
+class DBScaler(_RangeMixin, Scaler):
+    r"""For rain rates and other non-negative intensities spanning orders of magnitude: pysteps's
+    decibel transform (``pysteps.utils.transformation.dB_transform``) with a rain/no-rain
+    threshold, then min-max scaling of each channel to [0, 1].
+
+    With :math:`\theta_c` the threshold of channel :math:`c` and the pysteps zero value
+    :math:`z_c = 10 \log_{10}\theta_c - 5` dB:
+
+    .. math::
+        d(x) = \begin{cases} 10 \log_{10} x & x \ge \theta_c \\ z_c & x < \theta_c \end{cases},
+        \qquad y = \frac{d(x) - z_c}{10 \log_{10} \max_c - z_c}
+
+    and back with :math:`x = 10^{d/10}` where :math:`d \ge 10\log_{10}\theta_c - 10^{-4}`, else 0
+    (pysteps's inverse sets values below the threshold to 0; the :math:`10^{-4}` dB margin keeps
+    a value exactly at the threshold from rounding to 0 in float32). Every training value at or
+    above the threshold and every 0 round-trips; values in :math:`(0, \theta_c)` become 0.
+
+    Args:
+        threshold (float, optional): :math:`\theta` in data units (pysteps's examples use
+            0.1 mm/h). ``None`` (default): fitted, per channel, as the smallest positive value of
+            the training part, so that no training value but 0 falls below it.
+
+    Fitting refuses negative values and a channel with no value at or above the threshold.
+
+    Shape:
+        any ``(*, channels)``, numpy or torch; output has the input's shape.
+
+    Example::
+
+        >>> s = DBScaler().fit(np.array([[0.0], [0.1], [10.0]]))   # threshold 0.1 mm/h: -10 dB
+        >>> s.transform(np.array([[0.0], [0.1], [10.0]])).ravel()     # z = -15 dB, max 10 dB
+        array([0. , 0.2, 1. ])
+    """
+
+    name = "db"
+    _params = ("threshold", "db_max")
+    #: dB below the threshold's for values under it (pysteps's default zero value)
+    ZERO_OFFSET_DB = 5.0
+    _MARGIN_DB = 1e-4
+
+    def __init__(self, threshold: Optional[float] = None) -> None:
+        super().__init__()
+        if threshold is not None:
+            threshold = check_number("threshold", threshold)
+            if threshold <= 0:
+                raise ValueError(f"threshold must be a positive value in data units (e.g. 0.1 mm/h), got {threshold:g}")
+        self.given_threshold = threshold
+        self.threshold: Optional[np.ndarray] = None
+        self.db_max: Optional[np.ndarray] = None
+
+    def _config(self) -> Dict[str, Any]:
+        return {"given_threshold": self.given_threshold}
+
+    def _load_config(self, state: Dict[str, Any]) -> None:
+        self.given_threshold = state.get("given_threshold")
+
+    def _reset(self, channels: int) -> None:
+        super()._reset(channels)
+        self._min_pos = np.full(channels, np.inf)
+
+    def _update(self, chunk: np.ndarray) -> None:
+        super()._update(chunk)
+        if chunk.size:
+            self._min_pos = np.minimum(self._min_pos, np.where(chunk > 0, chunk, np.inf).min(axis=0))
+
+    def _finish(self) -> None:
+        if (self._lo < 0).any():
+            c = int(np.argmax(self._lo < 0))
+            raise ValueError(f"DBScaler is for non-negative data (rain rates), but channel {c} of the series has "
+                             f"minimum {self._lo[c]:g}; use make_scaler('standard') or 'minmax' instead")
+        thr = self._min_pos if self.given_threshold is None else np.full_like(self._lo, self.given_threshold)
+        bad = ~(self._hi >= thr)
+        if bad.any():
+            c = int(np.argmax(bad))
+            raise ValueError(f"DBScaler: channel {c} has no training value at or above the threshold "
+                             f"({'none is positive' if not np.isfinite(thr[c]) else f'{thr[c]:g}'}; its maximum is "
+                             f"{self._hi[c]:g}); give a smaller threshold or use another scaler")
+        self.threshold, self.db_max = thr, 10.0 * np.log10(self._hi)
+
+    @property
+    def zerovalue(self) -> np.ndarray:
+        """:math:`z_c = 10\\log_{10}\\theta_c - 5` dB, per channel."""
+        return 10.0 * np.log10(self.threshold) - self.ZERO_OFFSET_DB
+
+    @property
+    def _span(self) -> np.ndarray:
+        return self.db_max - self.zerovalue  # > 5 dB: db_max >= the threshold's dB
+
+    def _forward(self, x: Any, is_torch: bool) -> Any:
+        thr, zero = self._p(self.threshold, x, is_torch), self._p(self.zerovalue, x, is_torch)
+        if is_torch:
+            d = torch.where(x >= thr, 10.0 * torch.log10(torch.maximum(x, thr)), zero)
+        else:
+            d = np.where(x >= thr, 10.0 * np.log10(np.maximum(x, thr)), zero)
+        return (d - zero) / self._p(self._span, x, is_torch)
+
+    def _backward(self, x: Any, is_torch: bool) -> Any:
+        d = x * self._p(self._span, x, is_torch) + self._p(self.zerovalue, x, is_torch)
+        cut = self._p(10.0 * np.log10(self.threshold) - self._MARGIN_DB, x, is_torch)
+        if is_torch:
+            return torch.where(d >= cut, 10.0 ** (d / 10.0), torch.zeros_like(d))
+        return np.where(d >= cut, 10.0 ** (d / 10.0), 0.0).astype(x.dtype, copy=False)
+
+
 class NoScaler(Scaler):
     """The identity: ``transform`` and ``inverse_transform`` return their input (integers
     become float32, as with the other scalers). ``fit`` only records the channel count, and
@@ -421,12 +525,13 @@ class NoScaler(Scaler):
         return x
 
 
-SCALERS = {cls.name: cls for cls in (MinMaxScaler, StandardScaler, Log1pScaler, NoScaler)}
+SCALERS = {cls.name: cls for cls in (MinMaxScaler, StandardScaler, Log1pScaler, DBScaler, NoScaler)}
 
 
 def make_scaler(name: Optional[str], **kwargs: Any) -> Scaler:
-    """Build a scaler by name: ``"minmax"``, ``"standard"``, ``"log1p"`` or ``"none"`` (``None``
-    is ``"none"``); ``kwargs`` go to its constructor (``feature_range`` for ``"minmax"``).
+    """Build a scaler by name: ``"minmax"``, ``"standard"``, ``"log1p"``, ``"db"`` or ``"none"``
+    (``None`` is ``"none"``); ``kwargs`` go to its constructor (``feature_range`` for
+    ``"minmax"``, ``threshold`` for ``"db"``).
 
     Example::
 
