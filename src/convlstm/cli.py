@@ -34,6 +34,12 @@ examples:
   # a variable of a netCDF file stored (time, rows, cols); radar rainfall in mm/h
   convlstm fit radar.nc --key rain --layout THW --scaler log1p --thresholds 0.5 2 5 --units mm/h
 
+  # radar stored as integers (mm per 5 minutes x 100) -> mm/h; CSI/ETS at 1 and 5 mm/h, FSS over
+  # 10 pixels, beside pysteps's optical-flow extrapolation (pip install "convlstm[radar]")
+  convlstm fit knmi.npz --key precip_mm_x100 --layout THW --scale 0.01 --transform accumulation-to-rate \\
+      --interval-minutes 5 --scaler db --thresholds 1 5 --fss-scales 10 --units mm/h \\
+      --baselines persistence climatology extrapolation
+
   # sharper forecasts: MSE + 0.5 (1 - SSIM); or radar rain weighted by intensity (mm/h thresholds)
   convlstm fit flow.npy --loss mse+ssim --loss-option ssim_weight=0.5
   convlstm fit radar.nc --key rain --layout THW --scaler log1p --loss balanced \\
@@ -115,6 +121,9 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
 
 def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
+    from .extrapolation import MOTION_METHODS
+    from .data.units import TRANSFORMS
+    from .metrics import BASELINES
     from .training.config import LAYOUTS, LOSSES, PRECISIONS, SCALER_NAMES, SCHEDULERS, FitConfig
 
     d = FitConfig()
@@ -144,10 +153,25 @@ def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
     add(g, "--split", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"), default=" ".join(map(str, d.split)),
         help="chronological fractions of the time axis; no sample crosses a boundary")
     add(g, "--scaler", choices=SCALER_NAMES, default=d.scaler,
-        help="per-channel scaling fitted on the training part only (log1p for counts and rain)")
+        help="per-channel scaling fitted on the training part only (log1p for counts and rain; db: pysteps's "
+             "decibel transform with a no-rain threshold, for rain rates)")
     add(g, "--fill-nan", type=float, metavar="VALUE", help="replace NaN/inf by VALUE (otherwise they are an error)")
     add(g, "--batch-size", type=int, metavar="N", default=d.batch_size, help="samples per batch (per device)")
     add(g, "--num-workers", type=int, metavar="N", default=d.num_workers, help="data loader worker processes")
+    g = p.add_argument_group("physical units (value = stored * scale + offset, then --transform; thresholds, "
+                             "metrics, pictures and forecasts are in these units)")
+    add(g, "--scale", type=float, metavar="S", default=d.scale, help="multiply the stored values by S")
+    add(g, "--offset", type=float, metavar="O", default=d.offset, help="then add O")
+    add(g, "--transform", choices=TRANSFORMS, default=d.transform,
+        help="then convert: dBZ <-> rain rate in mm/h through Z = a R^b, or an accumulation per interval "
+             "<-> mm/h")
+    add(g, "--zr-a", type=float, metavar="A", default=d.zr_a, help="a of Z = a R^b (Marshall-Palmer)")
+    add(g, "--zr-b", type=float, metavar="B", default=d.zr_b, help="b of Z = a R^b (Marshall-Palmer)")
+    add(g, "--interval-minutes", type=float, metavar="MIN",
+        help="the accumulation interval, for accumulation-to-rate and rate-to-accumulation")
+    add(g, "--nonnegative", action=argparse.BooleanOptionalAction,
+        help="clamp forecasts at 0 in data units, or not (default: on when the training part has no negative "
+             "value, as counts and rain; the log says which)")
     g = p.add_argument_group("model")
     add(g, "--model", metavar="NAME", default=d.model, help="a model name; `convlstm models` lists them")
     p.add_argument("--model-option", dest="model_option", action="append", type=_model_option, default=S,
@@ -192,7 +216,14 @@ def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
     add(g, "--no-evaluate", dest="evaluate", action="store_false",
         help="do not score the test part nor draw pictures after training")
     add(g, "--thresholds", type=float, nargs="+", metavar="T",
-        help="event thresholds (data units) for CSI, POD and FAR")
+        help="event thresholds (data units) for CSI, POD, FAR, ETS and FSS (an event is a value >= T)")
+    add(g, "--fss-scales", type=int, nargs="+", metavar="PIXELS",
+        help="window widths in pixels for the fractions skill score at each threshold")
+    add(g, "--baselines", nargs="+", choices=BASELINES, metavar="NAME", default=" ".join(d.baselines),
+        help=f"forecasts scored beside the model: {', '.join(BASELINES)} (pysteps's optical-flow nowcast; "
+             f"pip install \"convlstm[radar]\")")
+    add(g, "--extrapolation-method", choices=MOTION_METHODS, metavar="METHOD", default=d.extrapolation_method,
+        help=f"pysteps's motion method for the extrapolation baseline: {', '.join(MOTION_METHODS)}")
     add(g, "--units", metavar="TEXT", help="units of the data, for the colour bars (e.g. mm/h)")
     add(g, "--samples", type=int, metavar="N", default=d.samples, help="samples drawn in forecast.png")
     add(g, "--no-progress", dest="progress", action="store_false", help="no progress bar")
@@ -205,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="ConvLSTM forecasting for grid time series: train, evaluate and forecast from the shell.",
         epilog=MAIN_EPILOG)
     from . import __version__
+    from .extrapolation import MOTION_METHODS
+    from .metrics import BASELINES
     from .training.config import LAYOUTS
 
     parser.add_argument("--version", action="version", version=f"convlstm {__version__}")
@@ -248,7 +281,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--part", default="test", choices=("train", "val", "test"), help="which part to score")
     p.add_argument("--out-dir", default=None, metavar="DIR", help="where to write (default: the run folder)")
     p.add_argument("--thresholds", type=float, nargs="+", default=(), metavar="T",
-                   help="event thresholds (data units) for CSI, POD, FAR")
+                   help="event thresholds (data units) for CSI, POD, FAR, ETS and FSS (an event is a value >= T)")
+    p.add_argument("--fss-scales", type=int, nargs="+", default=(), metavar="PIXELS",
+                   help="window widths in pixels for the fractions skill score at each threshold")
+    p.add_argument("--baselines", nargs="+", choices=BASELINES, default=["persistence", "climatology"],
+                   metavar="NAME", help=f"forecasts scored beside the model: {', '.join(BASELINES)} (pysteps's "
+                                        f"optical-flow nowcast; pip install \"convlstm[radar]\") (default: "
+                                        f"persistence climatology)")
+    p.add_argument("--extrapolation-method", choices=MOTION_METHODS, default="lucaskanade", metavar="METHOD",
+                   help=f"pysteps's motion method for the extrapolation baseline: {', '.join(MOTION_METHODS)}")
+    p.add_argument("--nonnegative", action=argparse.BooleanOptionalAction, default=None,
+                   help="clamp the forecasts at 0, or not (default: as decided in training)")
     p.add_argument("--units", default="", help="units for the colour bars")
     p.add_argument("--samples", type=int, default=3, help="samples drawn in forecast.png")
     p.add_argument("--batch-size", type=int, default=None, help="samples per batch (default: training's)")
@@ -271,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stride", type=int, default=1, help="steps between windows with --all-windows")
     p.add_argument("--batch-size", type=int, default=16, help="samples per batch")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    p.add_argument("--nonnegative", action=argparse.BooleanOptionalAction, default=None,
+                   help="clamp the forecasts at 0, or not (default: as decided in training)")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("convert", formatter_class=_Formatter, help="convert a Keras model file",
@@ -355,7 +400,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     results = evaluate(args.checkpoint, data=args.data, key=args.key, layout=args.layout, part=args.part,
                        out_dir=args.out_dir, thresholds=args.thresholds, units=args.units, samples=args.samples,
-                       batch_size=args.batch_size, device=args.device)
+                       batch_size=args.batch_size, device=args.device, baselines=args.baselines,
+                       fss_scales=args.fss_scales, extrapolation_method=args.extrapolation_method,
+                       nonnegative=args.nonnegative)
     print(format_results(results))
     from .training.api import _run_dir_of, find_checkpoint
 
@@ -367,7 +414,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from .training import predict
 
     out = predict(args.checkpoint, args.inputs, args.out, key=args.key, layout=args.layout,
-                  all_windows=args.all_windows, stride=args.stride, batch_size=args.batch_size, device=args.device)
+                  all_windows=args.all_windows, stride=args.stride, batch_size=args.batch_size, device=args.device,
+                  nonnegative=args.nonnegative)
     print(f"wrote {out}")
     return 0
 
@@ -411,8 +459,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ImportError as exc:
         if os.environ.get("CONVLSTM_DEBUG"):
             raise
-        print(f"convlstm {args.command}: error: {exc}; install the training extras: pip install 'convlstm[train]'",
-              file=sys.stderr)
+        hint = "" if "pip install" in str(exc) else "; install the training extras: pip install 'convlstm[train]'"
+        print(f"convlstm {args.command}: error: {exc}{hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"convlstm {args.command}: interrupted", file=sys.stderr)

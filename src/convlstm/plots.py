@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -105,12 +105,14 @@ def _finite_range(*arrays: np.ndarray) -> tuple:
 
 
 def plot_forecast(inputs: Any, true: Any, pred: Any, path: PathLike, *, samples: Union[int, Sequence[int]] = 3,
-                  units: str = "", channel: int = 0, title: Optional[str] = None, cmap: str = "viridis") -> Path:
+                  units: str = "", channel: int = 0, title: Optional[str] = None, cmap: str = "viridis",
+                  baselines: Optional[Mapping[str, Any]] = None) -> Path:
     r"""Save a PNG grid comparing forecasts with the truth.
 
     For each chosen sample three rows: the input frames, the true frames and the forecast frames
-    (one column per time step / lead time), all on one colour scale (the finite min and max of
-    everything shown) with one colour bar labelled ``units``.
+    (one column per time step / lead time), then one row per entry of ``baselines`` (e.g. the
+    extrapolation nowcast), all on one colour scale (the finite min and max of everything shown)
+    with one colour bar labelled ``units``.
 
     Args:
         inputs: :math:`(N, T_{in}, H, W, C)`.
@@ -121,6 +123,8 @@ def plot_forecast(inputs: Any, true: Any, pred: Any, path: PathLike, *, samples:
         channel: the channel shown.
         title: figure title.
         cmap: matplotlib colour map name.
+        baselines: ``{name: forecast}`` with forecasts shaped like ``pred``, drawn as extra rows
+            labelled ``name`` below the model's forecast.
 
     Returns:
         The path written.
@@ -128,6 +132,15 @@ def plot_forecast(inputs: Any, true: Any, pred: Any, path: PathLike, *, samples:
     x, y, p = _array(inputs, "inputs"), _array(true, "true"), _array(pred, "pred")
     if y.shape != p.shape:
         raise ValueError(f"true and pred must have the same shape, got {y.shape} and {p.shape}")
+    if baselines is not None and not isinstance(baselines, Mapping):
+        raise TypeError(f"baselines must be a dict {{name: forecast}}, got {type(baselines).__name__}")
+    extra = {}
+    for name, forecast in (baselines or {}).items():
+        if not isinstance(name, str):
+            raise TypeError(f"baselines keys must be names (str), got {name!r}")
+        extra[name] = _array(forecast, f"baselines[{name!r}]")
+        if extra[name].shape != p.shape:
+            raise ValueError(f"baselines[{name!r}] must be shaped like pred {p.shape}, got {extra[name].shape}")
     if x.shape[0] != y.shape[0] or x.shape[2:] != y.shape[2:]:
         raise ValueError(f"inputs {x.shape} and true {y.shape} must agree in samples, rows, cols and channels")
     if not isinstance(units, str):
@@ -138,19 +151,22 @@ def plot_forecast(inputs: Any, true: Any, pred: Any, path: PathLike, *, samples:
     ch = _channel(channel, y.shape[-1])
     idx = _sample_indices(samples, y.shape[0])
     x, y, p = x[idx, ..., ch], y[idx, ..., ch], p[idx, ..., ch]
-    vmin, vmax = _finite_range(x, y, p)
+    extra = {name: e[idx, ..., ch] for name, e in extra.items()}
+    vmin, vmax = _finite_range(x, y, p, *extra.values())
     t_in, lead = x.shape[1], y.shape[1]
     cols = max(t_in, lead)
-    rows = 3 * len(idx)
+    per_sample = 3 + len(extra)
+    rows = per_sample * len(idx)
     aspect = y.shape[3] / y.shape[2]
     fig = _figure(1.4 * cols * aspect + 1.2, 1.4 * rows + (0.5 if title else 0.2))
     axes = fig.subplots(rows, cols, squeeze=False)
     image = None
     for k, s in enumerate(idx):
-        for r, (label, frames, prefix) in enumerate((("inputs", x[k], "t"), ("truth", y[k], "+"),
-                                                     ("forecast", p[k], "+"))):
+        panels = [("inputs", x[k], "t"), ("truth", y[k], "+"), ("forecast", p[k], "+")]
+        panels += [(name, e[k], "+") for name, e in extra.items()]
+        for r, (label, frames, prefix) in enumerate(panels):
             for c in range(cols):
-                ax = axes[3 * k + r, c]
+                ax = axes[per_sample * k + r, c]
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if c >= frames.shape[0]:

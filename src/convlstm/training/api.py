@@ -65,7 +65,7 @@ def _datamodule_from_config(cfg: FitConfig) -> GridDataModule:
     return GridDataModule(path=cfg.data, key=cfg.key, layout=cfg.layout, input_steps=cfg.input_steps,
                           output_steps=cfg.output_steps, stride=cfg.stride, gap=cfg.gap, split=cfg.split,
                           scaler=cfg.scaler, fill_nan=cfg.fill_nan, batch_size=cfg.batch_size,
-                          num_workers=cfg.num_workers)
+                          num_workers=cfg.num_workers, conversion=cfg.conversion(), nonnegative=cfg.nonnegative)
 
 
 def fit(config: Union[None, FitConfig, Mapping[str, Any], PathLike] = None, *,
@@ -136,6 +136,10 @@ def _fit(cfg: FitConfig, *, datamodule: Optional[GridDataModule] = None, model: 
     dm = datamodule if datamodule is not None else _datamodule_from_config(cfg)
     dm.setup("fit")
     if rank == 0:
+        if not dm.conversion.is_identity:
+            print(f"convlstm fit: data in physical units: {dm.conversion.describe()}")
+        print(f"convlstm fit: forecasts {'are' if dm.nonnegative else 'are not'} clamped at 0 "
+              f"({dm.nonnegative_reason})")
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg.replace(run_dir=str(run_dir)), run_dir / "config.yaml")
     module = ForecastModule(model if model is not None else cfg.model, model_options=cfg.model_options,
@@ -172,7 +176,8 @@ def _fit(cfg: FitConfig, *, datamodule: Optional[GridDataModule] = None, model: 
             print(f"convlstm: no test part (split={cfg.split}); skipping evaluation")
         else:
             results = evaluate(run_dir, datamodule=dm, model=model, thresholds=cfg.thresholds, units=cfg.units,
-                               samples=cfg.samples, history=history.history)
+                               samples=cfg.samples, history=history.history, baselines=cfg.baselines,
+                               fss_scales=cfg.fss_scales, extrapolation_method=cfg.extrapolation_method)
     return run_dir, results
 
 
@@ -223,9 +228,11 @@ def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional
              layout: Optional[str] = None, datamodule: Optional[GridDataModule] = None,
              model: Optional[nn.Module] = None, part: str = "test", out_dir: Optional[PathLike] = None,
              thresholds: Sequence[float] = (), units: str = "", samples: int = 3, batch_size: Optional[int] = None,
-             device: Optional[str] = None, plots: bool = True, history: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """Score a trained model on the ``part`` (``"test"``) of its data, beside persistence and
-    climatology, in the data's own units; write ``metrics.json``,
+             device: Optional[str] = None, plots: bool = True, history: Optional[Dict[str, Any]] = None,
+             baselines: Sequence[str] = ("persistence", "climatology"), fss_scales: Sequence[int] = (),
+             extrapolation_method: str = "lucaskanade", nonnegative: Optional[bool] = None) -> Dict[str, Any]:
+    """Score a trained model on the ``part`` (``"test"``) of its data, beside the ``baselines``,
+    in the data's own (physical) units; write ``metrics.json``,
     ``metrics_per_lead_time.csv``, ``forecast.png``, ``forecast.gif`` and ``learning_curve.png``
     into ``out_dir`` (default: the run folder). Returns the metrics dict
     (:func:`convlstm.metrics.evaluate_forecast`'s).
@@ -233,15 +240,34 @@ def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional
     Args:
         source: a run folder or a ``.ckpt`` file.
         data, key, layout: another grid file to evaluate on (default: the file it was trained
-            on); it is split and scaled as in training.
+            on); it is read, split and scaled as in training (same unit conversion).
         datamodule: a ready :class:`GridDataModule` instead.
-        thresholds: CSI/POD/FAR thresholds in the data's units.
+        thresholds: CSI/POD/FAR/ETS (and FSS) thresholds in the data's units.
+        baselines: any of ``persistence``, ``climatology``, ``extrapolation`` (pysteps's
+            optical-flow extrapolation, ``pip install "convlstm[radar]"``), each a row in the
+            metrics and in ``forecast.png`` (extrapolation).
+        fss_scales: FSS window widths in pixels (FSS at every threshold and scale).
+        extrapolation_method: pysteps's optical-flow method for the extrapolation baseline.
+        nonnegative: clamp the model's forecasts at 0 (in data units); ``None``: as the
+            checkpoint's data state says (decided at training, see :class:`GridDataModule`).
     """
     from .. import metrics as _metrics
     from .. import plots as _plots
 
     if part not in ("train", "val", "test"):
         raise ValueError(f"part must be 'train', 'val' or 'test', got {part!r}")
+    baselines = [baselines] if isinstance(baselines, str) else list(baselines)
+    unknown = [b for b in baselines if b not in _metrics.BASELINES]
+    if unknown:
+        raise ValueError(f"baselines: unknown baseline(s) {unknown}; choose from {', '.join(_metrics.BASELINES)}")
+    if nonnegative is not None and not isinstance(nonnegative, bool):
+        raise ValueError(f"nonnegative must be True, False or None (as in training), got {nonnegative!r}")
+    extrapolate = "extrapolation" in baselines
+    if extrapolate:
+        from ..extrapolation import _check_method, require_pysteps
+
+        extrapolation_method = _check_method(extrapolation_method)
+        require_pysteps()  # fail before any forecast is made
     ckpt_path = find_checkpoint(source)
     module, ckpt = load_module(ckpt_path, model=model)
     state = ckpt.get("GridDataModule") or {}
@@ -256,6 +282,10 @@ def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional
     dm.setup("test")
     if part not in dm.datasets:
         raise ValueError(f"the {part} part of the data is empty (split={list(dm.split)})")
+    clamp = dm.nonnegative if nonnegative is None else nonnegative
+    if clamp:
+        print(f"convlstm evaluate: forecasts clamped at 0 "
+              f"({dm.nonnegative_reason if nonnegative is None else 'nonnegative=True was given'})")
     dev = _device(device)
     module.to(dev)
     lo, hi = dm.value_range
@@ -269,11 +299,18 @@ def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional
               f"window; reporting MSE, MAE and RMSE only")
     else:
         acc = _metrics.MetricAccumulator(data_range=data_range, thresholds=tuple(thresholds),
-                                         climatology=torch.as_tensor(dm.climatology))
-    if dm.climatology_by_hour is not None:
+                                         climatology=torch.as_tensor(dm.climatology), scales=tuple(fss_scales))
+    if dm.climatology_by_hour is not None and "climatology" in baselines:
         print("convlstm evaluate: climatology is the training mean of each cell at each hour of the day "
               "(from the file's time stamps)")
-    keep_x, keep_y, keep_p = [], [], []
+    unseen = dm.unseen_target_hours(part) if "climatology" in baselines else []
+    if unseen:
+        print(f"convlstm evaluate: hour(s) {unseen} of the {part} targets never occur in the training part; their "
+              f"climatology is the mean training frame")
+    if extrapolate:
+        print(f"convlstm evaluate: extrapolation baseline: pysteps {extrapolation_method} motion from the "
+              f"{dm.input_steps} input frames, semi-Lagrangian advection of the last one")
+    keep_x, keep_y, keep_p, keep_e = [], [], [], []
     kept = seen = 0
     with torch.no_grad():
         for x, y in dm.dataloader(part):
@@ -282,19 +319,36 @@ def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional
             x_u = dm.inverse_transform(x.float()).cpu()
             y_u = dm.inverse_transform(y.float())
             p_u = dm.inverse_transform(pred).cpu()
+            if clamp:
+                p_u = p_u.clamp_min(0.0)
+            ext = None
+            if extrapolate:
+                ext = torch.from_numpy(_metrics.extrapolation_forecast(x_u, y_u.shape[1], method=extrapolation_method,
+                                                                       gap=dm.gap))
             clim = dm.target_climatology(part, seen, x.shape[0])  # None: the mean training frame
             seen += x.shape[0]
-            acc.update(p_u, y_u, x_u, climatology=None if clim is None else torch.from_numpy(clim))
+            acc.update(p_u, y_u, x_u, climatology=None if clim is None else torch.from_numpy(clim),
+                       extrapolation=ext)
             if kept < samples:
                 n = min(samples - kept, x.shape[0])
                 keep_x.append(x_u[:n].numpy()); keep_y.append(y_u[:n].numpy()); keep_p.append(p_u[:n].numpy())
+                if ext is not None:
+                    keep_e.append(ext[:n].numpy())
                 kept += n
     results = acc.compute()
+    for name in ("persistence", "climatology"):  # computed anyway (cheap); kept only when asked for
+        if name not in baselines:
+            results.pop(name, None)
+            results.pop(f"skill_vs_{name}", None)
+    if unseen and "climatology" in results:
+        results["climatology"]["hours_without_training_data"] = unseen
     out = Path(out_dir) if out_dir is not None else _run_dir_of(ckpt_path)
     _metrics.write_metrics(results, out)
     if plots:
         xs, ys, ps = (np.concatenate(a) for a in (keep_x, keep_y, keep_p))
-        _plots.plot_forecast(xs, ys, ps, out / "forecast.png", samples=min(samples, len(xs)), units=units)
+        rows_extra = {"extrapolation": np.concatenate(keep_e)} if keep_e else None
+        _plots.plot_forecast(xs, ys, ps, out / "forecast.png", samples=min(samples, len(xs)), units=units,
+                             baselines=rows_extra)
         _plots.animate_forecast(ys, ps, out / "forecast.gif", units=units)
         if history is None:
             history = (ckpt.get("callbacks") or {}).get("HistoryCallback")
@@ -304,9 +358,9 @@ def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional
 
 
 class _ErrorAccumulator:
-    """MSE, MAE and RMSE (overall and per lead time) of the model, persistence and climatology, in
-    the layout of :func:`convlstm.metrics.evaluate_forecast`: the fallback for frames too small for
-    SSIM."""
+    """MSE, MAE and RMSE (overall and per lead time) of the model, persistence, climatology (and
+    extrapolation, when given), in the layout of :func:`convlstm.metrics.evaluate_forecast`: the
+    fallback for frames too small for SSIM."""
 
     def __init__(self, climatology: torch.Tensor) -> None:
         self.climatology = climatology.double()
@@ -314,11 +368,13 @@ class _ErrorAccumulator:
         self.count = 0
 
     def update(self, pred: torch.Tensor, true: torch.Tensor, inputs: torch.Tensor,
-               climatology: Optional[torch.Tensor] = None) -> None:
+               climatology: Optional[torch.Tensor] = None, extrapolation: Optional[torch.Tensor] = None) -> None:
         y = true.double()
         clim = self.climatology if climatology is None else climatology.double()
         forecasts = {"model": pred.double(), "persistence": inputs[:, -1:].double().expand_as(y),
                      "climatology": clim.expand_as(y)}
+        if extrapolation is not None:
+            forecasts["extrapolation"] = extrapolation.double()
         for name, f in forecasts.items():
             d = f - y
             sq, ab = (d * d).sum(dim=(0, 2, 3, 4)), d.abs().sum(dim=(0, 2, 3, 4))
@@ -336,20 +392,31 @@ class _ErrorAccumulator:
             mse = float(sum(mse_t) / len(mse_t))
             out[name] = {"mse": mse, "mae": float(sum(mae_t) / len(mae_t)), "rmse": math.sqrt(mse),
                          "per_lead_time": {"mse": mse_t, "mae": mae_t, "rmse": [math.sqrt(v) for v in mse_t]}}
-        out["skill_vs_persistence"] = {
-            m: (1 - out["model"][m] / out["persistence"][m]) if out["persistence"][m] else float("nan")
-            for m in ("mse", "mae", "rmse")}
+        for ref in ("persistence", "extrapolation"):
+            if ref in out:
+                out[f"skill_vs_{ref}"] = {
+                    m: (1 - out["model"][m] / out[ref][m]) if out[ref][m] else float("nan")
+                    for m in ("mse", "mae", "rmse")}
         return out
 
 
 def format_results(results: Dict[str, Any], metrics: Sequence[str] = ("mse", "mae", "rmse", "ssim", "psnr")) -> str:
-    """A small text table: one row per forecast (model, persistence, climatology), and the
-    model's MSE relative to each baseline."""
-    names = [n for n in ("model", "persistence", "climatology") if n in results]
+    """Small text tables: one row per forecast (model, persistence, climatology, extrapolation)
+    with ``metrics``; then, when thresholds were scored, one row per event score (``csi@THR``,
+    ``pod@THR``, ``far@THR``, ``ets@THR``, ``fss@THR/SCALE``, overall values) with one column
+    per forecast; then the model's MSE relative to each baseline."""
+    names = [n for n in ("model", "persistence", "climatology", "extrapolation") if n in results]
     cols = [m for m in metrics if m in results["model"]]
-    lines = [f"{'forecast':<12}" + "".join(f"{m:>12}" for m in cols)]
+    lines = [f"{'forecast':<14}" + "".join(f"{m:>12}" for m in cols)]
     for n in names:
-        lines.append(f"{n:<12}" + "".join(f"{_fmt(results[n].get(m)):>12}" for m in cols))
+        lines.append(f"{n:<14}" + "".join(f"{_fmt(results[n].get(m)):>12}" for m in cols))
+    scores = [k for k in results["model"] if "@" in k]
+    if scores:
+        width = max(14, max(len(k) for k in scores) + 2)
+        lines.append("")
+        lines.append(f"{'score':<{width}}" + "".join(f"{n:>14}" for n in names))
+        for k in scores:
+            lines.append(f"{k:<{width}}" + "".join(f"{_fmt(results[n].get(k)):>14}" for n in names))
     for n in names[1:]:
         ref = results[n].get("mse")
         if ref:
@@ -370,9 +437,15 @@ def _fmt(v: Any) -> str:
 # ---------------------------------------------------------------------------------- predict
 def predict(checkpoint: PathLike, inputs: PathLike, out: PathLike, *, key: Optional[str] = None,
             layout: str = "THWC", all_windows: bool = False, stride: int = 1, batch_size: int = 16,
-            device: Optional[str] = None, model: Optional[nn.Module] = None) -> Path:
+            device: Optional[str] = None, model: Optional[nn.Module] = None,
+            nonnegative: Optional[bool] = None) -> Path:
     """Forecast from the grid series in the file ``inputs`` and write the forecasts, in the data's
     units, to ``out`` (``.npy``, or ``.nc`` netCDF with a ``forecast`` variable).
+
+    The file is read as in training: the checkpoint's unit conversion (``scale``, ``offset``,
+    ``transform``) turns its stored values into physical units, and the forecasts come out in
+    those units, clamped at 0 when the checkpoint says ``nonnegative`` (or ``nonnegative=True``
+    is given here; ``False`` turns it off).
 
     By default one forecast: the ``output_steps`` frames after the end of the series, from its
     last ``input_steps`` frames (shape ``(1, T_out, rows, cols, channels)``). With
@@ -393,7 +466,13 @@ def predict(checkpoint: PathLike, inputs: PathLike, out: PathLike, *, key: Optio
         raise ValueError(f"checkpoint {str(ckpt_path)!r} has no data state (GridDataModule) with its scaler")
     scaler = _data.scaler_from_state_dict(state["scaler"])
     t_in = int(state["input_steps"])
-    series = _data.load_grid(inputs, key=key, layout=layout)
+    if nonnegative is not None and not isinstance(nonnegative, bool):
+        raise ValueError(f"nonnegative must be True, False or None (as in training), got {nonnegative!r}")
+    clamp = bool(state.get("nonnegative")) if nonnegative is None else nonnegative
+    from ..data.units import UnitConversion
+
+    series = UnitConversion.from_state_dict(state.get("conversion")).wrap(
+        _data.load_grid(inputs, key=key, layout=layout))
     n = int(series.shape[0])
     frame = list(state["sample_shape"])
     if list(series.shape[1:]) != frame:
@@ -411,7 +490,8 @@ def predict(checkpoint: PathLike, inputs: PathLike, out: PathLike, *, key: Optio
         for b in range(0, len(starts), batch_size):
             xb = np.stack([np.asarray(series[s:s + t_in]) for s in starts[b:b + batch_size]])
             x = scaler.transform(torch.as_tensor(xb, dtype=torch.float32)).to(dev)
-            outs.append(scaler.inverse_transform(module(x).float()).cpu().numpy())
+            fc = scaler.inverse_transform(module(x).float())
+            outs.append((fc.clamp_min(0.0) if clamp else fc).cpu().numpy())
     forecast = np.concatenate(outs).astype(np.float32)
     if suffix == ".npy":
         with atomic_write(out, "wb") as fh:

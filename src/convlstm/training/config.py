@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from ..data.readers import LAYOUTS as _READER_LAYOUTS
+from ..data.units import TRANSFORMS, UnitConversion
+from ..extrapolation import MOTION_METHODS
+from ..metrics import BASELINES
 from ..losses import LOSS_NAMES as _LOSS_NAMES
 from ..losses import get_loss as _get_loss
 
@@ -24,7 +27,7 @@ LOSSES = tuple(_LOSS_NAMES)  # convlstm.losses.LOSS_NAMES
 SCHEDULERS = ("none", "cosine", "plateau", "onecycle")
 PRECISIONS = ("32", "16-mixed", "bf16-mixed", "64")
 LAYOUTS = tuple(_READER_LAYOUTS)  # the layouts the grid readers understand
-SCALER_NAMES = ("minmax", "standard", "log1p", "none")
+SCALER_NAMES = ("minmax", "standard", "log1p", "db", "none")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 
 
@@ -48,8 +51,17 @@ class FitConfig:
         input_steps, output_steps: frames in and frames forecast per sample.
         stride: steps between window starts; gap: steps skipped between input and target.
         split: train, validation and test fractions of the time axis (chronological).
-        scaler: ``minmax``, ``standard``, ``log1p`` or ``none`` (fitted on the training part).
+        scaler: ``minmax``, ``standard``, ``log1p``, ``db`` (pysteps's dB transform, then
+            min-max) or ``none`` (fitted on the training part).
         fill_nan: replace NaN/inf in the data by this number (otherwise they are an error).
+        scale, offset, transform, zr_a, zr_b, interval_minutes: physical units
+            (:class:`convlstm.data.UnitConversion`): ``value = stored * scale + offset``, then
+            ``transform`` (``none``, ``reflectivity-to-rate``, ``rate-to-reflectivity`` with
+            ``Z = zr_a R^zr_b``, Marshall-Palmer 200 and 1.6 by default;
+            ``accumulation-to-rate``, ``rate-to-accumulation`` over ``interval_minutes``).
+            Thresholds, metrics, colour bars and forecasts are then in these units.
+        nonnegative: clamp forecasts at 0 in data units (``True``/``False``; ``None`` = auto: on
+            when the training part has no negative value, as counts and rain).
         batch_size, num_workers: the data loaders'.
     Model:
         model: a name from ``convlstm.models.list_models()``.
@@ -70,8 +82,11 @@ class FitConfig:
     Outputs:
         run_dir (default ``runs/fit-<date>-<time>``), resume (continue from
         ``run_dir/checkpoints/last.ckpt``), evaluate (score the test part and draw the pictures
-        after training), thresholds (CSI/POD/FAR thresholds in data units), units (colour-bar
-        label), samples (samples drawn in forecast.png), progress (progress bar).
+        after training), thresholds (CSI/POD/FAR/ETS/FSS thresholds in data units), fss_scales
+        (FSS window widths in pixels), baselines (scored beside the model: ``persistence``,
+        ``climatology``, ``extrapolation``; the last needs ``convlstm[radar]``),
+        extrapolation_method (pysteps's optical flow: ``lucaskanade``, ``vet``, ...), units
+        (colour-bar label), samples (samples drawn in forecast.png), progress (progress bar).
     """
 
     data: Optional[str] = None
@@ -84,6 +99,13 @@ class FitConfig:
     split: List[float] = field(default_factory=lambda: [0.7, 0.1, 0.2])
     scaler: str = "minmax"
     fill_nan: Optional[float] = None
+    scale: float = 1.0
+    offset: float = 0.0
+    transform: str = "none"
+    zr_a: float = 200.0
+    zr_b: float = 1.6
+    interval_minutes: Optional[float] = None
+    nonnegative: Optional[bool] = None
     batch_size: int = 16
     num_workers: int = 0
     model: str = "keras-nextframe"
@@ -109,6 +131,9 @@ class FitConfig:
     resume: bool = False
     evaluate: bool = True
     thresholds: List[float] = field(default_factory=list)
+    fss_scales: List[int] = field(default_factory=list)
+    baselines: List[str] = field(default_factory=lambda: ["persistence", "climatology"])
+    extrapolation_method: str = "lucaskanade"
     units: str = ""
     samples: int = 3
     progress: bool = True
@@ -173,6 +198,13 @@ class FitConfig:
         self.split = [float(f) for f in split]
         choice("scaler", SCALER_NAMES)
         number("fill_nan", optional=True)
+        number("scale"); number("offset"); number("zr_a", 0.0, strict=True); number("zr_b", 0.0, strict=True)
+        number("interval_minutes", 0.0, optional=True, strict=True)
+        choice("transform", TRANSFORMS)
+        self.conversion()  # scale != 0, interval_minutes given exactly for the accumulation transforms
+        if self.nonnegative is not None and not isinstance(self.nonnegative, bool):
+            raise ValueError(f"nonnegative must be true, false or null (auto: on when the training data has no "
+                             f"negative value); got {self.nonnegative!r}")
         integer("batch_size", 1); integer("num_workers", 0)
         if not isinstance(self.model, str) or not self.model:
             raise ValueError(f"model must be a model name (see `convlstm.models.list_models()`); got {self.model!r}")
@@ -239,8 +271,33 @@ class FitConfig:
         if not isinstance(th, (list, tuple)) or not all(_is_num(t) and math.isfinite(float(t)) for t in th):
             raise ValueError(f"thresholds must be a list of numbers (in the data's units); got {self.thresholds!r}")
         self.thresholds = [float(t) for t in th]
+        sc = self.fss_scales
+        sc = [] if sc is None else ([sc] if _is_int(sc) else sc)
+        if not isinstance(sc, (list, tuple)) or not all(_is_int(v) and v >= 1 for v in sc):
+            raise ValueError(f"fss_scales must be a list of FSS window widths in pixels (integers >= 1); "
+                             f"got {self.fss_scales!r}")
+        if sc and not self.thresholds:
+            raise ValueError(f"fss_scales={list(sc)} needs thresholds too (FSS is computed at every threshold "
+                             f"and scale); give thresholds, e.g. [1.0]")
+        self.fss_scales = [int(v) for v in sc]
+        b = [self.baselines] if isinstance(self.baselines, str) else self.baselines
+        if b is None:
+            b = []
+        if not isinstance(b, (list, tuple)) or not all(isinstance(v, str) and v.lower() in BASELINES for v in b):
+            raise ValueError(f"baselines must be a list of {', '.join(BASELINES)}; got {self.baselines!r}")
+        self.baselines = list(dict.fromkeys(v.lower() for v in b))
+        choice("extrapolation_method", MOTION_METHODS)
         integer("samples", 1)
         return self
+
+    def conversion(self) -> UnitConversion:
+        """The :class:`convlstm.data.UnitConversion` of ``scale``, ``offset``, ``transform``,
+        ``zr_a``, ``zr_b`` and ``interval_minutes``."""
+        try:
+            return UnitConversion(self.scale, self.offset, self.transform, zr_a=self.zr_a, zr_b=self.zr_b,
+                                  interval_minutes=self.interval_minutes)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(str(exc)) from None
 
     # ------------------------------------------------------------------ dict / YAML
     def to_dict(self) -> Dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import lightning.pytorch as pl
 import numpy as np
@@ -85,10 +85,18 @@ class GridDataModule(pl.LightningDataModule):
       rows, cols)``): sample ``i`` is the first window of sequence ``i``, and the sequences are
       split in order (the first ``split[0]`` of them train, and so on).
 
-    The scaler (``"minmax"``, ``"standard"``, ``"log1p"``, ``"none"``) is fitted on the training
-    part only. :meth:`state_dict` (saved in Lightning checkpoints) holds the scaler's state, the
-    mean training frame (the climatology baseline), the training value range and the data
-    options, as plain Python values and tensors only.
+    Values are read through ``conversion`` (a :class:`convlstm.data.UnitConversion`: ``stored *
+    scale + offset``, then e.g. reflectivity -> rain rate) so that everything after, the scaler,
+    the statistics, the metrics and the forecasts, is in physical units. The scaler
+    (``"minmax"``, ``"standard"``, ``"log1p"``, ``"db"``, ``"none"``) is fitted on the training
+    part only. :meth:`state_dict` (saved in Lightning checkpoints) holds the conversion, the
+    scaler's state, the mean training frame (the climatology baseline), the training value range,
+    whether forecasts are clamped at 0 (:attr:`nonnegative`) and the data options, as plain
+    Python values and tensors only.
+
+    ``nonnegative``: ``True`` clamps forecasts in data units at 0 (counts, rain), ``False`` does
+    not, ``None`` (auto) decides at :meth:`setup`: on when the training part has no negative
+    value; :attr:`nonnegative_reason` says why (for the log).
 
     Shapes: ``x`` :math:`(B, T_{in}, H, W, C)`, ``y`` :math:`(B, T_{out}, H, W, C)`, in scaled units.
 
@@ -103,7 +111,8 @@ class GridDataModule(pl.LightningDataModule):
                  layout: str = "THWC", sequences: Any = None, input_steps: int = 6, output_steps: int = 3,
                  stride: int = 1, gap: int = 0, split: Sequence[float] = (0.7, 0.1, 0.2),
                  scaler: str = "minmax", fill_nan: Optional[float] = None, batch_size: int = 16,
-                 num_workers: int = 0, source: Optional[Dict[str, Any]] = None) -> None:
+                 num_workers: int = 0, source: Optional[Dict[str, Any]] = None, conversion: Any = None,
+                 nonnegative: Optional[bool] = None) -> None:
         super().__init__()
         given = [n for n, v in (("series", series), ("path", path), ("sequences", sequences)) if v is not None]
         if len(given) != 1:
@@ -116,6 +125,18 @@ class GridDataModule(pl.LightningDataModule):
                 raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
         if not isinstance(scaler, str) or scaler.lower() not in _data.SCALERS:
             raise ValueError(f"scaler must be one of {', '.join(_data.SCALERS)}, got {scaler!r}")
+        from ..data.units import UnitConversion
+
+        if conversion is None or isinstance(conversion, dict):
+            conversion = UnitConversion.from_state_dict(conversion)
+        if not isinstance(conversion, UnitConversion):
+            raise TypeError(f"conversion must be a convlstm.data.UnitConversion, its state_dict() or None, got "
+                            f"{type(conversion).__name__}")
+        if nonnegative is not None and not isinstance(nonnegative, bool):
+            raise ValueError(f"nonnegative must be True, False or None (auto), got {nonnegative!r}")
+        self.conversion = conversion
+        self.nonnegative: Optional[bool] = nonnegative
+        self.nonnegative_reason = "" if nonnegative is None else f"nonnegative={nonnegative} was given"
         self.series, self.path, self.key, self.layout = series, path, key, layout
         self.sequences = sequences
         self.input_steps, self.output_steps = int(input_steps), int(output_steps)
@@ -132,6 +153,7 @@ class GridDataModule(pl.LightningDataModule):
         self.climatology: Optional[np.ndarray] = None    # mean training frame, data units
         # per-cell means for each hour of the day (24, rows, cols, channels), when the file has time stamps
         self.climatology_by_hour: Optional[np.ndarray] = None
+        self.climatology_hour_counts: Optional[np.ndarray] = None  # training frames per hour (0: fallback)
         self.hours: Optional[np.ndarray] = None           # hour of the day of every frame of the series
         self.value_range: Optional[Tuple[float, float]] = None
         self.parts: Dict[str, Tuple[int, int]] = {}
@@ -148,7 +170,7 @@ class GridDataModule(pl.LightningDataModule):
         if self.path is not None and self.series is None:
             self.series = _data.load_grid(self.path, key=self.key, layout=self.layout)
         if self.series is not None:
-            self.series = _data.check_finite(self.series, fill=self.fill_nan)
+            self.series = _data.check_finite(self.conversion.wrap(self.series), fill=self.fill_nan)
             if np.ndim(self.series[:1]) != 4:
                 raise ValueError(f"the series must have 4 axes (time, rows, cols, channels) after the layout "
                                  f"{self.layout!r} is applied; got shape {tuple(self.series.shape)}; choose "
@@ -159,6 +181,7 @@ class GridDataModule(pl.LightningDataModule):
                 seq = np.asarray(seq)
             if len(seq.shape) == 4:
                 seq = seq[..., None]
+            seq = self.conversion.wrap(seq)
             if len(seq.shape) != 5:
                 raise ValueError(f"sequences must be (N, time, rows, cols[, channels]); got shape {tuple(seq.shape)}")
             need = self.input_steps + self.gap + self.output_steps
@@ -203,6 +226,10 @@ class GridDataModule(pl.LightningDataModule):
             mean, lo, hi = _frame_stats(fit_series, *fit_range)
             self.climatology = mean.astype(np.float32)
             self.value_range = (lo, hi)
+        if self.nonnegative is None:
+            self.nonnegative = bool(self.value_range[0] >= 0)
+            self.nonnegative_reason = (f"nonnegative=auto: the training part's minimum is {self.value_range[0]:g}"
+                                       f"{'' if self.nonnegative else ' (negative)'}")
         if self.mode == "series" and self.path is not None:
             self._fit_climatology_by_hour(*fit_range)
         for name, (lo, hi) in self.parts.items():
@@ -273,6 +300,18 @@ class GridDataModule(pl.LightningDataModule):
             clim = ClimatologyByTimeOfDay(24).fit(np.asarray(self.series[start:stop], dtype=np.float64),
                                                   hours[start:stop])
             self.climatology_by_hour = clim.means.astype(np.float32)
+            self.climatology_hour_counts = clim.counts.astype(np.int64)
+
+    def unseen_target_hours(self, part: str) -> List[int]:
+        """Hours of the day of ``part``'s target frames that no training frame fell on: their
+        climatology forecast is the mean training frame. Empty without time stamps (or for a
+        checkpoint written before the counts were kept)."""
+        if (self.climatology_by_hour is None or self.hours is None or self.mode != "series"
+                or self.climatology_hour_counts is None or part not in self.datasets):
+            return []
+        ds = self.datasets[part]
+        target_hours = {int(h) for i in range(len(ds)) for h in self.hours[ds.window_times(i)[1]]}
+        return sorted(h for h in target_hours if self.climatology_hour_counts[h] == 0)
 
     def target_climatology(self, part: str, first: int, count: int) -> Optional[np.ndarray]:
         """The climatology forecast for samples ``first .. first + count - 1`` of ``part``:
@@ -302,6 +341,10 @@ class GridDataModule(pl.LightningDataModule):
             "parts": {k: [int(v[0]), int(v[1])] for k, v in self.parts.items()},
             **({} if self.climatology_by_hour is None else
                {"climatology_by_hour": torch.from_numpy(np.ascontiguousarray(self.climatology_by_hour))}),
+            **({} if self.climatology_hour_counts is None else
+               {"climatology_hour_counts": [int(c) for c in self.climatology_hour_counts]}),
+            "conversion": self.conversion.state_dict(),
+            "nonnegative": self.nonnegative,
         }
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
@@ -314,6 +357,11 @@ class GridDataModule(pl.LightningDataModule):
         if "climatology_by_hour" in state:
             self.climatology_by_hour = np.asarray(torch.as_tensor(state["climatology_by_hour"]).numpy(),
                                                   dtype=np.float32)
+        if "climatology_hour_counts" in state:
+            self.climatology_hour_counts = np.asarray(state["climatology_hour_counts"], dtype=np.int64)
+        if self.nonnegative is None and state.get("nonnegative") is not None:
+            self.nonnegative = bool(state["nonnegative"])
+            self.nonnegative_reason = f"nonnegative={self.nonnegative}, as in training"
         if self._ready:
             self.scaler = _data.scaler_from_state_dict(self._restored_scaler)
             for ds in self.datasets.values():
@@ -340,7 +388,8 @@ class GridDataModule(pl.LightningDataModule):
         kw: Dict[str, Any] = dict(input_steps=state["input_steps"], output_steps=state["output_steps"],
                                   stride=state["stride"], gap=state["gap"], split=state["split"],
                                   scaler=state["scaler_name"], fill_nan=state.get("fill_nan"),
-                                  batch_size=batch_size or state.get("batch_size", 16))
+                                  batch_size=batch_size or state.get("batch_size", 16),
+                                  conversion=state.get("conversion"))
         if sequences is not None or (series is None and path is None):
             dm = cls(sequences=sequences, **kw)
         elif series is not None:
