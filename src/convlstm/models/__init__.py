@@ -26,9 +26,10 @@ from .registry import create, list_models, model_info, register_model
 from .patching import DepthToSpace, SpaceToDepth, depth_to_space, space_to_depth
 from .keras_nextframe import KERAS_BN_EPSILON, KERAS_BN_MOMENTUM, KerasNextFrame
 from .shi2015 import InputFreeConvLSTM, ShiEncoderForecaster
+from .warp import MotionWarpForecaster, auto_patch_size, warp_frame
 
 __all__ = [
     "create", "list_models", "model_info", "register_model", "SpaceToDepth", "DepthToSpace", "space_to_depth",
     "depth_to_space", "KerasNextFrame", "KERAS_BN_MOMENTUM", "KERAS_BN_EPSILON", "ShiEncoderForecaster",
-    "InputFreeConvLSTM",
+    "InputFreeConvLSTM", "MotionWarpForecaster", "auto_patch_size", "warp_frame",
 ]

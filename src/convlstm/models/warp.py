@@ -1,0 +1,420 @@
+r"""A ConvLSTM forecaster whose output keeps full resolution: it moves the last frame instead of
+redrawing it.
+
+Why: a decoder that paints every forecast frame from a coarse hidden state blurs it (the mean of
+the plausible futures under a squared error) and, after space-to-depth patches, paints blocks.
+Rain cells, crowds and digits are mostly *carried along*; a forecast that resamples the last
+observed frame along a learned motion field keeps their shape, and a small learned correction
+adds what motion cannot explain (growth, decay, new cells).
+
+One step of the forecast, for lead time :math:`k = 1 \dots K` (:math:`x_{T}` the last observed
+frame, :math:`h_k` the top ConvLSTM state after step :math:`k`, :math:`D` the decoder):
+
+.. math::
+    \begin{aligned}
+    (\delta_k, r_k) &= D(h_k, \text{skips}) \\
+    u_k &= u_{k-1} + \delta_k, \quad u_0 = 0 \\
+    \hat{x}_{T+k}(p) &= x_T\big(p + u_k(p)\big) + r_k(p)
+    \end{aligned}
+
+with :math:`u_k` the accumulated displacement (pixels) from the last observed frame, sampled
+bilinearly with :func:`torch.nn.functional.grid_sample`: **one resampling per lead time**, so
+interpolation blur does not compound. The heads:
+
+=============  ==================================================================================
+``head``       forecast
+=============  ==================================================================================
+``"warp"``     :math:`x_T(p + u_k(p)) + r_k(p)` (default)
+``"residual"`` :math:`x_T(p) + r_k(p)`: the change from the last frame
+``"direct"``   :math:`r_k(p)`: the decoder's output itself (learned up-sampling with skips)
+=============  ==================================================================================
+
+The decoder's last convolution starts at zero, so an untrained ``warp`` or ``residual`` model
+forecasts persistence and training starts from that baseline.
+
+The network: every frame (with its difference from the frame before, a cue for motion) goes
+through a convolutional encoder that halves the resolution :math:`\log_2 p` times (``patch_size``
+:math:`p`); a stack of :class:`convlstm.ConvLSTM2D` layers reads the encoded input frames, then
+runs :math:`K` more steps, each reading the encoding of the previous forecast (or, in training
+with scheduled sampling, of the true frame). The decoder up-samples the top state back to full
+resolution with a convolution after each doubling, concatenating the encoder's features of the
+frame just read at each scale (skip connections, as in U-Net).
+
+Frames whose rows or columns are not multiples of :math:`p` are padded (edge values) and the
+forecast cropped back.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .. import activations as _activations
+from ..cell import check_choice, check_positive_int
+from ..layers import ConvLSTM2D
+from ._common import check_model_input, int_tuple, optional_positive_int
+from .registry import register_model
+
+__all__ = ["MotionWarpForecaster", "auto_patch_size", "warp_frame"]
+
+HEADS = ("warp", "kernel", "residual", "direct")
+FLOWS = ("coarse", "fine")
+PADDING_MODES = ("border", "zeros", "reflection")
+#: ``patch_size="auto"`` keeps the ConvLSTM grid at most this many cells (64 x 64).
+AUTO_MAX_CELLS = 64 * 64
+
+
+def auto_patch_size(rows: int, cols: int, max_cells: int = AUTO_MAX_CELLS) -> int:
+    r"""The smallest power of two :math:`p` with :math:`\lceil H/p \rceil \lceil W/p \rceil \le`
+    ``max_cells``: the ConvLSTM then runs on at most 64 x 64 cells.
+
+    Why 64 x 64: a ConvLSTM step costs :math:`O(HW F^2 k^2)` and its training memory grows with
+    :math:`HW` times the steps; on the KNMI radar crop (256 x 256) a full-resolution ConvLSTM with
+    32 filters needs several GB per sample for 9 steps, while at 64 x 64 it trains in seconds per
+    batch on 2 CPU cores (see ``benchmarks/forecast_skill.py``). Small grids (BikeNYC's 16 x 8,
+    Moving MNIST's 32 x 32 needs ``p = 1``) are left at full resolution.
+
+    Example::
+
+        >>> auto_patch_size(256, 256), auto_patch_size(32, 32), auto_patch_size(16, 8)
+        (4, 1, 1)
+    """
+    rows, cols = check_positive_int(rows, "rows"), check_positive_int(cols, "cols")
+    p = 1
+    while math.ceil(rows / p) * math.ceil(cols / p) > max_cells:
+        p *= 2
+    return p
+
+
+def warp_frame(frame: torch.Tensor, displacement: torch.Tensor, padding_mode: str = "border") -> torch.Tensor:
+    r"""Backward warping: :math:`out(p) = frame(p + u(p))`, sampled bilinearly.
+
+    Args:
+        frame: :math:`(B, C, H, W)`.
+        displacement: :math:`(B, 2, H, W)`, :math:`u` in pixels, channel 0 along columns
+            (:math:`x`), channel 1 along rows (:math:`y`).
+        padding_mode: where :math:`p + u` leaves the frame: ``"border"`` (edge values),
+            ``"zeros"`` or ``"reflection"`` (as :func:`torch.nn.functional.grid_sample`).
+
+    Example::
+
+        >>> f = torch.zeros(1, 1, 4, 4); f[0, 0, 1, 1] = 1
+        >>> u = torch.zeros(1, 2, 4, 4); u[:, 0] = -1       # look one column to the left
+        >>> warp_frame(f, u)[0, 0, 1, 2].item()              # the pixel moved one column right
+        1.0
+    """
+    b, _, h, w = frame.shape
+    ys = torch.arange(h, device=frame.device, dtype=displacement.dtype)
+    xs = torch.arange(w, device=frame.device, dtype=displacement.dtype)
+    # grid_sample's normalised coordinates with align_corners=False: pixel i -> (2 i + 1) / n - 1
+    gx = (2 * (xs.view(1, 1, w) + displacement[:, 0]) + 1) / w - 1
+    gy = (2 * (ys.view(1, h, 1) + displacement[:, 1]) + 1) / h - 1
+    grid = torch.stack((gx, gy), dim=-1)
+    return F.grid_sample(frame, grid.to(frame.dtype), mode="bilinear", padding_mode=padding_mode, align_corners=False)
+
+
+def apply_local_kernels(frame: torch.Tensor, logits: torch.Tensor, radius: int,
+                        padding_mode: str = "border") -> torch.Tensor:
+    r"""Move a frame with a learned kernel per pixel (De Brabandere et al., "Dynamic Filter
+    Networks", NIPS 2016): :math:`out(p) = \sum_{|d|_\infty \le r} w_p(d)\, frame(p + d)` with
+    :math:`w_p = \mathrm{softmax}(\text{logits}_p)` over the :math:`(2r+1)^2` offsets.
+
+    Every offset in the window receives a gradient, so motion of up to :math:`r` pixels per step
+    is learnt from the start (a bilinear warp's gradient reaches one pixel only), and a peaked
+    kernel moves the frame without blurring it.
+
+    Args:
+        frame: :math:`(B, C, H, W)`.
+        logits: :math:`(B, (2r+1)^2, H, W)`, offsets in row-major order (row offset outer).
+        radius: :math:`r`.
+        padding_mode: values beyond the edge: ``"border"`` (edge values), ``"zeros"`` or
+            ``"reflection"``.
+
+    Example::
+
+        >>> f = torch.zeros(1, 1, 5, 5); f[0, 0, 2, 2] = 1
+        >>> logits = torch.full((1, 9, 5, 5), -30.0); logits[:, 3] = 30   # offset (0, -1)
+        >>> apply_local_kernels(f, logits, 1)[0, 0, 2, 3].item()          # moved one column right
+        1.0
+    """
+    b, c, h, w = frame.shape
+    k = 2 * radius + 1
+    if logits.shape != (b, k * k, h, w):
+        raise ValueError(f"apply_local_kernels: logits must be {(b, k * k, h, w)} for radius={radius}, "
+                         f"got {tuple(logits.shape)}")
+    mode = {"border": "replicate", "zeros": "constant", "reflection": "reflect"}[padding_mode]
+    padded = F.pad(frame, (radius,) * 4, mode=mode)
+    patches = F.unfold(padded, k).view(b, c, k * k, h, w)
+    return (patches * torch.softmax(logits, dim=1).unsqueeze(1)).sum(dim=2)
+
+
+def _conv(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1)
+
+
+class _Encoder(nn.Module):
+    """Per-frame features at full resolution and after each halving (channels first)."""
+
+    def __init__(self, in_channels: int, widths: Sequence[int]):
+        super().__init__()
+        self.stem = nn.Sequential(_conv(in_channels, widths[0]), nn.LeakyReLU(0.2))
+        self.downs = nn.ModuleList(
+            nn.Sequential(_conv(c_in, c_out, stride=2), nn.LeakyReLU(0.2), _conv(c_out, c_out), nn.LeakyReLU(0.2))
+            for c_in, c_out in zip(widths[:-1], widths[1:]))
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        feats = [self.stem(x)]
+        for down in self.downs:
+            feats.append(down(feats[-1]))
+        return feats
+
+
+class _Decoder(nn.Module):
+    """Top state -> full-resolution head output: up-sample x2, concatenate the skip, convolve."""
+
+    def __init__(self, state_channels: int, widths: Sequence[int], out_channels: int):
+        super().__init__()
+        self.ups = nn.ModuleList()
+        c = state_channels
+        for skip in (reversed(widths[:-1]) if out_channels else ()):   # nothing to draw: no up-sampling
+            self.ups.append(nn.Sequential(_conv(c + skip, skip), nn.LeakyReLU(0.2)))
+            c = skip
+        self.fuse = nn.Sequential(_conv(state_channels + widths[-1], state_channels), nn.LeakyReLU(0.2))
+        self.out = _conv(c, out_channels) if out_channels else None
+        if self.out is not None:
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
+
+    def forward(self, h: torch.Tensor, skips: Sequence[torch.Tensor]) -> Tuple[Optional[torch.Tensor], torch.Tensor]:
+        """Returns the full-resolution head output (None without one) and the fused features at the
+        state's resolution."""
+        top = z = self.fuse(torch.cat((h, skips[-1]), dim=1))
+        if self.out is None:
+            return None, top
+        for up, skip in zip(self.ups, reversed(skips[:-1])):
+            z = F.interpolate(z, size=skip.shape[-2:], mode="nearest")
+            z = up(torch.cat((z, skip), dim=1))
+        return self.out(z), top
+
+
+class MotionWarpForecaster(nn.Module):
+    r"""ConvLSTM encoder-forecaster with a full-resolution motion-warp head (see the module
+    documentation for the equations and the heads).
+
+    Args:
+        channels (int): :math:`C`, channels of input and output frames. Default 1.
+        filters (int or sequence of int): state channels of each ConvLSTM layer. Default ``(64,)``.
+        kernel_size (int or sequence of int): ConvLSTM kernel of every layer or of each. Default 3.
+        patch_size (int or ``"auto"``): :math:`p`, a power of two: the ConvLSTM runs at
+            :math:`H/p \times W/p`. ``"auto"``: :func:`auto_patch_size` of the first input's
+            frames (fixed from then on; read it back from ``model.patch_size``). Default ``"auto"``.
+        encoder_width (int): encoder channels at full resolution, doubled at each halving (at most
+            ``4 * encoder_width``). Default 16.
+        head (str): ``"warp"``, ``"residual"`` or ``"direct"``. Default ``"warp"``.
+        input_steps (int or None): :math:`T_{in}`, checked on input; ``None`` accepts any. Default None.
+        output_steps (int): :math:`K`, frames forecast. Default 3.
+        padding_mode (str): how the warp samples outside the frame: ``"border"``, ``"zeros"`` or
+            ``"reflection"``. Default ``"border"``.
+        output_activation: applied to the forecast (``None``: linear). Default None.
+        frame_size: accepted for the toolkit's sake (the model works on any frame size); checked
+            on input when given.
+        in_channels: an alias of ``channels`` (the toolkit passes both).
+
+    Training with scheduled sampling: ``forward(x, targets=y, teacher_forcing=q)`` feeds the true
+    frame instead of the forecast to the next step with probability :math:`q` per sample and step
+    (Bengio et al., 2015); :class:`convlstm.training.ForecastModule` lowers :math:`q` over training.
+
+    Attributes:
+        input_steps, output_steps, in_channels, out_channels, patch_size, accepts_targets (True).
+
+    Shape:
+        - Input: :math:`(B, T_{in}, H, W, C)`
+        - Output: :math:`(B, K, H, W, C)`
+
+    Example::
+
+        >>> model = MotionWarpForecaster(channels=1, filters=(32,), output_steps=3)
+        >>> model(torch.rand(2, 5, 32, 32, 1)).shape
+        torch.Size([2, 3, 32, 32, 1])
+        >>> model.patch_size
+        1
+    """
+
+    accepts_targets = True
+
+    def __init__(self, channels: int = 1, filters: Union[int, Sequence[int]] = (64,),
+                 kernel_size: Union[int, Sequence[int]] = 3, patch_size: Union[int, str] = "auto",
+                 encoder_width: int = 16, head: str = "warp", flow: str = "coarse", correction: bool = True,
+                 kernel_radius: int = 4,
+                 input_steps: Optional[int] = None,
+                 output_steps: int = 3, padding_mode: str = "border", output_activation: Any = None,
+                 frame_size: Optional[Sequence[int]] = None, in_channels: Optional[int] = None):
+        super().__init__()
+        if in_channels is not None and in_channels != channels and channels != 1:
+            raise ValueError(f"in_channels={in_channels!r} and channels={channels!r} disagree; give one")
+        self.in_channels = self.out_channels = check_positive_int(in_channels if in_channels is not None else channels,
+                                                                  "channels")
+        self.filters = int_tuple(filters, "filters")
+        self.kernel_sizes = int_tuple(kernel_size, "kernel_size", len(self.filters))
+        if patch_size == "auto":
+            self.patch_size: Optional[int] = None
+        else:
+            p = check_positive_int(patch_size, "patch_size")
+            if p & (p - 1):
+                raise ValueError(f"patch_size must be a power of two (1, 2, 4, 8, ...) or 'auto', got {patch_size!r}")
+            self.patch_size = p
+        self.encoder_width = check_positive_int(encoder_width, "encoder_width")
+        self.head = check_choice(head, HEADS, "head", lower=True)
+        self.flow = check_choice(flow, FLOWS, "flow", lower=True)
+        if not isinstance(correction, bool):
+            raise TypeError(f"correction must be True or False, got {correction!r}")
+        self.correction = correction
+        self.kernel_radius = check_positive_int(kernel_radius, "kernel_radius")
+        if self.head not in ("warp", "kernel") and not correction:
+            raise ValueError(f"correction=False leaves head={self.head!r} nothing to forecast; it applies to "
+                             f"head='warp' only")
+        self.input_steps = optional_positive_int(input_steps, "input_steps")
+        self.output_steps = check_positive_int(output_steps, "output_steps")
+        self.padding_mode = check_choice(padding_mode, PADDING_MODES, "padding_mode", lower=True)
+        self.output_activation = _activations.get(output_activation, parameter="output_activation")
+        self.frame_size = None if frame_size is None else int_tuple(frame_size, "frame_size", 2)
+        if self.patch_size is None and self.frame_size is not None:
+            self.patch_size = auto_patch_size(*self.frame_size)
+        self._built = False
+        if self.patch_size is not None:
+            self._build(self.patch_size)
+
+    # ------------------------------------------------------------------ construction
+    def _build(self, patch_size: int) -> None:
+        self.patch_size = patch_size
+        halvings = int(math.log2(patch_size))
+        w = self.encoder_width
+        widths = [min(w * 2 ** i, 4 * w) for i in range(halvings + 1)]
+        c = self.in_channels
+        self.encoder = _Encoder(2 * c, widths)
+        self.rnn = nn.ModuleList()
+        below = widths[-1]
+        for f, k in zip(self.filters, self.kernel_sizes):
+            self.rnn.append(ConvLSTM2D(f, k, padding="same", return_sequences=True, return_state=True,
+                                       data_format="channels_first", in_channels=below))
+            below = f
+        motion = {"warp": 2 if self.flow == "fine" else 0, "kernel": (2 * self.kernel_radius + 1) ** 2}.get(self.head, 0)
+        self.decoder = _Decoder(self.filters[-1], widths, motion + (c if self.correction else 0))
+        if self.head == "kernel":
+            # start as the identity: the centre offset's logit far above the others
+            with torch.no_grad():
+                self.decoder.out.bias[((2 * self.kernel_radius + 1) ** 2) // 2] = 8.0
+        if self.head == "warp" and self.flow == "coarse":
+            # the motion at the ConvLSTM's resolution, up-sampled bilinearly: smooth over each patch
+            self.coarse_flow = _conv(self.filters[-1], 2)
+            nn.init.zeros_(self.coarse_flow.weight)
+            nn.init.zeros_(self.coarse_flow.bias)
+        self._built = True
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        if not self._built:
+            # an "auto" model restored from a checkpoint: its encoder's depth tells the patch size
+            downs = {k.split(".")[2] for k in state_dict if k.startswith(prefix + "encoder.downs.")}
+            self._build(2 ** len(downs))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    # ------------------------------------------------------------------ forward
+    def _encode(self, frame: torch.Tensor, previous: torch.Tensor) -> List[torch.Tensor]:
+        return self.encoder(torch.cat((frame, frame - previous), dim=1))
+
+    def _rnn(self, feats: torch.Tensor, states: Optional[List[Tuple[torch.Tensor, torch.Tensor]]]):
+        """feats (B, T, C, h, w) through the ConvLSTM stack; returns the top sequence and the states."""
+        new_states = []
+        seq = feats
+        for i, layer in enumerate(self.rnn):
+            seq, h, c = layer(seq, initial_state=None if states is None else list(states[i]))
+            new_states.append((h, c))
+        return seq, new_states
+
+    def forward(self, x: torch.Tensor, targets: Optional[torch.Tensor] = None,
+                teacher_forcing: float = 0.0) -> torch.Tensor:
+        """Forecast ``output_steps`` frames after ``x``; ``targets`` (channels last, as the output)
+        and ``teacher_forcing`` only for scheduled sampling in training."""
+        name = type(self).__name__
+        x = check_model_input(x, name, self.in_channels, self.input_steps)
+        if self.frame_size is not None and tuple(x.shape[2:4]) != self.frame_size:
+            raise ValueError(f"{name} was built for frame_size={self.frame_size}, got frames of "
+                             f"{tuple(x.shape[2:4])} (input shape {tuple(x.shape)})")
+        if not 0.0 <= float(teacher_forcing) <= 1.0:
+            raise ValueError(f"teacher_forcing must be a probability in [0, 1], got {teacher_forcing!r}")
+        if teacher_forcing > 0 and targets is None:
+            raise ValueError("teacher_forcing > 0 needs targets=")
+        if not self._built:
+            self._build(auto_patch_size(x.shape[2], x.shape[3]))
+            self.to(device=x.device)
+        b, t_in, rows, cols, c = x.shape
+        p = self.patch_size
+        frames = x.movedim(-1, 2)                                       # (B, T, C, H, W)
+        pad_r, pad_c = (-rows) % p, (-cols) % p
+        if pad_r or pad_c:
+            frames = F.pad(frames.flatten(0, 1), (0, pad_c, 0, pad_r), mode="replicate").unflatten(0, (b, t_in))
+        if targets is not None and teacher_forcing > 0:
+            truth = targets.movedim(-1, 2)
+            if pad_r or pad_c:
+                truth = F.pad(truth.flatten(0, 1), (0, pad_c, 0, pad_r), mode="replicate").unflatten(0, (b, -1))
+        previous = torch.cat((frames[:, :1], frames[:, :-1]), dim=1)
+        feats = self._encode(frames.flatten(0, 1), previous.flatten(0, 1))
+        top = feats[-1].unflatten(0, (b, t_in))
+        seq, states = self._rnn(top, None)
+        last = frames[:, -1]
+        skips = [f.unflatten(0, (b, t_in))[:, -1] for f in feats]
+        h = seq[:, -1]
+        fed, fed_before = last, frames[:, -2] if t_in > 1 else last
+        displacement = None
+        outputs = []
+        for k in range(self.output_steps):
+            head, top = self.decoder(h, skips)
+            if self.head == "warp":
+                if self.flow == "coarse":
+                    delta = self.coarse_flow(top)
+                    if p > 1:
+                        delta = F.interpolate(delta, size=last.shape[-2:], mode="bilinear", align_corners=False)
+                    head_rest = head
+                else:
+                    delta, head_rest = head[:, :2], head[:, 2:]
+                displacement = delta if displacement is None else displacement + delta
+                pred = warp_frame(last, displacement, self.padding_mode)
+                if self.correction:
+                    pred = pred + head_rest
+            elif self.head == "kernel":
+                n = (2 * self.kernel_radius + 1) ** 2
+                pred = apply_local_kernels(fed, head[:, :n], self.kernel_radius, self.padding_mode)
+                if self.correction:
+                    pred = pred + head[:, n:]
+            elif self.head == "residual":
+                pred = last + head
+            else:
+                pred = head
+            pred = self.output_activation(pred)
+            outputs.append(pred)
+            if k + 1 == self.output_steps:
+                break
+            nxt = pred
+            if targets is not None and teacher_forcing > 0:
+                use_truth = torch.rand(b, 1, 1, 1, device=x.device) < teacher_forcing
+                nxt = torch.where(use_truth, truth[:, k].to(pred.dtype), pred)
+            fed_before, fed = fed, nxt
+            feats = self._encode(fed, fed_before)
+            skips = feats
+            seq, states = self._rnn(feats[-1].unsqueeze(1), states)
+            h = seq[:, -1]
+        out = torch.stack(outputs, dim=1)[..., :rows, :cols]
+        return out.movedim(2, -1)
+
+    def extra_repr(self) -> str:
+        return (f"channels={self.in_channels}, filters={self.filters}, kernel_sizes={self.kernel_sizes}, "
+                f"patch_size={self.patch_size if self._built else 'auto'}, head={self.head!r}, "
+                f"input_steps={self.input_steps}, output_steps={self.output_steps}")
+
+
+register_model("convlstm-warp", description=(
+    "ConvLSTM (64 filters, 3x3) at 1/p resolution with a full-resolution head that warps the last frame along a "
+    "learned motion field, plus a correction: sharp forecasts, any frame size, patch size auto"))(MotionWarpForecaster)

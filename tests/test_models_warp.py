@@ -1,0 +1,228 @@
+"""MotionWarpForecaster (``convlstm-warp``): the warp against analytic shifts, shapes, parameter
+counts worked out by hand, the persistence start, scheduled sampling, checkpoints, and a learning
+check on a tiny moving field."""
+import math
+
+import pytest
+import torch
+
+import convlstm.models as models
+from convlstm.models import MotionWarpForecaster, auto_patch_size, warp_frame
+from convlstm.models.warp import apply_local_kernels
+
+
+# ----------------------------------------------------------------------------- warp_frame
+def test_warp_integer_displacement_is_an_exact_shift():
+    torch.manual_seed(0)
+    f = torch.rand(2, 3, 9, 11, dtype=torch.float64)
+    u = torch.zeros(2, 2, 9, 11, dtype=torch.float64)
+    u[:, 0], u[:, 1] = -2.0, 1.0          # out(r, c) = f(r + 1, c - 2)
+    out = warp_frame(f, u, padding_mode="zeros")
+    expected = torch.zeros_like(f)
+    expected[:, :, :-1, 2:] = f[:, :, 1:, :-2]
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+
+
+def test_warp_half_pixel_is_the_mean_of_two_neighbours():
+    f = torch.arange(12, dtype=torch.float64).view(1, 1, 3, 4) ** 2
+    u = torch.zeros(1, 2, 3, 4, dtype=torch.float64)
+    u[:, 0] = 0.5                          # halfway to the next column: bilinear = the mean
+    out = warp_frame(f, u, padding_mode="border")
+    torch.testing.assert_close(out[..., :3], (f[..., :3] + f[..., 1:]) / 2, rtol=0, atol=1e-12)
+    torch.testing.assert_close(out[..., 3], f[..., 3], rtol=0, atol=1e-12)   # border: the edge value
+
+
+def test_warp_zero_displacement_is_identity():
+    f = torch.rand(1, 2, 5, 7, dtype=torch.float64)
+    torch.testing.assert_close(warp_frame(f, torch.zeros(1, 2, 5, 7, dtype=torch.float64)), f, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("padding_mode", ["zeros", "border"])
+def test_local_kernels_against_a_loop(padding_mode):
+    torch.manual_seed(1)
+    r = 2
+    f = torch.rand(2, 3, 6, 7, dtype=torch.float64)
+    logits = torch.randn(2, 25, 6, 7, dtype=torch.float64)
+    w = torch.softmax(logits, dim=1)
+    expected = torch.zeros_like(f)
+    for i in range(6):
+        for j in range(7):
+            for n, (dr, dc) in enumerate((dr, dc) for dr in range(-r, r + 1) for dc in range(-r, r + 1)):
+                ii, jj = i + dr, j + dc
+                if padding_mode == "border":
+                    ii, jj = min(max(ii, 0), 5), min(max(jj, 0), 6)
+                elif not (0 <= ii < 6 and 0 <= jj < 7):
+                    continue
+                expected[:, :, i, j] += w[:, n, i, j, None] * f[:, :, ii, jj]
+    torch.testing.assert_close(apply_local_kernels(f, logits, r, padding_mode), expected, rtol=0, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- model
+@pytest.mark.parametrize("rows,cols,expected", [(256, 256, 4), (64, 64, 1), (65, 64, 2), (32, 32, 1), (16, 8, 1),
+                                                (512, 128, 4), (1024, 1024, 16)])
+def test_auto_patch_size(rows, cols, expected):
+    assert auto_patch_size(rows, cols) == expected
+    p = expected
+    assert math.ceil(rows / p) * math.ceil(cols / p) <= 64 * 64
+    if p > 1:
+        assert math.ceil(rows / (p // 2)) * math.ceil(cols / (p // 2)) > 64 * 64
+
+
+def _count_by_hand_p2():
+    """channels 1, filters (8,), 3x3, patch 2, encoder width 4 (widths 4, 8), warp, coarse flow,
+    correction: every convolution's weights and biases added up by hand."""
+    conv = lambda cin, cout: cin * cout * 9 + cout   # noqa: E731 - 3x3 conv with bias
+    encoder = conv(2, 4) + conv(4, 8) + conv(8, 8)   # stem (frame + difference), halving, conv
+    rnn = 4 * 8 * 8 * 9 + 4 * 8 * 8 * 9 + 4 * 8      # input kernel, recurrent kernel, bias
+    decoder = conv(8 + 8, 8) + conv(8 + 4, 4) + conv(4, 1)   # fuse at 1/2, up + skip, correction
+    flow = conv(8, 2)
+    return encoder + rnn + decoder + flow
+
+
+def test_parameter_count_matches_a_count_by_hand():
+    model = MotionWarpForecaster(channels=1, filters=(8,), kernel_size=3, patch_size=2, encoder_width=4)
+    assert sum(p.numel() for p in model.parameters()) == _count_by_hand_p2() == 7375
+
+
+@pytest.mark.parametrize("head", ["warp", "kernel", "residual", "direct"])
+@pytest.mark.parametrize("patch", [1, 2, 4])
+def test_shapes_any_frame_size(head, patch):
+    model = MotionWarpForecaster(channels=2, filters=(6, 5), patch_size=patch, encoder_width=4, head=head,
+                                 output_steps=4)
+    x = torch.rand(3, 5, 13, 10, 2)        # not multiples of the patch: padded, then cropped back
+    assert model(x).shape == (3, 4, 13, 10, 2)
+
+
+@pytest.mark.parametrize("head", ["warp", "residual"])
+def test_untrained_model_forecasts_persistence(head):
+    model = MotionWarpForecaster(channels=1, filters=(8,), patch_size=2, encoder_width=4, head=head, output_steps=3)
+    x = torch.rand(2, 4, 16, 16, 1)
+    torch.testing.assert_close(model(x), x[:, -1:].expand(-1, 3, -1, -1, -1), rtol=0, atol=1e-5)
+
+
+def test_untrained_kernel_head_is_nearly_the_identity():
+    """The centre offset's logit starts 8 above the 80 others: weight e^8 / (e^8 + 80) on the
+    pixel itself and 1 / (e^8 + 80) on each neighbour of the 9x9 window (edge values beyond)."""
+    model = MotionWarpForecaster(channels=1, filters=(8,), patch_size=2, encoder_width=4, head="kernel",
+                                 correction=False, output_steps=1)
+    x = torch.rand(2, 4, 16, 16, 1)
+    last = x[:, -1].movedim(-1, 1).double()
+    window_sum = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(last, (4,) * 4, mode="replicate"), 9,
+                                                stride=1) * 81
+    z = math.exp(8) + 80
+    expected = (math.exp(8) / z) * last + (window_sum - last) / z
+    torch.testing.assert_close(model(x)[:, 0].movedim(-1, 1).double(), expected, rtol=0, atol=1e-6)
+
+
+def test_auto_patch_is_fixed_by_the_first_input_and_restored_from_a_state_dict():
+    model = MotionWarpForecaster(filters=(4,), encoder_width=4, output_steps=2)
+    model(torch.rand(1, 3, 100, 100, 1))
+    assert model.patch_size == 2
+    fresh = MotionWarpForecaster(filters=(4,), encoder_width=4, output_steps=2)
+    fresh.load_state_dict(model.state_dict())
+    assert fresh.patch_size == 2
+    x = torch.rand(2, 3, 100, 100, 1)
+    torch.testing.assert_close(fresh(x), model(x))
+
+
+def test_registry_builds_it_and_the_toolkit_sizes_fit():
+    model = models.create("convlstm-warp", in_channels=2, channels=2, frame_size=[256, 256], input_steps=6,
+                          output_steps=3)
+    assert model.patch_size == 4 and model.input_steps == 6
+    with pytest.raises(ValueError, match="input_steps=6"):
+        model(torch.rand(1, 5, 256, 256, 2))
+
+
+def test_teacher_forcing_feeds_the_true_frames():
+    torch.manual_seed(0)
+    model = MotionWarpForecaster(channels=1, filters=(4,), patch_size=1, encoder_width=4, output_steps=3,
+                                 head="direct")
+    for p in model.parameters():                       # leave the zero start: every step matters
+        torch.nn.init.normal_(p, std=0.1)
+    x, y = torch.rand(2, 4, 8, 8, 1), torch.rand(2, 3, 8, 8, 1)
+    free = model(x)
+    forced = model(x, targets=y, teacher_forcing=1.0)
+    torch.testing.assert_close(forced[:, 0], free[:, 0])    # the first lead time sees only the inputs
+    assert not torch.allclose(forced[:, 1:], free[:, 1:])
+    # forced lead time k + 1 is the first forecast from the inputs followed by the true frames 1..k
+    for k in (1, 2):
+        longer = torch.cat((x, y[:, :k]), dim=1)
+        torch.testing.assert_close(forced[:, k], model(longer)[:, 0], rtol=1e-5, atol=1e-6)
+    assert torch.equal(model(x, targets=y, teacher_forcing=0.0), free)      # 0: free running
+
+
+def test_bad_options_name_the_parameter():
+    with pytest.raises(ValueError, match="patch_size must be a power of two"):
+        MotionWarpForecaster(patch_size=3)
+    with pytest.raises(ValueError, match="head=.flow. is not allowed"):
+        MotionWarpForecaster(head="flow")
+    with pytest.raises(ValueError, match="correction=False"):
+        MotionWarpForecaster(head="residual", correction=False)
+    with pytest.raises(ValueError, match="teacher_forcing"):
+        MotionWarpForecaster(patch_size=1)(torch.rand(1, 2, 4, 4, 1), teacher_forcing=1.5)
+
+
+def test_learns_a_moving_square_better_than_persistence():
+    """A 3x3 square moving one pixel right per frame on a 12x12 grid: persistence is wrong by the
+    whole square's edge; a warp that learns the motion is nearly exact."""
+    torch.manual_seed(0)
+
+    def batch(n):
+        frames = torch.zeros(n, 7, 12, 12, 1)
+        rows = torch.randint(1, 8, (n,))
+        cols = torch.randint(0, 3, (n,))
+        for i in range(n):
+            for t in range(7):
+                c = int(cols[i]) + t
+                frames[i, t, rows[i]:rows[i] + 3, c:c + 3] = 1.0
+        return frames[:, :4], frames[:, 4:]
+
+    model = MotionWarpForecaster(channels=1, filters=(8,), patch_size=2, encoder_width=8, output_steps=3,
+                                 padding_mode="zeros")
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(150):
+        x, y = batch(16)
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    x, y = batch(64)
+    with torch.no_grad():
+        model_mse = torch.nn.functional.mse_loss(model(x), y).item()
+    persistence_mse = torch.nn.functional.mse_loss(x[:, -1:].expand_as(y), y).item()
+    assert model_mse < 0.25 * persistence_mse, (model_mse, persistence_mse)
+
+
+# ----------------------------------------------------------------------------- in the toolkit
+def test_scheduled_sampling_schedule_and_a_fit(tmp_path):
+    """q = max(0, 1 - step / (s * total)): all teacher forcing at the start, none after the first
+    fraction s of the optimizer steps; a fit with it runs and records it in the checkpoint."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from convlstm.training import ForecastModule, fit
+    from convlstm.training.module import load_checkpoint
+
+    module = ForecastModule("convlstm-warp", model_options={"filters": [4], "encoder_width": 4}, input_steps=3,
+                            output_steps=2, frame_shape=(8, 8, 1), scheduled_sampling=0.5)
+    module.train()
+    for step, expected in ((0, 1.0), (10, 0.8), (25, 0.5), (50, 0.0), (90, 0.0)):
+        module._trainer = SimpleNamespace(estimated_stepping_batches=100, global_step=step)
+        assert module.teacher_forcing() == pytest.approx(expected)
+    module.eval()
+    assert module.teacher_forcing() == 0.0
+    module._trainer = None
+    with pytest.raises(ValueError, match="scheduled_sampling=0.5 needs a model that feeds"):
+        ForecastModule("keras-nextframe", input_steps=3, output_steps=2, frame_shape=(8, 8, 1),
+                       scheduled_sampling=0.5)
+    with pytest.raises(ValueError, match="scheduled_sampling must be a fraction"):
+        ForecastModule("convlstm-warp", scheduled_sampling=1.5)
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "grid.npy", rng.random((60, 8, 8, 1)).astype(np.float32))
+    run = fit(data=str(tmp_path / "grid.npy"), input_steps=3, output_steps=2, batch_size=8, max_epochs=1,
+              model="convlstm-warp", model_options={"filters": [4], "encoder_width": 4}, scheduled_sampling=0.5,
+              progress=False, accelerator="cpu", devices=1, run_dir=str(tmp_path / "run"))
+    hp = load_checkpoint(run / "checkpoints" / "last.ckpt")["hyper_parameters"]
+    assert hp["scheduled_sampling"] == 0.5 and hp["model"] == "convlstm-warp"
