@@ -191,6 +191,10 @@ def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
     add(g, "--lr", type=float, metavar="RATE", default=d.lr, help="AdamW learning rate")
     add(g, "--weight-decay", type=float, metavar="W", default=d.weight_decay, help="AdamW weight decay")
     add(g, "--scheduler", choices=SCHEDULERS, default=d.scheduler, help="learning-rate schedule")
+    add(g, "--scheduled-sampling", type=float, metavar="S", default=d.scheduled_sampling,
+        help="scheduled sampling: over the first fraction S of training, the chance of feeding the model the "
+             "true frame instead of its own forecast falls from 1 to 0 (0 = off; models that feed back their "
+             "forecasts, e.g. convlstm-warp)")
     add(g, "--max-epochs", type=int, metavar="N", default=d.max_epochs, help="epochs to train")
     add(g, "--patience", type=int, metavar="N",
         help="stop early after N epochs without a better validation loss (default: off)")

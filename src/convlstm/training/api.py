@@ -145,7 +145,7 @@ def _fit(cfg: FitConfig, *, datamodule: Optional[GridDataModule] = None, model: 
     module = ForecastModule(model if model is not None else cfg.model, model_options=cfg.model_options,
                             input_steps=dm.input_steps, output_steps=dm.output_steps, frame_shape=dm.sample_shape,
                             loss=cfg.loss, loss_options=cfg.loss_options, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                            scheduler=cfg.scheduler)
+                            scheduler=cfg.scheduler, scheduled_sampling=cfg.scheduled_sampling)
     monitor = "val_loss" if dm.has_val else "train_loss_epoch"
     history = HistoryCallback(run_dir / "history.json")
     cbs = [ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="min", save_top_k=1,

@@ -73,7 +73,10 @@ class FitConfig:
         sees); ``balanced`` takes ``thresholds`` (default ``[2, 5, 10, 30]``, in the data's
         units, mapped through the scaler at training time) and ``weights`` (default
         ``[1, 2, 5, 10, 30]``); the others take none), lr, weight_decay, scheduler (``none``,
-        ``cosine``, ``plateau``, ``onecycle``), max_epochs, patience (early stopping on the
+        ``cosine``, ``plateau``, ``onecycle``), scheduled_sampling (a fraction :math:`s` of the
+        training over which the probability of feeding the true frame, instead of the model's own
+        forecast, to its next step falls from 1 to 0; 0 = off; only for models that feed their
+        forecasts back, such as ``convlstm-warp``), max_epochs, patience (early stopping on the
         validation loss; ``None`` = off), gradient_clip, limit_train_batches /
         limit_val_batches (a fraction or a number of batches per epoch).
     Hardware and reproducibility:
@@ -115,6 +118,7 @@ class FitConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     scheduler: str = "none"
+    scheduled_sampling: float = 0.0
     max_epochs: int = 20
     patience: Optional[int] = None
     gradient_clip: Optional[float] = None
@@ -213,6 +217,10 @@ class FitConfig:
         if not isinstance(self.model_options, dict) or not all(isinstance(k, str) for k in self.model_options):
             raise ValueError(f"model_options must be a mapping of option name to value; got {self.model_options!r}")
         choice("loss", LOSSES); choice("scheduler", SCHEDULERS)
+        number("scheduled_sampling", 0.0)
+        if self.scheduled_sampling > 1:
+            raise ValueError(f"scheduled_sampling must be a fraction of the training in [0, 1] (0 = off); "
+                             f"got {self.scheduled_sampling!r}")
         if self.loss_options is None:
             self.loss_options = {}
         if not isinstance(self.loss_options, dict) or not all(isinstance(k, str) for k in self.loss_options):

@@ -97,7 +97,7 @@ class ForecastModule(pl.LightningModule):
                  model_options: Optional[Dict[str, Any]] = None, input_steps: Optional[int] = None,
                  output_steps: Optional[int] = None, frame_shape: Optional[Sequence[int]] = None,
                  loss: str = "mse", loss_options: Optional[Dict[str, Any]] = None, lr: float = 1e-3,
-                 weight_decay: float = 0.0, scheduler: str = "none") -> None:
+                 weight_decay: float = 0.0, scheduler: str = "none", scheduled_sampling: float = 0.0) -> None:
         super().__init__()
         if not isinstance(loss, str) or loss.lower() not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
@@ -123,6 +123,13 @@ class ForecastModule(pl.LightningModule):
             model_name = None
         else:
             raise TypeError(f"model must be a registered model name or a torch.nn.Module, got {type(model).__name__}")
+        if (isinstance(scheduled_sampling, bool) or not isinstance(scheduled_sampling, (int, float))
+                or not 0 <= scheduled_sampling <= 1):
+            raise ValueError(f"scheduled_sampling must be a fraction of the training in [0, 1] (0 = off), "
+                             f"got {scheduled_sampling!r}")
+        if scheduled_sampling and not getattr(self.model, "accepts_targets", False):
+            raise ValueError(f"scheduled_sampling={scheduled_sampling} needs a model that feeds its own forecasts "
+                             f"back and takes targets= (such as convlstm-warp); {type(self.model).__name__} does not")
         self.save_hyperparameters({
             "model": model_name,
             "model_options": _plain(dict(model_options or {})),
@@ -130,7 +137,7 @@ class ForecastModule(pl.LightningModule):
             "output_steps": None if output_steps is None else int(output_steps),
             "frame_shape": None if frame_shape is None else [int(v) for v in frame_shape],
             "loss": loss.lower(), "loss_options": loss_options, "lr": float(lr), "weight_decay": float(weight_decay),
-            "scheduler": scheduler.lower(),
+            "scheduler": scheduler.lower(), "scheduled_sampling": float(scheduled_sampling),
         })
 
     def setup(self, stage: str) -> None:
@@ -154,16 +161,29 @@ class ForecastModule(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
-    def _step(self, batch: Tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def teacher_forcing(self) -> float:
+        r"""The probability :math:`q` of feeding the true frame instead of the forecast to the
+        model's next step (scheduled sampling, Bengio et al. 2015): with ``scheduled_sampling``
+        :math:`s > 0`, :math:`q = \max(0, 1 - \text{progress} / s)`, progress being the fraction of
+        the run's optimizer steps done (from all teacher forcing to none over the first :math:`s`
+        of training). 0 outside training and when ``scheduled_sampling`` is 0."""
+        s = float(self.hparams.get("scheduled_sampling", 0.0) or 0.0)
+        if not s or not self.training or self._trainer is None:
+            return 0.0
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        return max(0.0, 1.0 - self.global_step / (s * total))
+
+    def _step(self, batch: Tuple[torch.Tensor, torch.Tensor], training: bool = False) -> torch.Tensor:
         x, y = batch
-        pred = self(x)
+        q = self.teacher_forcing() if training else 0.0
+        pred = self.model(x, targets=y, teacher_forcing=q) if q > 0 else self(x)
         if pred.shape != y.shape:
             raise ValueError(f"the model returned shape {tuple(pred.shape)} for input {tuple(x.shape)}, but the "
                              f"targets have shape {tuple(y.shape)}; check the model's output_steps and channels")
         return self.loss_fn(pred, y)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        data_loss = self._step(batch)
+        data_loss = self._step(batch, training=True)
         loss = data_loss + _layers.regularization_loss(self.model).to(data_loss.dtype)
         self.log("train_loss", data_loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch[0].shape[0])
         return loss
