@@ -13,7 +13,8 @@ frame, :math:`h_k` the top ConvLSTM state after step :math:`k`, :math:`D` the de
 .. math::
     \begin{aligned}
     (\delta_k, r_k) &= D(h_k, \text{skips}) \\
-    u_k &= u_{k-1} + \delta_k, \quad u_0 = 0 \\
+    v_k(p) &= v_{k-1}(p) + m\big(p + v_{k-1}(p)\big), \quad v_0 = 0 \\
+    u_k &= v_k + \sum_{j \le k} \delta_j \\
     \hat{x}_{T+k}(p) &= x_T\big(p + u_k(p)\big) + r_k(p)
     \end{aligned}
 
@@ -62,6 +63,7 @@ __all__ = ["MotionWarpForecaster", "auto_patch_size", "warp_frame"]
 
 HEADS = ("warp", "kernel", "residual", "direct")
 FLOWS = ("coarse", "fine")
+MOTIONS = ("block-matching", "learned")
 PADDING_MODES = ("border", "zeros", "reflection")
 #: ``patch_size="auto"`` keeps the ConvLSTM grid at most this many cells (64 x 64).
 AUTO_MAX_CELLS = 64 * 64
@@ -151,6 +153,75 @@ def apply_local_kernels(frame: torch.Tensor, logits: torch.Tensor, radius: int,
     return (patches * torch.softmax(logits, dim=1).unsqueeze(1)).sum(dim=2)
 
 
+#: Temperature of the soft arg-min of :func:`block_matching` (costs normalised to 0 at the best
+#: offset and 1 on average).
+MATCH_TEMPERATURE = 0.05
+
+
+@torch.no_grad()
+def block_matching(previous: torch.Tensor, current: torch.Tensor, radius: int, window: Optional[int] = None,
+                   temperature: float = MATCH_TEMPERATURE) -> torch.Tensor:
+    r"""The motion between two frames by block matching: for every pixel :math:`p`, the offset
+    :math:`d` (:math:`|d|_\infty \le r`) whose window of ``previous`` best matches the window of
+    ``current`` around :math:`p`, as a soft arg-min (sub-pixel, and zero where nothing is there to
+    match):
+
+    .. math::
+        s_p(d) = \sum_{q \in N(p)} \lVert x_t(q) - x_{t-1}(q + d) \rVert^2, \qquad
+        c_p(d) = \frac{s_p(d) - \min_e s_p(e)}{\operatorname{mean}_e s_p(e) - \min_e s_p(e) + \epsilon},
+        \qquad
+        u(p) = \sum_d d \, \mathrm{softmax}_d\!\left(-c_p(d) / \tau\right)
+
+    :math:`N(p)` is the ``window`` x ``window`` square around :math:`p` (default :math:`2r+1`),
+    :math:`\tau` = :data:`MATCH_TEMPERATURE`, :math:`\epsilon` = 1e-6 (where every offset
+    matches equally, e.g. an empty background, all weights are equal and :math:`u = 0`).
+    :math:`u` is a *backward* displacement: :math:`x_t(p) \approx x_{t-1}(p + u(p))`, so
+    constant motion continues as :math:`x_{t+k}(p) \approx x_t(p + k\,u(p))`
+    (:func:`warp_frame` with :math:`k u`). No gradient flows through it (``torch.no_grad``);
+    it holds :math:`(2r+1)^2` cost maps of one channel.
+
+    Args:
+        previous, current: :math:`(B, C, H, W)`; values beyond the edges repeat the edge.
+        radius: :math:`r`, the largest motion found, in pixels per frame.
+
+    Returns:
+        :math:`(B, 2, H, W)`: channel 0 along columns, channel 1 along rows (as :func:`warp_frame`).
+
+    Example::
+
+        >>> prev = torch.zeros(1, 1, 12, 12); prev[0, 0, 4:7, 3:6] = 1
+        >>> cur = torch.roll(prev, shifts=2, dims=3)           # moved 2 columns right
+        >>> block_matching(prev, cur, 3)[0, :, 5, 6].round().tolist()   # look back 2 columns
+        [-2.0, 0.0]
+    """
+    r = check_positive_int(radius, "radius")
+    win = 2 * r + 1 if window is None else check_positive_int(window, "window")
+    b, _, h, w = current.shape
+    cur, prev = current.float(), previous.float()
+    padded = F.pad(prev, (r, r, r, r), mode="replicate")
+    offsets = [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1)]
+    costs = cur.new_empty((b, len(offsets), h, w))
+    for i, (dy, dx) in enumerate(offsets):
+        costs[:, i:i + 1] = ((cur - padded[..., r + dy:r + dy + h, r + dx:r + dx + w]) ** 2).sum(1, keepdim=True)
+    costs = F.avg_pool2d(costs, win, stride=1, padding=win // 2, count_include_pad=False)[..., :h, :w]
+    low = costs.amin(dim=1, keepdim=True)
+    contrast = costs.mean(dim=1, keepdim=True) - low
+    costs = (costs - low) / (contrast + 1e-6)
+    weights = torch.softmax(costs.mul_(-1.0 / temperature), dim=1)
+    grid = torch.tensor(offsets, dtype=weights.dtype, device=weights.device)          # (K, 2) as (dy, dx)
+    u = torch.einsum("bkhw,kc->bchw", weights, grid.flip(1))                         # (dx, dy)
+    # spread the motion from where it was measured (contrast > 0) to its surroundings, so that a
+    # backward warp finds it at the pixels the content moves to
+    spread = 4 * r + 1
+    smooth = dict(kernel_size=spread, stride=1, padding=spread // 2, count_include_pad=False)
+    conf = contrast
+    for _ in range(2):
+        u = F.avg_pool2d(u * conf, **smooth)[..., :h, :w]
+        conf = F.avg_pool2d(conf, **smooth)[..., :h, :w]
+        u = u / (conf + 1e-12)
+    return u.to(current.dtype)
+
+
 def _conv(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1)
 
@@ -206,7 +277,7 @@ class MotionWarpForecaster(nn.Module):
 
     Args:
         channels (int): :math:`C`, channels of input and output frames. Default 1.
-        filters (int or sequence of int): state channels of each ConvLSTM layer. Default ``(64,)``.
+        filters (int or sequence of int): state channels of each ConvLSTM layer. Default ``(32,)``.
         kernel_size (int or sequence of int): ConvLSTM kernel of every layer or of each. Default 3.
         patch_size (int or ``"auto"``): :math:`p`, a power of two: the ConvLSTM runs at
             :math:`H/p \times W/p`. ``"auto"``: :func:`auto_patch_size` of the first input's
@@ -245,10 +316,10 @@ class MotionWarpForecaster(nn.Module):
 
     accepts_targets = True
 
-    def __init__(self, channels: int = 1, filters: Union[int, Sequence[int]] = (64,),
+    def __init__(self, channels: int = 1, filters: Union[int, Sequence[int]] = (32,),
                  kernel_size: Union[int, Sequence[int]] = 3, patch_size: Union[int, str] = "auto",
                  encoder_width: int = 16, head: str = "warp", flow: str = "coarse", correction: bool = True,
-                 kernel_radius: int = 4,
+                 kernel_radius: int = 4, motion: str = "block-matching", motion_radius: int = 4,
                  input_steps: Optional[int] = None,
                  output_steps: int = 3, padding_mode: str = "border", output_activation: Any = None,
                  frame_size: Optional[Sequence[int]] = None, in_channels: Optional[int] = None):
@@ -273,6 +344,8 @@ class MotionWarpForecaster(nn.Module):
             raise TypeError(f"correction must be True or False, got {correction!r}")
         self.correction = correction
         self.kernel_radius = check_positive_int(kernel_radius, "kernel_radius")
+        self.motion = check_choice(motion, MOTIONS, "motion", lower=True)
+        self.motion_radius = check_positive_int(motion_radius, "motion_radius")
         if self.head not in ("warp", "kernel") and not correction:
             raise ValueError(f"correction=False leaves head={self.head!r} nothing to forecast; it applies to "
                              f"head='warp' only")
@@ -294,7 +367,7 @@ class MotionWarpForecaster(nn.Module):
         w = self.encoder_width
         widths = [min(w * 2 ** i, 4 * w) for i in range(halvings + 1)]
         c = self.in_channels
-        self.encoder = _Encoder(2 * c, widths)
+        self.encoder = _Encoder(2 * c + (2 if self.motion == "block-matching" else 0), widths)
         self.rnn = nn.ModuleList()
         below = widths[-1]
         for f, k in zip(self.filters, self.kernel_sizes):
@@ -322,8 +395,17 @@ class MotionWarpForecaster(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ------------------------------------------------------------------ forward
-    def _encode(self, frame: torch.Tensor, previous: torch.Tensor) -> List[torch.Tensor]:
-        return self.encoder(torch.cat((frame, frame - previous), dim=1))
+    def _motion(self, frame: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        return block_matching(previous.detach(), frame.detach(), self.motion_radius)
+
+    def _encode(self, frame: torch.Tensor, previous: torch.Tensor,
+                motion: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
+        parts = [frame, frame - previous]
+        if self.motion == "block-matching":
+            if motion is None:
+                motion = self._motion(frame, previous)
+            parts.append(motion / self.motion_radius)
+        return self.encoder(torch.cat(parts, dim=1))
 
     def _rnn(self, feats: torch.Tensor, states: Optional[List[Tuple[torch.Tensor, torch.Tensor]]]):
         """feats (B, T, C, h, w) through the ConvLSTM stack; returns the top sequence and the states."""
@@ -361,14 +443,19 @@ class MotionWarpForecaster(nn.Module):
             if pad_r or pad_c:
                 truth = F.pad(truth.flatten(0, 1), (0, pad_c, 0, pad_r), mode="replicate").unflatten(0, (b, -1))
         previous = torch.cat((frames[:, :1], frames[:, :-1]), dim=1)
-        feats = self._encode(frames.flatten(0, 1), previous.flatten(0, 1))
+        motion = None
+        if self.motion == "block-matching":
+            motion = self._motion(frames.flatten(0, 1), previous.flatten(0, 1))
+        feats = self._encode(frames.flatten(0, 1), previous.flatten(0, 1), motion)
         top = feats[-1].unflatten(0, (b, t_in))
         seq, states = self._rnn(top, None)
         last = frames[:, -1]
         skips = [f.unflatten(0, (b, t_in))[:, -1] for f in feats]
         h = seq[:, -1]
         fed, fed_before = last, frames[:, -2] if t_in > 1 else last
-        displacement = None
+        # block matching: start from the observed motion continued (extrapolation); learned: from rest
+        observed = None if motion is None else motion.unflatten(0, (b, t_in))[:, -1]
+        learned = traced = None
         outputs = []
         for k in range(self.output_steps):
             head, top = self.decoder(h, skips)
@@ -380,7 +467,12 @@ class MotionWarpForecaster(nn.Module):
                     head_rest = head
                 else:
                     delta, head_rest = head[:, :2], head[:, 2:]
-                displacement = delta if displacement is None else displacement + delta
+                learned = delta if learned is None else learned + delta
+                displacement = learned
+                if observed is not None:
+                    # semi-Lagrangian: follow the observed motion back one step at a time
+                    traced = observed if traced is None else traced + warp_frame(observed, traced, "border")
+                    displacement = learned + traced
                 pred = warp_frame(last, displacement, self.padding_mode)
                 if self.correction:
                     pred = pred + head_rest
@@ -416,5 +508,5 @@ class MotionWarpForecaster(nn.Module):
 
 
 register_model("convlstm-warp", description=(
-    "ConvLSTM (64 filters, 3x3) at 1/p resolution with a full-resolution head that warps the last frame along a "
+    "ConvLSTM (32 filters, 3x3) at 1/p resolution with a full-resolution head that warps the last frame along a "
     "learned motion field, plus a correction: sharp forecasts, any frame size, patch size auto"))(MotionWarpForecaster)
