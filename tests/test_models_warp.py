@@ -103,14 +103,14 @@ def test_untrained_model_forecasts_persistence(head):
 
 def test_untrained_warp_with_block_matching_continues_the_motion():
     """A square moving (+1 row, +2 cols) per frame: before any training, the block-matching
-    start continues that motion: the forecast square's centre is within 0.15 pixel per lead time
-    of the true one (the measured motion, spread from the square to its surroundings, is within
-    about 0.13 pixel of the integer one); without motion the error would be 2.2 pixels per step."""
+    start continues that motion: the forecast square's centre is within 0.25 pixel per lead time
+    of the true one (the soft arg-min, spread from the square to its surroundings, finds about
+    93% of the motion); without motion the error would be 2.2 pixels per step."""
     frames = torch.zeros(2, 6, 20, 20, 1)
     for t in range(6):
         frames[:, t, 3 + t:6 + t, 2 + 2 * t:5 + 2 * t] = 1.0
     x, y = frames[:, :3], frames[:, 3:]
-    model = MotionWarpForecaster(channels=1, filters=(8,), patch_size=2, encoder_width=4, output_steps=3,
+    model = MotionWarpForecaster(channels=1, filters=(8,), patch_size=1, encoder_width=4, output_steps=3,
                                  padding_mode="zeros")
     pred = model(x)[..., 0]
     rows, cols = torch.meshgrid(torch.arange(20.0), torch.arange(20.0), indexing="ij")
@@ -119,7 +119,7 @@ def test_untrained_warp_with_block_matching_continues_the_motion():
         return torch.stack(((f * rows).sum((-1, -2)) / f.sum((-1, -2)), (f * cols).sum((-1, -2)) / f.sum((-1, -2))))
 
     error = (centre(pred) - centre(y[..., 0])).abs()                  # (2, batch, lead)
-    assert (error <= 0.15 * torch.arange(1, 4.0)).all(), error
+    assert (error <= 0.25 * torch.arange(1, 4.0)).all(), error
     torch.testing.assert_close(pred.sum((-1, -2)), y[..., 0].sum((-1, -2)), rtol=0.05, atol=0)   # no mass lost
 
 
@@ -259,3 +259,20 @@ def test_scheduled_sampling_schedule_and_a_fit(tmp_path):
               progress=False, accelerator="cpu", devices=1, run_dir=str(tmp_path / "run"))
     hp = load_checkpoint(run / "checkpoints" / "last.ckpt")["hyper_parameters"]
     assert hp["scheduled_sampling"] == 0.5 and hp["model"] == "convlstm-warp"
+
+
+def test_untrained_warp_with_coarse_block_matching_continues_a_smooth_motion():
+    """With patch_size 4 the motion is matched on 4x4-averaged frames (radius ceil(8 / 4) = 2
+    cells) and up-sampled: a Gaussian blob moving (+2 rows, -3 cols) per frame on 48x48 is still
+    continued within 0.25 pixel per lead time (persistence is 3.6 pixels off per step)."""
+    rows, cols = torch.meshgrid(torch.arange(48.0), torch.arange(48.0), indexing="ij")
+    frames = torch.stack([torch.exp(-((rows - 14 - 2 * t) ** 2 + (cols - 30 + 3 * t) ** 2) / 18) for t in range(6)])
+    x, y = frames[None, :3, :, :, None], frames[None, 3:]
+    model = MotionWarpForecaster(channels=1, filters=(8,), patch_size=4, encoder_width=4, output_steps=3)
+    pred = model(x)[0, ..., 0]
+
+    def centre(f):
+        return torch.stack(((f * rows).sum((-1, -2)) / f.sum((-1, -2)), (f * cols).sum((-1, -2)) / f.sum((-1, -2))))
+
+    error = (centre(pred) - centre(y[0])).abs()
+    assert (error <= 0.25 * torch.arange(1, 4.0)).all(), error

@@ -319,7 +319,7 @@ class MotionWarpForecaster(nn.Module):
     def __init__(self, channels: int = 1, filters: Union[int, Sequence[int]] = (32,),
                  kernel_size: Union[int, Sequence[int]] = 3, patch_size: Union[int, str] = "auto",
                  encoder_width: int = 16, head: str = "warp", flow: str = "coarse", correction: bool = True,
-                 kernel_radius: int = 4, motion: str = "block-matching", motion_radius: int = 4,
+                 kernel_radius: int = 4, motion: str = "block-matching", motion_radius: int = 8,
                  input_steps: Optional[int] = None,
                  output_steps: int = 3, padding_mode: str = "border", output_activation: Any = None,
                  frame_size: Optional[Sequence[int]] = None, in_channels: Optional[int] = None):
@@ -396,7 +396,14 @@ class MotionWarpForecaster(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def _motion(self, frame: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
-        return block_matching(previous.detach(), frame.detach(), self.motion_radius)
+        """Block matching on the ConvLSTM's grid (frames averaged over p x p patches, radius
+        ceil(motion_radius / p) cells), up-sampled bilinearly to pixels: cheap at any frame size."""
+        p = self.patch_size
+        if p == 1:
+            return block_matching(previous.detach(), frame.detach(), self.motion_radius)
+        cells = block_matching(F.avg_pool2d(previous.detach(), p), F.avg_pool2d(frame.detach(), p),
+                               math.ceil(self.motion_radius / p))
+        return F.interpolate(cells * p, size=frame.shape[-2:], mode="bilinear", align_corners=False)
 
     def _encode(self, frame: torch.Tensor, previous: torch.Tensor,
                 motion: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
