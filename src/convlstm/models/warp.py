@@ -153,32 +153,30 @@ def apply_local_kernels(frame: torch.Tensor, logits: torch.Tensor, radius: int,
     return (patches * torch.softmax(logits, dim=1).unsqueeze(1)).sum(dim=2)
 
 
-#: Temperature of the soft arg-min of :func:`block_matching` (costs normalised to 0 at the best
-#: offset and 1 on average).
-MATCH_TEMPERATURE = 0.05
-
-
 @torch.no_grad()
-def block_matching(previous: torch.Tensor, current: torch.Tensor, radius: int, window: Optional[int] = None,
-                   temperature: float = MATCH_TEMPERATURE) -> torch.Tensor:
+def block_matching(previous: torch.Tensor, current: torch.Tensor, radius: int,
+                   window: Optional[int] = None) -> torch.Tensor:
     r"""The motion between two frames by block matching: for every pixel :math:`p`, the offset
     :math:`d` (:math:`|d|_\infty \le r`) whose window of ``previous`` best matches the window of
-    ``current`` around :math:`p`, as a soft arg-min (sub-pixel, and zero where nothing is there to
-    match):
+    ``current`` around :math:`p`, refined to sub-pixel precision, then spread from where it was
+    measured to the surroundings:
 
     .. math::
-        s_p(d) = \sum_{q \in N(p)} \lVert x_t(q) - x_{t-1}(q + d) \rVert^2, \qquad
-        c_p(d) = \frac{s_p(d) - \min_e s_p(e)}{\operatorname{mean}_e s_p(e) - \min_e s_p(e) + \epsilon},
-        \qquad
-        u(p) = \sum_d d \, \mathrm{softmax}_d\!\left(-c_p(d) / \tau\right)
+        s_p(d) = \frac{1}{|N|} \sum_{q \in N(p)} \lVert x_t(q) - x_{t-1}(q + d) \rVert^2, \qquad
+        d^*_p = \arg\min_d s_p(d) + \text{parabolic refinement per axis}
 
-    :math:`N(p)` is the ``window`` x ``window`` square around :math:`p` (default :math:`2r+1`),
-    :math:`\tau` = :data:`MATCH_TEMPERATURE`, :math:`\epsilon` = 1e-6 (where every offset
-    matches equally, e.g. an empty background, all weights are equal and :math:`u = 0`).
-    :math:`u` is a *backward* displacement: :math:`x_t(p) \approx x_{t-1}(p + u(p))`, so
-    constant motion continues as :math:`x_{t+k}(p) \approx x_t(p + k\,u(p))`
-    (:func:`warp_frame` with :math:`k u`). No gradient flows through it (``torch.no_grad``);
-    it holds :math:`(2r+1)^2` cost maps of one channel.
+    :math:`N(p)` is the ``window`` x ``window`` square around :math:`p` (default :math:`2r+1`).
+    The refinement fits two lines of equal and opposite slope through :math:`s_p` at
+    :math:`d^* - e, d^*, d^* + e` along each axis :math:`e` (the equiangular fit, offset
+    :math:`(s_- - s_+) / (2 (\max(s_-, s_+) - s_0))`, at most half a pixel). The confidence of :math:`d^*_p` is the
+    contrast :math:`w_p = \operatorname{mean}_d s_p(d) - \min_d s_p(d)` (zero on an empty
+    background); the returned field is twice the confidence-weighted box average over
+    :math:`4r+1` pixels, :math:`u = \overline{w d^*} / \overline{w}`, so that a backward warp finds
+    the motion at the pixels the content moves to.
+
+    :math:`u` is a *backward* displacement: :math:`x_t(p) \approx x_{t-1}(p + u(p))`, so constant
+    motion continues as :math:`x_{t+k}(p) \approx x_t(p + k\,u(p))`. No gradient flows through it
+    (``torch.no_grad``); it holds :math:`(2r+1)^2` cost maps of one channel.
 
     Args:
         previous, current: :math:`(B, C, H, W)`; values beyond the edges repeat the edge.
@@ -197,21 +195,32 @@ def block_matching(previous: torch.Tensor, current: torch.Tensor, radius: int, w
     r = check_positive_int(radius, "radius")
     win = 2 * r + 1 if window is None else check_positive_int(window, "window")
     b, _, h, w = current.shape
+    n = 2 * r + 1
     cur, prev = current.float(), previous.float()
     padded = F.pad(prev, (r, r, r, r), mode="replicate")
-    offsets = [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1)]
-    costs = cur.new_empty((b, len(offsets), h, w))
-    for i, (dy, dx) in enumerate(offsets):
-        costs[:, i:i + 1] = ((cur - padded[..., r + dy:r + dy + h, r + dx:r + dx + w]) ** 2).sum(1, keepdim=True)
+    costs = cur.new_empty((b, n * n, h, w))
+    for i in range(n * n):
+        dy, dx = divmod(i, n)
+        costs[:, i:i + 1] = ((cur - padded[..., dy:dy + h, dx:dx + w]) ** 2).sum(1, keepdim=True)
     costs = F.avg_pool2d(costs, win, stride=1, padding=win // 2, count_include_pad=False)[..., :h, :w]
-    low = costs.amin(dim=1, keepdim=True)
+    low, best = costs.min(dim=1, keepdim=True)
     contrast = costs.mean(dim=1, keepdim=True) - low
-    costs = (costs - low) / (contrast + 1e-6)
-    weights = torch.softmax(costs.mul_(-1.0 / temperature), dim=1)
-    grid = torch.tensor(offsets, dtype=weights.dtype, device=weights.device)          # (K, 2) as (dy, dx)
-    u = torch.einsum("bkhw,kc->bchw", weights, grid.flip(1))                         # (dx, dy)
-    # spread the motion from where it was measured (contrast > 0) to its surroundings, so that a
-    # backward warp finds it at the pixels the content moves to
+    iy, ix = torch.div(best, n, rounding_mode="floor"), best % n
+    grid = costs.view(b, n, n, h, w)
+
+    def at(y, x):
+        return _gather2(grid, y.clamp(0, n - 1), x.clamp(0, n - 1))
+
+    def refine(c_minus, c_zero, c_plus, inside):
+        # equiangular (V-shaped) fit: exact for the linear growth of a sharp edge's mismatch
+        rise = torch.maximum(c_minus, c_plus) - c_zero
+        step = torch.where(inside & (rise > 0), (c_minus - c_plus) / (2 * rise).clamp_min(1e-12),
+                           torch.zeros_like(c_zero))
+        return step.clamp(-0.5, 0.5)
+
+    sub_x = refine(at(iy, ix - 1), low, at(iy, ix + 1), (ix > 0) & (ix < n - 1))
+    sub_y = refine(at(iy - 1, ix), low, at(iy + 1, ix), (iy > 0) & (iy < n - 1))
+    u = torch.cat((ix - r + sub_x, iy - r + sub_y), dim=1)
     spread = 4 * r + 1
     smooth = dict(kernel_size=spread, stride=1, padding=spread // 2, count_include_pad=False)
     conf = contrast
@@ -220,6 +229,13 @@ def block_matching(previous: torch.Tensor, current: torch.Tensor, radius: int, w
         conf = F.avg_pool2d(conf, **smooth)[..., :h, :w]
         u = u / (conf + 1e-12)
     return u.to(current.dtype)
+
+
+def _gather2(grid: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``grid[b, y[b, 0, i, j], x[b, 0, i, j], i, j]`` for grid (B, n, n, H, W), y and x (B, 1, H, W)."""
+    n = grid.shape[1]
+    flat = grid.flatten(1, 2)
+    return flat.gather(1, (y * n + x))
 
 
 def _conv(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:
