@@ -412,9 +412,10 @@ class MotionWarpForecaster(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def _motion(self, frame: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
-        """Block matching on the ConvLSTM's grid (frames averaged over p x p patches, radius
-        ceil(motion_radius / p) cells), up-sampled bilinearly to pixels: cheap at any frame size."""
-        p = self.patch_size
+        """Block matching on frames averaged over m x m patches, m = auto_patch_size(rows, cols)
+        (at most 64 x 64 cells: full resolution for small frames, 4 x 4 patches for 256 x 256),
+        radius ceil(motion_radius / m) cells, up-sampled bilinearly to pixels."""
+        p = auto_patch_size(frame.shape[-2], frame.shape[-1])
         if p == 1:
             return block_matching(previous.detach(), frame.detach(), self.motion_radius)
         cells = block_matching(F.avg_pool2d(previous.detach(), p), F.avg_pool2d(frame.detach(), p),
