@@ -221,7 +221,7 @@ def test_ddp_two_cpu_processes(tmp_path):
     cmd = [sys.executable, "-m", "convlstm.cli", "fit", str(tmp_path / "grid.npy"), "--input-steps", "3",
            "--output-steps", "2", "--batch-size", "4", "--max-epochs", "1", "--accelerator", "cpu",
            "--devices", "2", "--strategy", "ddp", "--model-option", "filters=[4]", "--model-option",
-           "kernel_sizes=[3]", "--split", "0.6", "0.2", "0.2", "--run-dir", str(run), "--no-progress",
+           "encoder_width=4", "--split", "0.6", "0.2", "0.2", "--run-dir", str(run), "--no-progress",
            "--no-evaluate"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
