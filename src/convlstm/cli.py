@@ -214,6 +214,11 @@ def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
     add(g, "--num-nodes", type=int, metavar="N", default=d.num_nodes, help="machines (run the command on each)")
     add(g, "--strategy", metavar="NAME", default=d.strategy,
         help="Lightning strategy: auto, ddp, ddp_spawn, fsdp, ...")
+    add(g, "--memory-limit", metavar="SIZE",
+        help="memory a CPU training step may use: a size such as 8GB, 512MB or 16GiB, or 'off' for no check "
+             "(default: auto, 80%% of the memory available). Before training, a step's peak is estimated "
+             "(about a second); a --batch-size over the limit is lowered to the largest that fits, and a run "
+             "whose batch size 1 does not fit stops with the estimate")
     g = p.add_argument_group("outputs")
     add(g, "--run-dir", metavar="DIR", help="the run folder (default: runs/fit-DATE-TIME)")
     add(g, "--resume", action="store_true", help="continue the run in --run-dir from checkpoints/last.ckpt")
@@ -391,8 +396,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     settings: Dict[str, Any] = {}
     if args.quick:
-        settings.update(num_sequences=48, max_epochs=1, model_options={"filters": [8], "kernel_size": 3,
-                                                                       "patch_size": 4})
+        settings.update(num_sequences=48, max_epochs=1, model_options={"filters": [8], "patch_size": 2,
+                                                                       "encoder_width": 8, "correction": False})
     if args.epochs is not None:
         settings["max_epochs"] = args.epochs
     demo(args.run_dir, settings=settings, progress=args.progress, seed=args.seed)

@@ -13,9 +13,11 @@ from .config import FitConfig, load_config, save_config
 from .datamodule import GridDataModule, SequenceDataset
 from .module import AtomicCheckpointIO, ForecastModule, HistoryCallback, build_model, load_checkpoint
 from .api import DEMO_SETTINGS, demo, evaluate, find_checkpoint, fit, format_results, load_module, predict
+from .memory import MemoryBudgetError, available_memory, choose_batch_size, estimate_training_memory
 
 __all__ = [
     "FitConfig", "load_config", "save_config", "GridDataModule", "SequenceDataset", "ForecastModule",
     "HistoryCallback", "AtomicCheckpointIO", "build_model", "load_checkpoint", "fit", "evaluate", "predict",
     "demo", "find_checkpoint", "load_module", "format_results", "DEMO_SETTINGS",
+    "MemoryBudgetError", "estimate_training_memory", "choose_batch_size", "available_memory",
 ]

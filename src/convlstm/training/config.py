@@ -81,7 +81,11 @@ class FitConfig:
         limit_val_batches (a fraction or a number of batches per epoch).
     Hardware and reproducibility:
         precision (``32``, ``16-mixed``, ``bf16-mixed``, ``64``), seed, deterministic,
-        accelerator, devices, num_nodes, strategy (``auto``, ``ddp``, ``ddp_spawn``, ...).
+        accelerator, devices, num_nodes, strategy (``auto``, ``ddp``, ``ddp_spawn``, ...),
+        memory_limit (what a CPU training step may use: ``None``/``"auto"`` = 80% of the memory
+        available, a size such as ``"8GB"`` or a number of bytes, ``"off"`` = no check; before
+        training, a batch size over it is lowered to the largest that fits, see
+        :mod:`convlstm.training.memory`).
     Outputs:
         run_dir (default ``runs/fit-<date>-<time>``), resume (continue from
         ``run_dir/checkpoints/last.ckpt``), evaluate (score the test part and draw the pictures
@@ -111,7 +115,7 @@ class FitConfig:
     nonnegative: Optional[bool] = None
     batch_size: int = 16
     num_workers: int = 0
-    model: str = "keras-nextframe"
+    model: str = "convlstm-warp"
     model_options: Dict[str, Any] = field(default_factory=dict)
     loss: str = "mse"
     loss_options: Dict[str, Any] = field(default_factory=dict)
@@ -131,6 +135,7 @@ class FitConfig:
     devices: Union[int, str, List[int]] = "auto"
     num_nodes: int = 1
     strategy: str = "auto"
+    memory_limit: Union[None, int, str] = None
     run_dir: Optional[str] = None
     resume: bool = False
     evaluate: bool = True
@@ -296,6 +301,14 @@ class FitConfig:
         self.baselines = list(dict.fromkeys(v.lower() for v in b))
         choice("extrapolation_method", MOTION_METHODS)
         integer("samples", 1)
+        if self.memory_limit is not None:
+            from .memory import parse_memory_limit
+
+            limit = parse_memory_limit(self.memory_limit)  # raises naming memory_limit
+            if limit is None or limit == "off":
+                self.memory_limit = limit
+            else:  # keep the spelling given ("8GB") when it was text
+                self.memory_limit = self.memory_limit.strip() if isinstance(self.memory_limit, str) else limit
         return self
 
     def conversion(self) -> UnitConversion:
