@@ -72,7 +72,7 @@ def _count_by_hand_p2():
     """channels 1, filters (8,), 3x3, patch 2, encoder width 4 (widths 4, 8), warp, coarse flow,
     correction: every convolution's weights and biases added up by hand."""
     conv = lambda cin, cout: cin * cout * 9 + cout   # noqa: E731 - 3x3 conv with bias
-    encoder = conv(4, 4) + conv(4, 8) + conv(8, 8)   # stem (frame, difference, 2 motion), halving, conv
+    encoder = conv(2, 4) + conv(4, 8) + conv(8, 8)   # stem (frame and difference), halving, conv
     rnn = 4 * 8 * 8 * 9 + 4 * 8 * 8 * 9 + 4 * 8      # input kernel, recurrent kernel, bias
     decoder = conv(8 + 8, 8) + conv(8 + 4, 4) + conv(4, 1)   # fuse at 1/2, up + skip, correction
     flow = conv(8, 2)
@@ -81,7 +81,7 @@ def _count_by_hand_p2():
 
 def test_parameter_count_matches_a_count_by_hand():
     model = MotionWarpForecaster(channels=1, filters=(8,), kernel_size=3, patch_size=2, encoder_width=4)
-    assert sum(p.numel() for p in model.parameters()) == _count_by_hand_p2() == 7447
+    assert sum(p.numel() for p in model.parameters()) == _count_by_hand_p2() == 7375
 
 
 @pytest.mark.parametrize("head", ["warp", "kernel", "residual", "direct"])
@@ -276,3 +276,12 @@ def test_untrained_warp_with_coarse_block_matching_continues_a_smooth_motion():
 
     error = (centre(pred) - centre(y[0])).abs()
     assert (error <= 0.25 * torch.arange(1, 4.0)).all(), error
+
+
+@pytest.mark.parametrize("size", [1, 3, 9, 17, 41])
+def test_box_mean_equals_avg_pool_without_padding(size):
+    from convlstm.models.warp import box_mean
+
+    x = torch.rand(2, 3, 13, 17, dtype=torch.float64)
+    expected = torch.nn.functional.avg_pool2d(x, size, stride=1, padding=size // 2, count_include_pad=False)
+    torch.testing.assert_close(box_mean(x, size), expected, rtol=0, atol=1e-12)

@@ -202,7 +202,7 @@ def block_matching(previous: torch.Tensor, current: torch.Tensor, radius: int,
     for i in range(n * n):
         dy, dx = divmod(i, n)
         costs[:, i:i + 1] = ((cur - padded[..., dy:dy + h, dx:dx + w]) ** 2).sum(1, keepdim=True)
-    costs = F.avg_pool2d(costs, win, stride=1, padding=win // 2, count_include_pad=False)[..., :h, :w]
+    costs = box_mean(costs, win)
     low, best = costs.min(dim=1, keepdim=True)
     contrast = costs.mean(dim=1, keepdim=True) - low
     iy, ix = torch.div(best, n, rounding_mode="floor"), best % n
@@ -222,13 +222,30 @@ def block_matching(previous: torch.Tensor, current: torch.Tensor, radius: int,
     sub_y = refine(at(iy - 1, ix), low, at(iy + 1, ix), (iy > 0) & (iy < n - 1))
     u = torch.cat((ix - r + sub_x, iy - r + sub_y), dim=1)
     spread = 4 * r + 1
-    smooth = dict(kernel_size=spread, stride=1, padding=spread // 2, count_include_pad=False)
     conf = contrast
     for _ in range(2):
-        u = F.avg_pool2d(u * conf, **smooth)[..., :h, :w]
-        conf = F.avg_pool2d(conf, **smooth)[..., :h, :w]
+        u = box_mean(u * conf, spread)
+        conf = box_mean(conf, spread)
         u = u / (conf + 1e-12)
     return u.to(current.dtype)
+
+
+def box_mean(x: torch.Tensor, size: int) -> torch.Tensor:
+    """The mean of ``x`` (B, C, H, W) over the ``size`` x ``size`` square around each pixel (odd
+    ``size``; near the edges over the part inside the frame, as ``avg_pool2d(...,
+    count_include_pad=False)``), from cumulative sums: the same cost for any ``size``."""
+    h, w = x.shape[-2:]
+    r = size // 2
+
+    def along(z: torch.Tensor, dim: int, n: int) -> torch.Tensor:
+        c = F.pad(z.cumsum(dim), (0, 0, 1, 0) if dim == -2 else (1, 0))       # leading zero
+        idx = torch.arange(n, device=z.device)
+        hi, lo = (idx + r + 1).clamp(max=n), (idx - r).clamp(min=0)
+        return c.index_select(dim, hi) - c.index_select(dim, lo), (hi - lo)
+
+    rows, n_rows = along(x, -2, h)
+    both, n_cols = along(rows, -1, w)
+    return both / (n_rows.view(-1, 1) * n_cols.view(1, -1)).to(x.dtype)
 
 
 def _gather2(grid: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -383,7 +400,7 @@ class MotionWarpForecaster(nn.Module):
         w = self.encoder_width
         widths = [min(w * 2 ** i, 4 * w) for i in range(halvings + 1)]
         c = self.in_channels
-        self.encoder = _Encoder(2 * c + (2 if self.motion == "block-matching" else 0), widths)
+        self.encoder = _Encoder(2 * c, widths)
         self.rnn = nn.ModuleList()
         below = widths[-1]
         for f, k in zip(self.filters, self.kernel_sizes):
@@ -422,14 +439,8 @@ class MotionWarpForecaster(nn.Module):
                                math.ceil(self.motion_radius / p))
         return F.interpolate(cells * p, size=frame.shape[-2:], mode="bilinear", align_corners=False)
 
-    def _encode(self, frame: torch.Tensor, previous: torch.Tensor,
-                motion: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
-        parts = [frame, frame - previous]
-        if self.motion == "block-matching":
-            if motion is None:
-                motion = self._motion(frame, previous)
-            parts.append(motion / self.motion_radius)
-        return self.encoder(torch.cat(parts, dim=1))
+    def _encode(self, frame: torch.Tensor, previous: torch.Tensor) -> List[torch.Tensor]:
+        return self.encoder(torch.cat((frame, frame - previous), dim=1))
 
     def _rnn(self, feats: torch.Tensor, states: Optional[List[Tuple[torch.Tensor, torch.Tensor]]]):
         """feats (B, T, C, h, w) through the ConvLSTM stack; returns the top sequence and the states."""
@@ -467,10 +478,7 @@ class MotionWarpForecaster(nn.Module):
             if pad_r or pad_c:
                 truth = F.pad(truth.flatten(0, 1), (0, pad_c, 0, pad_r), mode="replicate").unflatten(0, (b, -1))
         previous = torch.cat((frames[:, :1], frames[:, :-1]), dim=1)
-        motion = None
-        if self.motion == "block-matching":
-            motion = self._motion(frames.flatten(0, 1), previous.flatten(0, 1))
-        feats = self._encode(frames.flatten(0, 1), previous.flatten(0, 1), motion)
+        feats = self._encode(frames.flatten(0, 1), previous.flatten(0, 1))
         top = feats[-1].unflatten(0, (b, t_in))
         seq, states = self._rnn(top, None)
         last = frames[:, -1]
@@ -478,7 +486,9 @@ class MotionWarpForecaster(nn.Module):
         h = seq[:, -1]
         fed, fed_before = last, frames[:, -2] if t_in > 1 else last
         # block matching: start from the observed motion continued (extrapolation); learned: from rest
-        observed = None if motion is None else motion.unflatten(0, (b, t_in))[:, -1]
+        observed = None
+        if self.motion == "block-matching" and t_in > 1:
+            observed = self._motion(frames[:, -1], frames[:, -2])
         learned = traced = None
         outputs = []
         for k in range(self.output_steps):
