@@ -11,6 +11,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 # Tiny overrides so that every registered model runs fast on the CPU.
 TINY = {
+    "convlstm-warp": dict(filters=(4,), encoder_width=4, output_steps=2),
     "keras-nextframe": dict(filters=(4, 3), kernel_sizes=(3, 1)),
     "shi2015-1x256": dict(filters=(6,), frame_size=(8, 8), input_steps=3, output_steps=2),
     "shi2015-2x128": dict(filters=(5, 4), frame_size=(8, 8), input_steps=3, output_steps=2),
@@ -19,7 +20,8 @@ TINY = {
 
 
 def test_registry_lists_models():
-    assert models.list_models() == ["keras-nextframe", "shi2015-128-64-64", "shi2015-1x256", "shi2015-2x128"]
+    assert models.list_models() == ["convlstm-warp", "keras-nextframe", "shi2015-128-64-64", "shi2015-1x256",
+                                    "shi2015-2x128"]
     assert set(TINY) == set(models.list_models())
     assert "13,524,496" in models.model_info("shi2015-1x256")
 
@@ -32,7 +34,7 @@ def test_every_model_runs(name):
     y = model(x)
     steps = model.output_steps or x.shape[1]
     assert tuple(y.shape) == (2, steps, 8, 8, 1)
-    assert torch.all((y > 0) & (y < 1))  # sigmoid outputs
+    assert torch.all((y > 0) & (y < 1))  # sigmoid outputs; convlstm-warp's untrained warp interpolates inputs
     y.mean().backward()
     assert all(p.grad is not None for p in model.parameters())
 

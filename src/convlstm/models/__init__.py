@@ -8,6 +8,9 @@ length).
 =====================  ========================================================================
 name                   model
 =====================  ========================================================================
+``convlstm-warp``      :class:`MotionWarpForecaster` (the toolkit's default): a ConvLSTM at
+                       :math:`1/p` resolution whose full-resolution head moves the last frame
+                       along block-matching motion refined by the network, plus a correction
 ``keras-nextframe``    :class:`KerasNextFrame`: the keras-io next-frame example; T frames -> the
                        T next frames (or an autoregressive rollout with ``output_steps=L``)
 ``shi2015-1x256``      :class:`ShiEncoderForecaster` with filters 256 (Shi et al. 2015, Table 1)
@@ -19,7 +22,7 @@ Example::
 
     >>> import convlstm.models as models
     >>> models.list_models()
-    ['keras-nextframe', 'shi2015-128-64-64', 'shi2015-1x256', 'shi2015-2x128']
+    ['convlstm-warp', 'keras-nextframe', 'shi2015-128-64-64', 'shi2015-1x256', 'shi2015-2x128']
     >>> model = models.create("keras-nextframe", in_channels=2, filters=(16, 16))
 """
 from .registry import create, list_models, model_info, register_model

@@ -88,6 +88,10 @@ class ForecastModule(pl.LightningModule):
         lr: learning rate of AdamW. weight_decay: AdamW's decoupled weight decay.
         scheduler: ``"none"``, ``"cosine"`` (to 0 over the run's epochs), ``"plateau"`` (halve the
             rate after 3 epochs without progress of the validation loss) or ``"onecycle"``.
+        scheduled_sampling: a fraction :math:`s` of the run's optimizer steps over which the
+            probability of feeding the model the true frame instead of its own forecast falls
+            linearly from 1 to 0 (:meth:`teacher_forcing`); 0 (default) = always its own forecasts.
+            Only for models with ``accepts_targets`` (``convlstm-warp``).
 
     The hyperparameters saved in checkpoints are plain Python values only, so a checkpoint loads
     with ``torch.load(path, weights_only=True)``.
