@@ -285,3 +285,12 @@ def test_box_mean_equals_avg_pool_without_padding(size):
     x = torch.rand(2, 3, 13, 17, dtype=torch.float64)
     expected = torch.nn.functional.avg_pool2d(x, size, stride=1, padding=size // 2, count_include_pad=False)
     torch.testing.assert_close(box_mean(x, size), expected, rtol=0, atol=1e-12)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from convlstm.models import warp
+
+    result = doctest.testmod(warp, extraglobs={"torch": torch}, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted >= 10, result

@@ -4,11 +4,15 @@ redrawing it.
 Why: a decoder that paints every forecast frame from a coarse hidden state blurs it (the mean of
 the plausible futures under a squared error) and, after space-to-depth patches, paints blocks.
 Rain cells, crowds and digits are mostly *carried along*; a forecast that resamples the last
-observed frame along a learned motion field keeps their shape, and a small learned correction
-adds what motion cannot explain (growth, decay, new cells).
+observed frame along a motion field keeps their shape, and a small learned correction can add
+what motion does not explain (growth, decay, new cells).
 
-One step of the forecast, for lead time :math:`k = 1 \dots K` (:math:`x_{T}` the last observed
-frame, :math:`h_k` the top ConvLSTM state after step :math:`k`, :math:`D` the decoder):
+The motion starts from what the inputs show: :func:`block_matching` between the last two input
+frames gives a displacement field :math:`m` (pixels per step), followed back semi-Lagrangian
+(as optical-flow extrapolation does), so an **untrained model already extrapolates**; the
+ConvLSTM learns a refinement :math:`\delta_k` of it (e.g. a digit bouncing off a wall) and the
+correction :math:`r_k`. For lead time :math:`k = 1 \dots K` (:math:`x_T` the last observed frame,
+:math:`h_k` the top ConvLSTM state after step :math:`k`, :math:`D` the decoder):
 
 .. math::
     \begin{aligned}
@@ -18,28 +22,36 @@ frame, :math:`h_k` the top ConvLSTM state after step :math:`k`, :math:`D` the de
     \hat{x}_{T+k}(p) &= x_T\big(p + u_k(p)\big) + r_k(p)
     \end{aligned}
 
-with :math:`u_k` the accumulated displacement (pixels) from the last observed frame, sampled
-bilinearly with :func:`torch.nn.functional.grid_sample`: **one resampling per lead time**, so
-interpolation blur does not compound. The heads:
+:math:`u_k` is the displacement (pixels) from the last observed frame, sampled bilinearly with
+:func:`torch.nn.functional.grid_sample` (:func:`warp_frame`): **one resampling per lead time**, so
+interpolation blur does not compound. ``motion="learned"`` drops :math:`v_k` (the network must
+find the motion alone, through the warp's gradient, which reaches one pixel only: measured, it
+barely learns); ``correction=False`` drops :math:`r_k` (the forecast can only move the frame:
+sharp, the demo's choice). The heads:
 
 =============  ==================================================================================
 ``head``       forecast
 =============  ==================================================================================
 ``"warp"``     :math:`x_T(p + u_k(p)) + r_k(p)` (default)
+``"kernel"``   a learned :math:`(2R+1)^2` kernel per pixel applied to the previous frame, plus
+               :math:`r_k` (:func:`apply_local_kernels`, dynamic filter networks)
 ``"residual"`` :math:`x_T(p) + r_k(p)`: the change from the last frame
 ``"direct"``   :math:`r_k(p)`: the decoder's output itself (learned up-sampling with skips)
 =============  ==================================================================================
 
-The decoder's last convolution starts at zero, so an untrained ``warp`` or ``residual`` model
-forecasts persistence and training starts from that baseline.
+The decoder's last convolutions start at zero: an untrained ``residual`` model forecasts
+persistence, an untrained ``warp`` model block-matching extrapolation (persistence with
+``motion="learned"``), an untrained ``kernel`` model nearly persistence.
 
-The network: every frame (with its difference from the frame before, a cue for motion) goes
-through a convolutional encoder that halves the resolution :math:`\log_2 p` times (``patch_size``
+The network: every frame, with its difference from the frame before, goes through a
+convolutional encoder that halves the resolution :math:`\log_2 p` times (``patch_size``
 :math:`p`); a stack of :class:`convlstm.ConvLSTM2D` layers reads the encoded input frames, then
 runs :math:`K` more steps, each reading the encoding of the previous forecast (or, in training
 with scheduled sampling, of the true frame). The decoder up-samples the top state back to full
 resolution with a convolution after each doubling, concatenating the encoder's features of the
-frame just read at each scale (skip connections, as in U-Net).
+frame just read at each scale (skip connections, as in U-Net); the refinement
+:math:`\delta_k` comes from the ConvLSTM's resolution, up-sampled bilinearly (``flow="coarse"``),
+or from the full-resolution decoder (``flow="fine"``).
 
 Frames whose rows or columns are not multiples of :math:`p` are padded (edge values) and the
 forecast cropped back.
@@ -189,8 +201,8 @@ def block_matching(previous: torch.Tensor, current: torch.Tensor, radius: int,
 
         >>> prev = torch.zeros(1, 1, 12, 12); prev[0, 0, 4:7, 3:6] = 1
         >>> cur = torch.roll(prev, shifts=2, dims=3)           # moved 2 columns right
-        >>> block_matching(prev, cur, 3)[0, :, 5, 6].round().tolist()   # look back 2 columns
-        [-2.0, 0.0]
+        >>> [round(float(v)) for v in block_matching(prev, cur, 3)[0, :, 5, 6]]   # look back 2 columns
+        [-2, 0]
     """
     r = check_positive_int(radius, "radius")
     win = 2 * r + 1 if window is None else check_positive_int(window, "window")
@@ -317,7 +329,17 @@ class MotionWarpForecaster(nn.Module):
             frames (fixed from then on; read it back from ``model.patch_size``). Default ``"auto"``.
         encoder_width (int): encoder channels at full resolution, doubled at each halving (at most
             ``4 * encoder_width``). Default 16.
-        head (str): ``"warp"``, ``"residual"`` or ``"direct"``. Default ``"warp"``.
+        head (str): ``"warp"``, ``"kernel"``, ``"residual"`` or ``"direct"``. Default ``"warp"``.
+        flow (str): where the warp's learned refinement comes from: ``"coarse"`` (the ConvLSTM's
+            grid, up-sampled bilinearly: smooth over each patch) or ``"fine"`` (the
+            full-resolution decoder). Default ``"coarse"``.
+        correction (bool): add the learned correction :math:`r_k`; ``False`` (``warp`` and
+            ``kernel`` only) forecasts by moving the frame alone. Default True.
+        kernel_radius (int): :math:`R` of the ``kernel`` head's :math:`(2R+1)^2` window. Default 4.
+        motion (str): ``"block-matching"`` (the warp starts from :func:`block_matching`'s motion
+            between the last two input frames, matched on frames averaged down to at most
+            64 x 64 cells) or ``"learned"`` (from rest). Default ``"block-matching"``.
+        motion_radius (int): the largest motion block matching finds, in pixels per step. Default 8.
         input_steps (int or None): :math:`T_{in}`, checked on input; ``None`` accepts any. Default None.
         output_steps (int): :math:`K`, frames forecast. Default 3.
         padding_mode (str): how the warp samples outside the frame: ``"border"``, ``"zeros"`` or
