@@ -210,11 +210,8 @@ def block_matching(previous: torch.Tensor, current: torch.Tensor, radius: int,
     n = 2 * r + 1
     cur, prev = current.float(), previous.float()
     padded = F.pad(prev, (r, r, r, r), mode="replicate")
-    costs = cur.new_empty((b, n * n, h, w))
-    for i in range(n * n):
-        dy, dx = divmod(i, n)
-        costs[:, i:i + 1] = ((cur - padded[..., dy:dy + h, dx:dx + w]) ** 2).sum(1, keepdim=True)
-    costs = box_mean(costs, win)
+    shifted = F.unfold(padded, n).view(b, cur.shape[1], n * n, h, w)          # offset i = (dy, dx) = divmod(i, n)
+    costs = box_mean(((shifted - cur.unsqueeze(2)) ** 2).sum(1), win)
     low, best = costs.min(dim=1, keepdim=True)
     contrast = costs.mean(dim=1, keepdim=True) - low
     iy, ix = torch.div(best, n, rounding_mode="floor"), best % n
@@ -250,10 +247,16 @@ def box_mean(x: torch.Tensor, size: int) -> torch.Tensor:
     r = size // 2
 
     def along(z: torch.Tensor, dim: int, n: int) -> torch.Tensor:
-        c = F.pad(z.cumsum(dim), (0, 0, 1, 0) if dim == -2 else (1, 0))       # leading zero
+        # window sums as differences of a cumulative sum padded with r zeros before and r copies
+        # of the total after: out[i] = C[min(i + r + 1, n)] - C[max(i - r, 0)], by slicing only
+        c = z.cumsum(dim)
+        zeros = torch.zeros_like(c.narrow(dim, 0, 1)).expand(*(r + 1 if d == dim % c.dim() else -1
+                                                               for d in range(c.dim())))
+        total = c.narrow(dim, n - 1, 1).expand(*(r if d == dim % c.dim() else -1 for d in range(c.dim())))
+        padded = torch.cat((zeros, c, total), dim=dim)
+        sums = padded.narrow(dim, 2 * r + 1, n) - padded.narrow(dim, 0, n)
         idx = torch.arange(n, device=z.device)
-        hi, lo = (idx + r + 1).clamp(max=n), (idx - r).clamp(min=0)
-        return c.index_select(dim, hi) - c.index_select(dim, lo), (hi - lo)
+        return sums, (idx + r + 1).clamp(max=n) - (idx - r).clamp(min=0)
 
     rows, n_rows = along(x, -2, h)
     both, n_cols = along(rows, -1, w)
