@@ -326,7 +326,7 @@ def test_radar_run_from_the_command_line(capsys, tmp_path, monkeypatch):
                           "--output-steps", 2, "--split", 0.5, 0.2, 0.3, "--scale", 0.01, "--transform",
                           "accumulation-to-rate", "--interval-minutes", 5, "--scaler", "db", "--thresholds", 1, 5,
                           "--fss-scales", 3, "--baselines", "persistence", "climatology", "extrapolation",
-                          "--model-option", "filters=[4]", "--model-option", "kernel_sizes=[3]", "--max-epochs", 1,
+                          "--model-option", "filters=[4]", "--model-option", "encoder_width=4", "--max-epochs", 1,
                           "--batch-size", 8, "--accelerator", "cpu", "--devices", 1, "--units", "mm/h",
                           "--run-dir", run_dir, "--no-progress")
     assert code == 0, err
