@@ -406,7 +406,7 @@ class MotionWarpForecaster(nn.Module):
         self.motion_radius = check_positive_int(motion_radius, "motion_radius")
         if self.head not in ("warp", "kernel") and not correction:
             raise ValueError(f"correction=False leaves head={self.head!r} nothing to forecast; it applies to "
-                             f"head='warp' only")
+                             f"head='warp' or 'kernel' only")
         self.input_steps = optional_positive_int(input_steps, "input_steps")
         self.output_steps = check_positive_int(output_steps, "output_steps")
         self.padding_mode = check_choice(padding_mode, PADDING_MODES, "padding_mode", lower=True)
@@ -512,7 +512,7 @@ class MotionWarpForecaster(nn.Module):
         fed, fed_before = last, frames[:, -2] if t_in > 1 else last
         # block matching: start from the observed motion continued (extrapolation); learned: from rest
         observed = None
-        if self.motion == "block-matching" and t_in > 1:
+        if self.head == "warp" and self.motion == "block-matching" and t_in > 1:
             observed = self._motion(frames[:, -1], frames[:, -2])
         learned = traced = None
         outputs = []
