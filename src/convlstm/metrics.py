@@ -694,6 +694,17 @@ def _format_threshold(thr: float) -> str:
     return f"{thr:g}"
 
 
+def _distinct(values: Any, scalar_types: tuple, check: Any, name: str, what: str) -> tuple:
+    """``values`` (one value or a sequence) checked one by one, as a tuple without repeats."""
+    if isinstance(values, scalar_types) and not isinstance(values, bool):
+        values = (values,)
+    try:
+        values = tuple(values)
+    except TypeError:
+        raise TypeError(f"{name} must be {what}, got {values!r}") from None
+    return tuple(dict.fromkeys(check(v) for v in values))
+
+
 class MetricAccumulator:
     r"""Score forecasts batch by batch, beside the persistence, climatology and (optionally)
     extrapolation baselines, without holding the test set in memory; :meth:`compute` returns what
@@ -737,20 +748,10 @@ class MetricAccumulator:
             raise ValueError("data_range=None: MetricAccumulator needs the data's range (max - min) for SSIM and "
                              "PSNR, e.g. data_range=1.0 for data scaled to [0, 1]")
         self.data_range = _check_data_range(data_range)
-        if isinstance(thresholds, (int, float)) and not isinstance(thresholds, bool):
-            thresholds = (thresholds,)
-        try:
-            thresholds = tuple(thresholds)
-        except TypeError:
-            raise TypeError(f"thresholds must be a sequence of numbers, got {thresholds!r}") from None
-        self.thresholds = tuple(dict.fromkeys(_check_threshold(t) for t in thresholds))
-        if isinstance(scales, (int, np.integer)) and not isinstance(scales, bool):
-            scales = (scales,)
-        try:
-            scales = tuple(scales)
-        except TypeError:
-            raise TypeError(f"scales must be a sequence of FSS window widths in pixels, got {scales!r}") from None
-        self.scales = tuple(dict.fromkeys(_check_scale(sc) for sc in scales))
+        self.thresholds = _distinct(thresholds, (int, float), _check_threshold, "thresholds",
+                                    "a sequence of numbers")
+        self.scales = _distinct(scales, (int, np.integer), _check_scale, "scales",
+                                "a sequence of FSS window widths in pixels")
         if self.scales and not self.thresholds:
             raise ValueError(f"scales={list(self.scales)} but no thresholds: FSS needs event thresholds too "
                              f"(thresholds=(1.0,) for 1 mm/h)")
