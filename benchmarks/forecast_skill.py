@@ -10,8 +10,9 @@ baselines, time) and copies each run's ``forecast.png`` to ``OUT/pictures/DATASE
 
 Usage::
 
-    python benchmarks/forecast_skill.py                                  # everything (about an hour on 2 cores)
-    python benchmarks/forecast_skill.py --datasets mnist --recipes warp kernel
+    python benchmarks/forecast_skill.py                                  # everything (hours on 2 cores)
+    python benchmarks/forecast_skill.py --datasets mnist --jobs 2        # two runs at a time, one thread each
+    python benchmarks/forecast_skill.py --datasets mnist --recipes direct "warp, block matching (the demo)"
     python benchmarks/forecast_skill.py --render runs/skill/results.jsonl   # the table again
     python benchmarks/forecast_skill.py --list                           # the recipes
 
@@ -77,7 +78,7 @@ DATASETS = {"mnist": MNIST_RECIPES, "bikenyc": BIKENYC_RECIPES, "knmi": KNMI_REC
 
 
 def slug(name: str) -> str:
-    """A file name for a run: letters, digits and single dashes."""
+    """A file name for a run: letters, digits, '+', '.' and single dashes."""
     return "-".join("".join(c if c.isalnum() or c in "+." else " " for c in name).split())
 
 
