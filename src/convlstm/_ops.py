@@ -103,3 +103,17 @@ def torch_to_keras_kernel(weight: torch.Tensor, rank: int) -> torch.Tensor:
 
 def prod(values) -> int:
     return math.prod(values)
+
+
+def box_sum(x: torch.Tensor, before: int, after: int) -> torch.Tensor:
+    r"""The sum of ``x`` :math:`(\ldots, H, W)` over the window of rows :math:`i - b \ldots i + a` and
+    columns :math:`j - b \ldots j + a` at each pixel (:math:`b` = ``before``, :math:`a` = ``after``),
+    zeros beyond the grid. One cumulative sum per axis, differenced before the next axis (small
+    partial sums: exact for integers below :math:`2^{53}` in float64, and no 2D integral image's
+    cancellation in float32); the cost does not grow with the window."""
+    for dim in (x.dim() - 2, x.dim() - 1):
+        n = x.shape[dim]
+        pad = [0, 0] * (x.dim() - 1 - dim) + [before + 1, after]   # a leading zero, then the window's reach
+        c = F.pad(x, pad).cumsum(dim)
+        x = c.narrow(dim, before + after + 1, n) - c.narrow(dim, 0, n)
+    return x

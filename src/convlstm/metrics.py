@@ -101,6 +101,7 @@ import torch
 import torch.nn.functional as F
 
 from ._io import atomic_write, write_json
+from ._ops import box_sum
 from .extrapolation import extrapolation_forecast
 
 __all__ = [
@@ -266,17 +267,11 @@ def _scores_from_counts(counts: np.ndarray) -> Dict[str, np.ndarray]:
 def _fractions(events: torch.Tensor, scale: int) -> torch.Tensor:
     """Mean of ``events`` ``(..., H, W)`` over the ``scale x scale`` window at each pixel, zeros
     beyond the grid; the window spans ``scale // 2`` pixels before and ``(scale - 1) // 2`` after
-    (scipy's ``uniform_filter(mode="constant")``). Sums come from an integral image, exact for
-    0/1 values (integers below 2**53)."""
+    (scipy's ``uniform_filter(mode="constant")``), from :func:`convlstm._ops.box_sum` (exact for
+    0/1 values)."""
     if scale == 1:
         return events
-    h, w = events.shape[-2:]
-    before, after = scale // 2, (scale - 1) // 2
-    padded = F.pad(events, (before + 1, after, before + 1, after))  # one extra leading zero row and col
-    c = padded.cumsum(-1).cumsum(-2)
-    s = scale
-    box = c[..., s:s + h, s:s + w] - c[..., :h, s:s + w] - c[..., s:s + h, :w] + c[..., :h, :w]
-    return box / float(s * s)
+    return box_sum(events, scale // 2, (scale - 1) // 2) / float(scale * scale)
 
 
 def _fss_sums(p: torch.Tensor, y: torch.Tensor, threshold: float, scale: int) -> torch.Tensor:

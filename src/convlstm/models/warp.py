@@ -66,6 +66,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import activations as _activations
+from .._ops import box_sum
 from ..cell import check_choice, check_positive_int
 from ..layers import ConvLSTM2D
 from ._common import check_model_input, int_tuple, optional_positive_int
@@ -175,7 +176,7 @@ def block_matching(previous: torch.Tensor, current: torch.Tensor, radius: int,
 
     .. math::
         s_p(d) = \frac{1}{|N|} \sum_{q \in N(p)} \lVert x_t(q) - x_{t-1}(q + d) \rVert^2, \qquad
-        d^*_p = \arg\min_d s_p(d) + \text{parabolic refinement per axis}
+        d^*_p = \arg\min_d s_p(d) + \text{sub-pixel refinement per axis}
 
     :math:`N(p)` is the ``window`` x ``window`` square around :math:`p` (default :math:`2r+1`).
     The refinement fits two lines of equal and opposite slope through :math:`s_p` at
@@ -215,10 +216,9 @@ def block_matching(previous: torch.Tensor, current: torch.Tensor, radius: int,
     low, best = costs.min(dim=1, keepdim=True)
     contrast = costs.mean(dim=1, keepdim=True) - low
     iy, ix = torch.div(best, n, rounding_mode="floor"), best % n
-    grid = costs.view(b, n, n, h, w)
 
-    def at(y, x):
-        return _gather2(grid, y.clamp(0, n - 1), x.clamp(0, n - 1))
+    def at(y, x):    # the cost at offset (y, x) of the window, clamped to it
+        return costs.gather(1, y.clamp(0, n - 1) * n + x.clamp(0, n - 1))
 
     def refine(c_minus, c_zero, c_plus, inside):
         # equiangular (V-shaped) fit: exact for the linear growth of a sharp edge's mismatch
@@ -242,34 +242,10 @@ def block_matching(previous: torch.Tensor, current: torch.Tensor, radius: int,
 def box_mean(x: torch.Tensor, size: int) -> torch.Tensor:
     """The mean of ``x`` (B, C, H, W) over the ``size`` x ``size`` square around each pixel (odd
     ``size``; near the edges over the part inside the frame, as ``avg_pool2d(...,
-    count_include_pad=False)``), from cumulative sums: the same cost for any ``size``."""
-    h, w = x.shape[-2:]
+    count_include_pad=False)``), from :func:`convlstm._ops.box_sum`: the same cost for any ``size``."""
     r = size // 2
-
-    def along(z: torch.Tensor, dim: int, n: int) -> torch.Tensor:
-        # window sums as differences of a cumulative sum padded with r zeros before and r copies
-        # of the total after: out[i] = C[min(i + r + 1, n)] - C[max(i - r, 0)], by slicing only
-        c = z.cumsum(dim)
-        zeros = torch.zeros_like(c.narrow(dim, 0, 1)).expand(*(r + 1 if d == dim % c.dim() else -1
-                                                               for d in range(c.dim())))
-        total = c.narrow(dim, n - 1, 1).expand(*(r if d == dim % c.dim() else -1 for d in range(c.dim())))
-        padded = torch.cat((zeros, c, total), dim=dim)
-        sums = padded.narrow(dim, 2 * r + 1, n) - padded.narrow(dim, 0, n)
-        idx = torch.arange(n, device=z.device)
-        return sums, (idx + r + 1).clamp(max=n) - (idx - r).clamp(min=0)
-
-    rows, n_rows = along(x, -2, h)
-    both, n_cols = along(rows, -1, w)
-    return both / (n_rows.view(-1, 1) * n_cols.view(1, -1)).to(x.dtype)
-
-
-def _gather2(grid: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``grid[b, y[b, 0, i, j], x[b, 0, i, j], i, j]`` for grid (B, n, n, H, W), y and x (B, 1, H, W)."""
-    n = grid.shape[1]
-    flat = grid.flatten(1, 2)
-    return flat.gather(1, (y * n + x))
-
-
+    counts = box_sum(x.new_ones(x.shape[-2:]), r, r)
+    return box_sum(x, r, r) / counts
 def _conv(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1)
 
@@ -494,14 +470,17 @@ class MotionWarpForecaster(nn.Module):
             self.to(device=x.device)
         b, t_in, rows, cols, c = x.shape
         p = self.patch_size
-        frames = x.movedim(-1, 2)                                       # (B, T, C, H, W)
         pad_r, pad_c = (-rows) % p, (-cols) % p
-        if pad_r or pad_c:
-            frames = F.pad(frames.flatten(0, 1), (0, pad_c, 0, pad_r), mode="replicate").unflatten(0, (b, t_in))
-        if targets is not None and teacher_forcing > 0:
-            truth = targets.movedim(-1, 2)
+
+        def channels_first_padded(seq: torch.Tensor) -> torch.Tensor:   # (B, T, H, W, C) -> (B, T, C, H', W')
+            seq = seq.movedim(-1, 2)
             if pad_r or pad_c:
-                truth = F.pad(truth.flatten(0, 1), (0, pad_c, 0, pad_r), mode="replicate").unflatten(0, (b, -1))
+                seq = F.pad(seq.flatten(0, 1), (0, pad_c, 0, pad_r), mode="replicate").unflatten(0, seq.shape[:2])
+            return seq
+
+        frames = channels_first_padded(x)
+        if targets is not None and teacher_forcing > 0:
+            truth = channels_first_padded(targets)
         previous = torch.cat((frames[:, :1], frames[:, :-1]), dim=1)
         feats = self._encode(frames.flatten(0, 1), previous.flatten(0, 1))
         top = feats[-1].unflatten(0, (b, t_in))
