@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 # Torch's idle OpenMP threads spin by default, which slows everything when the machine is busy.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: test demo venv clean
+.PHONY: test demo docs venv clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,17 @@ venv: $(VENV)/.installed-test
 test: $(VENV)/.installed-test
 	KERAS_BACKEND=torch $(PY) -m pytest -q
 
+# the documentation site from docs/ and the docstrings (the API pages import the toolkit, hence train
+# and onnx); --strict turns a broken link or reference into an error
+$(VENV)/.installed-docs: pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e ".[docs,train,onnx]" "$(TORCH)"
+	touch $@
+
+docs: $(VENV)/.installed-docs
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 demo: $(VENV)/.installed-train
 	$(VENV)/bin/convlstm demo
 
 clean:
-	rm -rf $(VENV) runs build dist src/*.egg-info
+	rm -rf $(VENV) runs build dist site src/*.egg-info

@@ -56,9 +56,9 @@ class ConvLSTMCell(nn.Module):
         rank: 1, 2 or 3 spatial dimensions.
         in_channels: channels of :math:`x_t`.
         filters: channels :math:`F` of :math:`h` and :math:`c`.
-        kernel_size, strides, padding, dilation_rate, activation, recurrent_activation, use_bias,
-        kernel_initializer, recurrent_initializer, bias_initializer, unit_forget_bias:
-            as in :class:`convlstm.ConvLSTM2D`.
+        kernel_size, strides, padding, dilation_rate, activation, recurrent_activation: as in
+            :class:`convlstm.ConvLSTM2D`, as are ``use_bias``, ``kernel_initializer``,
+            ``recurrent_initializer``, ``bias_initializer`` and ``unit_forget_bias``.
         peephole: add Shi et al. (2015)'s per-channel peephole connections.
         data_format: layout of the tensors given to :meth:`forward`.
 
@@ -205,7 +205,7 @@ class ConvLSTMCell(nn.Module):
 
         Args:
             x: :math:`(N, C_{in}, *S)`, channels first; N may be batch x time (the library hoists
-               this convolution out of the time loop).
+                this convolution out of the time loop).
             masks: ``None`` or per-gate dropout masks :math:`(4, N, C_{in}, *S)`.
 
         Returns:

@@ -131,7 +131,7 @@ class ShiEncoderForecaster(nn.Module):
         activation, recurrent_activation: of the ConvLSTM layers. Defaults ``"tanh"``, ``"sigmoid"``.
 
     Attributes:
-        input_steps, output_steps, in_channels, out_channels.
+        input_steps, output_steps, in_channels, out_channels: as given.
 
     Shape:
         - Input: :math:`(B, T_{in}, H, W, C)`

@@ -333,7 +333,8 @@ class MotionWarpForecaster(nn.Module):
     (Bengio et al., 2015); :class:`convlstm.training.ForecastModule` lowers :math:`q` over training.
 
     Attributes:
-        input_steps, output_steps, in_channels, out_channels, patch_size, accepts_targets (True).
+        input_steps, output_steps, in_channels, out_channels, patch_size: as given (``patch_size``
+            as chosen); ``accepts_targets`` is ``True``.
 
     Shape:
         - Input: :math:`(B, T_{in}, H, W, C)`
