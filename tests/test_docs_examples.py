@@ -45,3 +45,16 @@ def test_the_pages_with_examples_are_found():
     found = {p.relative_to(ROOT).as_posix() for p in PAGES_WITH_CODE}
     assert {"README.md", "docs/index.md", "docs/layers.md", "docs/keras.md"} <= found
     assert sum(len(python_blocks(p)) for p in PAGES_WITH_CODE) >= 7
+
+
+def test_api_pages_rewrite_rst_roles_into_markdown():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("rst_roles", ROOT / "docs" / "_hooks" / "rst_roles.py")
+    rst_roles = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rst_roles)
+    text = ("A :class:`torch.nn.Module` of :math:`F` channels, see :func:`~convlstm.data.load_grid`\n"
+            "and ``padding``.\n\n    .. math::\n        y = W \\star x\n\n    Args:\n        x: input.\n")
+    assert rst_roles.markdown_from_rst(text) == (
+        "A `torch.nn.Module` of \\(F\\) channels, see `load_grid`\nand `padding`.\n\n"
+        "    \\[\n    y = W \\star x\n    \\]\n\n    Args:\n        x: input.")
