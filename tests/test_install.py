@@ -165,4 +165,5 @@ def test_config_command_lists_and_prints_and_fit_takes_a_name(capsys, tmp_path, 
     assert code == 0, err
     cfg = load_config(tmp_path / "b.yaml")
     assert cfg.data == "mine.npy" and cfg.input_steps == 9
-    assert cfg.model == FitConfig().model != load_config("flow").model  # nothing of the bundled flow.yaml
+    bundled = load_config(Path(convlstm.__file__).parent / "configs" / "flow.yaml")
+    assert cfg.model == FitConfig().model != bundled.model  # nothing of the bundled flow.yaml

@@ -399,9 +399,7 @@ def _cli_message(exc: BaseException, flag_names: Dict[str, str]) -> str:
 # ---------------------------------------------------------------------------------- commands
 def fit_config_from_args(args: argparse.Namespace):
     """The :class:`FitConfig` of ``convlstm fit``'s arguments: defaults < --config file < flags."""
-    from .training.config import FitConfig, load_config
-
-    from .training.config import load_run_config
+    from .training.config import FitConfig, load_config, load_run_config
 
     if args.config:
         cfg = load_config(args.config)
@@ -533,7 +531,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except _EXPECTED_ERRORS as exc:
         if os.environ.get("CONVLSTM_DEBUG"):
             raise
-        print(f"convlstm {args.command}: error: {_cli_message(exc, args.flag_names)}", file=sys.stderr)
+        print(f"convlstm {args.command}: error: {_cli_message(exc, getattr(args, 'flag_names', {}))}", file=sys.stderr)
         return 2
     except ImportError as exc:
         if os.environ.get("CONVLSTM_DEBUG"):

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .._io import atomic_path, atomic_write, write_json
 from .._errors import ParameterError
+from .._io import atomic_path, atomic_write, write_json
 from .config import FitConfig, load_config, save_config
 from .datamodule import GridDataModule, run_source_options
 from .module import AtomicCheckpointIO, ForecastModule, HistoryCallback, load_checkpoint
@@ -262,7 +262,7 @@ def _check_resumable(cfg: FitConfig, run_dir: Path) -> None:
                                            f"but its onecycle schedule laid out its warm-up and decay over the "
                                            f"steps of {old.max_epochs} epochs when it started and cannot be "
                                            f"stretched; resume with max_epochs={old.max_epochs}, or start a new "
-                                           f"run (another run_dir)")
+                                           f"run (another run_dir)", also=("run_dir",))
 
 
 def _remove_unstarted_run(files: Sequence[Path], created: Sequence[Path]) -> None:
