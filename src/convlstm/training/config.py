@@ -32,6 +32,7 @@ PRECISIONS = ("32", "16-mixed", "bf16-mixed", "64")
 LAYOUTS = tuple(_READER_LAYOUTS)  # the layouts the grid readers understand
 SCALER_NAMES = ("minmax", "standard", "log1p", "db", "none")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+_CONVERSION_FIELDS = ("scale", "offset", "transform", "zr_a", "zr_b", "interval_minutes")  # UnitConversion's
 _CONFIGS = resources.files("convlstm").joinpath("configs")  # the example configs shipped in the package
 
 
@@ -331,7 +332,7 @@ class FitConfig:
             return UnitConversion(self.scale, self.offset, self.transform, zr_a=self.zr_a, zr_b=self.zr_b,
                                   interval_minutes=self.interval_minutes)
         except (TypeError, ValueError) as exc:
-            raise ValueError(str(exc)) from None
+            raise ParameterError("scale", str(exc), also=_CONVERSION_FIELDS[1:]) from None
 
     # ------------------------------------------------------------------ dict / YAML
     def to_dict(self) -> Dict[str, Any]:
