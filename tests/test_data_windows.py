@@ -191,8 +191,8 @@ def test_chronological_split_partitions_in_order():
 
 @pytest.mark.parametrize("args, kwargs, exc, match", [
     ((20, 3, 2), {}, ValueError,
-     r"the val part of fractions=\(0.7, 0.1, 0.2\) gets 2 of n_time=20 steps, fewer than one "
-     r"window needs \(input_steps \+ gap \+ output_steps = 5\)"),
+     r"the val part \(a fraction 0.1 of 20 time steps\) gets 2 steps, fewer than one "
+     r"window needs \(input_steps \+ gap \+ output_steps = 5\); use a series of about 50 steps"),
     ((100, 3, 2), dict(fractions=(0.5, 0.5)), ValueError, r"fractions must be three numbers"),
     ((100, 3, 2), dict(fractions=(0.5, 0.4, 0.2)), ValueError,
      r"fractions must be >= 0, sum to 1 .* got \(0.5, 0.4, 0.2\) \(sum 1.1\)"),

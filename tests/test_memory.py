@@ -263,4 +263,4 @@ def test_cli_prints_the_memory_error_without_a_traceback(tmp_path, capsys):
     assert not run_dir.exists()
     code = main(["fit", str(data), "--memory-limit", "a lot", "--run-dir", str(run_dir)])
     err = capsys.readouterr().err
-    assert code == 2 and "memory_limit must be 'auto', 'off'" in err and "'a lot'" in err
+    assert code == 2 and "--memory-limit must be 'auto', 'off'" in err and "'a lot'" in err

@@ -359,9 +359,9 @@ def test_radar_run_from_the_command_line(capsys, tmp_path, monkeypatch):
     np.testing.assert_array_equal(outs["--nonnegative"], np.maximum(outs["--no-nonnegative"], 0))
 
     code, _, err = _run(capsys, "fit", data, "--fss-scales", 3)
-    assert code == 2 and "fss_scales" in err and "thresholds" in err
+    assert code == 2 and "--fss-scales" in err and "--thresholds" in err
     code, _, err = _run(capsys, "fit", data, "--transform", "accumulation-to-rate")
-    assert code == 2 and "interval_minutes" in err
+    assert code == 2 and "--interval-minutes is not given" in err and "interval_minutes" not in err
     # without pysteps the baseline names its extra (and not the training extras)
     monkeypatch.setitem(sys.modules, "pysteps", None)
     code, _, err = _run(capsys, "evaluate", run_dir, "--out-dir", tmp_path / "ev2", "--baselines",

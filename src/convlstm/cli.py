@@ -1,10 +1,11 @@
 """The ``convlstm`` command line: ``demo``, ``fit``, ``evaluate``, ``predict``, ``convert``,
-``models``. It only parses arguments and calls the library (:mod:`convlstm.training`,
+``models``, ``config``. It only parses arguments and calls the library (:mod:`convlstm.training`,
 :mod:`convlstm.keras`); ``convlstm COMMAND --help`` shows each command's options and examples."""
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from typing import Any, Dict, Optional, Sequence
 
@@ -45,12 +46,14 @@ examples:
   convlstm fit radar.nc --key rain --layout THW --scaler log1p --loss balanced \\
       --loss-option thresholds=[2,5,10,30] --loss-option weights=[1,2,5,10,30]
 
-  # options from a YAML file (keys = the flags' long names with underscores); flags override it
-  convlstm fit --config configs/flow.yaml --lr 3e-4
+  # options from a YAML file (keys = the flags' long names with underscores); flags override it;
+  # `convlstm config` lists the bundled examples (flow, radar, ...), `convlstm config flow` prints one
+  convlstm fit --config flow --lr 3e-4
   convlstm fit flow.npy --input-steps 12 --save-config run.yaml   # write the config, do not train
 
-  # continue an interrupted run from its last completed epoch
-  convlstm fit --config runs/flow/config.yaml --resume --max-epochs 60
+  # continue an interrupted run from its last completed epoch, with its data and options
+  # (a different --max-epochs is honoured: the cosine schedule is stretched to it, see --scheduler)
+  convlstm fit --resume --run-dir runs/flow --max-epochs 60
 
   # 4 GPUs on each of 2 nodes (run the same command on every node, with the same --run-dir)
   convlstm fit flow.npy --accelerator gpu --devices 4 --num-nodes 2 --strategy ddp \\
@@ -88,8 +91,11 @@ def _number_or_int(text: str) -> Any:
 
 def _name_value(text: str, what: str, example: str) -> Any:
     """``NAME=VALUE`` -> ``(NAME, VALUE)``, the value read as YAML (a number, a word, a list)."""
-    import yaml
-
+    try:
+        import yaml
+    except ImportError:
+        raise argparse.ArgumentTypeError(f"reading {what} {text!r} needs PyYAML, part of the train extra: "
+                                         f"pip install \"convlstm[train]\"") from None
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"invalid {what} {text!r}: write NAME=VALUE, e.g. {example}")
     name, value = text.split("=", 1)
@@ -136,8 +142,9 @@ def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("data", nargs="?", default=S, metavar="DATA",
                    help="the grid file: .npy, .npz, .h5/.hdf5 or .nc, with time first")
-    p.add_argument("--config", default=None, metavar="YAML",
-                   help="read options from this YAML file; flags given here override it")
+    p.add_argument("--config", default=None, metavar="YAML|NAME",
+                   help="read options from this YAML file, or a bundled config's name (`convlstm config` lists "
+                        "them); flags given here override it")
     p.add_argument("--save-config", default=None, metavar="YAML",
                    help="write the resulting options to this YAML file and exit without training")
     g = p.add_argument_group("data")
@@ -221,7 +228,9 @@ def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
              "whose batch size 1 does not fit stops with the estimate")
     g = p.add_argument_group("outputs")
     add(g, "--run-dir", metavar="DIR", help="the run folder (default: runs/fit-DATE-TIME)")
-    add(g, "--resume", action="store_true", help="continue the run in --run-dir from checkpoints/last.ckpt")
+    add(g, "--resume", action="store_true",
+        help="continue the run in --run-dir from checkpoints/last.ckpt, with the data and options of its "
+             "config.yaml (flags given here override them; a new --max-epochs is honoured)")
     add(g, "--no-evaluate", dest="evaluate", action="store_false",
         help="do not score the test part nor draw pictures after training")
     add(g, "--thresholds", type=float, nargs="+", metavar="T",
@@ -285,8 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "--units mm/h")
     p.add_argument("checkpoint", metavar="RUN|CKPT", help="a run folder (uses checkpoints/best.ckpt) or a .ckpt file")
     p.add_argument("--data", default=None, metavar="FILE", help="evaluate on this grid file instead of the training file")
-    p.add_argument("--key", default=None, help="array / dataset / variable in --data")
-    p.add_argument("--layout", default=None, choices=LAYOUTS, help="layout of --data")
+    p.add_argument("--key", default=None, help="array / dataset / variable in --data (default: the run's, unless "
+                                                "--data is a .npy file)")
+    p.add_argument("--layout", default=None, choices=LAYOUTS, help="layout of --data (default: the run's)")
     p.add_argument("--part", default="test", choices=("train", "val", "test"), help="which part to score")
     p.add_argument("--out-dir", default=None, metavar="DIR", help="where to write (default: the run folder)")
     p.add_argument("--thresholds", type=float, nargs="+", default=(), metavar="T",
@@ -301,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"pysteps's motion method for the extrapolation baseline: {', '.join(MOTION_METHODS)}")
     p.add_argument("--nonnegative", action=argparse.BooleanOptionalAction, default=None,
                    help="clamp the forecasts at 0, or not (default: as decided in training)")
-    p.add_argument("--units", default="", help="units for the colour bars")
+    p.add_argument("--units", default=None, help="units for the colour bars (default: the run's --units)")
     p.add_argument("--samples", type=int, default=3, help="samples drawn in forecast.png")
     p.add_argument("--batch-size", type=int, default=None, help="samples per batch (default: training's)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
@@ -317,8 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", metavar="RUN|CKPT", help="a run folder or a .ckpt file")
     p.add_argument("inputs", metavar="FILE", help="grid series to forecast from (at least input_steps frames)")
     p.add_argument("--out", required=True, metavar="FILE", help="output file, .npy or .nc")
-    p.add_argument("--key", default=None, help="array / dataset / variable in FILE")
-    p.add_argument("--layout", default="THWC", choices=LAYOUTS, help="layout of FILE")
+    p.add_argument("--key", default=None, help="array / dataset / variable in FILE (default: the run's, unless "
+                                                "FILE is a .npy file)")
+    p.add_argument("--layout", default=None, choices=LAYOUTS, help="layout of FILE (default: the run's)")
     p.add_argument("--all-windows", action="store_true", help="a forecast from every window, not only the last")
     p.add_argument("--stride", type=int, default=1, help="steps between windows with --all-windows")
     p.add_argument("--batch-size", type=int, default=16, help="samples per batch")
@@ -340,17 +351,63 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", formatter_class=_Formatter, help="list the ready models",
                        description="List the models `--model` accepts, with their descriptions.")
     p.set_defaults(func=_cmd_models)
+
+    p = sub.add_parser("config", formatter_class=_Formatter, help="list or print the bundled example configs",
+                       description="List the example configs shipped with the package, or print one (to save "
+                                   "and edit). `convlstm fit --config NAME` uses one as it is.",
+                       epilog="examples:\n  convlstm config\n  convlstm config flow > my-run.yaml   # edit it, then:\n"
+                              "  convlstm fit --config my-run.yaml")
+    p.add_argument("name", nargs="?", default=None, metavar="NAME", help="the config to print (default: list them)")
+    p.set_defaults(func=_cmd_config)
     # room for more commands (e.g. `bench`): add a sub-parser and a _cmd_ function that calls the library
+    for p in sub.choices.values():  # how each command spells the parameters its errors name
+        p.set_defaults(flag_names=_flag_names(p))
     return parser
+
+
+# fit's flags whose destination is not the FitConfig field of the same name
+_FIELD_OF_DEST = {"model_option": "model_options", "loss_option": "loss_options"}
+
+
+def _flag_names(parser: argparse.ArgumentParser) -> Dict[str, str]:
+    """Parameter (destination) name -> the flag (``--fill-nan``) or argument (``DATA``) of
+    ``parser`` that sets it."""
+    names: Dict[str, str] = {}
+    for action in parser._actions:  # noqa: SLF001 - argparse has no public list of a parser's arguments
+        if action.dest in (argparse.SUPPRESS, "help"):
+            continue
+        longs = [o for o in action.option_strings if o.startswith("--")]
+        flag = (longs or action.option_strings or [action.metavar or action.dest.upper()])[0]
+        names[action.dest] = flag
+        if action.dest in _FIELD_OF_DEST:
+            names[_FIELD_OF_DEST[action.dest]] = flag
+    return names
+
+
+def _cli_message(exc: BaseException, flag_names: Dict[str, str]) -> str:
+    """The message of ``exc``; for a :class:`~convlstm._errors.ParameterError`, with the
+    parameters it names spelled as this command's flags (``fill_nan=0`` -> ``--fill-nan 0``)."""
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    for name in getattr(exc, "parameters", ()):
+        flag = flag_names.get(name)
+        if flag:
+            text = re.sub(rf"(?<![\w-]){re.escape(name)}=", flag + " ", text)
+            text = re.sub(rf"(?<![\w-]){re.escape(name)}(?!\w)", flag, text)
+    return text
 
 
 # ---------------------------------------------------------------------------------- commands
 def fit_config_from_args(args: argparse.Namespace):
     """The :class:`FitConfig` of ``convlstm fit``'s arguments: defaults < --config file < flags."""
-    from .training.config import FitConfig, load_config
+    from .training.config import FitConfig, load_config, load_run_config
 
-    cfg = load_config(args.config) if args.config else FitConfig()
-    skip = {"config", "save_config", "func", "command", "model_option", "loss_option"}
+    if args.config:
+        cfg = load_config(args.config)
+    elif getattr(args, "resume", False) and getattr(args, "run_dir", None):
+        cfg = load_run_config(args.run_dir)  # the run's data and options; the flags below override them
+    else:
+        cfg = FitConfig()
+    skip = {"config", "save_config", "func", "command", "model_option", "loss_option", "flag_names"}
     given = {k: v for k, v in vars(args).items() if k not in skip}
     if "model_option" in vars(args):
         opts = dict(cfg.model_options)
@@ -445,6 +502,18 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_config(args: argparse.Namespace) -> int:
+    from .training.config import bundled_configs, read_bundled_config
+
+    if args.name is not None:
+        sys.stdout.write(read_bundled_config(args.name))
+        return 0
+    for name, about in bundled_configs().items():
+        print(f"{name:<12} {about}")
+    print("\nprint one: convlstm config NAME (> my.yaml to edit it); train with one: convlstm fit --config NAME")
+    return 0
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from . import models
 
@@ -462,14 +531,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except _EXPECTED_ERRORS as exc:
         if os.environ.get("CONVLSTM_DEBUG"):
             raise
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"convlstm {args.command}: error: {msg}", file=sys.stderr)
+        print(f"convlstm {args.command}: error: {_cli_message(exc, getattr(args, 'flag_names', {}))}", file=sys.stderr)
         return 2
     except ImportError as exc:
         if os.environ.get("CONVLSTM_DEBUG"):
             raise
-        hint = "" if "pip install" in str(exc) else "; install the training extras: pip install 'convlstm[train]'"
-        print(f"convlstm {args.command}: error: {exc}{hint}", file=sys.stderr)
+        from .training import missing_train_extra
+
+        print(f"convlstm {args.command}: error: {missing_train_extra(exc, f'convlstm {args.command}')}",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"convlstm {args.command}: interrupted", file=sys.stderr)

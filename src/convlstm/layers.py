@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn as nn
+from torch.nn.parameter import UninitializedParameter
 
 from . import activations as _activations
 from . import constraints as _constraints
@@ -31,6 +32,41 @@ def _check_rate(value, name: str) -> float:
     if not 0.0 <= float(value) <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {value}")
     return float(value)
+
+
+class _UninitializedWeights(nn.Module):
+    """The weights of a layer that does not know its input channels yet, held as torch's lazy
+    modules hold theirs: one :class:`torch.nn.parameter.UninitializedParameter` per weight of the
+    cell, under the cell's names.
+
+    ``layer.parameters()`` yields them, so an optimizer built before the first call holds them;
+    :meth:`adopt` then materializes these same objects with the new cell's values and puts them in
+    the cell, so that optimizer trains the layer. Until then, anything that needs their values
+    (``p.numel()``, arithmetic) raises torch's error about uninitialized parameters. They are not
+    in ``state_dict()`` (they have no values; loading a checkpoint builds the layer)."""
+
+    def __init__(self, names: Sequence[str], device=None, dtype=None) -> None:
+        super().__init__()
+        for name in names:
+            self.register_parameter(name, UninitializedParameter(device=device, dtype=dtype))
+
+    def placeholder(self) -> UninitializedParameter:
+        return next(iter(self._parameters.values()))
+
+    def adopt(self, cell: ConvLSTMCell) -> None:
+        """Make these parameters the weights of ``cell`` (same values, same objects as before)."""
+        for name, p in self._parameters.items():
+            real = getattr(cell, name)
+            p.materialize(real.shape, device=real.device, dtype=real.dtype)
+            p.data = real.data
+            setattr(cell, name, p)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars) -> None:
+        pass  # no values yet
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        pass  # the layer builds its cell from the checkpoint's weights (ConvLSTM._load_from_state_dict)
 
 
 class ConvLSTM(nn.Module):
@@ -95,6 +131,8 @@ class ConvLSTM(nn.Module):
         self.cell: Optional[ConvLSTMCell] = None
         if in_channels is not None:
             self.build(check_positive_int(in_channels, "in_channels"))
+        else:  # torch's lazy-module placeholders, materialized by build()
+            self.uninitialized = _UninitializedWeights([n for n, _ in probe.named_parameters()], **self._factory)
         self._states: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
         self._generators: Dict[torch.device, torch.Generator] = {}
         self._activity_losses: List[torch.Tensor] = []
@@ -112,13 +150,24 @@ class ConvLSTM(nn.Module):
         """Create the weights for ``in_channels`` input channels (done on the first call otherwise).
 
         ``initialize=False`` leaves them uninitialised (``torch.empty``), for callers that overwrite
-        them at once, such as the Keras file loader."""
-        factory = {"device": device or self._factory["device"], "dtype": dtype or self._factory["dtype"]}
+        them at once, such as the Keras file loader.
+
+        A layer made without ``in_channels`` holds :class:`~torch.nn.parameter.UninitializedParameter`
+        placeholders until then (on the device and dtype that ``.to()`` gave them); they become the
+        cell's weights, so an optimizer that took them trains the built layer."""
+        pending: Optional[_UninitializedWeights] = getattr(self, "uninitialized", None)
+        placeholder = None if pending is None else pending.placeholder()
+        factory = {"device": device or self._factory["device"] or (None if placeholder is None else placeholder.device),
+                   "dtype": dtype or self._factory["dtype"] or (None if placeholder is None else placeholder.dtype)}
         if initialize:
-            self.cell = ConvLSTMCell(self.rank, in_channels, **self._cell_kwargs, **factory)
+            cell = ConvLSTMCell(self.rank, in_channels, **self._cell_kwargs, **factory)
         else:
             cell = ConvLSTMCell(self.rank, in_channels, **self._cell_kwargs, device="meta", dtype=factory["dtype"])
-            self.cell = cell.to_empty(device=factory["device"] or "cpu")
+            cell = cell.to_empty(device=factory["device"] or "cpu")
+        if pending is not None:
+            pending.adopt(cell)
+            del self.uninitialized
+        self.cell = cell
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):

@@ -20,13 +20,14 @@ def _describe_index(index: tuple, ndim: int) -> str:
     return ", ".join(f"{n} {int(i)}" for n, i in zip(names, index))
 
 
-def check_finite(series: Any, *, fill: Optional[Union[str, float]] = None) -> Any:
+def check_finite(series: Any, *, fill: Optional[Union[str, float]] = None, remedy: Optional[str] = None) -> Any:
     r"""Check that a series has no NaN or infinite values, or fill them.
 
     With ``fill=None`` the series is scanned (in chunks of time steps, so a memmap is not
     loaded whole) and returned unchanged if every value is finite; otherwise a ``ValueError``
     says how many values are NaN and how many infinite, and where the first one is (time index,
-    row, col, channel), and suggests a ``fill``.
+    row, col, channel), and suggests a ``fill`` (or, when given, says ``remedy``: how the caller
+    fills them, e.g. the command line's ``--fill-nan``).
 
     With ``fill`` a filled copy (a numpy array) is returned:
 
@@ -82,11 +83,12 @@ def check_finite(series: Any, *, fill: Optional[Union[str, float]] = None) -> An
             n_inf += k_inf
         if first is None:
             return series
+        if remedy is None:
+            remedy = ("Fill them with check_finite(series, fill='zero' | 'ffill' | <number>) ('ffill' repeats "
+                      "the last finite value of the same pixel along time)")
         raise ValueError(
             f"series has {n_nan + n_inf} non-finite value(s) ({n_nan} NaN, {n_inf} inf); the "
-            f"first at {_describe_index(first, len(shape))}. Fill them with "
-            f"check_finite(series, fill='zero' | 'ffill' | <number>) ('ffill' repeats the last "
-            f"finite value of the same pixel along time)")
+            f"first at {_describe_index(first, len(shape))}. {remedy}")
 
     out = np.array(to_numpy(series[:]), copy=True)
     bad = ~np.isfinite(out)

@@ -10,12 +10,15 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from .._errors import ParameterError
+
 __all__ = ["LAYOUTS", "LazyGrid", "load_grid", "load_timestamps"]
 
 #: The layouts :func:`load_grid` understands, and the number of dimensions each has on disk.
 LAYOUTS = {"THWC": 4, "TCHW": 4, "THW": 3}
 
 _NPY_SUFFIXES = (".npy",)
+_NPY_MAGIC = b"\x93NUMPY"  # the first bytes of every .npy file (numpy.lib.format)
 _NPZ_SUFFIXES = (".npz",)
 _HDF5_SUFFIXES = (".h5", ".hdf5", ".he5")
 _NC_SUFFIXES = (".nc", ".nc4", ".netcdf")
@@ -38,8 +41,8 @@ def _check_ndim(shape: Sequence[int], layout: str, what: str) -> None:
             hint = "; a single-channel (time, rows, cols) array needs layout='THW'"
         elif len(shape) == 4 and layout == "THW":
             hint = "; a 4-D array needs layout='THWC' or 'TCHW'"
-        raise ValueError(f"layout={layout!r} expects a {LAYOUTS[layout]}-D array, but {what} has "
-                         f"shape {tuple(shape)}{hint}")
+        raise ParameterError("layout", f"layout={layout!r} expects a {LAYOUTS[layout]}-D array, but {what} has "
+                                       f"shape {tuple(shape)}{hint}")
 
 
 def _to_thwc(arr: np.ndarray, layout: str, has_time: bool = True) -> np.ndarray:
@@ -291,17 +294,50 @@ def _choose_key(key: Any, available: Sequence[str], what: str, path: Path,
         pool = list(available if candidates is None else candidates)
         if len(pool) == 1:
             return pool[0]
-        raise ValueError(f"key=None but {path} holds {len(pool)} {what}s "
-                         f"{'that could be a grid ' if candidates is not None else ''}"
-                         f"({', '.join(map(repr, pool)) or 'none'}); pass key= one of "
-                         f"{list(available)}")
+        raise ParameterError("key", f"{path} holds {len(pool)} {what}s "
+                                    f"{'that could be a grid ' if candidates is not None else ''}"
+                                    f"({', '.join(map(repr, pool)) or 'none'}): choose one with key=NAME, NAME "
+                                    f"one of {list(available)}")
     if not isinstance(key, str):
         raise TypeError(f"key must be a string naming the {what}, got {key!r}")
     if key not in available:
         article = "an" if what[0] in "aeiou" else "a"
-        raise ValueError(f"key={key!r} is not {article} {what} in {path}; the file has: "
-                         f"{list(available)}")
+        raise ParameterError("key", f"key={key!r} is not {article} {what} in {path}; the file has: "
+                                    f"{list(available)}")
     return key
+
+
+def _object_array_message(what: str) -> str:
+    return (f"{what} holds Python objects (dtype object), not numbers; such arrays are never unpickled here, "
+            f"as that could run code. Save the grid as numbers, e.g. np.save(path, arr.astype(np.float32))")
+
+
+def _load_npy(p: Path, mmap: bool) -> np.ndarray:
+    """``np.load`` of a ``.npy`` file that never unpickles, with errors that say what the file is."""
+    with open(p, "rb") as fh:
+        magic = fh.read(len(_NPY_MAGIC))
+    if magic != _NPY_MAGIC:
+        raise ValueError(f"{p} is not a .npy file: a .npy file starts with the bytes {_NPY_MAGIC!r} (numpy.save "
+                         f"writes them), and this one starts with {magic!r}. Convert the data with numpy.save, "
+                         f"or give a .npz, .h5/.hdf5 or .nc file")
+    try:
+        return np.load(p, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except ValueError:
+        header_dtype = _npy_header_dtype(p)
+        if header_dtype is not None and header_dtype.hasobject:
+            raise ValueError(_object_array_message(str(p))) from None
+        raise ValueError(f"{p} could not be read as a .npy file (a damaged or truncated file?)") from None
+
+
+def _npy_header_dtype(p: Path) -> Optional[np.dtype]:
+    try:
+        with open(p, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                      else np.lib.format.read_array_header_2_0)(fh)
+        return header[2]
+    except (ValueError, OSError):
+        return None
 
 
 def _npz_member_memmap(path: Path, member: str) -> Optional[np.ndarray]:
@@ -432,13 +468,16 @@ def load_grid(path: Any, *, key: Optional[str] = None, layout: str = "THWC",
 
     if suffix in _NPY_SUFFIXES:
         if key is not None:
-            raise ValueError(f"key={key!r} was given, but a .npy file holds a single array; "
-                             "leave key=None")
-        arr = np.load(p, mmap_mode="r" if mmap else None, allow_pickle=False)
+            raise ParameterError("key", f"key={key!r} was given, but a .npy file holds a single array; "
+                                        "give no key")
+        arr = _load_npy(p, mmap)
         _check_ndim(arr.shape, layout, str(p))
         return _to_thwc(arr, layout)
 
     if suffix in _NPZ_SUFFIXES:
+        if not zipfile.is_zipfile(p):
+            raise ValueError(f"{p} is not a .npz file: a .npz is a zip archive of .npy arrays (written by "
+                             f"numpy.savez), and this file is not a zip archive")
         with zipfile.ZipFile(p) as zf:
             members = [n for n in zf.namelist() if n.endswith(".npy")]
         names = [n[:-4] for n in members]
@@ -446,7 +485,10 @@ def load_grid(path: Any, *, key: Optional[str] = None, layout: str = "THWC",
         arr = _npz_member_memmap(p, key + ".npy") if mmap else None
         if arr is None:
             with np.load(p, allow_pickle=False) as npz:
-                arr = npz[key]
+                try:
+                    arr = npz[key]
+                except ValueError:
+                    raise ValueError(_object_array_message(f"array {key!r} in {p}")) from None
         _check_ndim(arr.shape, layout, f"array {key!r} in {p}")
         return _to_thwc(arr, layout)
 

@@ -64,7 +64,7 @@ def _zr(a: Any, b: Any) -> tuple:
 
 def _interval(interval_minutes: Any) -> float:
     if interval_minutes is None:
-        raise ValueError("interval_minutes is None: accumulation <-> rate needs the accumulation interval in "
+        raise ValueError("interval_minutes is not given: accumulation <-> rate needs the accumulation interval in "
                          "minutes (e.g. 5 for 5-minute radar accumulations)")
     v = check_number("interval_minutes", interval_minutes)
     if v <= 0:

@@ -307,8 +307,7 @@ def chronological_split(n_time: int, input_steps: int, output_steps: int, *,
         if f > 0 and hi - lo < span:
             need = math.ceil(span / f)
             raise ValueError(
-                f"the {name} part of fractions={tuple(fractions)} gets {hi - lo} of n_time="
-                f"{n_time} steps, fewer than one window needs (input_steps + gap + output_steps "
-                f"= {span}); use n_time >= about {need}, a larger {name} fraction, or shorter "
-                f"windows")
+                f"the {name} part (a fraction {f:g} of {n_time} time steps) gets {hi - lo} steps, "
+                f"fewer than one window needs (input_steps + gap + output_steps = {span}); use a "
+                f"series of about {need} steps or more, a larger {name} fraction, or shorter windows")
     return parts

@@ -28,6 +28,8 @@ def _tf_same(k: int):
     return total // 2, total - total // 2
 
 
+_EXAMPLE_KERNEL_SIZES = (5, 3, 1)  # the keras-io example's three layers
+
 class KerasNextFrame(nn.Module):
     r"""Stacked ConvLSTM2D layers with BatchNorm and a Conv3D head, as the keras-io example
     "Next-frame video prediction with convolutional LSTMs" (Amogh Joshi, 2021) builds it::
@@ -59,7 +61,10 @@ class KerasNextFrame(nn.Module):
     Args:
         in_channels (int): channels :math:`C` of the frames. Default 1.
         filters (sequence of int): filters of each ConvLSTM2D layer. Default ``(64, 64, 64)``.
-        kernel_sizes (int or sequence of int): kernel size of each ConvLSTM2D layer. Default ``(5, 3, 1)``.
+        kernel_sizes (int or sequence of int): kernel size of each ConvLSTM2D layer. Default ``None``:
+            the example's ``(5, 3, 1)`` for three layers, and for :math:`n` layers its first :math:`n`
+            values, the last repeated (``(5, 3)`` for two, ``(5, 3, 1, 1)`` for four), so that
+            ``filters`` alone sets the depth.
         activation: the ConvLSTM activation (Keras name or callable). Default ``"relu"``.
         batch_norm (bool): BatchNorm after the ConvLSTM layers (all but the last). Default True.
         batch_norm_last (bool): BatchNorm after the last ConvLSTM layer too. Default False.
@@ -91,13 +96,16 @@ class KerasNextFrame(nn.Module):
     """
 
     def __init__(self, in_channels: int = 1, filters: Sequence[int] = (64, 64, 64),
-                 kernel_sizes: Union[int, Sequence[int]] = (5, 3, 1), activation: Any = "relu",
+                 kernel_sizes: Union[None, int, Sequence[int]] = None, activation: Any = "relu",
                  batch_norm: bool = True, batch_norm_last: bool = False, out_channels: Optional[int] = None,
                  head_kernel_size: Union[int, Sequence[int]] = 3, head_padding: str = "same",
                  output_activation: Any = "sigmoid", output_steps: Optional[int] = None):
         super().__init__()
         self.in_channels = check_positive_int(in_channels, "in_channels")
         self.filters = int_tuple(filters, "filters")
+        if kernel_sizes is None:
+            n = len(self.filters)
+            kernel_sizes = (_EXAMPLE_KERNEL_SIZES + _EXAMPLE_KERNEL_SIZES[-1:] * n)[:n]
         self.kernel_sizes = int_tuple(kernel_sizes, "kernel_sizes", len(self.filters))
         self.out_channels = self.in_channels if out_channels is None else check_positive_int(out_channels, "out_channels")
         self.head_kernel_size = int_tuple(head_kernel_size, "head_kernel_size", 3)

@@ -2,6 +2,11 @@
 :class:`GridDataModule` (windows, splits, scaler), and the functions behind the command line:
 :func:`fit`, :func:`evaluate`, :func:`predict`, :func:`demo`.
 
+Everything but the options (:class:`FitConfig`) needs the ``train`` extra
+(``pip install "convlstm[train]"``: Lightning, matplotlib, Pillow, PyYAML, h5netcdf); its names are
+imported on first use, so that ``convlstm --help`` and the configs work without it, and a missing
+package is reported as an ``ImportError`` that says what to install.
+
 Example::
 
     >>> from convlstm.training import fit, evaluate, predict
@@ -9,15 +14,56 @@ Example::
     >>> metrics = evaluate(run_dir)                    # metrics.json, forecast.png, ...
     >>> predict(run_dir, "flow.npy", "forecast.nc")    # the next 3 frames after the series
 """
-from .config import FitConfig, load_config, save_config
-from .datamodule import GridDataModule, SequenceDataset
-from .module import AtomicCheckpointIO, ForecastModule, HistoryCallback, build_model, load_checkpoint
-from .api import DEMO_SETTINGS, demo, evaluate, find_checkpoint, fit, format_results, load_module, predict
-from .memory import MemoryBudgetError, available_memory, choose_batch_size, estimate_training_memory
+import importlib
+
+from .config import (FitConfig, ParameterError, bundled_configs, load_config, load_run_config,
+                     read_bundled_config, save_config)
+
+#: The modules the ``train`` extra installs (top-level import names).
+TRAIN_EXTRA_MODULES = ("lightning", "lightning_fabric", "pytorch_lightning", "matplotlib", "PIL", "yaml",
+                       "h5netcdf")
+TRAIN_EXTRA_INSTALL = 'pip install "convlstm[train]"'
+
+# name -> the submodule that defines it (imported on first use: they need the train extra)
+_LAZY = {
+    "GridDataModule": "datamodule", "SequenceDataset": "datamodule",
+    "AtomicCheckpointIO": "module", "ForecastModule": "module", "HistoryCallback": "module",
+    "build_model": "module", "load_checkpoint": "module",
+    "DEMO_SETTINGS": "api", "demo": "api", "evaluate": "api", "find_checkpoint": "api", "fit": "api",
+    "format_results": "api", "load_module": "api", "predict": "api",
+    "MemoryBudgetError": "memory", "available_memory": "memory", "choose_batch_size": "memory",
+    "estimate_training_memory": "memory",
+}
+
+
+def missing_train_extra(exc: ImportError, what: str) -> ImportError:
+    """``exc`` (a failed import) as an ``ImportError`` that names the package missing and says
+    ``pip install "convlstm[train]"`` when that package belongs to the train extra; ``exc``
+    itself otherwise."""
+    name = (getattr(exc, "name", None) or "").split(".")[0]
+    if name not in TRAIN_EXTRA_MODULES:
+        return exc
+    err = ImportError(f"{what} needs the train extra ({name} is not installed): {TRAIN_EXTRA_INSTALL}")
+    err.name = exc.name
+    return err
+
+
+def __getattr__(name):
+    submodule = _LAZY.get(name)
+    if submodule is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        module = importlib.import_module(f"{__name__}.{submodule}")
+    except ImportError as exc:
+        raise missing_train_extra(exc, f"convlstm.training.{name}") from exc
+    return getattr(module, name)
+
 
 __all__ = [
-    "FitConfig", "load_config", "save_config", "GridDataModule", "SequenceDataset", "ForecastModule",
+    "FitConfig", "ParameterError", "load_config", "save_config", "load_run_config", "bundled_configs",
+    "read_bundled_config", "GridDataModule", "SequenceDataset", "ForecastModule",
     "HistoryCallback", "AtomicCheckpointIO", "build_model", "load_checkpoint", "fit", "evaluate", "predict",
     "demo", "find_checkpoint", "load_module", "format_results", "DEMO_SETTINGS",
     "MemoryBudgetError", "estimate_training_memory", "choose_batch_size", "available_memory",
+    "TRAIN_EXTRA_MODULES", "TRAIN_EXTRA_INSTALL",
 ]

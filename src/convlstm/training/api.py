@@ -14,9 +14,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .._errors import ParameterError
 from .._io import atomic_path, atomic_write, write_json
 from .config import FitConfig, load_config, save_config
-from .datamodule import GridDataModule
+from .datamodule import GridDataModule, run_source_options
 from .module import AtomicCheckpointIO, ForecastModule, HistoryCallback, load_checkpoint
 
 __all__ = ["fit", "evaluate", "predict", "demo", "find_checkpoint", "load_module", "DEMO_SETTINGS",
@@ -60,8 +61,8 @@ def _resolve_run_dir(cfg: FitConfig) -> Path:
 
 def _datamodule_from_config(cfg: FitConfig) -> GridDataModule:
     if cfg.data is None:
-        raise ValueError("data is not set: give the grid file to train on (convlstm fit DATA.npy, or `data:` in "
-                         "the config file)")
+        raise ParameterError("data", "data is not set: give the grid file to train on (data=FILE, or `data:` in "
+                                     "the config file)")
     return GridDataModule(path=cfg.data, key=cfg.key, layout=cfg.layout, input_steps=cfg.input_steps,
                           output_steps=cfg.output_steps, stride=cfg.stride, gap=cfg.gap, split=cfg.split,
                           scaler=cfg.scaler, fill_nan=cfg.fill_nan, batch_size=cfg.batch_size,
@@ -87,6 +88,16 @@ def fit(config: Union[None, FitConfig, Mapping[str, Any], PathLike] = None, *,
     budget and the batch size used; see :mod:`convlstm.training.memory`) and, after evaluation,
     ``metrics.json``, ``metrics_per_lead_time.csv``, ``forecast.png``, ``forecast.gif`` and
     ``learning_curve.png``.
+
+    Resuming (``resume=True``) continues ``run_dir/checkpoints/last.ckpt`` up to ``max_epochs``,
+    which may differ from the run's: the ``cosine`` schedule is then stretched to it (from the
+    resumed epoch on, the rate is that of a cosine over the new number of epochs, see
+    :meth:`ForecastModule.on_train_start`), ``none`` and ``plateau`` do not depend on it, and
+    ``onecycle``, whose phases are laid out over the steps planned at the start, refuses a change
+    (``ValueError``). :func:`~convlstm.training.load_run_config` gives the run's own options.
+
+    A run that fails before its first checkpoint is written removes what it wrote (``config.yaml``,
+    ``memory.json``, and the run folder when it created it), so no half-made run is left behind.
 
     Before training (and before the run folder is written) a CPU run estimates a training step's
     peak memory; a ``batch_size`` over the budget (``memory_limit``) is lowered to the largest that
@@ -151,6 +162,7 @@ def _memory_guard(cfg: FitConfig, dm: GridDataModule, module: ForecastModule, mo
 def _fit(cfg: FitConfig, *, datamodule: Optional[GridDataModule] = None, model: Optional[nn.Module] = None,
          callbacks: Sequence[Any] = ()) -> Tuple[Path, Optional[Dict[str, Any]]]:
     import lightning.pytorch as pl
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 
     _quiet_lightning()
@@ -164,8 +176,12 @@ def _fit(cfg: FitConfig, *, datamodule: Optional[GridDataModule] = None, model: 
     if not cfg.resume and last.is_file() and rank == 0:
         raise FileExistsError(f"run_dir {str(run_dir)!r} already holds a run ({last}); add --resume to continue "
                               f"it, or give another --run-dir")
+    if cfg.resume:
+        _check_resumable(cfg, run_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = datamodule if datamodule is not None else _datamodule_from_config(cfg)
+    if cfg.units and not dm.units:
+        dm.units = cfg.units  # kept in the checkpoint: `evaluate` labels the pictures the same
     dm.setup("fit")
     if rank == 0:
         if not dm.conversion.is_identity:
@@ -181,11 +197,15 @@ def _fit(cfg: FitConfig, *, datamodule: Optional[GridDataModule] = None, model: 
     if memory is not None and memory.changed:
         dm.batch_size = memory.chosen
         cfg = cfg.replace(batch_size=memory.chosen)
+    # folders this run makes (the run folder, and any above it): removed again if it fails at once
+    created = [d for d in (ckpt_dir, run_dir, *run_dir.parents) if not d.exists()]
+    written = []
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg.replace(run_dir=str(run_dir)), run_dir / "config.yaml")
+        written.append(save_config(cfg.replace(run_dir=str(run_dir)), run_dir / "config.yaml"))
         if memory is not None:
             write_json(run_dir / "memory.json", memory.to_dict())
+            written.append(run_dir / "memory.json")
     monitor = "val_loss" if dm.has_val else "train_loss_epoch"
     history = HistoryCallback(run_dir / "history.json")
     cbs = [ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="min", save_top_k=1,
@@ -197,16 +217,26 @@ def _fit(cfg: FitConfig, *, datamodule: Optional[GridDataModule] = None, model: 
         cbs.append(TQDMProgressBar(refresh_rate=1))
     cbs.extend(callbacks)
     limit_val = 0 if not dm.has_val else cfg.limit_val_batches
-    trainer = pl.Trainer(
-        max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
-        strategy=cfg.strategy, precision=cfg.precision, deterministic=cfg.deterministic,
-        gradient_clip_val=cfg.gradient_clip, logger=False, enable_progress_bar=cfg.progress,
-        enable_model_summary=False, callbacks=cbs, plugins=[AtomicCheckpointIO()], default_root_dir=str(run_dir),
-        limit_train_batches=cfg.limit_train_batches,
-        limit_val_batches=limit_val, num_sanity_val_steps=0, log_every_n_steps=1)
     os.environ[_RUN_DIR_ENV] = str(run_dir)
     try:
+        try:
+            trainer = pl.Trainer(
+                max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
+                strategy=cfg.strategy, precision=cfg.precision, deterministic=cfg.deterministic,
+                gradient_clip_val=cfg.gradient_clip, logger=False, enable_progress_bar=cfg.progress,
+                enable_model_summary=False, callbacks=cbs, plugins=[AtomicCheckpointIO()],
+                default_root_dir=str(run_dir), limit_train_batches=cfg.limit_train_batches,
+                limit_val_batches=limit_val, num_sanity_val_steps=0, log_every_n_steps=1)
+        except MisconfigurationException as exc:
+            raise ParameterError("accelerator", f"Lightning cannot run with accelerator={cfg.accelerator!r}, "
+                                                f"devices={cfg.devices!r}, num_nodes={cfg.num_nodes}, "
+                                                f"strategy={cfg.strategy!r}, precision={cfg.precision!r} here: "
+                                                f"{exc}", also=("devices", "num_nodes", "strategy", "precision"))
         trainer.fit(module, datamodule=dm, ckpt_path=str(last) if cfg.resume else None, weights_only=True)
+    except BaseException:
+        if rank == 0 and not last.is_file():
+            _remove_unstarted_run(written + [run_dir / "history.json"], created)
+        raise
     finally:
         if rank == 0:
             os.environ.pop(_RUN_DIR_ENV, None)
@@ -219,6 +249,33 @@ def _fit(cfg: FitConfig, *, datamodule: Optional[GridDataModule] = None, model: 
                                samples=cfg.samples, history=history.history, baselines=cfg.baselines,
                                fss_scales=cfg.fss_scales, extrapolation_method=cfg.extrapolation_method)
     return run_dir, results
+
+
+def _check_resumable(cfg: FitConfig, run_dir: Path) -> None:
+    """Refuse a resume whose ``max_epochs`` the run's learning-rate schedule cannot follow."""
+    previous = run_dir / "config.yaml"
+    if not previous.is_file():
+        return
+    old = load_config(previous)
+    if cfg.scheduler == "onecycle" and old.scheduler == "onecycle" and old.max_epochs != cfg.max_epochs:
+        raise ParameterError("max_epochs", f"max_epochs={cfg.max_epochs} differs from the run's {old.max_epochs}, "
+                                           f"but its onecycle schedule laid out its warm-up and decay over the "
+                                           f"steps of {old.max_epochs} epochs when it started and cannot be "
+                                           f"stretched; resume with max_epochs={old.max_epochs}, or start a new "
+                                           f"run (another run_dir)", also=("run_dir",))
+
+
+def _remove_unstarted_run(files: Sequence[Path], created: Sequence[Path]) -> None:
+    """Remove what a run that failed before its first checkpoint wrote: ``files``, then the
+    folders of ``created`` (this run made them) where they are left empty."""
+    for f in files:
+        if f.is_file():
+            f.unlink()
+    for d in sorted(created, key=lambda p: len(p.parts), reverse=True):
+        try:
+            d.rmdir()  # only when empty: nothing but what this run wrote is ever removed
+        except OSError:
+            pass
 
 
 # ---------------------------------------------------------------------------------- loading
@@ -267,7 +324,8 @@ def _device(device: Optional[str]) -> torch.device:
 def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional[str] = None,
              layout: Optional[str] = None, datamodule: Optional[GridDataModule] = None,
              model: Optional[nn.Module] = None, part: str = "test", out_dir: Optional[PathLike] = None,
-             thresholds: Sequence[float] = (), units: str = "", samples: int = 3, batch_size: Optional[int] = None,
+             thresholds: Sequence[float] = (), units: Optional[str] = None, samples: int = 3,
+             batch_size: Optional[int] = None,
              device: Optional[str] = None, plots: bool = True, history: Optional[Dict[str, Any]] = None,
              baselines: Sequence[str] = ("persistence", "climatology"), fss_scales: Sequence[int] = (),
              extrapolation_method: str = "lucaskanade", nonnegative: Optional[bool] = None) -> Dict[str, Any]:
@@ -280,9 +338,11 @@ def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional
     Args:
         source: a run folder or a ``.ckpt`` file.
         data, key, layout: another grid file to evaluate on (default: the file it was trained
-            on); it is read, split and scaled as in training (same unit conversion).
+            on); it is read, split and scaled as in training (same unit conversion), with the
+            run's key and layout unless they are given (:func:`~convlstm.training.datamodule.run_source_options`).
         datamodule: a ready :class:`GridDataModule` instead.
         thresholds: CSI/POD/FAR/ETS (and FSS) thresholds in the data's units.
+        units: the units' name for the colour bars; ``None``: the run's (``units`` of its fit).
         baselines: any of ``persistence``, ``climatology``, ``extrapolation`` (pysteps's
             optical-flow extrapolation, ``pip install "convlstm[radar]"``), each a row in the
             metrics and in ``forecast.png`` (extrapolation).
@@ -322,6 +382,8 @@ def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional
     dm.setup("test")
     if part not in dm.datasets:
         raise ValueError(f"the {part} part of the data is empty (split={list(dm.split)})")
+    if units is None:
+        units = dm.units
     clamp = dm.nonnegative if nonnegative is None else nonnegative
     if clamp:
         print(f"convlstm evaluate: forecasts clamped at 0 "
@@ -476,13 +538,15 @@ def _fmt(v: Any) -> str:
 
 # ---------------------------------------------------------------------------------- predict
 def predict(checkpoint: PathLike, inputs: PathLike, out: PathLike, *, key: Optional[str] = None,
-            layout: str = "THWC", all_windows: bool = False, stride: int = 1, batch_size: int = 16,
+            layout: Optional[str] = None, all_windows: bool = False, stride: int = 1, batch_size: int = 16,
             device: Optional[str] = None, model: Optional[nn.Module] = None,
             nonnegative: Optional[bool] = None) -> Path:
     """Forecast from the grid series in the file ``inputs`` and write the forecasts, in the data's
     units, to ``out`` (``.npy``, or ``.nc`` netCDF with a ``forecast`` variable).
 
-    The file is read as in training: the checkpoint's unit conversion (``scale``, ``offset``,
+    The file is read as in training: with the run's ``key`` and ``layout`` unless they are given
+    (the key only where the file can hold several arrays, see
+    :func:`~convlstm.training.datamodule.run_source_options`), the checkpoint's unit conversion (``scale``, ``offset``,
     ``transform``) turns its stored values into physical units, and the forecasts come out in
     those units, clamped at 0 when the checkpoint says ``nonnegative`` (or ``nonnegative=True``
     is given here; ``False`` turns it off).
@@ -498,7 +562,7 @@ def predict(checkpoint: PathLike, inputs: PathLike, out: PathLike, *, key: Optio
     out = Path(out)
     suffix = out.suffix.lower()
     if suffix not in (".npy", ".nc"):
-        raise ValueError(f"out must end in .npy or .nc (netCDF), got {str(out)!r}")
+        raise ParameterError("out", f"out must end in .npy or .nc (netCDF), got {str(out)!r}")
     ckpt_path = find_checkpoint(checkpoint)
     module, ckpt = load_module(ckpt_path, model=model)
     state = ckpt.get("GridDataModule") or {}
@@ -511,17 +575,19 @@ def predict(checkpoint: PathLike, inputs: PathLike, out: PathLike, *, key: Optio
     clamp = bool(state.get("nonnegative")) if nonnegative is None else nonnegative
     from ..data.units import UnitConversion
 
+    key, layout = run_source_options(state, inputs, key, layout)
     series = UnitConversion.from_state_dict(state.get("conversion")).wrap(
         _data.load_grid(inputs, key=key, layout=layout))
     n = int(series.shape[0])
     frame = list(state["sample_shape"])
     if list(series.shape[1:]) != frame:
-        raise ValueError(f"inputs {str(inputs)!r} has frames of shape (rows, cols, channels) = {tuple(series.shape[1:])}"
-                         f" after layout {layout!r}, but the model was trained on {tuple(frame)}")
+        raise ParameterError("layout", f"inputs {str(inputs)!r} has frames of shape (rows, cols, channels) = "
+                                       f"{tuple(series.shape[1:])} after layout={layout!r}, but the model was "
+                                       f"trained on {tuple(frame)}")
     if n < t_in:
         raise ValueError(f"inputs {str(inputs)!r} has {n} time steps; the model needs input_steps={t_in}")
     if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
-        raise ValueError(f"stride must be an integer >= 1, got {stride!r}")
+        raise ParameterError("stride", f"stride must be an integer >= 1, got {stride!r}")
     starts = list(range(0, n - t_in + 1, stride)) if all_windows else [n - t_in]
     dev = _device(device)
     module.to(dev)
@@ -545,6 +611,8 @@ def predict(checkpoint: PathLike, inputs: PathLike, out: PathLike, *, key: Optio
                 f.dimensions = dict(zip(names, forecast.shape))
                 v = f.create_variable("forecast", names, data=forecast)
                 v.attrs["description"] = "ConvLSTM forecast in the data's units"
+                if state.get("units"):
+                    v.attrs["units"] = str(state["units"])
                 v.attrs["checkpoint"] = str(ckpt_path)
                 e = f.create_variable("input_end", ("sample",), data=np.asarray(starts, dtype=np.int64) + t_in - 1)
                 e.attrs["description"] = "time index (in the input file) of each sample's last input frame"

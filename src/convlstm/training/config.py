@@ -10,9 +10,11 @@ import dataclasses
 import math
 import numbers
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
+from .._errors import ParameterError
 from ..data.readers import LAYOUTS as _READER_LAYOUTS
 from ..data.units import TRANSFORMS, UnitConversion
 from ..extrapolation import MOTION_METHODS
@@ -20,7 +22,8 @@ from ..metrics import BASELINES
 from ..losses import LOSS_NAMES as _LOSS_NAMES
 from ..losses import get_loss as _get_loss
 
-__all__ = ["FitConfig", "load_config", "save_config", "LOSSES", "SCHEDULERS", "PRECISIONS", "LAYOUTS",
+__all__ = ["FitConfig", "ParameterError", "load_config", "save_config", "load_run_config", "bundled_configs",
+           "read_bundled_config", "LOSSES", "SCHEDULERS", "PRECISIONS", "LAYOUTS",
            "SCALER_NAMES"]
 
 LOSSES = tuple(_LOSS_NAMES)  # convlstm.losses.LOSS_NAMES
@@ -29,6 +32,8 @@ PRECISIONS = ("32", "16-mixed", "bf16-mixed", "64")
 LAYOUTS = tuple(_READER_LAYOUTS)  # the layouts the grid readers understand
 SCALER_NAMES = ("minmax", "standard", "log1p", "db", "none")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+_CONVERSION_FIELDS = ("scale", "offset", "transform", "zr_a", "zr_b", "interval_minutes")  # UnitConversion's
+_CONFIGS = resources.files("convlstm").joinpath("configs")  # the example configs shipped in the package
 
 
 def _is_int(v: Any) -> bool:
@@ -157,7 +162,7 @@ class FitConfig:
         def choice(name: str, allowed: Sequence[str], lower: bool = True) -> None:
             v = getattr(self, name)
             if not isinstance(v, str) or (v.lower() if lower else v) not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {v!r}")
+                raise ParameterError(name, f"{name} must be one of {', '.join(allowed)}; got {v!r}")
             setattr(self, name, v.lower() if lower else v)
 
         def integer(name: str, minimum: int, optional: bool = False) -> None:
@@ -165,7 +170,7 @@ class FitConfig:
             if v is None and optional:
                 return
             if not _is_int(v) or v < minimum:
-                raise ValueError(f"{name} must be an integer >= {minimum}{' or None' if optional else ''}; "
+                raise ParameterError(name, f"{name} must be an integer >= {minimum}{' or None' if optional else ''}; "
                                  f"got {v!r}")
             setattr(self, name, int(v))
 
@@ -177,21 +182,21 @@ class FitConfig:
             if not _is_num(v) or not math.isfinite(float(v)) or (
                     minimum is not None and (float(v) <= minimum if strict else float(v) < minimum)):
                 bound = "" if minimum is None else f" {'>' if strict else '>='} {minimum}"
-                raise ValueError(f"{name} must be a finite number{bound}{' or None' if optional else ''}; "
+                raise ParameterError(name, f"{name} must be a finite number{bound}{' or None' if optional else ''}; "
                                  f"got {v!r}")
             setattr(self, name, float(v))
 
         def flag(name: str) -> None:
             v = getattr(self, name)
             if not isinstance(v, bool):
-                raise ValueError(f"{name} must be true or false; got {v!r}")
+                raise ParameterError(name, f"{name} must be true or false; got {v!r}")
 
         def text(name: str, optional: bool = True) -> None:
             v = getattr(self, name)
             if v is None and optional:
                 return
             if not isinstance(v, (str, Path)):
-                raise ValueError(f"{name} must be a string{' or None' if optional else ''}; got {v!r}")
+                raise ParameterError(name, f"{name} must be a string{' or None' if optional else ''}; got {v!r}")
             setattr(self, name, str(v))
 
         text("data"); text("key"); text("run_dir"); text("units", optional=False)
@@ -202,8 +207,8 @@ class FitConfig:
         split = self.split
         if (not isinstance(split, (list, tuple)) or len(split) != 3 or not all(_is_num(f) for f in split)
                 or any(f < 0 for f in split) or abs(sum(split) - 1.0) > 1e-6 or split[0] <= 0):
-            raise ValueError(f"split must be three fractions (train, val, test) >= 0 summing to 1 with "
-                             f"train > 0, e.g. [0.7, 0.1, 0.2]; got {split!r}")
+            raise ParameterError("split", f"split must be three fractions (train, val, test) >= 0 summing to 1 "
+                                          f"with train > 0, e.g. [0.7, 0.1, 0.2]; got {split!r}")
         self.split = [float(f) for f in split]
         choice("scaler", SCALER_NAMES)
         number("fill_nan", optional=True)
@@ -212,29 +217,32 @@ class FitConfig:
         choice("transform", TRANSFORMS)
         self.conversion()  # scale != 0, interval_minutes given exactly for the accumulation transforms
         if self.nonnegative is not None and not isinstance(self.nonnegative, bool):
-            raise ValueError(f"nonnegative must be true, false or null (auto: on when the training data has no "
-                             f"negative value); got {self.nonnegative!r}")
+            raise ParameterError("nonnegative", f"nonnegative must be true, false or null (auto: on when the "
+                                 f"training data has no negative value); got {self.nonnegative!r}")
         integer("batch_size", 1); integer("num_workers", 0)
         if not isinstance(self.model, str) or not self.model:
-            raise ValueError(f"model must be a model name (see `convlstm.models.list_models()`); got {self.model!r}")
+            raise ParameterError("model", f"model must be a model name (see `convlstm models`); "
+                                          f"got {self.model!r}")
         if self.model_options is None:
             self.model_options = {}
         if not isinstance(self.model_options, dict) or not all(isinstance(k, str) for k in self.model_options):
-            raise ValueError(f"model_options must be a mapping of option name to value; got {self.model_options!r}")
+            raise ParameterError("model_options", f"model_options must be a mapping of option name to value; "
+                                                  f"got {self.model_options!r}")
         choice("loss", LOSSES); choice("scheduler", SCHEDULERS)
         number("scheduled_sampling", 0.0)
         if self.scheduled_sampling > 1:
-            raise ValueError(f"scheduled_sampling must be a fraction of the training in [0, 1] (0 = off); "
-                             f"got {self.scheduled_sampling!r}")
+            raise ParameterError("scheduled_sampling", f"scheduled_sampling must be a fraction of the training in "
+                                                       f"[0, 1] (0 = off); got {self.scheduled_sampling!r}")
         if self.loss_options is None:
             self.loss_options = {}
         if not isinstance(self.loss_options, dict) or not all(isinstance(k, str) for k in self.loss_options):
-            raise ValueError(f"loss_options must be a mapping of option name to value; got {self.loss_options!r}")
+            raise ParameterError("loss_options", f"loss_options must be a mapping of option name to value; "
+                                                 f"got {self.loss_options!r}")
         self.loss_options = _plain(self.loss_options)  # tuples -> lists, as YAML gives them back
         try:
             _get_loss(self.loss, **self.loss_options)  # names and values checked by the loss itself
         except (ValueError, TypeError) as exc:
-            raise ValueError(f"loss_options: {exc}") from None
+            raise ParameterError("loss_options", f"loss_options: {exc}") from None
         number("lr", 0.0, strict=True); number("weight_decay", 0.0)
         integer("max_epochs", 1); integer("patience", 1, optional=True)
         number("gradient_clip", 0.0, optional=True, strict=True)
@@ -247,7 +255,8 @@ class FitConfig:
             elif _is_num(v) and 0 < float(v) <= 1:
                 setattr(self, name, float(v))
             else:
-                raise ValueError(f"{name} must be a fraction in (0, 1] or a whole number of batches >= 1; got {v!r}")
+                raise ParameterError(name, f"{name} must be a fraction in (0, 1] or a whole number of batches >= 1; "
+                                           f"got {v!r}")
         if _is_int(self.precision):
             self.precision = str(self.precision)
         if self.precision == "32-true":
@@ -261,43 +270,48 @@ class FitConfig:
         d = self.devices
         if isinstance(d, str) and d.strip().lstrip("-").isdigit():
             d = int(d)
+        bad_devices = ParameterError("devices", f"devices must be 'auto', a count >= 1, -1 (all) or a list of "
+                                                f"device indices; got {d!r}")
         if isinstance(d, (list, tuple)):
             if not d or not all(_is_int(i) and i >= 0 for i in d):
-                raise ValueError(f"devices must be 'auto', a count >= 1, -1 (all) or a list of device indices; got {d!r}")
+                raise bad_devices
             d = [int(i) for i in d]
         elif _is_int(d):
             if d == 0 or d < -1:
-                raise ValueError(f"devices must be 'auto', a count >= 1, -1 (all) or a list of device indices; got {d!r}")
+                raise bad_devices
             d = int(d)
         elif d != "auto":
-            raise ValueError(f"devices must be 'auto', a count >= 1, -1 (all) or a list of device indices; got {d!r}")
+            raise bad_devices
         self.devices = d
         integer("num_nodes", 1)
         if not isinstance(self.strategy, str) or not self.strategy:
-            raise ValueError(f"strategy must be a Lightning strategy name such as auto, ddp, ddp_spawn, "
-                             f"fsdp, deepspeed; got {self.strategy!r}")
+            raise ParameterError("strategy", f"strategy must be a Lightning strategy name such as auto, ddp, "
+                                             f"ddp_spawn, fsdp, deepspeed; got {self.strategy!r}")
         th = self.thresholds
         if th is None:
             th = []
         if _is_num(th):
             th = [th]
         if not isinstance(th, (list, tuple)) or not all(_is_num(t) and math.isfinite(float(t)) for t in th):
-            raise ValueError(f"thresholds must be a list of numbers (in the data's units); got {self.thresholds!r}")
+            raise ParameterError("thresholds", f"thresholds must be a list of numbers (in the data's units); "
+                                               f"got {self.thresholds!r}")
         self.thresholds = [float(t) for t in th]
         sc = self.fss_scales
         sc = [] if sc is None else ([sc] if _is_int(sc) else sc)
         if not isinstance(sc, (list, tuple)) or not all(_is_int(v) and v >= 1 for v in sc):
-            raise ValueError(f"fss_scales must be a list of FSS window widths in pixels (integers >= 1); "
-                             f"got {self.fss_scales!r}")
+            raise ParameterError("fss_scales", f"fss_scales must be a list of FSS window widths in pixels "
+                                               f"(integers >= 1); got {self.fss_scales!r}")
         if sc and not self.thresholds:
-            raise ValueError(f"fss_scales={list(sc)} needs thresholds too (FSS is computed at every threshold "
-                             f"and scale); give thresholds, e.g. [1.0]")
+            raise ParameterError("fss_scales", f"fss_scales={list(sc)} needs thresholds too (FSS is computed at "
+                                               f"every threshold and scale); give thresholds, e.g. thresholds=[1.0]",
+                                 also=("thresholds",))
         self.fss_scales = [int(v) for v in sc]
         b = [self.baselines] if isinstance(self.baselines, str) else self.baselines
         if b is None:
             b = []
         if not isinstance(b, (list, tuple)) or not all(isinstance(v, str) and v.lower() in BASELINES for v in b):
-            raise ValueError(f"baselines must be a list of {', '.join(BASELINES)}; got {self.baselines!r}")
+            raise ParameterError("baselines",
+                                 f"baselines must be a list of {', '.join(BASELINES)}; got {self.baselines!r}")
         self.baselines = list(dict.fromkeys(v.lower() for v in b))
         choice("extrapolation_method", MOTION_METHODS)
         integer("samples", 1)
@@ -318,7 +332,7 @@ class FitConfig:
             return UnitConversion(self.scale, self.offset, self.transform, zr_a=self.zr_a, zr_b=self.zr_b,
                                   interval_minutes=self.interval_minutes)
         except (TypeError, ValueError) as exc:
-            raise ValueError(str(exc)) from None
+            raise ParameterError("scale", str(exc), also=_CONVERSION_FIELDS[1:]) from None
 
     # ------------------------------------------------------------------ dict / YAML
     def to_dict(self) -> Dict[str, Any]:
@@ -359,24 +373,66 @@ def _plain(v: Any) -> Any:
     return v
 
 
+def bundled_configs() -> Dict[str, str]:
+    """The example configs shipped in the package (``convlstm/configs/*.yaml``): name (the file
+    name without ``.yaml``) -> its first comment line, which says what it is for. ``convlstm
+    config`` lists them; :func:`load_config` and ``--config NAME`` accept the names."""
+    out: Dict[str, str] = {}
+    for entry in sorted(_CONFIGS.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".yaml"):
+            first = entry.read_text(encoding="utf-8").split("\n", 1)[0]
+            out[entry.name[:-len(".yaml")]] = first.lstrip("#").strip()
+    return out
+
+
+def read_bundled_config(name: str) -> str:
+    """The text of the bundled config ``name`` (``"flow"`` or ``"flow.yaml"``), to print or save
+    and edit. Raises ``FileNotFoundError`` listing the names there are."""
+    stem = name[:-len(".yaml")] if isinstance(name, str) and name.endswith(".yaml") else name
+    names = bundled_configs()
+    if stem not in names:
+        raise FileNotFoundError(f"no bundled config named {name!r}; the bundled configs are "
+                                f"{', '.join(names)} (or give the path of a YAML file)")
+    return _CONFIGS.joinpath(f"{stem}.yaml").read_text(encoding="utf-8")
+
+
 def load_config(path: Union[str, Path], base: Optional[FitConfig] = None) -> FitConfig:
-    """Read a YAML config file (``yaml.safe_load``: plain data only) into a :class:`FitConfig`."""
+    """Read a YAML config file (``yaml.safe_load``: plain data only) into a :class:`FitConfig`.
+
+    ``path`` is a file, or the name of a config bundled with the package (``"flow"``, see
+    :func:`bundled_configs`); a file of that name, when one exists, wins."""
     import yaml
 
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"config file {str(p)!r} does not exist")
-    with open(p, "r", encoding="utf-8") as fh:
-        try:
-            values = yaml.safe_load(fh)
-        except yaml.YAMLError as exc:
-            raise ValueError(f"config file {str(p)!r} is not valid YAML: {exc}") from None
+    if p.is_file():
+        with open(p, "r", encoding="utf-8") as fh:
+            text = fh.read()
+    elif len(p.parts) == 1 and p.name.replace(".yaml", "") in bundled_configs():  # a name, not a path
+        text = read_bundled_config(p.name)
+    else:
+        raise FileNotFoundError(f"config file {str(p)!r} does not exist, nor is it a bundled config "
+                                f"({', '.join(bundled_configs())}; `convlstm config` lists them)")
+    try:
+        values = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"config file {str(p)!r} is not valid YAML: {exc}") from None
     if values is None:
         values = {}
     try:
         return FitConfig.from_dict(values, base=base)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"config file {str(p)!r}: {exc}") from None
+
+
+def load_run_config(run_dir: Union[str, Path]) -> FitConfig:
+    """The :class:`FitConfig` a run was trained with (``run_dir/config.yaml``, written by
+    :func:`~convlstm.training.fit`): what resuming the run starts from, so that the data and
+    options need not be given again."""
+    p = Path(run_dir) / "config.yaml"
+    if not p.is_file():
+        raise FileNotFoundError(f"{str(p)!r} does not exist: give the run folder of an earlier `convlstm fit` "
+                                f"(--run-dir), or the data and options again")
+    return load_config(p)
 
 
 def save_config(config: FitConfig, path: Union[str, Path]) -> Path:

@@ -12,8 +12,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .. import data as _data
+from .._errors import ParameterError
 
-__all__ = ["GridDataModule", "SequenceDataset"]
+__all__ = ["GridDataModule", "SequenceDataset", "run_source_options"]
 
 _CHUNK_BYTES = 32 * 2 ** 20
 
@@ -94,6 +95,9 @@ class GridDataModule(pl.LightningDataModule):
     whether forecasts are clamped at 0 (:attr:`nonnegative`) and the data options, as plain
     Python values and tensors only.
 
+    ``units``: the name of the data's (physical) units, for colour bars and forecast files
+    (``"mm/h"``); kept in the checkpoint so that evaluating the run later labels them the same.
+
     ``nonnegative``: ``True`` clamps forecasts in data units at 0 (counts, rain), ``False`` does
     not, ``None`` (auto) decides at :meth:`setup`: on when the training part has no negative
     value; :attr:`nonnegative_reason` says why (for the log).
@@ -112,7 +116,7 @@ class GridDataModule(pl.LightningDataModule):
                  stride: int = 1, gap: int = 0, split: Sequence[float] = (0.7, 0.1, 0.2),
                  scaler: str = "minmax", fill_nan: Optional[float] = None, batch_size: int = 16,
                  num_workers: int = 0, source: Optional[Dict[str, Any]] = None, conversion: Any = None,
-                 nonnegative: Optional[bool] = None) -> None:
+                 nonnegative: Optional[bool] = None, units: str = "") -> None:
         super().__init__()
         given = [n for n, v in (("series", series), ("path", path), ("sequences", sequences)) if v is not None]
         if len(given) != 1:
@@ -134,7 +138,10 @@ class GridDataModule(pl.LightningDataModule):
                             f"{type(conversion).__name__}")
         if nonnegative is not None and not isinstance(nonnegative, bool):
             raise ValueError(f"nonnegative must be True, False or None (auto), got {nonnegative!r}")
+        if not isinstance(units, str):
+            raise ValueError(f"units must be a string (e.g. 'mm/h', or '' for none), got {units!r}")
         self.conversion = conversion
+        self.units = units
         self.nonnegative: Optional[bool] = nonnegative
         self.nonnegative_reason = "" if nonnegative is None else f"nonnegative={nonnegative} was given"
         self.series, self.path, self.key, self.layout = series, path, key, layout
@@ -170,7 +177,7 @@ class GridDataModule(pl.LightningDataModule):
         if self.path is not None and self.series is None:
             self.series = _data.load_grid(self.path, key=self.key, layout=self.layout)
         if self.series is not None:
-            self.series = _data.check_finite(self.conversion.wrap(self.series), fill=self.fill_nan)
+            self.series = _check_finite(self.conversion.wrap(self.series), self.fill_nan)
             if np.ndim(self.series[:1]) != 4:
                 raise ValueError(f"the series must have 4 axes (time, rows, cols, channels) after the layout "
                                  f"{self.layout!r} is applied; got shape {tuple(self.series.shape)}; choose "
@@ -188,7 +195,7 @@ class GridDataModule(pl.LightningDataModule):
             if seq.shape[1] < need:
                 raise ValueError(f"sequences have {seq.shape[1]} frames, but a sample needs input_steps + gap + "
                                  f"output_steps = {need}")
-            self.sequences = _data.check_finite(seq, fill=self.fill_nan) if np.asarray(seq[:1]).dtype.kind == "f" else seq
+            self.sequences = _check_finite(seq, self.fill_nan) if np.asarray(seq[:1]).dtype.kind == "f" else seq
 
     def setup(self, stage: Optional[str] = None) -> None:
         """Read the data, split it, fit the scaler on the training part (or take the one restored
@@ -199,8 +206,12 @@ class GridDataModule(pl.LightningDataModule):
         scaler = _data.make_scaler(self.scaler_name)
         if self.mode == "series":
             n = int(self.series.shape[0])
-            self.parts = _data.chronological_split(n, self.input_steps, self.output_steps,
-                                                   fractions=self.split, gap=self.gap)
+            try:
+                self.parts = _data.chronological_split(n, self.input_steps, self.output_steps,
+                                                       fractions=self.split, gap=self.gap)
+            except ValueError as exc:
+                raise ParameterError("split", f"split={list(self.split)}: {exc}",
+                                     also=("input_steps", "gap", "output_steps")) from None
             a, b = self.parts["train"]
             fit_series, fit_range = self.series, (a, b)
         else:
@@ -345,6 +356,7 @@ class GridDataModule(pl.LightningDataModule):
                {"climatology_hour_counts": [int(c) for c in self.climatology_hour_counts]}),
             "conversion": self.conversion.state_dict(),
             "nonnegative": self.nonnegative,
+            "units": self.units,
         }
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
@@ -359,6 +371,8 @@ class GridDataModule(pl.LightningDataModule):
                                                   dtype=np.float32)
         if "climatology_hour_counts" in state:
             self.climatology_hour_counts = np.asarray(state["climatology_hour_counts"], dtype=np.int64)
+        if not self.units and state.get("units"):
+            self.units = str(state["units"])
         if self.nonnegative is None and state.get("nonnegative") is not None:
             self.nonnegative = bool(state["nonnegative"])
             self.nonnegative_reason = f"nonnegative={self.nonnegative}, as in training"
@@ -372,7 +386,9 @@ class GridDataModule(pl.LightningDataModule):
                    key: Optional[str] = None, layout: Optional[str] = None, sequences: Any = None,
                    batch_size: Optional[int] = None) -> "GridDataModule":
         """Rebuild the data module a checkpoint was trained with (its file, unless another
-        ``series``/``path``/``sequences`` is given), with the checkpoint's scaler and statistics."""
+        ``series``/``path``/``sequences`` is given), with the checkpoint's scaler, statistics, unit
+        conversion and units. Another ``path`` is read with the run's ``key`` and ``layout`` unless
+        they are given (:func:`run_source_options`)."""
         src = state.get("source", {})
         if series is None and path is None and sequences is None and src.get("kind") == "moving_mnist":
             sequences = _data.moving_mnist(
@@ -381,10 +397,11 @@ class GridDataModule(pl.LightningDataModule):
                 seed=int(src["seed"]))[..., None]
         if series is None and path is None and sequences is None:
             if src.get("kind") != "file":
-                raise ValueError(f"the checkpoint was trained on in-memory data ({src.get('kind')}); give the data "
-                                 f"to evaluate on (a file path with --data)")
-            path, key = src["path"], src.get("key") if key is None else key
-            layout = src.get("layout") if layout is None else layout
+                raise ParameterError("data", f"the checkpoint was trained on in-memory data ({src.get('kind')}); "
+                                             f"give the data to evaluate on (a file path: data=FILE)")
+            path = src["path"]
+        if path is not None:
+            key, layout = run_source_options(state, path, key, layout)
         kw: Dict[str, Any] = dict(input_steps=state["input_steps"], output_steps=state["output_steps"],
                                   stride=state["stride"], gap=state["gap"], split=state["split"],
                                   scaler=state["scaler_name"], fill_nan=state.get("fill_nan"),
@@ -395,6 +412,30 @@ class GridDataModule(pl.LightningDataModule):
         elif series is not None:
             dm = cls(series, **kw)
         else:
-            dm = cls(path=path, key=key, layout=layout or "THWC", **kw)
+            dm = cls(path=path, key=key, layout=layout, **kw)
         dm.load_state_dict(state)
         return dm
+
+
+def run_source_options(state: Dict[str, Any], path: Any, key: Optional[str] = None,
+                       layout: Optional[str] = None) -> Tuple[Optional[str], str]:
+    """``(key, layout)`` to read the grid file ``path`` with, for the run whose data state
+    (:meth:`GridDataModule.state_dict`) is ``state``: those given, else the run's own (the key
+    only where ``path`` can hold several arrays: not for a ``.npy`` file), else ``None`` and
+    ``"THWC"``."""
+    src = state.get("source") or {}
+    if src.get("kind") == "file":
+        if key is None and Path(str(path)).suffix.lower() != ".npy":
+            key = src.get("key")
+        if layout is None:
+            layout = src.get("layout")
+    return key, layout or "THWC"
+
+
+def _check_finite(series: Any, fill_nan: Optional[float]) -> Any:
+    """:func:`convlstm.data.check_finite` with ``fill=fill_nan``, its errors naming ``fill_nan``."""
+    try:
+        return _data.check_finite(series, fill=fill_nan,
+                                  remedy="Give fill_nan=<number> to replace them (e.g. fill_nan=0)")
+    except ValueError as exc:
+        raise ParameterError("fill_nan", f"the data: {exc}") from None

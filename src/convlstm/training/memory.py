@@ -85,6 +85,8 @@ import torch
 import torch.nn as nn
 from torch._subclasses.fake_tensor import DataDependentOutputException, FakeTensorMode
 
+from .._errors import ParameterError
+
 __all__ = ["estimate_training_memory", "TrainingMemoryProbe", "MemoryEstimate", "choose_batch_size", "BatchChoice",
            "available_memory", "AvailableMemory", "parse_memory_limit", "format_bytes", "MemoryBudgetError",
            "guard_training_memory", "HEADROOM", "HEAP_FACTOR", "MMAP_THRESHOLD_MAX"]
@@ -137,18 +139,18 @@ def parse_memory_limit(value: Any, name: str = "memory_limit") -> Union[None, st
     available memory), ``"off"`` (no guard), a number of bytes, or a size with a unit:
     ``"8GB"``, ``"512 MB"``, ``"1.5G"`` (decimal: k, M, G, T with or without B) or ``"8GiB"``
     (binary: KiB, MiB, GiB, TiB). Returns ``None``, ``"off"`` or the bytes as an int."""
-    allowed = (f"{name} must be 'auto', 'off', a number of bytes or a size such as '8GB', '512MB' or '16GiB'; "
-               f"got {value!r}")
+    allowed = ParameterError(name, f"{name} must be 'auto', 'off', a number of bytes or a size such as '8GB', "
+                                   f"'512MB' or '16GiB'; got {value!r}")
     if value is None:
         return None
     if isinstance(value, bool):
-        raise ValueError(allowed)
+        raise allowed
     if isinstance(value, (int, float)):
         if not math.isfinite(float(value)) or value < 1:
-            raise ValueError(allowed)
+            raise allowed
         return int(value)
     if not isinstance(value, str):
-        raise ValueError(allowed)
+        raise allowed
     text = value.strip().lower()
     if text in ("auto", ""):
         return None
@@ -156,10 +158,10 @@ def parse_memory_limit(value: Any, name: str = "memory_limit") -> Union[None, st
         return "off"
     m = _SIZE.match(text)
     if m is None or m.group(2) not in _UNITS:
-        raise ValueError(allowed)
+        raise allowed
     size = float(m.group(1)) * _UNITS[m.group(2)]
     if not math.isfinite(size) or size < 1:
-        raise ValueError(allowed)
+        raise allowed
     return int(size)
 
 

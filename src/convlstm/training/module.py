@@ -209,6 +209,30 @@ class ForecastModule(pl.LightningModule):
         _layers.apply_constraints(self.model)   # Keras applies constraints after each update
         return out
 
+    def on_train_start(self) -> None:
+        r"""Make a resumed run's learning-rate schedule follow the trainer's ``max_epochs`` when it
+        differs from the one the run started with (Lightning restores the schedule as it was).
+
+        ``cosine``: from the resumed epoch :math:`e` on, the rate is that of a cosine over the new
+        number of epochs :math:`E`, :math:`\eta_e = \eta_{min} + (\eta_0 - \eta_{min})(1 + \cos(\pi e / E)) / 2`
+        (the rate may jump at :math:`e`, e.g. up from 0 when a finished run is extended).
+        ``onecycle``: its phases are laid out over the planned steps; a different number of steps
+        is refused with a ``ValueError``. ``none`` and ``plateau`` do not depend on ``max_epochs``."""
+        epochs = max(1, int(self.trainer.max_epochs or 1))
+        for config in self.trainer.lr_scheduler_configs:
+            sched = config.scheduler
+            if isinstance(sched, torch.optim.lr_scheduler.CosineAnnealingLR) and sched.T_max != epochs:
+                sched.T_max = epochs
+                for group, base in zip(sched.optimizer.param_groups, sched.base_lrs):
+                    group["lr"] = sched.eta_min + (base - sched.eta_min) * (
+                        1 + math.cos(math.pi * sched.last_epoch / epochs)) / 2
+            if isinstance(sched, torch.optim.lr_scheduler.OneCycleLR):
+                total = max(2, int(self.trainer.estimated_stepping_batches))
+                if sched.total_steps != total:
+                    raise ValueError(f"the onecycle schedule was laid out over {sched.total_steps} steps when the "
+                                     f"run started, and this run plans {total}: it cannot be stretched; resume "
+                                     f"with the run's max_epochs, or start a new run")
+
     def configure_optimizers(self):
         hp = self.hparams
         opt = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)

@@ -1,0 +1,200 @@
+"""A run remembers its data: predict, evaluate and resume without the data options again; a
+changed --max-epochs on resume; a fit that fails before training leaves nothing."""
+import contextlib
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+
+pytest.importorskip("lightning")
+
+from convlstm import cli
+from convlstm.training import load_config
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def run(*argv):
+    """cli.main(argv) -> (exit status, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli.main([str(a) for a in argv])
+        except SystemExit as exc:
+            code = exc.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def series(n=36, size=12):
+    t = np.arange(n)[:, None, None]
+    yy, xx = np.mgrid[0:size, 0:size]
+    return (np.sin(0.5 * t + 0.6 * xx[None]) * np.cos(0.4 * yy[None]) * 50 + 100).astype(np.float32)
+
+
+TINY = ("--model", "keras-nextframe", "--model-option", "filters=[4,4]", "--input-steps", "3", "--output-steps", "2",
+        "--split", "0.6", "0.2", "0.2", "--batch-size", "8", "--accelerator", "cpu", "--devices", "1", "--no-progress")
+
+
+@pytest.fixture(scope="module")
+def radar_run(tmp_path_factory):
+    """A run trained on one of two arrays of an .npz, (time, rows, cols), stored x 2 (scale 0.5),
+    in mm/h; keras-nextframe given only its filters (two layers: the kernel sizes follow)."""
+    d = tmp_path_factory.mktemp("radar")
+    s = series()
+    np.savez(d / "radar.npz", rain=s, other=np.zeros((4, 3)))
+    code, _, err = run("fit", d / "radar.npz", "--key", "rain", "--layout", "THW", "--scale", "0.5",
+                       "--units", "mm/h", "--max-epochs", "1", "--no-evaluate", "--run-dir", d / "run", *TINY)
+    assert code == 0, err
+    return d, s
+
+
+def test_predict_reuses_the_runs_key_layout_and_units(radar_run):
+    d, s = radar_run
+    code, _, err = run("predict", d / "run", d / "radar.npz", "--out", d / "auto.npy")
+    assert code == 0, err
+    code, _, err = run("predict", d / "run", d / "radar.npz", "--key", "rain", "--layout", "THW",
+                       "--out", d / "explicit.npy")
+    assert code == 0, err
+    auto = np.load(d / "auto.npy")
+    assert auto.shape == (1, 2, 12, 12, 1)
+    np.testing.assert_array_equal(auto, np.load(d / "explicit.npy"))
+    # a .npy file holds one array: the run's key is not applied to it; its layout is
+    np.save(d / "latest.npy", s)
+    code, _, err = run("predict", d / "run", d / "latest.npy", "--out", d / "from_npy.npy")
+    assert code == 0, err
+    np.testing.assert_array_equal(np.load(d / "from_npy.npy"), auto)
+    # the forecast file says its units
+    import h5netcdf
+
+    code, _, err = run("predict", d / "run", d / "radar.npz", "--out", d / "f.nc")
+    assert code == 0, err
+    with h5netcdf.File(d / "f.nc", "r") as f:
+        assert f.variables["forecast"].attrs["units"] == "mm/h"
+        np.testing.assert_allclose(f.variables["forecast"][...], auto)
+    # overriding still works, and errors name the flags
+    code, _, err = run("predict", d / "run", d / "radar.npz", "--key", "nope", "--out", d / "x.npy")
+    assert code == 2 and "--key 'nope' is not an array" in err and "key=" not in err
+
+
+def test_evaluate_reuses_the_runs_key_layout_and_units(radar_run, monkeypatch):
+    from convlstm import plots
+
+    d, s = radar_run
+    drawn = []
+    real = plots.plot_forecast
+    monkeypatch.setattr(plots, "plot_forecast", lambda *a, **kw: (drawn.append(kw.get("units")), real(*a, **kw)))
+    np.savez(d / "later.npz", rain=s[::-1].copy(), other=np.ones(3))
+    code, _, err = run("evaluate", d / "run", "--data", d / "later.npz", "--out-dir", d / "auto")
+    assert code == 0, err
+    code, _, err = run("evaluate", d / "run", "--data", d / "later.npz", "--key", "rain", "--layout", "THW",
+                       "--units", "mm/h", "--out-dir", d / "explicit")
+    assert code == 0, err
+    auto = json.loads((d / "auto" / "metrics.json").read_text())
+    assert auto == json.loads((d / "explicit" / "metrics.json").read_text())
+    code, _, err = run("evaluate", d / "run", "--out-dir", d / "own")  # the run's own file
+    assert code == 0, err
+    assert json.loads((d / "own" / "metrics.json").read_text()) != auto  # another file, other scores
+    assert drawn == ["mm/h", "mm/h", "mm/h"]  # as the run's --units; fit draws with the same (cfg.units)
+    code, _, err = run("evaluate", d / "run", "--units", "mm per h", "--out-dir", d / "other-units")
+    assert code == 0 and drawn[-1] == "mm per h"
+
+
+def test_resume_needs_neither_data_nor_config(radar_run):
+    d, _ = radar_run
+    before = load_config(d / "run" / "config.yaml")
+    code, _, err = run("fit", "--resume", "--run-dir", d / "run", "--max-epochs", "2", "--no-evaluate")
+    assert code == 0, err
+    history = json.loads((d / "run" / "history.json").read_text())
+    assert history["epoch"] == [1, 2]
+    after = load_config(d / "run" / "config.yaml")
+    assert after == before.replace(max_epochs=2, resume=True, evaluate=False)
+    code, _, err = run("fit", "--resume", "--run-dir", d / "no-such-run")
+    assert code == 2 and "no-such-run" in err and "config.yaml" in err
+
+
+def _cosine_rates(lr, epochs):
+    """torch's own CosineAnnealingLR over ``epochs``: the rate after each epoch (what history.json
+    records: the scheduler steps at the end of the epoch)."""
+    import torch
+
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    rates = []
+    for _ in range(epochs):
+        opt.step()
+        sched.step()
+        rates.append(opt.param_groups[0]["lr"])
+    return rates
+
+
+def test_resume_with_more_epochs_follows_a_cosine_over_the_new_number(tmp_path):
+    np.save(tmp_path / "g.npy", series())
+    code, _, err = run("fit", tmp_path / "g.npy", "--layout", "THW", "--scheduler", "cosine", "--lr", "0.01",
+                       "--max-epochs", "2", "--no-evaluate", "--limit-train-batches", "1",
+                       "--run-dir", tmp_path / "run", *TINY)
+    assert code == 0, err
+    code, _, err = run("fit", "--resume", "--run-dir", tmp_path / "run", "--max-epochs", "4")
+    assert code == 0, err
+    rates = json.loads((tmp_path / "run" / "history.json").read_text())["lr"]
+    # epochs 1-2 as planned for 2 (down to 0); from epoch 3 on, those of a 4-epoch cosine
+    np.testing.assert_allclose(rates[:2], _cosine_rates(0.01, 2), rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(rates[2:], _cosine_rates(0.01, 4)[2:], rtol=1e-6, atol=1e-12)
+    assert math.isclose(rates[2], 0.01 * (1 + math.cos(3 * math.pi / 4)) / 2, rel_tol=1e-6)
+
+
+def test_resume_refuses_a_new_max_epochs_for_onecycle(tmp_path):
+    np.save(tmp_path / "g.npy", series())
+    code, _, err = run("fit", tmp_path / "g.npy", "--layout", "THW", "--scheduler", "onecycle", "--max-epochs", "1",
+                       "--no-evaluate", "--limit-train-batches", "1", "--run-dir", tmp_path / "run", *TINY)
+    assert code == 0, err
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    stamp, config = last.stat().st_mtime_ns, (tmp_path / "run" / "config.yaml").read_text()
+    code, _, err = run("fit", "--resume", "--run-dir", tmp_path / "run", "--max-epochs", "3")
+    assert code == 2 and "onecycle" in err and "--max-epochs 1" in err and "max_epochs" not in err, err
+    assert last.stat().st_mtime_ns == stamp and (tmp_path / "run" / "config.yaml").read_text() == config
+
+
+def test_a_fit_that_fails_before_training_leaves_no_run_folder(tmp_path):
+    np.save(tmp_path / "g.npy", series())
+    run_dir = tmp_path / "runs" / "bad"
+    # Lightning refuses the strategy when the trainer is made: after the run folder was written
+    code, _, err = run("fit", tmp_path / "g.npy", "--layout", "THW", "--strategy", "nonsense", "--max-epochs", "1",
+                       "--run-dir", run_dir, *TINY)
+    assert code == 2 and "nonsense" in err, err
+    assert not (tmp_path / "runs").exists()
+    # a folder the user made is kept, and so is what it held; only what the run wrote goes
+    run_dir.mkdir(parents=True)
+    (run_dir / "notes.txt").write_text("mine")
+    code, _, err = run("fit", tmp_path / "g.npy", "--layout", "THW", "--strategy", "nonsense", "--max-epochs", "1",
+                       "--run-dir", run_dir, *TINY)
+    assert code == 2
+    assert sorted(p.name for p in run_dir.iterdir()) == ["notes.txt"]
+
+
+def test_a_fit_that_fails_in_its_first_epoch_leaves_nothing_and_a_later_failure_keeps_the_run(tmp_path):
+    import lightning.pytorch as pl
+
+    from convlstm.training import fit
+
+    class FailAt(pl.Callback):
+        def __init__(self, epoch):
+            self.epoch = epoch
+
+        def on_train_epoch_start(self, trainer, module):
+            if trainer.current_epoch == self.epoch:
+                raise RuntimeError("boom")
+
+    np.save(tmp_path / "g.npy", series())
+    options = dict(data=str(tmp_path / "g.npy"), layout="THW", input_steps=3, output_steps=2, split=[0.6, 0.2, 0.2],
+                   model="keras-nextframe", model_options={"filters": [4]}, accelerator="cpu", devices=1,
+                   progress=False, evaluate=False, max_epochs=2)
+    with pytest.raises(RuntimeError, match="boom"):
+        fit(run_dir=str(tmp_path / "first"), callbacks=[FailAt(0)], **options)
+    assert not (tmp_path / "first").exists()
+    with pytest.raises(RuntimeError, match="boom"):
+        fit(run_dir=str(tmp_path / "second"), callbacks=[FailAt(1)], **options)
+    # one epoch was saved: the run is kept, to be resumed
+    assert (tmp_path / "second" / "checkpoints" / "last.ckpt").is_file()
+    assert (tmp_path / "second" / "config.yaml").is_file()
