@@ -48,6 +48,10 @@ def missing_train_extra(exc: ImportError, what: str) -> ImportError:
     return err
 
 
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
 def __getattr__(name):
     submodule = _LAZY.get(name)
     if submodule is None:
