@@ -168,7 +168,11 @@ def safe_get(root, path: str, where: str):
             return None
         if not isinstance(link, h5py.HardLink):
             raise KerasFileError(f"{where}: {path!r} is a {type(link).__name__}; only plain HDF5 objects are read")
-        node = node[part]
+        try:
+            node = node[part]
+        except Exception as err:  # h5py: KeyError/OSError/RuntimeError on a damaged object header
+            raise KerasFileError(f"{where}: cannot read {path!r} ({type(err).__name__}: {err}); the file may be "
+                                 "truncated or corrupt") from None
     return node
 
 

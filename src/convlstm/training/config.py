@@ -371,6 +371,8 @@ def load_config(path: Union[str, Path], base: Optional[FitConfig] = None) -> Fit
             values = yaml.safe_load(fh)
         except yaml.YAMLError as exc:
             raise ValueError(f"config file {str(p)!r} is not valid YAML: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"config file {str(p)!r} is not UTF-8 text ({exc})") from None
     if values is None:
         values = {}
     try:
