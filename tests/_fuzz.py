@@ -225,6 +225,8 @@ def worker(cases: Sequence[Tuple[str, int]], workdir: Path) -> None:
     loaders_ = loaders()
     cases_dir = workdir / "cases"
     cases_dir.mkdir(exist_ok=True)
+    for stale in cases_dir.iterdir():  # a case file left by a worker killed for a hang
+        stale.unlink()
     for target in sorted({t for t, _ in cases}):  # every unmutated seed file loads (and imports are done)
         for name in TARGETS[target][0]:
             loaders_[target](_seed_path(name, seeds))
@@ -246,6 +248,27 @@ def worker(cases: Sequence[Tuple[str, int]], workdir: Path) -> None:
         path.unlink()
         print("RESULT " + json.dumps({"target": target, "seed": seed, "outcome": outcome, "detail": detail}),
               flush=True)
+
+
+class _Lines:
+    """Lines from a pipe, each awaited until a deadline (``select`` on the raw descriptor and a
+    buffer of our own: a buffered reader could hold a line that ``select`` does not see)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self.buffer = fd, b""
+
+    def next(self, deadline: float):
+        """The next line without its newline; ``""`` at the end; ``None`` past the deadline."""
+        while b"\n" not in self.buffer:
+            wait = deadline - time.monotonic()
+            if wait <= 0 or not select.select([self.fd], [], [], wait)[0]:
+                return None
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                return ""
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return line.decode().strip()
 
 
 def _library_root() -> str:
@@ -272,45 +295,45 @@ def run_campaign(cases: Sequence[Tuple[str, int]], workdir: Path, *, case_timeou
     while todo:
         job = workdir / "job.json"
         job.write_text(json.dumps({"cases": todo, "workdir": str(workdir)}))
-        proc = subprocess.Popen([sys.executable, "-c", "import sys, _fuzz; _fuzz._worker_main(sys.argv[1])", str(job)],
-                                cwd=workdir / "cwd", env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+        log = workdir / "worker.stderr"
+        with open(log, "wb") as err:  # a file, not a pipe: a chatty worker must not block on it
+            proc = subprocess.Popen([sys.executable, "-c", "import sys, _fuzz; _fuzz._worker_main(sys.argv[1])",
+                                     str(job)], cwd=workdir / "cwd", env=env, stdout=subprocess.PIPE, stderr=err)
+        lines = _Lines(proc.stdout.fileno())
         current = None
         deadline = time.monotonic() + startup_timeout
-        buffer = ""
         try:
             while True:
-                wait = deadline - time.monotonic()
-                ready = select.select([proc.stdout], [], [], max(0.0, wait))[0] if wait > 0 else []
-                if not ready:  # no answer in time: a hang (or a stuck start)
+                line = lines.next(deadline)
+                if line is None:  # no answer in time: a hang (or a stuck start)
                     proc.kill()
+                    proc.wait()
                     if current is None:
-                        raise RuntimeError("the fuzz worker did not start: " + proc.stderr.read()[-2000:])
+                        raise RuntimeError("the fuzz worker did not start: " + log.read_text(errors="replace")[-2000:])
                     results.append({"target": current[0], "seed": current[1], "outcome": "hang",
                                     "detail": f"no answer in {case_timeout} s"})
                     todo = todo[todo.index(current) + 1:]
                     break
-                line = proc.stdout.readline()
-                if not line:  # the worker exited
+                if line == "":  # the worker exited
                     proc.wait()
                     if current is not None:
                         results.append({"target": current[0], "seed": current[1], "outcome": "crash",
-                                        "detail": f"exit status {proc.returncode}: {proc.stderr.read()[-500:]}"})
+                                        "detail": f"exit status {proc.returncode}: "
+                                                  f"{log.read_text(errors='replace')[-500:]}"})
                         todo = todo[todo.index(current) + 1:]
                     elif todo and proc.returncode != 0:
-                        raise RuntimeError("the fuzz worker failed: " + proc.stderr.read()[-2000:])
+                        raise RuntimeError("the fuzz worker failed: " + log.read_text(errors="replace")[-2000:])
                     else:
                         todo = []
                     break
-                buffer = line.strip()
-                if buffer == "READY":
+                if line == "READY":
                     deadline = time.monotonic() + case_timeout
-                elif buffer.startswith("BEGIN "):
-                    _, target, seed = buffer.split()
+                elif line.startswith("BEGIN "):
+                    _, target, seed = line.split()
                     current = (target, int(seed))
                     deadline = time.monotonic() + case_timeout
-                elif buffer.startswith("RESULT "):
-                    results.append(json.loads(buffer[7:]))
+                elif line.startswith("RESULT "):
+                    results.append(json.loads(line[7:]))
                     todo = todo[todo.index(current) + 1:]
                     current = None
                     deadline = time.monotonic() + case_timeout
@@ -322,7 +345,6 @@ def run_campaign(cases: Sequence[Tuple[str, int]], workdir: Path, *, case_timeou
                 proc.kill()
                 proc.wait()
             proc.stdout.close()
-            proc.stderr.close()
     return results
 
 
