@@ -129,3 +129,10 @@ def test_config_that_is_not_utf8_names_the_file(tmp_path):
     path.write_bytes(b"lr: 0.01\nmodel: \xf4\x80 bad\n")  # before: UnicodeDecodeError
     with pytest.raises(ValueError, match=r"c\.yaml' is not UTF-8 text"):
         load_config(path)
+
+
+def test_an_object_array_read_into_memory_is_never_unpickled(tmp_path):
+    path = tmp_path / "objects.npy"
+    _object_npy(path)
+    with pytest.raises(GridFileError, match=r"objects\.npy: .*never unpickled"):
+        load_grid(path, mmap=False)

@@ -39,7 +39,7 @@ def _reading(path: Any, fmt: str):
         raise
     except Exception as exc:  # noqa: BLE001 - whatever a damaged file makes a parser raise
         reason = f"{type(exc).__name__}: {exc}"
-        if "pickled" in str(exc):
+        if "pickle" in str(exc):  # numpy suggests allow_pickle=, which is never offered here
             reason = "it holds an object (pickled) array, which is never unpickled; store numeric arrays"
         raise GridFileError(f"{path}: cannot be read as a {fmt} file ({reason})") from None
 
