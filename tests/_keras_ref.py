@@ -32,3 +32,19 @@ def assert_close(ours, ref, tol=2e-5, what="output"):
     scale = max(float(np.abs(ref).max()), 1e-6)
     err = float(np.abs(ours - ref).max())
     assert err <= tol * scale, f"{what}: max |ours - keras| = {err:.3g} > {tol} x scale {scale:.3g}"
+
+
+def assert_weight_grads_close(ref, ours, rank, tol=1e-4):
+    """After a backward through both layers: the gradients of Keras's ``kernel``, ``recurrent_kernel``
+    and ``bias`` against ours, converted to Keras's layout."""
+    import convlstm
+
+    ref_grads = {v.path.split("/")[-1]: to_numpy(v.value.grad) for v in ref.trainable_variables}
+    cell = ours.cell
+    ours_grads = {"kernel": convlstm._ops.torch_to_keras_kernel(cell.weight_ih.grad, rank),
+                  "recurrent_kernel": convlstm._ops.torch_to_keras_kernel(cell.weight_hh.grad, rank)}
+    if cell.bias is not None:
+        ours_grads["bias"] = cell.bias.grad
+    assert set(ref_grads) == set(ours_grads)
+    for name in ours_grads:
+        assert_close(ours_grads[name], ref_grads[name], tol=tol, what=f"d/d{name}")

@@ -51,5 +51,7 @@ def test_matches_keras2(i):
     for k in range(call["calls"]):
         out = layer(FIXTURE[f"x{i}_{k}"], **kwargs)
         out = out if isinstance(out, tuple) else (out,)
+        stored = sum(name.startswith(f"y{i}_{k}_") for name in FIXTURE.files)
+        assert len(out) == stored, f"call {k}: {len(out)} outputs, Keras 2 returned {stored}"
         for n, o in enumerate(out):
             assert_close(o, FIXTURE[f"y{i}_{k}_{n}"], what=f"call {k} output {n}")

@@ -146,3 +146,91 @@ def test_train_mode_batchnorm_uses_batch_statistics(tmp_path):
     model.train()
     model(*[torch.from_numpy(x) for x in xs])
     assert not torch.equal(before, bn.moving_mean)
+
+
+# ------------------------------------------------------------------ Keras 1, from its own layout
+# Keras 1.2's ConvLSTM2D (keras/layers/convolutional_recurrent.py) stores twelve arrays in the order
+# W_i, U_i, b_i, W_c, U_c, b_c, W_f, U_f, b_f, W_o, U_o, b_o; with dim_ordering 'th' a kernel is
+# (nb_filter, stack_size, nb_row, nb_col) and a recurrent kernel (nb_filter, nb_filter, nb_row, nb_col);
+# its step is i = inner(x*W_i + b_i + h*U_i), f likewise, c = f c' + i act(x*W_c + b_c + h*U_c),
+# o likewise, h = o act(c). The Theano backend's conv2d is a true convolution (the kernel flipped),
+# TensorFlow's a cross-correlation.
+def _keras1_th_file(path: Path, weights: dict, *, nb_filter, nb_row, nb_col, channels, steps, theano,
+                    activation, inner_activation):
+    """A Keras 1.2.2 Sequential model file with one 'th'-ordered ConvLSTM2D, written with h5py
+    from ``weights`` (``{"W_i": array, ...}``), independently of the library's writer."""
+    import json
+    config = {"class_name": "Sequential", "config": [{"class_name": "ConvLSTM2D", "config": {
+        "name": "convolutionallstm_1", "nb_filter": nb_filter, "nb_row": nb_row, "nb_col": nb_col,
+        "border_mode": "same", "dim_ordering": "th", "activation": activation,
+        "inner_activation": inner_activation, "return_sequences": True, "subsample": [1, 1],
+        "batch_input_shape": [None, steps, channels, None, None], "init": "glorot_uniform",
+        "inner_init": "orthogonal", "forget_bias_init": "one", "dropout_W": 0.0, "dropout_U": 0.0,
+        "go_backwards": False, "stateful": False}}]}
+    with h5py.File(path, "w") as f:
+        f.attrs["keras_version"] = b"1.2.2"
+        f.attrs["backend"] = b"theano" if theano else b"tensorflow"
+        f.attrs["model_config"] = json.dumps(config).encode()
+        g = f.create_group("model_weights")
+        g.attrs["layer_names"] = [b"convolutionallstm_1"]
+        lg = g.create_group("convolutionallstm_1")
+        names = [f"{w}_{gate}" for gate in "icfo" for w in ("W", "U", "b")]
+        lg.attrs["weight_names"] = [f"convolutionallstm_1_{n}".encode() for n in names]
+        for n in names:
+            lg.create_dataset(f"convolutionallstm_1_{n}", data=np.asarray(weights[n], np.float32))
+    return path
+
+
+def test_keras1_theano_file_against_numbers_worked_out_by_hand(tmp_path):
+    """One filter, one channel, a 1x3 kernel on a 1x3 image, two steps, Keras 1's hard sigmoid
+    hs(z) = clip(0.2 z + 0.5, 0, 1) on the gates and a linear activation. Theano convolves, so
+    with 'same' padding a kernel [1, 0, 0] reads the right neighbour: (x * [1, 0, 0])[j] = x[j + 1].
+
+    Weights: W_i = [1, 0, 0], W_f = W_c = [0, 1, 0], W_o = 0, U_c = [1, 0, 0], other U and b zero.
+    Step 1, x = [1, 2, 3], h = c = 0: i = hs([2, 3, 0]) = [.9, 1, .5]; candidate = [1, 2, 3];
+    o = hs(0) = .5; c = i * candidate = [.9, 2, 1.5]; h = .5 c = [.45, 1, .75].
+    Step 2, x = [0, 1, 0]: i = hs([1, 0, 0]) = [.7, .5, .5]; f = hs([0, 1, 0]) = [.5, .7, .5];
+    candidate = x + h[j + 1] = [0, 1, 0] + [1, .75, 0] = [1, 1.75, 0];
+    c = f c' + i candidate = [.45, 1.4, .75] + [.7, .875, 0] = [1.15, 2.275, .75]; h = .5 c.
+    Without the flip step 1 would give h = [.25, .7, 1.35]; with i and c swapped [.35, .9, 0]."""
+    one = lambda *v: np.asarray(v, np.float32).reshape(1, 1, 1, 3)  # noqa: E731  (F, C, rows, cols)
+    zero, b0 = one(0, 0, 0), np.zeros(1, np.float32)
+    weights = {"W_i": one(1, 0, 0), "U_i": zero, "b_i": b0, "W_c": one(0, 1, 0), "U_c": one(1, 0, 0), "b_c": b0,
+               "W_f": one(0, 1, 0), "U_f": zero, "b_f": b0, "W_o": zero, "U_o": zero, "b_o": b0}
+    path = _keras1_th_file(tmp_path / "k1.h5", weights, nb_filter=1, nb_row=1, nb_col=3, channels=1, steps=2,
+                           theano=True, activation="linear", inner_activation="hard_sigmoid")
+    model = ck.load_model(path)
+    x = torch.tensor([[1.0, 2.0, 3.0], [0.0, 1.0, 0.0]]).reshape(1, 2, 1, 1, 3)  # (B, T, C, rows, cols)
+    with torch.no_grad():
+        out = model(x)
+    expected = torch.tensor([[0.45, 1.0, 0.75], [0.575, 1.1375, 0.375]]).reshape(1, 2, 1, 1, 3)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("theano", [True, False], ids=["theano", "tensorflow"])
+def test_keras1_th_kernels_are_transposed_and_flipped_element_by_element(tmp_path, theano):
+    """A 3x3 kernel with three filters: a 'th' kernel (F, C, 3, 3) and a recurrent kernel (F, F, 3, 3)
+    whose shapes are also valid 'tf' shapes. Element by element, Keras 2's kernel[r, s, ch, g*F + f]
+    is Keras 1's W_g[f, ch, r, s], read at (2 - r, 2 - s) for a Theano file."""
+    rng = np.random.default_rng(5)
+    F, C = 3, 2
+    weights = {}
+    for gate in "icfo":
+        weights[f"W_{gate}"] = rng.normal(size=(F, C, 3, 3))
+        weights[f"U_{gate}"] = rng.normal(size=(F, F, 3, 3))
+        weights[f"b_{gate}"] = rng.normal(size=(F,))
+    path = _keras1_th_file(tmp_path / "k1.h5", weights, nb_filter=F, nb_row=3, nb_col=3, channels=C, steps=2,
+                           theano=theano, activation="tanh", inner_activation="hard_sigmoid")
+    layer = next(m for m in ck.load_model(path).modules() if isinstance(m, convlstm.ConvLSTM2D))
+    kernel, recurrent, bias = layer.get_weights()
+    assert kernel.shape == (3, 3, C, 4 * F) and recurrent.shape == (3, 3, F, 4 * F)
+    for g, gate in enumerate("ifco"):  # Keras 2's order
+        for r in range(3):
+            for s in range(3):
+                rr, ss = (2 - r, 2 - s) if theano else (r, s)
+                for f in range(F):
+                    for ch in range(C):
+                        assert kernel[r, s, ch, g * F + f] == np.float32(weights[f"W_{gate}"][f, ch, rr, ss])
+                    for ch in range(F):
+                        assert recurrent[r, s, ch, g * F + f] == np.float32(weights[f"U_{gate}"][f, ch, rr, ss])
+        np.testing.assert_array_equal(bias[g * F:(g + 1) * F], weights[f"b_{gate}"].astype(np.float32))

@@ -11,10 +11,13 @@ from _keras_ref import assert_close, keras, randomize_keras_weights, to_numpy
 CONST = dict(kernel_initializer=I.Constant(0.01), recurrent_initializer=I.Constant(0.02),
              bias_initializer=I.Constant(0.03))
 
-# Values from Keras's own conv_lstm tests (KERAS_SEMANTICS.md).
+# Values from Keras 3's own conv_lstm tests (keras/src/layers/rnn/conv_lstm*_test.py).
 REF_2D = [[[[0.48694518, 0.48694518], [0.50237733, 0.50237733]], [[0.5461202, 0.5461202], [0.5598283, 0.5598283]]],
           [[[0.8661607, 0.8661607], [0.86909103, 0.86909103]], [[0.8774414, 0.8774414], [0.8800861, 0.8800861]]]]
 REF_1D = [[[0.40807986, 0.40807986], [0.46421072, 0.46421072]], [[0.80933154, 0.80933154], [0.8233646, 0.8233646]]]
+# Not from Keras's tests: REF_2D's case run with Keras 2's default recurrent activation, the hard
+# sigmoid clip(0.2 x + 0.5, 0, 1) (values recorded from a Keras 2 run in the project's notes);
+# test_keras2_reference_values_equal_the_step_written_out recomputes them independently.
 REF_2D_K2 = [0.4531298, 0.4531298, 0.46823803, 0.46823803, 0.5116793, 0.5116793, 0.5255023, 0.5255023,
              0.8958275, 0.8958275, 0.900992, 0.900992, 0.9163048, 0.9163048, 0.9213548, 0.9213548]
 
@@ -38,6 +41,30 @@ def test_keras2_hard_sigmoid_reference_values():
     # Keras 3's hard_sigmoid is a different function: the same weights give other numbers.
     k3 = convlstm.ConvLSTM2D(2, 3, recurrent_activation="hard_sigmoid", **CONST)
     assert np.abs(to_numpy(k3(x)).ravel() - REF_2D_K2).max() > 1e-3
+
+
+def test_keras2_reference_values_equal_the_step_written_out():
+    """REF_2D_K2 from Keras 2's step in float64 numpy, constant weights: every input-kernel entry
+    0.01, every recurrent-kernel entry 0.02, biases 0.03 except the forget gate's 1.0
+    (``unit_forget_bias``); 'valid' 3x3 on 4x4 inputs gives a 2x2 state; the recurrent convolution
+    is 'same' (zero padding)."""
+    x = np.arange(480, dtype=np.float64).reshape(2, 3, 4, 4, 5) / 100
+    hs = lambda z: np.clip(0.2 * z + 0.5, 0, 1)  # noqa: E731  Keras 2's hard sigmoid
+    bias = {"i": 0.03, "f": 1.0, "c": 0.03, "o": 0.03}
+    out = np.zeros((2, 2, 2, 2))
+    for b in range(2):
+        h = np.zeros((2, 2, 2))
+        c = np.zeros((2, 2, 2))
+        for t in range(3):
+            hp = np.pad(h, ((1, 1), (1, 1), (0, 0)))
+            z = {}
+            for g in "ifco":  # every filter of a gate sees the same sums: all weights are equal
+                z[g] = np.array([[0.01 * x[b, t, r:r + 3, q:q + 3].sum() + 0.02 * hp[r:r + 3, q:q + 3].sum() + bias[g]
+                                  for q in range(2)] for r in range(2)])[..., None].repeat(2, axis=-1)
+            c = hs(z["f"]) * c + hs(z["i"]) * np.tanh(z["c"])
+            h = hs(z["o"]) * np.tanh(c)
+        out[b] = h
+    np.testing.assert_allclose(out.ravel(), REF_2D_K2, rtol=2e-7, atol=0)
 
 
 def test_hard_sigmoids_are_the_documented_functions():

@@ -186,7 +186,7 @@ def test_auto_rule():
         big5 = convlstm.ConvLSTM2D(64, 5, padding="same", in_channels=2)  # 5x5 on 32x32: "fft"
         assert _paths.auto_path(big5, xb, (32, 32), grad=grad) == "fft"
         x64 = torch.zeros(2, 4, 2, 64, 64)  # 5x5 on 64x64: NNPACK one image at a time
-        expected = "nnpack" if _paths.nnpack_applicable(big5, x64, None, None) else "fft"
+        expected = "nnpack" if torch._nnpack_available() else "fft"  # torch's own answer, not the rule's
         assert _paths.auto_path(big5, x64, (64, 64), grad=grad) == expected
         wide5 = convlstm.ConvLSTM2D(512, 5, padding="same", in_channels=2)  # an 8.5 GB kernel spectrum
         x40 = torch.zeros(2, 3, 2, 40, 40)

@@ -3,6 +3,11 @@
 Every file the library writes (checkpoints, metrics, pictures, forecasts, converted models) goes
 through :func:`atomic_write` / :func:`atomic_path`: the content is written to a temporary file in
 the same folder, flushed to disk, then renamed over the target in one step (``os.replace``).
+If the writer raises, or the sync or the rename fails, the temporary file is removed and the
+target keeps its previous content. A process killed outright (SIGKILL, power loss) runs no cleanup:
+the target is still intact, and a hidden ``.<name>.<random>.tmp`` may remain beside it; it is not
+removed automatically (it could belong to a live writer) and may be deleted by hand
+(``tests/test_io_atomic.py``).
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ The canonical layout of a series is a ``(time, rows, cols, channels)`` array; sa
 """
 from .finite import check_finite
 from .mnist import load_mnist_digits, load_mnist_test_seq, moving_mnist, read_idx
-from .readers import LAYOUTS, LazyGrid, hours_of_day, load_grid, load_timestamps
+from .readers import LAYOUTS, GridFileError, LazyGrid, hours_of_day, load_grid, load_timestamps
 from .scalers import (SCALERS, DBScaler, Log1pScaler, MinMaxScaler, NoScaler, Scaler, StandardScaler,
                       make_scaler, scaler_from_state_dict)
 from .units import (TRANSFORMS, ConvertedSeries, UnitConversion, accumulation_to_rate, rate_to_accumulation,
@@ -16,7 +16,7 @@ from .units import (TRANSFORMS, ConvertedSeries, UnitConversion, accumulation_to
 from .windows import WindowDataset, chronological_split, num_windows, sliding_windows
 
 __all__ = [
-    "load_grid", "load_timestamps", "hours_of_day", "LazyGrid", "LAYOUTS",
+    "load_grid", "load_timestamps", "hours_of_day", "LazyGrid", "LAYOUTS", "GridFileError",
     "sliding_windows", "num_windows", "WindowDataset", "chronological_split",
     "Scaler", "MinMaxScaler", "StandardScaler", "Log1pScaler", "DBScaler", "NoScaler", "make_scaler",
     "scaler_from_state_dict", "SCALERS",

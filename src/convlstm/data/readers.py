@@ -2,6 +2,7 @@
 canonical ``(time, rows, cols, channels)`` layout ("THWC"), without loading large files whole."""
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import zipfile
@@ -12,7 +13,7 @@ import numpy as np
 
 from .._errors import ParameterError
 
-__all__ = ["LAYOUTS", "LazyGrid", "load_grid", "load_timestamps"]
+__all__ = ["LAYOUTS", "GridFileError", "LazyGrid", "load_grid", "load_timestamps"]
 
 #: The layouts :func:`load_grid` understands, and the number of dimensions each has on disk.
 LAYOUTS = {"THWC": 4, "TCHW": 4, "THW": 3}
@@ -24,6 +25,26 @@ _HDF5_SUFFIXES = (".h5", ".hdf5", ".he5")
 _NC_SUFFIXES = (".nc", ".nc4", ".netcdf")
 _SUPPORTED = _NPY_SUFFIXES + _NPZ_SUFFIXES + _HDF5_SUFFIXES + _NC_SUFFIXES
 _TIME_KEYS = ("time", "times", "date", "dates", "timestamp", "timestamps")
+
+
+class GridFileError(ValueError):
+    """A grid file that cannot be read: damaged, truncated, or not what its suffix says. The
+    message names the file and gives the underlying reader's own words."""
+
+
+@contextlib.contextmanager
+def _reading(path: Any, fmt: str):
+    """Turn any failure of a third-party reader (numpy, zipfile, h5py, h5netcdf, scipy) inside the
+    block into a :class:`GridFileError` naming ``path``."""
+    try:
+        yield
+    except GridFileError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever a damaged file makes a parser raise
+        reason = f"{type(exc).__name__}: {exc}"
+        if "pickle" in str(exc):  # numpy suggests allow_pickle=, which is never offered here
+            reason = "it holds an object (pickled) array, which is never unpickled; store numeric arrays"
+        raise GridFileError(f"{path}: cannot be read as a {fmt} file ({reason})") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -103,6 +124,28 @@ class LazyGrid:
     # -- opening -------------------------------------------------------------------------
     def _open(self) -> None:
         self._pid = os.getpid()
+        with _reading(self.path, self.format):
+            attrs, raw_dtype, raw_shape = self._open_source()
+        _check_ndim(raw_shape, self.layout, f"{self.key!r} in {self.path}")
+        self._shape = _thwc_shape(raw_shape, self.layout)
+        self._scale = attrs.get("scale_factor")
+        self._offset = attrs.get("add_offset")
+        with _reading(self.path, self.format):
+            fills = [attrs.get(k) for k in ("_FillValue", "missing_value") if attrs.get(k) is not None]
+            self._fills = [np.asarray(f, dtype=raw_dtype).ravel() for f in fills]
+            dtype = raw_dtype
+            if self._scale is not None or self._offset is not None:
+                parts = [raw_dtype] + [np.asarray(v).dtype for v in (self._scale, self._offset)
+                                       if v is not None]
+                dtype = np.result_type(*parts)
+                if not np.issubdtype(dtype, np.floating):
+                    dtype = np.dtype(np.float64)
+        if self._fills and not np.issubdtype(dtype, np.floating):
+            dtype = np.dtype(np.float64)
+        self._dtype = dtype
+
+    def _open_source(self) -> tuple:
+        """Open the file and the array; return its attributes, dtype and shape."""
         if self.format == "hdf5":
             import h5py
 
@@ -121,24 +164,7 @@ class LazyGrid:
             var = self._file.variables[self.key]
             attrs = dict(var._attributes)
             self._source = var.data  # an array over the file's memory map
-        raw_dtype = np.dtype(self._source.dtype)
-        raw_shape = tuple(int(s) for s in self._source.shape)
-        _check_ndim(raw_shape, self.layout, f"{self.key!r} in {self.path}")
-        self._shape = _thwc_shape(raw_shape, self.layout)
-        self._scale = attrs.get("scale_factor")
-        self._offset = attrs.get("add_offset")
-        fills = [attrs.get(k) for k in ("_FillValue", "missing_value") if attrs.get(k) is not None]
-        self._fills = [np.asarray(f, dtype=raw_dtype).ravel() for f in fills]
-        dtype = raw_dtype
-        if self._scale is not None or self._offset is not None:
-            parts = [raw_dtype] + [np.asarray(v).dtype for v in (self._scale, self._offset)
-                                   if v is not None]
-            dtype = np.result_type(*parts)
-            if not np.issubdtype(dtype, np.floating):
-                dtype = np.dtype(np.float64)
-        if self._fills and not np.issubdtype(dtype, np.floating):
-            dtype = np.dtype(np.float64)
-        self._dtype = dtype
+        return attrs, np.dtype(self._source.dtype), tuple(int(s) for s in self._source.shape)
 
     def close(self) -> None:
         """Close the underlying file. The grid cannot be read afterwards."""
@@ -213,6 +239,11 @@ class LazyGrid:
             out[mask] = np.nan
         return out
 
+    def _fetch(self, index: Any) -> np.ndarray:
+        """``self._source[index]`` as an array; a damaged file gives a :class:`GridFileError`."""
+        with _reading(self.path, self.format):
+            return np.asarray(self._source[index])
+
     def _read_time(self, t: Any) -> tuple:
         """Read the frames selected by the time index ``t``; return (array, kept time axis)."""
         n = self._shape[0]
@@ -226,14 +257,13 @@ class LazyGrid:
             i = int(t)
             if not -n <= i < n:
                 raise IndexError(f"time index {i} is out of range for a series of {n} steps")
-            return np.asarray(self._source[i % n]), False
+            return self._fetch(i % n), False
         if isinstance(t, slice):
             start, stop, step = t.indices(n)
             if step > 0:
                 if stop <= start:
-                    return np.asarray(self._source[0:0]), True
-                return np.asarray(self._source[start:stop:step] if step > 1
-                                  else self._source[start:stop]), True
+                    return self._fetch(slice(0, 0)), True
+                return self._fetch(slice(start, stop, step) if step > 1 else slice(start, stop)), True
             idx = np.arange(start, stop, step)
         else:
             idx = np.asarray(t)
@@ -249,13 +279,13 @@ class LazyGrid:
                 raise IndexError(f"time indices out of range for a series of {n} steps")
             idx = idx % n if idx.size else idx
         if idx.size == 0:
-            return np.asarray(self._source[0:0]), True
+            return self._fetch(slice(0, 0)), True
         uniq, inverse = np.unique(idx, return_inverse=True)
         lo, hi = int(uniq[0]), int(uniq[-1]) + 1
         if hi - lo <= 2 * uniq.size:  # dense: one contiguous read is cheaper than fancy I/O
-            block = np.asarray(self._source[lo:hi])
+            block = self._fetch(slice(lo, hi))
             return block[idx - lo], True
-        block = np.asarray(self._source[list(uniq)])
+        block = self._fetch(list(uniq))
         return block[inverse.ravel()], True
 
     def __getitem__(self, key: Any) -> np.ndarray:
@@ -269,9 +299,11 @@ class LazyGrid:
         elif t is None:
             raise IndexError("LazyGrid does not support np.newaxis as the first index")
         raw, has_time = self._read_time(t)
-        if self.format == "netcdf3":  # detach from the memory map so the file can be closed
-            raw = np.array(raw, copy=True)
-        arr = _to_thwc(self._decode(raw), self.layout, has_time)
+        with _reading(self.path, self.format):
+            if self.format == "netcdf3":  # detach from the memory map so the file can be closed
+                raw = np.array(raw, copy=True)
+            decoded = self._decode(raw)
+        arr = _to_thwc(decoded, self.layout, has_time)
         if rest:
             arr = arr[(slice(None),) + rest] if has_time else arr[rest]
         return arr
@@ -317,16 +349,16 @@ def _load_npy(p: Path, mmap: bool) -> np.ndarray:
     with open(p, "rb") as fh:
         magic = fh.read(len(_NPY_MAGIC))
     if magic != _NPY_MAGIC:
-        raise ValueError(f"{p} is not a .npy file: a .npy file starts with the bytes {_NPY_MAGIC!r} (numpy.save "
-                         f"writes them), and this one starts with {magic!r}. Convert the data with numpy.save, "
-                         f"or give a .npz, .h5/.hdf5 or .nc file")
+        raise GridFileError(f"{p} is not a .npy file: a .npy file starts with the bytes {_NPY_MAGIC!r} "
+                            f"(numpy.save writes them), and this one starts with {magic!r}. Convert the data "
+                            f"with numpy.save, or give a .npz, .h5/.hdf5 or .nc file")
     try:
         return np.load(p, mmap_mode="r" if mmap else None, allow_pickle=False)
     except ValueError:
         header_dtype = _npy_header_dtype(p)
         if header_dtype is not None and header_dtype.hasobject:
-            raise ValueError(_object_array_message(str(p))) from None
-        raise ValueError(f"{p} could not be read as a .npy file (a damaged or truncated file?)") from None
+            raise GridFileError(_object_array_message(str(p))) from None
+        raise GridFileError(f"{p} could not be read as a .npy file (a damaged or truncated file?)") from None
 
 
 def _npy_header_dtype(p: Path) -> Optional[np.dtype]:
@@ -470,42 +502,46 @@ def load_grid(path: Any, *, key: Optional[str] = None, layout: str = "THWC",
         if key is not None:
             raise ParameterError("key", f"key={key!r} was given, but a .npy file holds a single array; "
                                         "give no key")
-        arr = _load_npy(p, mmap)
+        with _reading(p, ".npy"):
+            arr = _load_npy(p, mmap)
         _check_ndim(arr.shape, layout, str(p))
         return _to_thwc(arr, layout)
 
     if suffix in _NPZ_SUFFIXES:
         if not zipfile.is_zipfile(p):
-            raise ValueError(f"{p} is not a .npz file: a .npz is a zip archive of .npy arrays (written by "
-                             f"numpy.savez), and this file is not a zip archive")
-        with zipfile.ZipFile(p) as zf:
+            raise GridFileError(f"{p} is not a .npz file: a .npz is a zip archive of .npy arrays (written by "
+                                f"numpy.savez), and this file is not a zip archive")
+        with _reading(p, ".npz"), zipfile.ZipFile(p) as zf:
             members = [n for n in zf.namelist() if n.endswith(".npy")]
         names = [n[:-4] for n in members]
         key = _choose_key(key, names, "array", p)
-        arr = _npz_member_memmap(p, key + ".npy") if mmap else None
-        if arr is None:
-            with np.load(p, allow_pickle=False) as npz:
-                try:
-                    arr = npz[key]
-                except ValueError:
-                    raise ValueError(_object_array_message(f"array {key!r} in {p}")) from None
+        with _reading(p, ".npz"):
+            arr = _npz_member_memmap(p, key + ".npy") if mmap else None
+            if arr is None:
+                with np.load(p, allow_pickle=False) as npz:
+                    try:
+                        arr = npz[key]
+                    except ValueError as exc:
+                        if "pickle" not in str(exc):
+                            raise
+                        raise GridFileError(_object_array_message(f"array {key!r} in {p}")) from None
         _check_ndim(arr.shape, layout, f"array {key!r} in {p}")
         return _to_thwc(arr, layout)
 
     if suffix in _HDF5_SUFFIXES:
         import h5py
 
-        with h5py.File(p, "r") as f:
+        with _reading(p, "HDF5"), h5py.File(p, "r") as f:
             names = _h5_datasets(f)
-            if key is not None and isinstance(key, str) and key.strip("/") in names:
-                key = key.strip("/")
-            key = _choose_key(key, names, "dataset", p)
+        if key is not None and isinstance(key, str) and key.strip("/") in names:
+            key = key.strip("/")
+        key = _choose_key(key, names, "dataset", p)
         return LazyGrid(p, key, layout, "hdf5")
 
     kind = _netcdf_kind(p)
     if kind == "netcdf4":
         h5netcdf = _import_h5netcdf()
-        with h5netcdf.File(p, "r") as f:
+        with _reading(p, "netCDF-4"), h5netcdf.File(p, "r") as f:
             shapes = {name: tuple(v.shape) for name, v in f.variables.items()}
     else:
         try:
@@ -514,7 +550,7 @@ def load_grid(path: Any, *, key: Optional[str] = None, layout: str = "THWC",
             raise ImportError(f"{p} is a classic (netCDF-3) file; reading it needs scipy "
                               "(pip install scipy), or convert it to netCDF-4 "
                               "(nccopy -k nc4 in.nc out.nc)") from err
-        with netcdf_file(p, "r", mmap=False) as f:
+        with _reading(p, "netCDF-3"), netcdf_file(p, "r", mmap=False) as f:
             shapes = {name: tuple(v.shape) for name, v in f.variables.items()}
     grids = [n for n, s in shapes.items() if len(s) == LAYOUTS[layout]]
     key = _choose_key(key, list(shapes), "variable", p, candidates=grids)

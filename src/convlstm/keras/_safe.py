@@ -7,6 +7,7 @@ their sizes checked against the archive's own size before and while they are rea
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -150,6 +151,24 @@ def read_keras_archive(path, *, needed=("config.json", "model.weights.h5"),
                                      f"{info.file_size}; refusing it")
             out[name] = data
         return out
+
+
+@contextlib.contextmanager
+def reading(source, *, name=None, h5: bool = True):
+    """Errors inside the block name the file: a :class:`KerasFileError` that does not mention
+    ``name`` (default ``source``) gets ``source`` as a prefix; with ``h5``, any error a damaged HDF5
+    file makes h5py raise while it is walked (``OSError``, ``KeyError``, ``RuntimeError``, ...)
+    becomes a :class:`KerasFileError` naming ``source``."""
+    caught = (OSError, KeyError, RuntimeError, ValueError, TypeError, IndexError) if h5 else ()
+    try:
+        yield
+    except KerasFileError as err:
+        if str(name if name is not None else source) in str(err):
+            raise
+        raise KerasFileError(f"{source}: {err}") from None
+    except caught as err:
+        raise KerasFileError(f"{source}: cannot read it ({type(err).__name__}: {err}); the file may be truncated "
+                             "or corrupt") from None
 
 
 def open_h5(source, what: Optional[str] = None):

@@ -168,7 +168,11 @@ def safe_get(root, path: str, where: str):
             return None
         if not isinstance(link, h5py.HardLink):
             raise KerasFileError(f"{where}: {path!r} is a {type(link).__name__}; only plain HDF5 objects are read")
-        node = node[part]
+        try:
+            node = node[part]
+        except Exception as err:  # h5py: KeyError/OSError/RuntimeError on a damaged object header
+            raise KerasFileError(f"{where}: cannot read {path!r} ({type(err).__name__}: {err}); the file may be "
+                                 "truncated or corrupt") from None
     return node
 
 
@@ -234,15 +238,24 @@ def read_k2_layer(group, layer_name: str, source: str) -> List[np.ndarray]:
 
 def keras1_convlstm(arrays: List[np.ndarray], layer: ConvLSTM, theano: bool) -> List[np.ndarray]:
     """Keras 1's twelve ConvLSTM2D arrays (``W_i, U_i, b_i, W_c, U_c, b_c, W_f, U_f, b_f, W_o, U_o,
-    b_o``) as Keras 2's ``[kernel, recurrent_kernel, bias]`` with the gates in order i, f, c, o;
-    ``'th'``-ordered kernels ``(F, C, rows, cols)`` are transposed and Theano kernels flipped."""
+    b_o``) as Keras 2's ``[kernel, recurrent_kernel, bias]`` with the gates in order i, f, c, o.
+
+    A ``'th'``-ordered kernel ``(F, C, rows, cols)`` becomes ``(rows, cols, C, F)``; it is recognised
+    by its shape, and where a shape fits both orderings (``F == rows`` and ``C == cols``...) by the
+    layer's ``data_format`` (Keras 1's ``dim_ordering='th'`` is ``channels_first``). Theano's
+    convolution flips the kernel (TensorFlow's does not): a Theano file's kernels are flipped
+    spatially, ``w[::-1, ::-1]``."""
     filters = layer.filters
+    ksize = tuple(layer.kernel_size)
+    rank = layer.rank
 
     def kernel(w):
-        if w.ndim == layer.rank + 2 and w.shape[0] == filters and w.shape[-1] != filters:
+        th_shape = w.ndim == rank + 2 and w.shape[0] == filters and tuple(w.shape[2:]) == ksize
+        tf_shape = w.ndim == rank + 2 and tuple(w.shape[:rank]) == ksize and w.shape[-1] == filters
+        if th_shape and (not tf_shape or layer.data_format == "channels_first"):
             w = np.transpose(w, tuple(range(2, w.ndim)) + (1, 0))
         if theano:
-            w = w[(slice(None, None, -1),) * layer.rank]
+            w = w[(slice(None, None, -1),) * rank]
         return w
 
     order = (0, 6, 3, 9)  # i, f, c, o from i, c, f, o

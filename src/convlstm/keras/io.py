@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from .._io import atomic_path
 from ..layers import ConvLSTM
-from ._safe import KerasFileError, open_h5, parse_json, read_keras_archive
+from ._safe import KerasFileError, open_h5, parse_json, read_keras_archive, reading
 from ._weights import (assign, flat_weights, k2_layer_groups, k3_names, keras1_convlstm, keras_class,
                        read_k2_layer, read_k3_layer, walk_keras_layers, write_k3)
 from .model import KerasModel
@@ -125,11 +125,12 @@ def load_model(path: PathLike) -> KerasModel:
         raise FileNotFoundError(f"no such file: {path}")
     if _is_archive(path):
         config, version, weights = _read_archive(path)
-        model = KerasModel(config, keras_version=version)
-        with open_h5(weights, f"{path}: model.weights.h5") as h5:
+        with reading(path, h5=False):
+            model = KerasModel(config, keras_version=version)
+        with reading(f"{path} (model.weights.h5)", name=path), open_h5(weights, f"{path}: model.weights.h5") as h5:
             _load_k3_into_model(model, h5, f"{path} (model.weights.h5)")
         return model.eval()
-    with open_h5(path) as h5:
+    with reading(path), open_h5(path) as h5:
         raw = h5.attrs.get("model_config")
         if raw is None:
             raise KerasFileError(f"{path}: no 'model_config' attribute: this is a weights-only file (or not a Keras "
@@ -137,7 +138,9 @@ def load_model(path: PathLike) -> KerasModel:
         config = parse_json(raw if isinstance(raw, (bytes, str)) else bytes(np.asarray(raw).item()),
                             f"{path}: model_config")
         version = _text_attr(h5, "keras_version") or "2"
+    with reading(path, h5=False):  # errors of the model's own code are not the file's
         model = KerasModel(config, keras_version=version)
+    with reading(path), open_h5(path) as h5:
         if "model_weights" not in h5:
             raise KerasFileError(f"{path}: the file has a model config but no 'model_weights' group")
         _load_k2_into_model(model, h5, str(path))
@@ -174,7 +177,7 @@ def load_weights(module: nn.Module, path: PathLike) -> nn.Module:
         h5_source, source = weights, f"{path} (model.weights.h5)"
     else:
         h5_source, source = path, str(path)
-    with open_h5(h5_source, source) as h5:
+    with reading(source, name=path), open_h5(h5_source, source) as h5:
         group = h5["model_weights"] if "model_weights" in h5 else h5
         if "layer_names" in group.attrs:
             _load_k2_in_order(layers, h5, source)

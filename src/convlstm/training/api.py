@@ -18,7 +18,7 @@ from .._errors import ParameterError
 from .._io import atomic_path, atomic_write, write_json
 from .config import FitConfig, load_config, save_config
 from .datamodule import GridDataModule, run_source_options
-from .module import AtomicCheckpointIO, ForecastModule, HistoryCallback, load_checkpoint
+from .module import AtomicCheckpointIO, ForecastModule, HistoryCallback, RandomStateCallback, load_checkpoint
 
 __all__ = ["fit", "evaluate", "predict", "demo", "find_checkpoint", "load_module", "DEMO_SETTINGS",
            "format_results"]
@@ -210,7 +210,7 @@ def _fit(cfg: FitConfig, *, datamodule: Optional[GridDataModule] = None, model: 
     history = HistoryCallback(run_dir / "history.json")
     cbs = [ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="min", save_top_k=1,
                            save_last=True, auto_insert_metric_name=False, enable_version_counter=False),
-           history]
+           history, RandomStateCallback()]
     if cfg.patience is not None:
         cbs.append(EarlyStopping(monitor=monitor, mode="min", patience=cfg.patience))
     if cfg.progress:

@@ -405,8 +405,11 @@ def load_config(path: Union[str, Path], base: Optional[FitConfig] = None) -> Fit
 
     p = Path(path)
     if p.is_file():
-        with open(p, "r", encoding="utf-8") as fh:
-            text = fh.read()
+        try:
+            with open(p, "r", encoding="utf-8") as fh:
+                text = fh.read()
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"config file {str(p)!r} is not UTF-8 text ({exc})") from None
     elif len(p.parts) == 1 and p.name.replace(".yaml", "") in bundled_configs():  # a name, not a path
         text = read_bundled_config(p.name)
     else:

@@ -19,7 +19,8 @@ from .. import losses as _losses
 from .._io import atomic_path, write_json
 from .config import LOSSES, SCHEDULERS
 
-__all__ = ["ForecastModule", "build_model", "AtomicCheckpointIO", "HistoryCallback", "load_checkpoint"]
+__all__ = ["ForecastModule", "build_model", "AtomicCheckpointIO", "HistoryCallback", "RandomStateCallback",
+           "load_checkpoint"]
 
 
 # ---------------------------------------------------------------------------------- models
@@ -333,3 +334,46 @@ class HistoryCallback(pl.Callback):
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         self.history = {k: list(state_dict.get(k, [])) for k in ("epoch", "train_loss", "val_loss", "lr")}
+
+
+class RandomStateCallback(pl.Callback):
+    """Keep the random number generators' states in checkpoints, so that a resumed run draws what
+    the uninterrupted run would have drawn: the training loader's shuffling (torch's global
+    generator seeds it at each epoch), dropout, teacher forcing.
+
+    Saved: torch's CPU generator, the CUDA generators when CUDA is initialised, numpy's legacy global
+    generator and Python's ``random``, as tensors and plain values (the checkpoint stays loadable
+    with ``weights_only=True``). Lightning writes the checkpoint from rank 0; under DDP every rank
+    restores rank 0's states (all ranks start from the same seed, and the distributed sampler's
+    order depends on the seed and the epoch only)."""
+
+    def state_dict(self) -> Dict[str, Any]:
+        import random
+
+        import numpy as np
+
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        state: Dict[str, Any] = {
+            "torch": torch.get_rng_state(),
+            "numpy": {"kind": str(kind), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "gauss": float(gauss)},
+            "python": random.getstate(),
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        import random
+
+        import numpy as np
+
+        torch.set_rng_state(state_dict["torch"])
+        n = state_dict["numpy"]
+        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+        version, internal, gauss = state_dict["python"]
+        random.setstate((version, tuple(internal), gauss))
+        if "cuda" in state_dict and torch.cuda.is_available():
+            states = state_dict["cuda"]
+            if len(states) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(states)
