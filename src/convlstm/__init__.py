@@ -1,4 +1,4 @@
-"""convlstm: Keras's ConvLSTM layers, exact to the last digit, as native PyTorch modules."""
+"""convlstm: Keras's ConvLSTM layers as native PyTorch modules, equal to Keras within float32 rounding."""
 from .cell import ConvLSTMCell
 from .layers import (ConvLSTM, ConvLSTM1D, ConvLSTM2D, ConvLSTM3D, apply_constraints, regularization_loss,
                      release_workspaces)
