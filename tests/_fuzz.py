@@ -2,7 +2,7 @@
 (a bounded number of cases in CI) and ``tools/fuzz_loaders.py`` (a long run by hand).
 
 Each case takes a real file (the Keras fixtures in ``tests/fixtures/keras``, the example configs in
-``configs/``, and small grid files written here with numpy, h5py, h5netcdf and scipy), mutates its
+``src/convlstm/configs/``, and small grid files written here with numpy, h5py, h5netcdf and scipy), mutates its
 bytes with a seeded :class:`random.Random` (bit flips, special values, random spans, truncation,
 deletion, duplication; for ``.keras`` archives also the JSON inside a well-formed zip), and hands
 it to a reader. The outcome must be one of:
@@ -38,6 +38,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 KERAS_FIXTURES = TESTS / "fixtures" / "keras"
+BUNDLED_CONFIGS = ROOT / "src" / "convlstm" / "configs"
 
 #: target -> (seed files, suffix of the case file, error class name); see :func:`loaders`
 TARGETS = {
@@ -144,8 +145,8 @@ def write_grid_seeds(folder: Path) -> None:
 def _seed_path(name: str, seeds: Path) -> Path:
     if (KERAS_FIXTURES / name).is_file():
         return KERAS_FIXTURES / name
-    if (ROOT / "configs" / name).is_file():
-        return ROOT / "configs" / name
+    if (BUNDLED_CONFIGS / name).is_file():
+        return BUNDLED_CONFIGS / name
     return seeds / name
 
 

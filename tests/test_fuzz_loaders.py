@@ -107,7 +107,7 @@ def _truncated_netcdf3(path):
     (_truncated_npy, ".npy", None, "mmap length"),
     (_bad_npy_header, ".npy", None, "header"),
     (_object_npy, ".npy", None, "Python objects"),  # memory-mapped (the default); in memory: never unpickled
-    (_not_a_zip, ".npz", "data", "BadZipFile"),
+    (_not_a_zip, ".npz", "data", "not a zip archive"),
     (_bad_crc_npz, ".npz", "data", ""),
     (_garbage_hdf5, ".h5", "data", ""),
     (_truncated_netcdf3, ".nc", "data", ""),
@@ -117,7 +117,7 @@ def test_damaged_grid_files_give_a_grid_file_error(tmp_path, make, suffix, key, 
     without naming the file."""
     path = tmp_path / f"grid{suffix}"
     make(path)
-    with pytest.raises(GridFileError, match=f"{path}: cannot be read as .*{reason}"):
+    with pytest.raises(GridFileError, match=f"{path}(: cannot be read as | is not | holds ).*{reason}"):
         grid = load_grid(path, key=key)
         np.asarray(grid[:])
 
@@ -134,5 +134,5 @@ def test_config_that_is_not_utf8_names_the_file(tmp_path):
 def test_an_object_array_read_into_memory_is_never_unpickled(tmp_path):
     path = tmp_path / "objects.npy"
     _object_npy(path)
-    with pytest.raises(GridFileError, match=r"objects\.npy: .*never unpickled"):
+    with pytest.raises(GridFileError, match=r"objects\.npy[: ].*never unpickled"):
         load_grid(path, mmap=False)

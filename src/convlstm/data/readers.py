@@ -358,7 +358,7 @@ def _load_npy(p: Path, mmap: bool) -> np.ndarray:
         header_dtype = _npy_header_dtype(p)
         if header_dtype is not None and header_dtype.hasobject:
             raise GridFileError(_object_array_message(str(p))) from None
-        raise GridFileError(f"{p} could not be read as a .npy file (a damaged or truncated file?)") from None
+        raise  # a damaged or truncated file: the caller's _reading names it with numpy's reason
 
 
 def _npy_header_dtype(p: Path) -> Optional[np.dtype]:
