@@ -20,6 +20,7 @@ Features :math:`e \in \mathbb{R}^F` (calendar of the target time, external serie
 :func:`convlstm.data.calendar_features`) go through a small embedding, as in ST-ResNet:
 :math:`X_e = W_2\, \mathrm{ReLU}(W_1 e + b_1) + b_2` reshaped to :math:`(K C, H, W)`, and the
 forecast is :math:`\hat Y = X + X_e` (linear output, in the scaled units the model trains on).
+:math:`W_2, b_2` start at zero: an untrained model's features have no effect.
 """
 from __future__ import annotations
 
@@ -146,6 +147,9 @@ class MultiStreamConvLSTM(nn.Module):
             width = check_positive_int(feature_width, "feature_width")
             self.embedding = nn.Sequential(nn.Linear(num_features, width), nn.ReLU(),
                                            nn.Linear(width, out * self.frame_size[0] * self.frame_size[1]))
+            # start with no effect (as convlstm-warp's decoder): the features add what they explain
+            nn.init.zeros_(self.embedding[2].weight)
+            nn.init.zeros_(self.embedding[2].bias)
 
     def forward(self, x: torch.Tensor, features: Optional[torch.Tensor] = None) -> torch.Tensor:
         name = type(self).__name__
