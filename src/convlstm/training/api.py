@@ -18,6 +18,7 @@ from .._io import atomic_path, atomic_write, write_json
 from .config import FitConfig, load_config, save_config
 from .datamodule import GridDataModule
 from .module import AtomicCheckpointIO, ForecastModule, HistoryCallback, load_checkpoint
+from .multiscale import MultiScale
 
 __all__ = ["fit", "evaluate", "predict", "demo", "find_checkpoint", "load_module", "DEMO_SETTINGS",
            "format_results"]
@@ -65,7 +66,10 @@ def _datamodule_from_config(cfg: FitConfig) -> GridDataModule:
     return GridDataModule(path=cfg.data, key=cfg.key, layout=cfg.layout, input_steps=cfg.input_steps,
                           output_steps=cfg.output_steps, stride=cfg.stride, gap=cfg.gap, split=cfg.split,
                           scaler=cfg.scaler, fill_nan=cfg.fill_nan, batch_size=cfg.batch_size,
-                          num_workers=cfg.num_workers, conversion=cfg.conversion(), nonnegative=cfg.nonnegative)
+                          num_workers=cfg.num_workers, conversion=cfg.conversion(), nonnegative=cfg.nonnegative,
+                          multiscale=MultiScale(cfg.closeness, cfg.period, cfg.trend, cfg.period_interval,
+                                                cfg.trend_interval, cfg.steps_per_day, cfg.calendar, cfg.holidays,
+                                                cfg.external, cfg.external_data))
 
 
 def fit(config: Union[None, FitConfig, Mapping[str, Any], PathLike] = None, *,
@@ -132,6 +136,10 @@ def _memory_guard(cfg: FitConfig, dm: GridDataModule, module: ForecastModule, mo
     log = print if rank == 0 else (lambda _msg: None)
     acc = cfg.accelerator
     gpu = torch.cuda.is_available() or bool(getattr(getattr(torch.backends, "mps", None), "is_available", bool)())
+    if dm.num_features:
+        log(f"convlstm fit: memory check skipped: it does not cover models fed calendar/external features; batch "
+            f"size {dm.batch_size} is not checked")
+        return None
     if acc not in ("cpu", "auto") or (acc == "auto" and gpu):
         log(f"convlstm fit: memory check skipped: it covers CPU runs, and this one runs on accelerator={acc!r}"
             f"{' (a GPU is available)' if acc == 'auto' else ''}; batch size {dm.batch_size} is not checked")
@@ -172,10 +180,13 @@ def _fit(cfg: FitConfig, *, datamodule: Optional[GridDataModule] = None, model: 
             print(f"convlstm fit: data in physical units: {dm.conversion.describe()}")
         print(f"convlstm fit: forecasts {'are' if dm.nonnegative else 'are not'} clamped at 0 "
               f"({dm.nonnegative_reason})")
+        if dm.streams is not None:
+            print(f"convlstm fit: {dm.multiscale.describe(dm.datasets)}")
     module = ForecastModule(model if model is not None else cfg.model, model_options=cfg.model_options,
                             input_steps=dm.input_steps, output_steps=dm.output_steps, frame_shape=dm.sample_shape,
                             loss=cfg.loss, loss_options=cfg.loss_options, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                            scheduler=cfg.scheduler, scheduled_sampling=cfg.scheduled_sampling)
+                            scheduler=cfg.scheduler, scheduled_sampling=cfg.scheduled_sampling,
+                            streams=dm.streams, num_features=dm.num_features)
     # before any file is written: a batch size that does not fit is lowered, or the run stops
     memory = _memory_guard(cfg, dm, module, model, rank)
     if memory is not None and memory.changed:
@@ -353,9 +364,9 @@ def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional
     keep_x, keep_y, keep_p, keep_e = [], [], [], []
     kept = seen = 0
     with torch.no_grad():
-        for x, y in dm.dataloader(part):
-            x = x.to(dev)
-            pred = module(x).float()
+        for batch in dm.dataloader(part):
+            x, y = batch[0].to(dev), batch[1]
+            pred = module(x, batch[2].to(dev) if len(batch) > 2 else None).float()
             x_u = dm.inverse_transform(x.float()).cpu()
             y_u = dm.inverse_transform(y.float())
             p_u = dm.inverse_transform(pred).cpu()
@@ -363,7 +374,8 @@ def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional
                 p_u = p_u.clamp_min(0.0)
             ext = None
             if extrapolate:
-                ext = torch.from_numpy(_metrics.extrapolation_forecast(x_u, y_u.shape[1], method=extrapolation_method,
+                recent = x_u if dm.streams is None else x_u[:, -dm.streams[0]:]   # closeness frames only
+                ext = torch.from_numpy(_metrics.extrapolation_forecast(recent, y_u.shape[1], method=extrapolation_method,
                                                                        gap=dm.gap))
             clim = dm.target_climatology(part, seen, x.shape[0])  # None: the mean training frame
             seen += x.shape[0]
@@ -504,6 +516,10 @@ def predict(checkpoint: PathLike, inputs: PathLike, out: PathLike, *, key: Optio
     state = ckpt.get("GridDataModule") or {}
     if not state:
         raise ValueError(f"checkpoint {str(ckpt_path)!r} has no data state (GridDataModule) with its scaler")
+    if state.get("multiscale"):
+        raise ValueError(f"checkpoint {str(ckpt_path)!r} was trained on closeness/period/trend samples; predict "
+                         f"forecasts from plain windows only (not yet from multi-scale samples): use "
+                         f"`convlstm evaluate` on a file that holds the new frames at its end")
     scaler = _data.scaler_from_state_dict(state["scaler"])
     t_in = int(state["input_steps"])
     if nonnegative is not None and not isinstance(nonnegative, bool):
