@@ -1,0 +1,102 @@
+"""`convlstm fit --closeness/--period/--trend/--calendar/--holidays/--external` through
+convlstm.cli.main: the log, the checkpoint round trip, the automatic default, flag-named errors."""
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("lightning")
+
+from convlstm import cli
+from convlstm.training import GridDataModule, load_config
+from convlstm.training.multiscale import MultiScale
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+WEEKS = 3
+
+
+def run(capsys, *argv):
+    try:
+        code = cli.main(list(argv))
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def hourly_file(tmp_path, weeks=WEEKS):
+    """(T, 4, 4, 1) counts with a daily cycle, DeepST time stamps and a temperature series."""
+    n = 24 * 7 * weeks
+    t = np.arange(n)
+    cycle = 10 + 8 * np.sin(2 * np.pi * t / 24)
+    data = np.broadcast_to(cycle[:, None, None, None], (n, 4, 4, 1)).astype(np.float32)
+    days = np.datetime64("2014-08-04") + (t // 24).astype("timedelta64[D]")
+    date = np.array([str(d).replace("-", "") + f"{h + 1:02d}" for d, h in zip(days, t % 24)])
+    path = tmp_path / "flow.npz"
+    np.savez(path, data=data, date=date, temp=20 + np.cos(2 * np.pi * t / 24))
+    return path
+
+
+FAST = ["--max-epochs", "1", "--limit-train-batches", "2", "--batch-size", "8", "--accelerator", "cpu",
+        "--devices", "1", "--no-progress", "--output-steps", "1"]
+
+
+def test_fit_evaluate_with_streams_calendar_holidays_external(capsys, tmp_path):
+    data = hourly_file(tmp_path)
+    (tmp_path / "holidays.txt").write_text("2014-08-11\n")
+    run_dir = tmp_path / "run"
+    code, out, err = run(capsys, "fit", str(data), "--key", "data", "--closeness", "2", "--period", "1", "--trend",
+                         "1", "--holidays", str(tmp_path / "holidays.txt"), "--external", "temp",
+                         "--model", "st-convlstm", "--model-option", "filters=[4]", "--run-dir", str(run_dir), *FAST)
+    assert code == 0, err
+    assert "multi-scale samples: closeness 2, period 1 x 24 steps, trend 1 x 168 steps" in out
+    assert "(168 dropped: lags before the series' start)" in out      # the training part's first week
+    assert "'holiday', 'temp'" in out
+    cfg = load_config(run_dir / "config.yaml")
+    assert (cfg.closeness, cfg.period, cfg.trend, cfg.external) == (2, 1, 1, ["temp"])
+    # evaluate rebuilds the samples and features from the checkpoint alone
+    code, out, err = run(capsys, "evaluate", str(run_dir), "--out-dir", str(tmp_path / "ev"))
+    assert code == 0, err
+    ev = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    fit_metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert ev["model"]["rmse"] == pytest.approx(fit_metrics["model"]["rmse"], rel=1e-5)
+    code, _, err = run(capsys, "predict", str(run_dir), str(data), "--key", "data", "--out", str(tmp_path / "f.npy"))
+    assert code == 2 and "closeness/period/trend" in err
+
+
+def test_flag_errors(capsys, tmp_path):
+    data = hourly_file(tmp_path, weeks=1)
+    plain = tmp_path / "plain.npy"
+    np.save(plain, np.zeros((100, 4, 4), dtype=np.float32))
+    code, _, err = run(capsys, "fit", str(plain), "--layout", "THW", "--period", "1", *FAST)
+    assert code == 2 and "--period 1" in err and "--period-interval" in err and "--steps-per-day" in err
+    code, _, err = run(capsys, "fit", str(plain), "--layout", "THW", "--calendar", *FAST)
+    assert code == 2 and "--calendar" in err and "time stamps" in err
+    code, _, err = run(capsys, "fit", str(data), "--key", "data", "--calendar", "--model", "convlstm-warp",
+                       "--run-dir", str(tmp_path / "r1"), *FAST)
+    assert code == 2 and "st-convlstm" in err
+    code, _, err = run(capsys, "fit", str(data), "--key", "data", "--holidays", str(tmp_path / "none.txt"), *FAST)
+    assert code == 2 and "holidays=" in err and "none.txt" in err
+    code, _, err = run(capsys, "fit", str(data), "--key", "data", "--external", "date", "--closeness", "2",
+                       "--model", "st-convlstm", "--run-dir", str(tmp_path / "r2"), *FAST)
+    assert code == 2 and "--external date" in err
+
+
+def test_automatic_streams_and_intervals(tmp_path):
+    data = str(hourly_file(tmp_path))
+    dm = GridDataModule(path=data, key="data", input_steps=6, output_steps=1, split=(0.7, 0.1, 0.2),
+                        multiscale=MultiScale())
+    dm.setup()
+    # time stamps give 24 steps a day and training holds 2 weeks (353 >= 336 steps): period and trend on
+    assert dm.streams == (6, 1, 1) and dm.input_steps == 8
+    assert dm.datasets["train"].dropped == 168 and dm.datasets["test"].dropped == 0
+    short = GridDataModule(path=str(hourly_file(tmp_path / "..", weeks=2)), key="data", input_steps=6,
+                           output_steps=1, multiscale=MultiScale())
+    short.setup()
+    assert short.streams is None and short.input_steps == 6          # 235 training steps: plain windows
+    # no time stamps: the day comes from steps_per_day
+    series = np.random.default_rng(0).random((200, 3, 3, 1)).astype(np.float32)
+    dm = GridDataModule(series, input_steps=2, output_steps=1, multiscale=MultiScale(period=2, steps_per_day=12))
+    dm.setup()
+    assert dm.streams == (2, 2, 0) and dm.datasets["train"].offsets["period"].tolist() == [-24, -12]
