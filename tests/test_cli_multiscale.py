@@ -100,3 +100,11 @@ def test_automatic_streams_and_intervals(tmp_path):
     dm = GridDataModule(series, input_steps=2, output_steps=1, multiscale=MultiScale(period=2, steps_per_day=12))
     dm.setup()
     assert dm.streams == (2, 2, 0) and dm.datasets["train"].offsets["period"].tolist() == [-24, -12]
+
+
+def test_docstring_examples():
+    import doctest
+
+    from convlstm.training import multiscale
+
+    assert doctest.testmod(multiscale).failed == 0

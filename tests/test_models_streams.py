@@ -98,3 +98,11 @@ def test_period_stream_learns_a_daily_cycle_closeness_cannot():
     assert closeness_only > 0.8 * variance
     assert with_period < 0.45 * variance
     assert with_period < 0.5 * closeness_only
+
+
+def test_docstring_examples():
+    import doctest
+
+    from convlstm.models import streams
+
+    assert doctest.testmod(streams).failed == 0
