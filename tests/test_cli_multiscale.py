@@ -84,15 +84,22 @@ def test_flag_errors(capsys, tmp_path):
 
 
 def test_automatic_streams_and_intervals(tmp_path):
+    from convlstm.training import FitConfig
+    from convlstm.training.api import _datamodule_from_config
+
     data = str(hourly_file(tmp_path))
-    dm = GridDataModule(path=data, key="data", input_steps=6, output_steps=1, split=(0.7, 0.1, 0.2),
-                        multiscale=MultiScale())
+    # st-convlstm takes streams and features: time stamps give 24 steps a day and training holds 2 weeks
+    # (353 >= 336 steps), so period, trend and the calendar come on
+    dm = _datamodule_from_config(FitConfig(data=data, key="data", output_steps=1, model="st-convlstm"))
     dm.setup()
-    # time stamps give 24 steps a day and training holds 2 weeks (353 >= 336 steps): period and trend on
-    assert dm.streams == (6, 1, 1) and dm.input_steps == 8
+    assert dm.streams == (6, 1, 1) and dm.input_steps == 8 and dm.num_features == 6
     assert dm.datasets["train"].dropped == 168 and dm.datasets["test"].dropped == 0
+    # the default model, convlstm-warp, measured no better with them: plain windows
+    dm = _datamodule_from_config(FitConfig(data=data, key="data", output_steps=1))
+    dm.setup()
+    assert dm.streams is None and dm.input_steps == 6 and dm.num_features == 0
     short = GridDataModule(path=str(hourly_file(tmp_path / "..", weeks=2)), key="data", input_steps=6,
-                           output_steps=1, multiscale=MultiScale())
+                           output_steps=1, multiscale=MultiScale(automatic=True))
     short.setup()
     assert short.streams is None and short.input_steps == 6          # 235 training steps: plain windows
     # no time stamps: the day comes from steps_per_day

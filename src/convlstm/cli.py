@@ -163,8 +163,9 @@ def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
         help="the last N frames (default: --input-steps); any option of this group switches to multi-scale "
              "samples: a sample belongs to the part of its target, its inputs may reach back into earlier parts")
     add(g, "--period", type=int, metavar="N",
-        help="frames at the target's time on the N previous days (default: 1, with --trend 1, when the file's "
-             "time stamps give the day and training holds two weeks; else 0)")
+        help="frames at the target's time on the N previous days (default with --model st-convlstm: 1, with "
+             "--trend 1 and --calendar, when the file's time stamps give the day and training holds two weeks; "
+             "else 0)")
     add(g, "--trend", type=int, metavar="N", help="frames at the target's time in the N previous weeks (default: "
                                                   "as --period)")
     add(g, "--period-interval", type=int, metavar="STEPS", help="steps between period frames (default: one day)")
@@ -172,7 +173,7 @@ def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
     add(g, "--steps-per-day", type=int, metavar="N", help="steps in a day, for files without time stamps")
     add(g, "--calendar", action=argparse.BooleanOptionalAction,
         help="hour of day and day of week (sin/cos), weekend and holiday of the target time as features (needs "
-             "time stamps and --model st-convlstm)")
+             "time stamps and --model st-convlstm; default: as --period)")
     add(g, "--holidays", metavar="FILE", help="text file of holiday dates, one per line (YYYY-MM-DD); implies "
                                               "--calendar")
     add(g, "--external", nargs="+", metavar="KEY",

@@ -69,7 +69,17 @@ def _datamodule_from_config(cfg: FitConfig) -> GridDataModule:
                           num_workers=cfg.num_workers, conversion=cfg.conversion(), nonnegative=cfg.nonnegative,
                           multiscale=MultiScale(cfg.closeness, cfg.period, cfg.trend, cfg.period_interval,
                                                 cfg.trend_interval, cfg.steps_per_day, cfg.calendar, cfg.holidays,
-                                                cfg.external, cfg.external_data))
+                                                cfg.external, cfg.external_data,
+                                                automatic=_takes_streams_and_features(cfg.model)))
+
+
+def _takes_streams_and_features(model: str) -> bool:
+    """Whether the registered ``model`` takes ``streams`` and ``num_features`` (``st-convlstm``):
+    only then do ``period``/``trend``/``calendar`` left at ``None`` switch on by themselves."""
+    from .module import _factory_params
+
+    params = _factory_params(model)
+    return params is not None and {"streams", "num_features"} <= params
 
 
 def fit(config: Union[None, FitConfig, Mapping[str, Any], PathLike] = None, *,
@@ -399,8 +409,12 @@ def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional
     if plots:
         xs, ys, ps = (np.concatenate(a) for a in (keep_x, keep_y, keep_p))
         rows_extra = {"extrapolation": np.concatenate(keep_e)} if keep_e else None
+        labels = None
+        if dm.streams is not None:   # trend, period, closeness frames: steps back from the newest input
+            lags = dm.datasets[part].lags
+            labels = [f"t-{int(lags.max() - o)}" if o != lags.max() else "t" for o in lags]
         _plots.plot_forecast(xs, ys, ps, out / "forecast.png", samples=min(samples, len(xs)), units=units,
-                             baselines=rows_extra)
+                             baselines=rows_extra, input_labels=labels)
         _plots.animate_forecast(ys, ps, out / "forecast.gif", units=units)
         if history is None:
             history = (ckpt.get("callbacks") or {}).get("HistoryCallback")

@@ -34,14 +34,17 @@ def load_times(path: Optional[str], n_time: int) -> Optional[np.ndarray]:
 
 
 def auto_streams(steps_per_day: Optional[int], train_steps: int) -> Tuple[int, int]:
-    """``(period, trend)`` for ``period=None`` / ``trend=None``: ``(1, 1)`` (ST-ResNet's BikeNYC
-    setting: yesterday's and last week's frame at the target's time) when the series has a known
-    day (time stamps or ``steps_per_day``) and its training part holds at least two weeks, so at
-    most half of the training samples are dropped for their week-old lag; otherwise ``(0, 0)``.
+    """``(period, trend)`` for ``period=None`` / ``trend=None`` with a model that takes the streams
+    and features (``st-convlstm``; :class:`MultiScale` ``automatic=True``): ``(1, 1)``
+    (ST-ResNet's BikeNYC setting: yesterday's and last week's frame at the target's time) when the
+    series has a known day (time stamps or ``steps_per_day``) and its training part holds at least
+    two weeks, so at most half of the training samples are dropped for their week-old lag;
+    otherwise ``(0, 0)``. With time stamps the calendar features come on with them.
 
-    Why: on BikeNYC (``benchmarks/st_protocol.py``, README "Crowd flow") the period and trend
-    frames lower the test RMSE of the same model with the same budget; a radar afternoon
-    (5-minute steps, 92 frames) has no earlier day to look at.
+    Why (``benchmarks/st_protocol.py``, ``docs/crowd-flow.md``, 2026-11-30): on BikeNYC the period
+    and trend frames lower ``st-convlstm``'s test RMSE by 11% (12.6% with the calendar) for the
+    same budget, but do not help ``convlstm-warp`` (+0.8%, within noise), which therefore keeps its
+    plain windows by default; a radar afternoon (5-minute steps, 92 frames) has no earlier day.
 
     Example::
 
@@ -54,13 +57,14 @@ def auto_streams(steps_per_day: Optional[int], train_steps: int) -> Tuple[int, i
 
 
 class MultiScale:
-    """The multi-scale options of a run (``None`` = automatic, as :class:`FitConfig` says)."""
+    """The multi-scale options of a run. ``None`` options are automatic (:func:`auto_streams`) when
+    ``automatic`` is True (the run's model takes streams and features), else off (0, False)."""
 
     def __init__(self, closeness: Optional[int] = None, period: Optional[int] = None, trend: Optional[int] = None,
                  period_interval: Optional[int] = None, trend_interval: Optional[int] = None,
                  steps_per_day: Optional[int] = None, calendar: Optional[bool] = None,
                  holidays: Any = None, external: Sequence[str] = (), external_data: Optional[str] = None,
-                 external_range: Optional[Dict[str, List[List[float]]]] = None) -> None:
+                 external_range: Optional[Dict[str, List[List[float]]]] = None, automatic: bool = False) -> None:
         self.closeness, self.period, self.trend = closeness, period, trend
         self.period_interval, self.trend_interval, self.steps_per_day = period_interval, trend_interval, steps_per_day
         self.calendar = calendar
@@ -73,6 +77,7 @@ class MultiScale:
         self.external = list(external or ())
         self.external_data = external_data
         self.external_range = dict(external_range or {})
+        self.automatic = bool(automatic)   # None options resolved by auto_streams (a model that uses them)
         self.streams: Tuple[int, int, int] = (0, 0, 0)
         self.num_features = 0
         self.feature_names: List[str] = []
@@ -96,12 +101,12 @@ class MultiScale:
                 spd = _data.steps_per_day(times)
             except ValueError:
                 spd = None
-        auto_p, auto_t = auto_streams(spd, train[1] - train[0])
+        auto_p, auto_t = auto_streams(spd, train[1] - train[0]) if self.automatic else (0, 0)
         period = auto_p if self.period is None else self.period
         trend = auto_t if self.trend is None else self.trend
         calendar = self.calendar
         if calendar is None:
-            calendar = False   # automatic calendar needs a model that takes features: off unless asked
+            calendar = bool(self.automatic and times is not None and (auto_p or auto_t))
         if not (self.explicit or period or trend):
             return False
         closeness = input_steps if self.closeness is None else self.closeness
