@@ -99,7 +99,15 @@ class GridDataModule(pl.LightningDataModule):
     not, ``None`` (auto) decides at :meth:`setup`: on when the training part has no negative
     value; :attr:`nonnegative_reason` says why (for the log).
 
-    Shapes: ``x`` :math:`(B, T_{in}, H, W, C)`, ``y`` :math:`(B, T_{out}, H, W, C)`, in scaled units.
+    ``multiscale`` (a :class:`~convlstm.training.multiscale.MultiScale`) asks for closeness,
+    period and trend samples (:class:`convlstm.data.MultiScaleWindowDataset`: a sample belongs to
+    the part of its target, its inputs may reach back into earlier parts) and calendar / external
+    features; ``timestamps`` gives an in-memory ``series`` its time stamps (a file's are read from
+    it). :attr:`streams` and :attr:`num_features` say what was built.
+
+    Shapes: ``x`` :math:`(B, T_{in}, H, W, C)`, ``y`` :math:`(B, T_{out}, H, W, C)`, in scaled units;
+    with features, batches are ``(x, y, f)`` with ``f`` :math:`(B, F)`. For multi-scale samples
+    :math:`T_{in} = l_q + l_p + l_c` (trend, period, closeness frames, in that order).
 
     Example::
 
@@ -324,7 +332,7 @@ class GridDataModule(pl.LightningDataModule):
     def _fit_climatology_by_hour(self, start: int, stop: int) -> None:
         """From the series' time stamps and, unless a checkpoint gave them, average the training
         frames per cell and hour of the day: the climatology baseline for daily cycles."""
-        hours = (self.times.astype(np.int64) % 1440) // 60
+        hours = _data.hours_of_day(self.times)
         self.hours = hours
         if self.climatology_by_hour is None:
             from ..metrics import ClimatologyByTimeOfDay

@@ -117,8 +117,9 @@ class MultiScale:
                 raise ValueError(f"--{name} {count} needs the {name}'s interval: the data has no time stamps "
                                  f"that give the length of a day; give --{name}-interval STEPS or --steps-per-day N")
         if (calendar or self.holidays is not None) and times is None:
-            raise ValueError(f"--calendar and --holidays need time stamps in the data file (an array named "
-                             f"{', '.join(('time', 'date', 'timestamp'))}, ...); this data has none")
+            raise ValueError("--calendar and --holidays need time stamps in the data file (an array named time, "
+                             "times, date, dates, timestamp or timestamps, one per step, as datetime64 or "
+                             "YYYYMMDDhhmm / DeepST YYYYMMDDss / ISO strings); this data has none that can be read")
         self.streams = (int(closeness), int(period), int(trend))
         self.period_interval = int(p_int) if period else self.period_interval
         self.trend_interval = int(t_int) if trend else self.trend_interval
