@@ -42,9 +42,9 @@ ST_RESNET_RMSE = 6.33
 
 ST = "st-convlstm"
 CONFIGS = {
-    "closeness": dict(model=ST, closeness=3, period=0, trend=0),
-    "closeness+period+trend": dict(model=ST, closeness=3, period=1, trend=1),
-    "closeness+period+trend, stacked": dict(model=ST, closeness=3, period=1, trend=1,
+    "closeness": dict(model=ST, closeness=3, period=0, trend=0, calendar=False),
+    "closeness+period+trend": dict(model=ST, closeness=3, period=1, trend=1, calendar=False),
+    "closeness+period+trend, stacked": dict(model=ST, closeness=3, period=1, trend=1, calendar=False,
                                             model_options={"fusion": "stacked"}),
     "closeness+period+trend+calendar": dict(model=ST, closeness=3, period=1, trend=1, calendar=True),
     "closeness+period+trend+calendar, stacked": dict(model=ST, closeness=3, period=1, trend=1, calendar=True,

@@ -94,6 +94,11 @@ def test_automatic_streams_and_intervals(tmp_path):
     dm.setup()
     assert dm.streams == (6, 1, 1) and dm.input_steps == 8 and dm.num_features == 6
     assert dm.datasets["train"].dropped == 168 and dm.datasets["test"].dropped == 0
+    # explicit streams win; the calendar follows them (no period or trend: no calendar)
+    dm = _datamodule_from_config(FitConfig(data=data, key="data", output_steps=1, model="st-convlstm", closeness=3,
+                                           period=0, trend=0))
+    dm.setup()
+    assert dm.streams == (3, 0, 0) and dm.num_features == 0 and dm.datasets["train"].dropped == 3
     # the default model, convlstm-warp, measured no better with them: plain windows
     dm = _datamodule_from_config(FitConfig(data=data, key="data", output_steps=1))
     dm.setup()

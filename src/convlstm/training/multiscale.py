@@ -106,7 +106,7 @@ class MultiScale:
         trend = auto_t if self.trend is None else self.trend
         calendar = self.calendar
         if calendar is None:
-            calendar = bool(self.automatic and times is not None and (auto_p or auto_t))
+            calendar = bool(self.automatic and times is not None and (period or trend))
         if not (self.explicit or period or trend):
             return False
         closeness = input_steps if self.closeness is None else self.closeness
