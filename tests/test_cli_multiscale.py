@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("lightning")
 
@@ -61,8 +62,28 @@ def test_fit_evaluate_with_streams_calendar_holidays_external(capsys, tmp_path):
     ev = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     fit_metrics = json.loads((run_dir / "metrics.json").read_text())
     assert ev["model"]["rmse"] == pytest.approx(fit_metrics["model"]["rmse"], rel=1e-5)
+    # predict: one forecast after the end, or every target whose week-old lag is in the file
     code, _, err = run(capsys, "predict", str(run_dir), str(data), "--key", "data", "--out", str(tmp_path / "f.npy"))
-    assert code == 2 and "closeness/period/trend" in err
+    assert code == 0, err
+    assert np.load(tmp_path / "f.npy").shape == (1, 1, 4, 4, 1)
+    code, _, err = run(capsys, "predict", str(run_dir), str(data), "--key", "data", "--all-windows",
+                       "--out", str(tmp_path / "all.npy"))
+    assert code == 0, err
+    every = np.load(tmp_path / "all.npy")
+    n = 24 * 7 * WEEKS
+    assert every.shape == (n + 1 - 168, 1, 4, 4, 1)          # targets t = 168 .. n (the last: after the end)
+    # the forecast for the last test target equals the model applied to the data module's own sample
+    from convlstm.training.api import load_module
+
+    module, ckpt = load_module(run_dir)
+    dm = GridDataModule.from_state(ckpt["GridDataModule"])
+    dm.setup()
+    test = dm.datasets["test"]
+    x, _, f = test[len(test) - 1]
+    assert test.targets[-1] == n - 1
+    with torch.no_grad():
+        expect = dm.inverse_transform(module(x[None], f[None])).clamp_min(0).numpy()
+    np.testing.assert_allclose(every[n - 1 - 168], expect[0], rtol=1e-5, atol=1e-5)
 
 
 def test_flag_errors(capsys, tmp_path):

@@ -15,13 +15,13 @@ from .scalers import (SCALERS, DBScaler, Log1pScaler, MinMaxScaler, NoScaler, Sc
 from .units import (TRANSFORMS, ConvertedSeries, UnitConversion, accumulation_to_rate, rate_to_accumulation,
                     rate_to_reflectivity, reflectivity_to_rate)
 from .windows import (STREAMS, MultiScaleWindowDataset, WindowDataset, chronological_split, multiscale_offsets,
-                      multiscale_targets, num_windows, sliding_windows)
+                      multiscale_targets, num_windows, sliding_windows, stacked_lags)
 from .calendar import CALENDAR_FEATURES, calendar_features, parse_timestamps, read_holidays, steps_per_day
 
 __all__ = [
     "load_grid", "load_timestamps", "load_array", "hours_of_day", "LazyGrid", "LAYOUTS",
     "sliding_windows", "num_windows", "WindowDataset", "chronological_split",
-    "STREAMS", "multiscale_offsets", "multiscale_targets", "MultiScaleWindowDataset",
+    "STREAMS", "multiscale_offsets", "multiscale_targets", "MultiScaleWindowDataset", "stacked_lags",
     "CALENDAR_FEATURES", "calendar_features", "parse_timestamps", "read_holidays", "steps_per_day",
     "Scaler", "MinMaxScaler", "StandardScaler", "Log1pScaler", "DBScaler", "NoScaler", "make_scaler",
     "scaler_from_state_dict", "SCALERS",

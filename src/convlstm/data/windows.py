@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 from ._checks import check_int, series_shape, to_numpy
 
 __all__ = ["num_windows", "sliding_windows", "WindowDataset", "chronological_split", "STREAMS",
-           "multiscale_offsets", "multiscale_targets", "MultiScaleWindowDataset"]
+           "multiscale_offsets", "multiscale_targets", "stacked_lags", "MultiScaleWindowDataset"]
 
 
 def _check_window(input_steps: Any, output_steps: Any, stride: Any, gap: Any) -> tuple:
@@ -369,6 +369,18 @@ def multiscale_offsets(closeness: int, period: int = 0, trend: int = 0, *,
     return out
 
 
+def stacked_lags(offsets: Dict[str, np.ndarray]) -> np.ndarray:
+    """The offsets of :func:`multiscale_offsets` in the order samples stack them: trend, period,
+    closeness (so the last is the newest frame).
+
+    Example::
+
+        >>> stacked_lags(multiscale_offsets(2, 1, 1, period_interval=24, trend_interval=168)).tolist()
+        [-168, -24, -2, -1]
+    """
+    return np.concatenate([offsets["trend"], offsets["period"], offsets["closeness"]])
+
+
 def multiscale_targets(n_time: int, offsets: Any, output_steps: int, *, start: int = 0,
                        stop: Optional[int] = None, stride: int = 1) -> Tuple[np.ndarray, int]:
     r"""The first target steps :math:`t` of the samples of the part ``[start, stop)``, and how
@@ -466,7 +478,7 @@ class MultiScaleWindowDataset(Dataset):
         self.stop = shape[0] if stop is None else check_int("stop", stop, 0)
         if self.start >= self.stop:
             raise ValueError(f"start must be < stop, got start={self.start}, stop={self.stop}")
-        self.lags = np.concatenate([self.offsets["trend"], self.offsets["period"], self.offsets["closeness"]])
+        self.lags = stacked_lags(self.offsets)
         self.targets, self.dropped = multiscale_targets(shape[0], self.lags, self.output_steps, start=self.start,
                                                         stop=self.stop, stride=self.stride)
         if scaler is not None and not callable(getattr(scaler, "transform", None)):

@@ -518,6 +518,11 @@ def predict(checkpoint: PathLike, inputs: PathLike, out: PathLike, *, key: Optio
     ``all_windows=True`` a forecast from every window of ``input_steps`` frames, starting every
     ``stride`` steps (shape ``(N, T_out, ...)``; in netCDF ``input_end`` gives the index of each
     window's last input frame).
+
+    A checkpoint trained on closeness/period/trend samples forecasts the same way: its inputs are
+    the stacked lags before the first target (which follows the series' end), with the calendar
+    features of that target time (its time stamp continues the file's) and the external series at
+    the last observed step; ``all_windows=True`` gives every target whose oldest lag is in the file.
     """
     from .. import data as _data
 
@@ -530,10 +535,6 @@ def predict(checkpoint: PathLike, inputs: PathLike, out: PathLike, *, key: Optio
     state = ckpt.get("GridDataModule") or {}
     if not state:
         raise ValueError(f"checkpoint {str(ckpt_path)!r} has no data state (GridDataModule) with its scaler")
-    if state.get("multiscale"):
-        raise ValueError(f"checkpoint {str(ckpt_path)!r} was trained on closeness/period/trend samples; predict "
-                         f"forecasts from plain windows only (not yet from multi-scale samples): use "
-                         f"`convlstm evaluate` on a file that holds the new frames at its end")
     scaler = _data.scaler_from_state_dict(state["scaler"])
     t_in = int(state["input_steps"])
     if nonnegative is not None and not isinstance(nonnegative, bool):
@@ -548,19 +549,37 @@ def predict(checkpoint: PathLike, inputs: PathLike, out: PathLike, *, key: Optio
     if list(series.shape[1:]) != frame:
         raise ValueError(f"inputs {str(inputs)!r} has frames of shape (rows, cols, channels) = {tuple(series.shape[1:])}"
                          f" after layout {layout!r}, but the model was trained on {tuple(frame)}")
-    if n < t_in:
-        raise ValueError(f"inputs {str(inputs)!r} has {n} time steps; the model needs input_steps={t_in}")
     if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
         raise ValueError(f"stride must be an integer >= 1, got {stride!r}")
-    starts = list(range(0, n - t_in + 1, stride)) if all_windows else [n - t_in]
+    features = None
+    if state.get("multiscale"):
+        # closeness/period/trend samples: the first target t follows the series (t = n + gap), or
+        # every t whose oldest lag is in the file; calendar features of t, external series at t - gap - 1
+        from .multiscale import MultiScale, load_times
+
+        gap = int(state["gap"])
+        ms = MultiScale.from_state(state["multiscale"])
+        lags = ms.lags(gap)
+        if n < -int(lags.min()):
+            raise ValueError(f"inputs {str(inputs)!r} has {n} time steps; the model's oldest lag reaches "
+                             f"{-int(lags.min())} steps back")
+        targets = np.arange(-int(lags.min()), n + gap + 1, stride) if all_windows else np.array([n + gap])
+        windows = [t + lags for t in targets]
+        features, _ = ms.feature_rows(targets, load_times(str(inputs), n), n, gap, str(inputs))
+    else:
+        if n < t_in:
+            raise ValueError(f"inputs {str(inputs)!r} has {n} time steps; the model needs input_steps={t_in}")
+        starts = list(range(0, n - t_in + 1, stride)) if all_windows else [n - t_in]
+        windows = [np.arange(s, s + t_in) for s in starts]
     dev = _device(device)
     module.to(dev)
     outs = []
     with torch.no_grad():
-        for b in range(0, len(starts), batch_size):
-            xb = np.stack([np.asarray(series[s:s + t_in]) for s in starts[b:b + batch_size]])
+        for b in range(0, len(windows), batch_size):
+            xb = np.stack([np.asarray(series[w]) for w in windows[b:b + batch_size]])
             x = scaler.transform(torch.as_tensor(xb, dtype=torch.float32)).to(dev)
-            fc = scaler.inverse_transform(module(x).float())
+            f = None if features is None else torch.from_numpy(features[b:b + batch_size]).to(dev)
+            fc = scaler.inverse_transform(module(x, f).float())
             outs.append((fc.clamp_min(0.0) if clamp else fc).cpu().numpy())
     forecast = np.concatenate(outs).astype(np.float32)
     if suffix == ".npy":
@@ -576,7 +595,7 @@ def predict(checkpoint: PathLike, inputs: PathLike, out: PathLike, *, key: Optio
                 v = f.create_variable("forecast", names, data=forecast)
                 v.attrs["description"] = "ConvLSTM forecast in the data's units"
                 v.attrs["checkpoint"] = str(ckpt_path)
-                e = f.create_variable("input_end", ("sample",), data=np.asarray(starts, dtype=np.int64) + t_in - 1)
+                e = f.create_variable("input_end", ("sample",), data=np.array([int(w.max()) for w in windows]))
                 e.attrs["description"] = "time index (in the input file) of each sample's last input frame"
                 lt = f.create_variable("lead_time", ("lead_time",), data=np.arange(1, forecast.shape[1] + 1))
                 lt.attrs["description"] = "steps after the last input frame"

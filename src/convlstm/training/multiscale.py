@@ -83,7 +83,7 @@ class MultiScale:
         self.feature_names: List[str] = []
         self.features: Optional[np.ndarray] = None
         self.active = False
-        self.dropped: Dict[str, int] = {}
+        self._train: Tuple[int, int] = (0, 0)
 
     @property
     def explicit(self) -> bool:
@@ -125,20 +125,39 @@ class MultiScale:
         self.trend_interval = int(t_int) if trend else self.trend_interval
         self.steps_per_day = spd
         self.calendar = bool(calendar or self.holidays is not None)
-        columns, names = [], []
-        if self.calendar:
-            columns.append(_data.calendar_features(times, self.holidays))
-            names += list(_data.CALENDAR_FEATURES)
-        for key in self.external:
-            columns.append(self._external(key, n_time, gap, train, path))
-            names += [key] if columns[-1].shape[1] == 1 else [f"{key}[{i}]" for i in range(columns[-1].shape[1])]
-        self.features = np.concatenate(columns, axis=1).astype(np.float32) if columns else None
-        self.feature_names = names
-        self.num_features = len(names)
+        self._train = train
+        self.features, self.feature_names = self.feature_rows(np.arange(n_time), times, n_time, gap, path)
+        self.num_features = len(self.feature_names)
         self.active = True
         return True
 
-    def _external(self, key: str, n_time: int, gap: int, train: Tuple[int, int], path: Optional[str]) -> np.ndarray:
+    def feature_rows(self, targets: np.ndarray, times: Optional[np.ndarray], n_time: int, gap: int,
+                     path: Optional[str]) -> Tuple[Optional[np.ndarray], List[str]]:
+        """The feature rows ``(len(targets), F)`` (``None`` without features) of samples whose first
+        target steps are ``targets`` in a series of ``n_time`` steps with ``times``; a target may lie
+        up to ``gap + 1`` steps after the series' end (a forecast), its time stamp continuing the
+        series' step. Returns the rows and the column names."""
+        targets = np.asarray(targets, dtype=np.int64)
+        columns, names = [], []
+        if self.calendar:
+            if times is None:
+                raise ValueError("the model was trained with calendar features: the data needs its time stamps")
+            step = np.timedelta64(1440 // int(self.steps_per_day or _data.steps_per_day(times)), "m")
+            stamps = times[np.minimum(targets, n_time - 1)] + np.maximum(targets - n_time + 1, 0) * step
+            columns.append(_data.calendar_features(stamps, self.holidays))
+            names += list(_data.CALENDAR_FEATURES)
+        for key in self.external:
+            values = self._external(key, n_time, path)
+            last = targets - gap - 1                         # the last observed step of each sample
+            rows = np.zeros((len(targets), values.shape[1]))
+            ok = last >= 0
+            rows[ok] = values[last[ok]]
+            columns.append(rows)
+            names += [key] if values.shape[1] == 1 else [f"{key}[{i}]" for i in range(values.shape[1])]
+        return (np.concatenate(columns, axis=1).astype(np.float32) if columns else None), names
+
+    def _external(self, key: str, n_time: int, path: Optional[str]) -> np.ndarray:
+        """The external series ``key`` (T, F_k), min-max scaled with the training part's range."""
         source = self.external_data or path
         if source is None:
             raise ValueError(f"--external {key}: no file to read it from; give --external-data FILE")
@@ -150,14 +169,16 @@ class MultiScale:
         if not np.isfinite(values).all():
             raise ValueError(f"--external {key}: the series holds NaN or inf values; fill them first")
         if key not in self.external_range:
-            part = values[train[0]:train[1]]
+            part = values[self._train[0]:self._train[1]]
             self.external_range[key] = [part.min(axis=0).tolist(), part.max(axis=0).tolist()]
         lo, hi = (np.asarray(v, dtype=np.float64) for v in self.external_range[key])
-        scaled = (values - lo) / np.where(hi > lo, hi - lo, 1.0)
-        shift = gap + 1                       # the value at the last observed step t - gap - 1
-        aligned = np.zeros_like(scaled)
-        aligned[shift:] = scaled[:-shift]
-        return aligned
+        return (values - lo) / np.where(hi > lo, hi - lo, 1.0)
+
+    def lags(self, gap: int) -> np.ndarray:
+        """The stacked input offsets (trend, period, closeness) relative to the first target."""
+        c, p, t = self.streams
+        return _data.stacked_lags(_data.multiscale_offsets(c, p, t, period_interval=self.period_interval,
+                                                           trend_interval=self.trend_interval, gap=gap))
 
     def dataset(self, series: Any, output_steps: int, start: int, stop: int, stride: int, gap: int,
                 scaler: Any) -> "_data.MultiScaleWindowDataset":
@@ -188,4 +209,9 @@ class MultiScale:
 
     @classmethod
     def from_state(cls, state: Optional[Dict[str, Any]]) -> "MultiScale":
-        return cls(**state) if state else cls(period=0, trend=0)
+        """Rebuild the options of :meth:`state_dict` (to be resolved again on the data)."""
+        if not state:
+            return cls(period=0, trend=0)
+        ms = cls(**state)
+        ms.streams = (int(state["closeness"]), int(state["period"]), int(state["trend"]))
+        return ms
