@@ -90,3 +90,18 @@ def test_bad_arguments(tmp_path, data):
     with pytest.raises(TypeError, match="train_loss"):
         plots.plot_learning_curve({"train_loss": ["a"]}, tmp_path / "l.png")
     assert not any(tmp_path.iterdir())
+
+
+def test_plot_forecast_input_labels(tmp_path, data, monkeypatch):
+    x, y, p = data
+    titles = []
+    import matplotlib.axes
+
+    real = matplotlib.axes.Axes.set_title
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_title",
+                        lambda self, label, *a, **k: (titles.append(label), real(self, label, *a, **k))[1])
+    labels = ["t-167", "t-23", "t-2", "t-1", "t"]
+    plots.plot_forecast(x, y, p, tmp_path / "f.png", samples=1, input_labels=labels)
+    assert titles[:5] == labels and titles[5:8] == ["+1", "+2", "+3"]
+    with pytest.raises(ValueError, match="input_labels must hold one title per input frame"):
+        plots.plot_forecast(x, y, p, tmp_path / "g.png", input_labels=labels[:3])

@@ -165,6 +165,27 @@ def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
     add(g, "--fill-nan", type=float, metavar="VALUE", help="replace NaN/inf by VALUE (otherwise they are an error)")
     add(g, "--batch-size", type=int, metavar="N", default=d.batch_size, help="samples per batch (per device)")
     add(g, "--num-workers", type=int, metavar="N", default=d.num_workers, help="data loader worker processes")
+    g = p.add_argument_group("multi-scale samples and features (crowd flow; docs/crowd-flow.md)")
+    add(g, "--closeness", type=int, metavar="N",
+        help="the last N frames (default: --input-steps); any option of this group switches to multi-scale "
+             "samples: a sample belongs to the part of its target, its inputs may reach back into earlier parts")
+    add(g, "--period", type=int, metavar="N",
+        help="frames at the target's time on the N previous days (default with --model st-convlstm: 1, with "
+             "--trend 1 and --calendar, when the file's time stamps give the day and training holds two weeks; "
+             "else 0)")
+    add(g, "--trend", type=int, metavar="N", help="frames at the target's time in the N previous weeks (default: "
+                                                  "as --period)")
+    add(g, "--period-interval", type=int, metavar="STEPS", help="steps between period frames (default: one day)")
+    add(g, "--trend-interval", type=int, metavar="STEPS", help="steps between trend frames (default: one week)")
+    add(g, "--steps-per-day", type=int, metavar="N", help="steps in a day, for files without time stamps")
+    add(g, "--calendar", action=argparse.BooleanOptionalAction,
+        help="hour of day and day of week (sin/cos), weekend and holiday of the target time as features (needs "
+             "time stamps and --model st-convlstm; default: as --period)")
+    add(g, "--holidays", metavar="FILE", help="text file of holiday dates, one per line (YYYY-MM-DD); implies "
+                                              "--calendar")
+    add(g, "--external", nargs="+", metavar="KEY",
+        help="external series (T,) or (T, F) in the data file (or --external-data), e.g. temperature")
+    add(g, "--external-data", metavar="FILE", help="the file that holds the --external series")
     g = p.add_argument_group("physical units (value = stored * scale + offset, then --transform; thresholds, "
                              "metrics, pictures and forecasts are in these units)")
     add(g, "--scale", type=float, metavar="S", default=d.scale, help="multiply the stored values by S")

@@ -106,7 +106,8 @@ def _finite_range(*arrays: np.ndarray) -> tuple:
 
 def plot_forecast(inputs: Any, true: Any, pred: Any, path: PathLike, *, samples: Union[int, Sequence[int]] = 3,
                   units: str = "", channel: int = 0, title: Optional[str] = None, cmap: str = "viridis",
-                  baselines: Optional[Mapping[str, Any]] = None) -> Path:
+                  baselines: Optional[Mapping[str, Any]] = None,
+                  input_labels: Optional[Sequence[str]] = None) -> Path:
     r"""Save a PNG grid comparing forecasts with the truth.
 
     For each chosen sample three rows: the input frames, the true frames and the forecast frames
@@ -125,6 +126,8 @@ def plot_forecast(inputs: Any, true: Any, pred: Any, path: PathLike, *, samples:
         cmap: matplotlib colour map name.
         baselines: ``{name: forecast}`` with forecasts shaped like ``pred``, drawn as extra rows
             labelled ``name`` below the model's forecast.
+        input_labels: one title per input frame (default ``t-{T_in-1}`` ... ``t``: consecutive
+            steps); e.g. ``["t-167", "t-23", "t-2", "t-1", "t"]`` for trend, period and closeness.
 
     Returns:
         The path written.
@@ -147,6 +150,8 @@ def plot_forecast(inputs: Any, true: Any, pred: Any, path: PathLike, *, samples:
         raise TypeError(f"units must be a str, got {units!r}")
     if title is not None and not isinstance(title, str):
         raise TypeError(f"title must be a str or None, got {title!r}")
+    if input_labels is not None and (isinstance(input_labels, str) or len(input_labels) != x.shape[1]):
+        raise ValueError(f"input_labels must hold one title per input frame ({x.shape[1]}), got {input_labels!r}")
     out, fmt = _path(path, _STATIC_FORMATS)
     ch = _channel(channel, y.shape[-1])
     idx = _sample_indices(samples, y.shape[0])
@@ -175,6 +180,8 @@ def plot_forecast(inputs: Any, true: Any, pred: Any, path: PathLike, *, samples:
                 image = ax.imshow(frames[c], vmin=vmin, vmax=vmax, cmap=cmap, interpolation="nearest")
                 back = frames.shape[0] - 1 - c
                 step = (f"t-{back}" if back else "t") if prefix == "t" else f"+{c + 1}"
+                if prefix == "t" and input_labels is not None:
+                    step = str(input_labels[c])
                 ax.set_title(step, fontsize=7)
                 if c == 0:
                     ax.set_ylabel(f"#{s} {label}", fontsize=8)

@@ -1,5 +1,6 @@
 """Data for forecasting with ConvLSTM: readers for grid files, sliding windows and a lazy window
-dataset, chronological splits with no leakage, per-channel scalers fitted on the training part,
+dataset, chronological splits with no leakage, multi-scale (closeness, period, trend) samples and
+calendar features from time stamps, per-channel scalers fitted on the training part,
 NaN checks, physical units (stored values -> mm/h, dBZ; Z-R relations), and Moving MNIST built
 from the MNIST digits bundled with the package.
 
@@ -8,16 +9,20 @@ The canonical layout of a series is a ``(time, rows, cols, channels)`` array; sa
 """
 from .finite import check_finite
 from .mnist import load_mnist_digits, load_mnist_test_seq, moving_mnist, read_idx
-from .readers import LAYOUTS, GridFileError, LazyGrid, hours_of_day, load_grid, load_timestamps
+from .readers import LAYOUTS, GridFileError, LazyGrid, hours_of_day, load_array, load_grid, load_timestamps
 from .scalers import (SCALERS, DBScaler, Log1pScaler, MinMaxScaler, NoScaler, Scaler, StandardScaler,
                       make_scaler, scaler_from_state_dict)
 from .units import (TRANSFORMS, ConvertedSeries, UnitConversion, accumulation_to_rate, rate_to_accumulation,
                     rate_to_reflectivity, reflectivity_to_rate)
-from .windows import WindowDataset, chronological_split, num_windows, sliding_windows
+from .windows import (STREAMS, MultiScaleWindowDataset, WindowDataset, chronological_split, multiscale_offsets,
+                      multiscale_targets, num_windows, sliding_windows, stacked_lags)
+from .calendar import CALENDAR_FEATURES, calendar_features, parse_timestamps, read_holidays, steps_per_day
 
 __all__ = [
-    "load_grid", "load_timestamps", "hours_of_day", "LazyGrid", "LAYOUTS", "GridFileError",
+    "load_grid", "load_timestamps", "load_array", "hours_of_day", "LazyGrid", "LAYOUTS", "GridFileError",
     "sliding_windows", "num_windows", "WindowDataset", "chronological_split",
+    "STREAMS", "multiscale_offsets", "multiscale_targets", "MultiScaleWindowDataset", "stacked_lags",
+    "CALENDAR_FEATURES", "calendar_features", "parse_timestamps", "read_holidays", "steps_per_day",
     "Scaler", "MinMaxScaler", "StandardScaler", "Log1pScaler", "DBScaler", "NoScaler", "make_scaler",
     "scaler_from_state_dict", "SCALERS",
     "UnitConversion", "ConvertedSeries", "TRANSFORMS", "reflectivity_to_rate", "rate_to_reflectivity",

@@ -13,7 +13,7 @@ import numpy as np
 
 from .._errors import ParameterError
 
-__all__ = ["LAYOUTS", "GridFileError", "LazyGrid", "load_grid", "load_timestamps"]
+__all__ = ["LAYOUTS", "GridFileError", "LazyGrid", "load_grid", "load_timestamps", "load_array"]
 
 #: The layouts :func:`load_grid` understands, and the number of dimensions each has on disk.
 LAYOUTS = {"THWC": 4, "TCHW": 4, "THW": 3}
@@ -605,6 +605,20 @@ def load_timestamps(path: Any, key: Optional[str] = None) -> np.ndarray:
         return np.array(f.variables[pick(list(f.variables), "variable")][:])
 
 
+def load_array(path: Any, key: str) -> np.ndarray:
+    """Read the array ``key`` of a ``.npz``, HDF5 or netCDF file whole, as stored (e.g. an external
+    series such as temperature, ``(T,)`` or ``(T, F)``, beside a grid).
+
+    Example::
+
+        >>> load_array("bikenyc.npz", "temperature").shape               # doctest: +SKIP
+        (1369,)
+    """
+    if not isinstance(key, str) or not key:
+        raise TypeError(f"key must name the array to read, got {key!r}")
+    return load_timestamps(path, key=key)
+
+
 def hours_of_day(timestamps: Any) -> Optional[np.ndarray]:
     """The hour of the day (0..23) of each time stamp, or ``None`` if they cannot be read as times.
 
@@ -620,27 +634,10 @@ def hours_of_day(timestamps: Any) -> Optional[np.ndarray]:
         >>> hours_of_day(np.array(["2014080401", "2014080424"]))
         array([ 0, 23])
     """
-    t = np.asarray(timestamps)
-    if t.ndim != 1 or t.size == 0:
-        return None
-    if t.dtype.kind == "M":
-        return (t.astype("datetime64[h]").astype(np.int64) % 24).astype(np.int64)
-    if t.dtype.kind == "S":
-        t = t.astype(str)
-    if t.dtype.kind != "U":
-        return None
-    s = np.char.strip(t)
+    from .calendar import parse_timestamps
+
     try:
-        if all(len(v) == 10 and v.isdigit() for v in s):  # DeepST: YYYYMMDD + slot 01..24 or 01..48
-            slot = np.array([int(v[8:]) for v in s], dtype=np.int64)
-            per_day = 48 if slot.max() > 24 else 24
-            if slot.min() < 1:
-                return None
-            return ((slot - 1) * 24 // per_day).astype(np.int64)
-        if all(len(v) == 12 and v.isdigit() for v in s):  # YYYYMMDDhhmm
-            hours = np.array([int(v[8:10]) for v in s], dtype=np.int64)
-        else:
-            hours = np.asarray(s, dtype="datetime64[m]").astype("datetime64[h]").astype(np.int64) % 24
+        minutes = parse_timestamps(timestamps).astype(np.int64)
     except ValueError:
         return None
-    return hours if (hours.min() >= 0 and hours.max() < 24) else None
+    return (minutes % 1440) // 60

@@ -13,7 +13,8 @@ from torch.utils.data import Dataset
 
 from ._checks import check_int, series_shape, to_numpy
 
-__all__ = ["num_windows", "sliding_windows", "WindowDataset", "chronological_split"]
+__all__ = ["num_windows", "sliding_windows", "WindowDataset", "chronological_split", "STREAMS",
+           "multiscale_offsets", "multiscale_targets", "stacked_lags", "MultiScaleWindowDataset"]
 
 
 def _check_window(input_steps: Any, output_steps: Any, stride: Any, gap: Any) -> tuple:
@@ -311,3 +312,206 @@ def chronological_split(n_time: int, input_steps: int, output_steps: int, *,
                 f"fewer than one window needs (input_steps + gap + output_steps = {span}); use a "
                 f"series of about {need} steps or more, a larger {name} fraction, or shorter windows")
     return parts
+
+
+# --------------------------------------------------------------------------------------------
+# multi-scale windows: closeness, period and trend (Zhang et al., ST-ResNet, AAAI 2017)
+STREAMS = ("closeness", "period", "trend")
+
+
+def multiscale_offsets(closeness: int, period: int = 0, trend: int = 0, *,
+                       period_interval: Optional[int] = None, trend_interval: Optional[int] = None,
+                       gap: int = 0) -> Dict[str, np.ndarray]:
+    r"""The time offsets, relative to a sample's first target step :math:`t`, of the frames each
+    stream reads (oldest first).
+
+    With :math:`l_c, l_p, l_q` = ``closeness``, ``period``, ``trend``, :math:`P, Q` the period
+    and trend intervals in steps (one day and one week for ST-ResNet) and :math:`g` = ``gap``:
+
+    .. math::
+        \text{closeness}: t - g - l_c, \dots, t - g - 1 \qquad
+        \text{period}: t - l_p P, \dots, t - P \qquad
+        \text{trend}: t - l_q Q, \dots, t - Q
+
+    Every offset is negative: a sample never reads its own target or a later step. A frame must
+    be known when the forecast is made (after step :math:`t - g - 1`), so :math:`P, Q > g`.
+
+    Raises:
+        ValueError: a stream is asked for without its interval, or an interval is not above
+            ``gap``; the message names the parameter (``period_interval``, ``trend_interval``).
+
+    Example::
+
+        >>> o = multiscale_offsets(3, 2, 1, period_interval=24, trend_interval=168)
+        >>> o["closeness"].tolist(), o["period"].tolist(), o["trend"].tolist()
+        ([-3, -2, -1], [-48, -24], [-168])
+    """
+    closeness, period, trend = (check_int("closeness", closeness, 0), check_int("period", period, 0),
+                                check_int("trend", trend, 0))
+    gap = check_int("gap", gap, 0)
+    if closeness + period + trend == 0:
+        raise ValueError("closeness, period and trend are all 0: a sample needs at least one input frame")
+    out = {"closeness": np.arange(-gap - closeness, -gap, dtype=np.int64)}
+    for name, count, interval in (("period", period, period_interval), ("trend", trend, trend_interval)):
+        if count == 0:
+            out[name] = np.zeros(0, dtype=np.int64)
+            continue
+        if interval is None:
+            raise ValueError(f"{name}={count} needs {name}_interval (steps between the {name}'s frames: one "
+                             f"{'day' if name == 'period' else 'week'} for ST-ResNet); give it, or time stamps "
+                             f"or steps_per_day to derive it from")
+        interval = check_int(f"{name}_interval", interval, 1)
+        if interval <= gap:
+            raise ValueError(f"{name}_interval must be > gap = {gap} (its frames must be known when the forecast "
+                             f"is made), got {interval}")
+        out[name] = -interval * np.arange(count, 0, -1, dtype=np.int64)
+    return out
+
+
+def stacked_lags(offsets: Dict[str, np.ndarray]) -> np.ndarray:
+    """The offsets of :func:`multiscale_offsets` in the order samples stack them: trend, period,
+    closeness (so the last is the newest frame).
+
+    Example::
+
+        >>> stacked_lags(multiscale_offsets(2, 1, 1, period_interval=24, trend_interval=168)).tolist()
+        [-168, -24, -2, -1]
+    """
+    return np.concatenate([offsets["trend"], offsets["period"], offsets["closeness"]])
+
+
+def multiscale_targets(n_time: int, offsets: Any, output_steps: int, *, start: int = 0,
+                       stop: Optional[int] = None, stride: int = 1) -> Tuple[np.ndarray, int]:
+    r"""The first target steps :math:`t` of the samples of the part ``[start, stop)``, and how
+    many were dropped because a lag reaches before the start of the series.
+
+    A sample belongs to the part that holds its target: :math:`t = \text{start} + i \cdot
+    \text{stride}` with :math:`t + \text{output\_steps} \le \text{stop}`; its inputs
+    :math:`t + o` (every offset :math:`o < 0`, :func:`multiscale_offsets`) may lie in earlier
+    parts (the past is known at forecast time, as in ST-ResNet's protocol) but must be
+    :math:`\ge 0`: the samples with :math:`t + \min o < 0` are dropped and counted.
+
+    Returns:
+        ``(targets, dropped)``: int64 array of :math:`t`, and the number dropped.
+
+    Example::
+
+        >>> multiscale_targets(10, [-4, -1], 1, start=2, stop=8)   # t = 2..7; t = 2, 3 reach before 0
+        (array([4, 5, 6, 7]), 2)
+    """
+    n_time = check_int("n_time", n_time, 1)
+    output_steps = check_int("output_steps", output_steps, 1)
+    stride = check_int("stride", stride, 1)
+    start = check_int("start", start, 0)
+    stop = n_time if stop is None else check_int("stop", stop, 0)
+    if stop > n_time:
+        raise ValueError(f"stop must be <= n_time = {n_time}, got {stop}")
+    offsets = np.asarray(offsets, dtype=np.int64).ravel()
+    if offsets.size == 0 or offsets.max() >= 0:
+        raise ValueError(f"offsets must be non-empty and all negative (inputs before the target), got "
+                         f"{offsets.tolist()}")
+    candidates = np.arange(start, max(start, stop - output_steps + 1), stride, dtype=np.int64)
+    keep = candidates + offsets.min() >= 0
+    return candidates[keep], int((~keep).sum())
+
+
+class MultiScaleWindowDataset(Dataset):
+    r"""A map-style ``Dataset`` of multi-scale samples: the closeness, period and trend frames
+    before each target (:func:`multiscale_offsets`), stacked in time in the order trend,
+    period, closeness, and the ``output_steps`` target frames.
+
+    Item :math:`i` with first target :math:`t` (:func:`multiscale_targets` over ``[start,
+    stop)``) is
+
+    .. math::
+        x = \text{series}[t + o_1, \dots, t + o_L], \qquad
+        y = \text{series}[t : t + \text{out}]
+
+    with :math:`(o_1..o_L)` the trend, period and closeness offsets, so the last input frame
+    is the newest closeness frame (persistence stays ``x[-1]``). The targets lie in ``[start,
+    stop)``; the inputs may reach back into earlier parts, never forward. ``dropped`` counts
+    the samples of the part whose lags reach before step 0.
+
+    Args:
+        series: array-like with time first, ``(T, rows, cols, channels)``.
+        output_steps: target frames per sample (>= 1).
+        closeness, period, trend: frames per stream :math:`l_c, l_p, l_q` (>= 0, sum >= 1).
+        period_interval, trend_interval: :math:`P, Q` in steps (needed when the stream is used).
+        start, stop: the part's range of target steps (``stop=None``: the end).
+        stride: steps between consecutive targets. gap: steps between the last closeness frame
+            and the first target.
+        scaler: fitted object with ``transform(array)``, applied to ``x`` and ``y``.
+        features: optional ``(T, F)`` array; item :math:`i` then also returns ``features[t]``,
+            the features of its first target step (callers align them: calendar features of
+            the target time, external series of the last observed step).
+        dtype: floating torch dtype of the returned tensors.
+
+    Shapes:
+        - item: ``(x, y)`` or ``(x, y, f)`` with x :math:`(l_q + l_p + l_c, \text{rows}, \text{cols},
+          \text{channels})`, y :math:`(\text{out}, \text{rows}, \text{cols}, \text{channels})`,
+          f :math:`(F,)`.
+
+    Example::
+
+        >>> series = np.arange(200, dtype="float32").reshape(200, 1, 1, 1)
+        >>> ds = MultiScaleWindowDataset(series, 1, closeness=2, period=1, trend=1, period_interval=24,
+        ...                              trend_interval=168, start=160)
+        >>> x, y = ds[0]
+        >>> x.flatten().tolist(), y.flatten().tolist(), ds.dropped
+        ([0.0, 144.0, 166.0, 167.0], [168.0], 8)
+    """
+
+    def __init__(self, series: Any, output_steps: int = 1, *, closeness: int, period: int = 0, trend: int = 0,
+                 period_interval: Optional[int] = None, trend_interval: Optional[int] = None, start: int = 0,
+                 stop: Optional[int] = None, stride: int = 1, gap: int = 0, scaler: Any = None,
+                 features: Any = None, dtype: torch.dtype = torch.float32) -> None:
+        shape = series_shape("series", series, 1)
+        self.offsets = multiscale_offsets(closeness, period, trend, period_interval=period_interval,
+                                          trend_interval=trend_interval, gap=gap)
+        self.streams = (int(closeness), int(period), int(trend))
+        self.period_interval = None if period == 0 else int(period_interval)
+        self.trend_interval = None if trend == 0 else int(trend_interval)
+        self.output_steps, self.gap = check_int("output_steps", output_steps, 1), int(gap)
+        self.stride = check_int("stride", stride, 1)
+        self.start = check_int("start", start, 0)
+        self.stop = shape[0] if stop is None else check_int("stop", stop, 0)
+        if self.start >= self.stop:
+            raise ValueError(f"start must be < stop, got start={self.start}, stop={self.stop}")
+        self.lags = stacked_lags(self.offsets)
+        self.targets, self.dropped = multiscale_targets(shape[0], self.lags, self.output_steps, start=self.start,
+                                                        stop=self.stop, stride=self.stride)
+        if scaler is not None and not callable(getattr(scaler, "transform", None)):
+            raise TypeError(f"scaler must have a transform(array) method (see make_scaler), "
+                            f"got {type(scaler).__name__}")
+        if features is not None:
+            features = np.asarray(features, dtype=np.float32)
+            if features.ndim != 2 or features.shape[0] != shape[0]:
+                raise ValueError(f"features must be (T, F) with T = len(series) = {shape[0]}, got shape "
+                                 f"{features.shape}")
+        self.series, self.scaler, self.features, self.dtype = series, scaler, features, dtype
+        self.input_steps = int(self.lags.size)
+        self.sample_shape = tuple(shape[1:])
+
+    def __len__(self) -> int:
+        return int(self.targets.size)
+
+    def window_times(self, i: int) -> Tuple[np.ndarray, np.ndarray]:
+        """The time indices (into ``series``) that item ``i`` reads as input and as target."""
+        if not -len(self) <= int(i) < len(self):
+            raise IndexError(f"index {i} is out of range for {len(self)} samples")
+        t = int(self.targets[int(i)])
+        return t + self.lags, np.arange(t, t + self.output_steps)
+
+    def __getitem__(self, i: int):
+        xi, yi = self.window_times(i)
+        x, y = to_numpy(self.series[xi]), to_numpy(self.series[yi[0]:yi[-1] + 1])
+        if self.scaler is not None:
+            x, y = self.scaler.transform(x), self.scaler.transform(y)
+        if self.features is None:
+            return _tensor(x, self.dtype), _tensor(y, self.dtype)
+        return _tensor(x, self.dtype), _tensor(y, self.dtype), torch.from_numpy(self.features[yi[0]].copy())
+
+    def __repr__(self) -> str:
+        return (f"MultiScaleWindowDataset(len={len(self)}, streams(closeness, period, trend)={self.streams}, "
+                f"period_interval={self.period_interval}, trend_interval={self.trend_interval}, "
+                f"output_steps={self.output_steps}, start={self.start}, stop={self.stop}, dropped={self.dropped})")

@@ -16,13 +16,16 @@ name                   model
 ``shi2015-1x256``      :class:`ShiEncoderForecaster` with filters 256 (Shi et al. 2015, Table 1)
 ``shi2015-2x128``      filters 128, 128
 ``shi2015-128-64-64``  filters 128, 64, 64
+``st-convlstm``        :class:`MultiStreamConvLSTM`: closeness, period and trend frames through
+                       ConvLSTM branches with ST-ResNet's parametric fusion (or one stacked
+                       branch), plus an embedding of calendar / external features
 =====================  ========================================================================
 
 Example::
 
     >>> import convlstm.models as models
     >>> models.list_models()
-    ['convlstm-warp', 'keras-nextframe', 'shi2015-128-64-64', 'shi2015-1x256', 'shi2015-2x128']
+    ['convlstm-warp', 'keras-nextframe', 'shi2015-128-64-64', 'shi2015-1x256', 'shi2015-2x128', 'st-convlstm']
     >>> model = models.create("keras-nextframe", in_channels=2, filters=(16, 16))
 """
 from .registry import create, list_models, model_info, register_model
@@ -30,9 +33,10 @@ from .patching import DepthToSpace, SpaceToDepth, depth_to_space, space_to_depth
 from .keras_nextframe import KERAS_BN_EPSILON, KERAS_BN_MOMENTUM, KerasNextFrame
 from .shi2015 import InputFreeConvLSTM, ShiEncoderForecaster
 from .warp import MotionWarpForecaster, auto_patch_size, warp_frame
+from .streams import FUSIONS, MultiStreamConvLSTM
 
 __all__ = [
     "create", "list_models", "model_info", "register_model", "SpaceToDepth", "DepthToSpace", "space_to_depth",
     "depth_to_space", "KerasNextFrame", "KERAS_BN_MOMENTUM", "KERAS_BN_EPSILON", "ShiEncoderForecaster",
-    "InputFreeConvLSTM", "MotionWarpForecaster", "auto_patch_size", "warp_frame",
+    "InputFreeConvLSTM", "MotionWarpForecaster", "auto_patch_size", "warp_frame", "MultiStreamConvLSTM", "FUSIONS",
 ]

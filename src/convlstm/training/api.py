@@ -19,6 +19,7 @@ from .._io import atomic_path, atomic_write, write_json
 from .config import FitConfig, load_config, save_config
 from .datamodule import GridDataModule, run_source_options
 from .module import AtomicCheckpointIO, ForecastModule, HistoryCallback, RandomStateCallback, load_checkpoint
+from .multiscale import MultiScale
 
 __all__ = ["fit", "evaluate", "predict", "demo", "find_checkpoint", "load_module", "DEMO_SETTINGS",
            "format_results"]
@@ -66,7 +67,20 @@ def _datamodule_from_config(cfg: FitConfig) -> GridDataModule:
     return GridDataModule(path=cfg.data, key=cfg.key, layout=cfg.layout, input_steps=cfg.input_steps,
                           output_steps=cfg.output_steps, stride=cfg.stride, gap=cfg.gap, split=cfg.split,
                           scaler=cfg.scaler, fill_nan=cfg.fill_nan, batch_size=cfg.batch_size,
-                          num_workers=cfg.num_workers, conversion=cfg.conversion(), nonnegative=cfg.nonnegative)
+                          num_workers=cfg.num_workers, conversion=cfg.conversion(), nonnegative=cfg.nonnegative,
+                          multiscale=MultiScale(cfg.closeness, cfg.period, cfg.trend, cfg.period_interval,
+                                                cfg.trend_interval, cfg.steps_per_day, cfg.calendar, cfg.holidays,
+                                                cfg.external, cfg.external_data,
+                                                automatic=_takes_streams_and_features(cfg.model)))
+
+
+def _takes_streams_and_features(model: str) -> bool:
+    """Whether the registered ``model`` takes ``streams`` and ``num_features`` (``st-convlstm``):
+    only then do ``period``/``trend``/``calendar`` left at ``None`` switch on by themselves."""
+    from .module import _factory_params
+
+    params = _factory_params(model)
+    return params is not None and {"streams", "num_features"} <= params
 
 
 def fit(config: Union[None, FitConfig, Mapping[str, Any], PathLike] = None, *,
@@ -143,6 +157,10 @@ def _memory_guard(cfg: FitConfig, dm: GridDataModule, module: ForecastModule, mo
     log = print if rank == 0 else (lambda _msg: None)
     acc = cfg.accelerator
     gpu = torch.cuda.is_available() or bool(getattr(getattr(torch.backends, "mps", None), "is_available", bool)())
+    if dm.num_features:
+        log(f"convlstm fit: memory check skipped: it does not cover models fed calendar/external features; batch "
+            f"size {dm.batch_size} is not checked")
+        return None
     if acc not in ("cpu", "auto") or (acc == "auto" and gpu):
         log(f"convlstm fit: memory check skipped: it covers CPU runs, and this one runs on accelerator={acc!r}"
             f"{' (a GPU is available)' if acc == 'auto' else ''}; batch size {dm.batch_size} is not checked")
@@ -188,10 +206,13 @@ def _fit(cfg: FitConfig, *, datamodule: Optional[GridDataModule] = None, model: 
             print(f"convlstm fit: data in physical units: {dm.conversion.describe()}")
         print(f"convlstm fit: forecasts {'are' if dm.nonnegative else 'are not'} clamped at 0 "
               f"({dm.nonnegative_reason})")
+        if dm.streams is not None:
+            print(f"convlstm fit: {dm.multiscale.describe(dm.datasets)}")
     module = ForecastModule(model if model is not None else cfg.model, model_options=cfg.model_options,
                             input_steps=dm.input_steps, output_steps=dm.output_steps, frame_shape=dm.sample_shape,
                             loss=cfg.loss, loss_options=cfg.loss_options, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                            scheduler=cfg.scheduler, scheduled_sampling=cfg.scheduled_sampling)
+                            scheduler=cfg.scheduler, scheduled_sampling=cfg.scheduled_sampling,
+                            streams=dm.streams, num_features=dm.num_features)
     # before any file is written: a batch size that does not fit is lowered, or the run stops
     memory = _memory_guard(cfg, dm, module, model, rank)
     if memory is not None and memory.changed:
@@ -415,9 +436,9 @@ def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional
     keep_x, keep_y, keep_p, keep_e = [], [], [], []
     kept = seen = 0
     with torch.no_grad():
-        for x, y in dm.dataloader(part):
-            x = x.to(dev)
-            pred = module(x).float()
+        for batch in dm.dataloader(part):
+            x, y = batch[0].to(dev), batch[1]
+            pred = module(x, batch[2].to(dev) if len(batch) > 2 else None).float()
             x_u = dm.inverse_transform(x.float()).cpu()
             y_u = dm.inverse_transform(y.float())
             p_u = dm.inverse_transform(pred).cpu()
@@ -425,7 +446,8 @@ def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional
                 p_u = p_u.clamp_min(0.0)
             ext = None
             if extrapolate:
-                ext = torch.from_numpy(_metrics.extrapolation_forecast(x_u, y_u.shape[1], method=extrapolation_method,
+                recent = x_u if dm.streams is None else x_u[:, -dm.streams[0]:]   # closeness frames only
+                ext = torch.from_numpy(_metrics.extrapolation_forecast(recent, y_u.shape[1], method=extrapolation_method,
                                                                        gap=dm.gap))
             clim = dm.target_climatology(part, seen, x.shape[0])  # None: the mean training frame
             seen += x.shape[0]
@@ -449,8 +471,12 @@ def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional
     if plots:
         xs, ys, ps = (np.concatenate(a) for a in (keep_x, keep_y, keep_p))
         rows_extra = {"extrapolation": np.concatenate(keep_e)} if keep_e else None
+        labels = None
+        if dm.streams is not None:   # trend, period, closeness frames: steps back from the newest input
+            lags = dm.datasets[part].lags
+            labels = [f"t-{int(lags.max() - o)}" if o != lags.max() else "t" for o in lags]
         _plots.plot_forecast(xs, ys, ps, out / "forecast.png", samples=min(samples, len(xs)), units=units,
-                             baselines=rows_extra)
+                             baselines=rows_extra, input_labels=labels)
         _plots.animate_forecast(ys, ps, out / "forecast.gif", units=units)
         if history is None:
             history = (ckpt.get("callbacks") or {}).get("HistoryCallback")
@@ -556,6 +582,11 @@ def predict(checkpoint: PathLike, inputs: PathLike, out: PathLike, *, key: Optio
     ``all_windows=True`` a forecast from every window of ``input_steps`` frames, starting every
     ``stride`` steps (shape ``(N, T_out, ...)``; in netCDF ``input_end`` gives the index of each
     window's last input frame).
+
+    A checkpoint trained on closeness/period/trend samples forecasts the same way: its inputs are
+    the stacked lags before the first target (which follows the series' end), with the calendar
+    features of that target time (its time stamp continues the file's) and the external series at
+    the last observed step; ``all_windows=True`` gives every target whose oldest lag is in the file.
     """
     from .. import data as _data
 
@@ -584,19 +615,37 @@ def predict(checkpoint: PathLike, inputs: PathLike, out: PathLike, *, key: Optio
         raise ParameterError("layout", f"inputs {str(inputs)!r} has frames of shape (rows, cols, channels) = "
                                        f"{tuple(series.shape[1:])} after layout={layout!r}, but the model was "
                                        f"trained on {tuple(frame)}")
-    if n < t_in:
-        raise ValueError(f"inputs {str(inputs)!r} has {n} time steps; the model needs input_steps={t_in}")
     if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
         raise ParameterError("stride", f"stride must be an integer >= 1, got {stride!r}")
-    starts = list(range(0, n - t_in + 1, stride)) if all_windows else [n - t_in]
+    features = None
+    if state.get("multiscale"):
+        # closeness/period/trend samples: the first target t follows the series (t = n + gap), or
+        # every t whose oldest lag is in the file; calendar features of t, external series at t - gap - 1
+        from .multiscale import load_times
+
+        gap = int(state["gap"])
+        ms = MultiScale.from_state(state["multiscale"])
+        lags = ms.lags(gap)
+        if n < -int(lags.min()):
+            raise ValueError(f"inputs {str(inputs)!r} has {n} time steps; the model's oldest lag reaches "
+                             f"{-int(lags.min())} steps back")
+        targets = np.arange(-int(lags.min()), n + gap + 1, stride) if all_windows else np.array([n + gap])
+        windows = [t + lags for t in targets]
+        features, _ = ms.feature_rows(targets, load_times(str(inputs), n), n, gap, str(inputs))
+    else:
+        if n < t_in:
+            raise ValueError(f"inputs {str(inputs)!r} has {n} time steps; the model needs input_steps={t_in}")
+        starts = list(range(0, n - t_in + 1, stride)) if all_windows else [n - t_in]
+        windows = [np.arange(s, s + t_in) for s in starts]
     dev = _device(device)
     module.to(dev)
     outs = []
     with torch.no_grad():
-        for b in range(0, len(starts), batch_size):
-            xb = np.stack([np.asarray(series[s:s + t_in]) for s in starts[b:b + batch_size]])
+        for b in range(0, len(windows), batch_size):
+            xb = np.stack([np.asarray(series[w]) for w in windows[b:b + batch_size]])
             x = scaler.transform(torch.as_tensor(xb, dtype=torch.float32)).to(dev)
-            fc = scaler.inverse_transform(module(x).float())
+            f = None if features is None else torch.from_numpy(features[b:b + batch_size]).to(dev)
+            fc = scaler.inverse_transform(module(x, f).float())
             outs.append((fc.clamp_min(0.0) if clamp else fc).cpu().numpy())
     forecast = np.concatenate(outs).astype(np.float32)
     if suffix == ".npy":
@@ -614,7 +663,7 @@ def predict(checkpoint: PathLike, inputs: PathLike, out: PathLike, *, key: Optio
                 if state.get("units"):
                     v.attrs["units"] = str(state["units"])
                 v.attrs["checkpoint"] = str(ckpt_path)
-                e = f.create_variable("input_end", ("sample",), data=np.asarray(starts, dtype=np.int64) + t_in - 1)
+                e = f.create_variable("input_end", ("sample",), data=np.array([int(w.max()) for w in windows]))
                 e.attrs["description"] = "time index (in the input file) of each sample's last input frame"
                 lt = f.create_variable("lead_time", ("lead_time",), data=np.arange(1, forecast.shape[1] + 1))
                 lt.attrs["description"] = "steps after the last input frame"

@@ -56,6 +56,23 @@ class FitConfig:
         input_steps, output_steps: frames in and frames forecast per sample.
         stride: steps between window starts; gap: steps skipped between input and target.
         split: train, validation and test fractions of the time axis (chronological).
+        closeness, period, trend: multi-scale samples (ST-ResNet's names): the last ``closeness``
+            frames, the same time on ``period`` previous days and in ``trend`` previous weeks
+            (:class:`convlstm.data.MultiScaleWindowDataset`; a sample belongs to the part of its
+            target, its inputs may reach back into earlier parts). ``None``: ``closeness`` =
+            ``input_steps``; ``period``/``trend``/``calendar``: automatic for a model that takes
+            the streams and features (``st-convlstm``: 1, 1 and on with time stamps and two weeks of
+            training, see :func:`convlstm.training.multiscale.auto_streams`), else 0/off. Setting any of them, ``calendar``,
+            ``holidays`` or ``external`` switches to multi-scale samples.
+        period_interval, trend_interval: the streams' intervals in steps (default: one day and
+            one week, from the file's time stamps or ``steps_per_day``).
+        calendar: hour-of-day and day-of-week features (cyclic), weekend and holiday flags of
+            the target time (:func:`convlstm.data.calendar_features`; needs time stamps and a
+            model that takes features, ``st-convlstm``); ``None``: automatic, as ``period``.
+        holidays: a text file of dates, one per line (``YYYY-MM-DD``), for the holiday flag.
+        external, external_data: keys of external series (``(T,)`` or ``(T, F)``, e.g. weather)
+            read from ``external_data`` (default: the data file), min-max scaled on the training
+            part, taken at each sample's last observed step.
         scaler: ``minmax``, ``standard``, ``log1p``, ``db`` (pysteps's dB transform, then
             min-max) or ``none`` (fitted on the training part).
         fill_nan: replace NaN/inf in the data by this number (otherwise they are an error).
@@ -108,6 +125,16 @@ class FitConfig:
     output_steps: int = 3
     stride: int = 1
     gap: int = 0
+    closeness: Optional[int] = None
+    period: Optional[int] = None
+    trend: Optional[int] = None
+    period_interval: Optional[int] = None
+    trend_interval: Optional[int] = None
+    steps_per_day: Optional[int] = None
+    calendar: Optional[bool] = None
+    holidays: Optional[str] = None
+    external: List[str] = field(default_factory=list)
+    external_data: Optional[str] = None
     split: List[float] = field(default_factory=lambda: [0.7, 0.1, 0.2])
     scaler: str = "minmax"
     fill_nan: Optional[float] = None
@@ -204,6 +231,17 @@ class FitConfig:
             self.layout = self.layout.upper()
         choice("layout", LAYOUTS, lower=False)
         integer("input_steps", 1); integer("output_steps", 1); integer("stride", 1); integer("gap", 0)
+        integer("closeness", 1, optional=True); integer("period", 0, optional=True); integer("trend", 0, optional=True)
+        integer("period_interval", 1, optional=True); integer("trend_interval", 1, optional=True)
+        integer("steps_per_day", 1, optional=True)
+        if self.calendar is not None and not isinstance(self.calendar, bool):
+            raise ValueError(f"calendar must be true, false or null (automatic); got {self.calendar!r}")
+        text("holidays"); text("external_data")
+        ext = [self.external] if isinstance(self.external, str) else (self.external or [])
+        if not isinstance(ext, (list, tuple)) or not all(isinstance(k, str) and k for k in ext):
+            raise ValueError(f"external must be a list of keys (arrays in the data file or external_data); "
+                             f"got {self.external!r}")
+        self.external = list(ext)
         split = self.split
         if (not isinstance(split, (list, tuple)) or len(split) != 3 or not all(_is_num(f) for f in split)
                 or any(f < 0 for f in split) or abs(sum(split) - 1.0) > 1e-6 or split[0] <= 0):

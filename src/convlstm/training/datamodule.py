@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .. import data as _data
 from .._errors import ParameterError
+from .multiscale import MultiScale, load_times
 
 __all__ = ["GridDataModule", "SequenceDataset", "run_source_options"]
 
@@ -102,7 +103,15 @@ class GridDataModule(pl.LightningDataModule):
     not, ``None`` (auto) decides at :meth:`setup`: on when the training part has no negative
     value; :attr:`nonnegative_reason` says why (for the log).
 
-    Shapes: ``x`` :math:`(B, T_{in}, H, W, C)`, ``y`` :math:`(B, T_{out}, H, W, C)`, in scaled units.
+    ``multiscale`` (a :class:`~convlstm.training.multiscale.MultiScale`) asks for closeness,
+    period and trend samples (:class:`convlstm.data.MultiScaleWindowDataset`: a sample belongs to
+    the part of its target, its inputs may reach back into earlier parts) and calendar / external
+    features; ``timestamps`` gives an in-memory ``series`` its time stamps (a file's are read from
+    it). :attr:`streams` and :attr:`num_features` say what was built.
+
+    Shapes: ``x`` :math:`(B, T_{in}, H, W, C)`, ``y`` :math:`(B, T_{out}, H, W, C)`, in scaled units;
+    with features, batches are ``(x, y, f)`` with ``f`` :math:`(B, F)`. For multi-scale samples
+    :math:`T_{in} = l_q + l_p + l_c` (trend, period, closeness frames, in that order).
 
     Example::
 
@@ -116,7 +125,8 @@ class GridDataModule(pl.LightningDataModule):
                  stride: int = 1, gap: int = 0, split: Sequence[float] = (0.7, 0.1, 0.2),
                  scaler: str = "minmax", fill_nan: Optional[float] = None, batch_size: int = 16,
                  num_workers: int = 0, source: Optional[Dict[str, Any]] = None, conversion: Any = None,
-                 nonnegative: Optional[bool] = None, units: str = "") -> None:
+                 nonnegative: Optional[bool] = None, units: str = "",
+                 multiscale: Optional[MultiScale] = None, timestamps: Any = None) -> None:
         super().__init__()
         given = [n for n, v in (("series", series), ("path", path), ("sequences", sequences)) if v is not None]
         if len(given) != 1:
@@ -156,6 +166,12 @@ class GridDataModule(pl.LightningDataModule):
             source = ({"kind": "file", "path": str(Path(path).resolve()), "key": key, "layout": layout}
                       if path is not None else {"kind": "sequences" if sequences is not None else "array"})
         self.source = dict(source)
+        self.multiscale = multiscale if multiscale is not None else MultiScale(period=0, trend=0)
+        if self.multiscale.explicit and sequences is not None:
+            raise ValueError("closeness/period/trend, calendar and external features need one long series (a file "
+                             "or series=), not separate sequences")
+        self.timestamps = timestamps
+        self.times: Optional[np.ndarray] = None            # the series' time stamps, datetime64[m]
         self.scaler: Any = None
         self.climatology: Optional[np.ndarray] = None    # mean training frame, data units
         # per-cell means for each hour of the day (24, rows, cols, channels), when the file has time stamps
@@ -206,9 +222,20 @@ class GridDataModule(pl.LightningDataModule):
         scaler = _data.make_scaler(self.scaler_name)
         if self.mode == "series":
             n = int(self.series.shape[0])
+            self.times = (load_times(self.path, n) if self.timestamps is None
+                          else _data.parse_timestamps(self.timestamps))
+            if self.times is not None and len(self.times) != n:
+                raise ValueError(f"timestamps has {len(self.times)} values for a series of {n} steps")
+            multiscale = self.multiscale.resolve(n, self.times, self.input_steps, self.gap,
+                                                 (0, int(round(n * self.split[0]))), self.path)
+            if multiscale:
+                self.input_steps = sum(self.multiscale.streams)
             try:
-                self.parts = _data.chronological_split(n, self.input_steps, self.output_steps,
-                                                       fractions=self.split, gap=self.gap)
+                if multiscale:  # a part needs room for one target only: its inputs may reach back into earlier parts
+                    self.parts = _data.chronological_split(n, 1, self.output_steps, fractions=self.split)
+                else:
+                    self.parts = _data.chronological_split(n, self.input_steps, self.output_steps,
+                                                           fractions=self.split, gap=self.gap)
             except ValueError as exc:
                 raise ParameterError("split", f"split={list(self.split)}: {exc}",
                                      also=("input_steps", "gap", "output_steps")) from None
@@ -241,18 +268,27 @@ class GridDataModule(pl.LightningDataModule):
             self.nonnegative = bool(self.value_range[0] >= 0)
             self.nonnegative_reason = (f"nonnegative=auto: the training part's minimum is {self.value_range[0]:g}"
                                        f"{'' if self.nonnegative else ' (negative)'}")
-        if self.mode == "series" and self.path is not None:
+        if self.mode == "series" and self.times is not None:
             self._fit_climatology_by_hour(*fit_range)
         for name, (lo, hi) in self.parts.items():
             if hi <= lo:
                 continue
-            if self.mode == "series":
+            if self.multiscale.active:
+                self.datasets[name] = self.multiscale.dataset(self.series, self.output_steps, lo, hi, self.stride,
+                                                              self.gap, scaler)
+            elif self.mode == "series":
                 self.datasets[name] = _data.WindowDataset(self.series, self.input_steps, self.output_steps,
                                                           start=lo, stop=hi, stride=self.stride, gap=self.gap,
                                                           scaler=scaler)
             else:
                 self.datasets[name] = SequenceDataset(self.sequences, self.input_steps, self.output_steps,
                                                       start=lo, stop=hi, gap=self.gap, scaler=scaler)
+        if self.multiscale.active and len(self.datasets["train"]) == 0:
+            c, p, t = self.multiscale.streams
+            raise ValueError(f"no training sample: with closeness {c}, period {p} x {self.multiscale.period_interval} "
+                             f"and trend {t} x {self.multiscale.trend_interval} steps every lag of the training part's "
+                             f"{self.parts['train'][1]} steps reaches before the series' start; use a smaller "
+                             f"--period/--trend, or a longer series")
         self._ready = True
 
     @property
@@ -260,6 +296,16 @@ class GridDataModule(pl.LightningDataModule):
         """``(rows, cols, channels)`` of a frame."""
         shape = self.series.shape if self.mode == "series" else self.sequences.shape[1:]
         return tuple(int(s) for s in shape[1:4])
+
+    @property
+    def streams(self) -> Optional[Tuple[int, int, int]]:
+        """``(closeness, period, trend)`` of multi-scale samples; ``None`` for plain windows."""
+        return self.multiscale.streams if self.multiscale.active else None
+
+    @property
+    def num_features(self) -> int:
+        """Features per sample (calendar, external); batches are then ``(x, y, features)``."""
+        return self.multiscale.num_features if self.multiscale.active else 0
 
     @property
     def has_val(self) -> bool:
@@ -296,14 +342,9 @@ class GridDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------ checkpoint state
     def _fit_climatology_by_hour(self, start: int, stop: int) -> None:
-        """Read the file's time stamps (if any) and, unless a checkpoint gave them, average the
-        training frames per cell and hour of the day: the climatology baseline for daily cycles."""
-        try:
-            hours = _data.hours_of_day(_data.load_timestamps(self.path))
-        except (ValueError, KeyError, OSError):
-            hours = None
-        if hours is None or len(hours) != int(self.series.shape[0]):
-            return
+        """From the series' time stamps and, unless a checkpoint gave them, average the training
+        frames per cell and hour of the day: the climatology baseline for daily cycles."""
+        hours = _data.hours_of_day(self.times)
         self.hours = hours
         if self.climatology_by_hour is None:
             from ..metrics import ClimatologyByTimeOfDay
@@ -357,6 +398,7 @@ class GridDataModule(pl.LightningDataModule):
             "conversion": self.conversion.state_dict(),
             "nonnegative": self.nonnegative,
             "units": self.units,
+            **({"multiscale": self.multiscale.state_dict()} if self.multiscale.active else {}),
         }
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
@@ -406,7 +448,8 @@ class GridDataModule(pl.LightningDataModule):
                                   stride=state["stride"], gap=state["gap"], split=state["split"],
                                   scaler=state["scaler_name"], fill_nan=state.get("fill_nan"),
                                   batch_size=batch_size or state.get("batch_size", 16),
-                                  conversion=state.get("conversion"))
+                                  conversion=state.get("conversion"),
+                                  multiscale=MultiScale.from_state(state.get("multiscale")))
         if sequences is not None or (series is None and path is None):
             dm = cls(sequences=sequences, **kw)
         elif series is not None:

@@ -40,10 +40,14 @@ def _factory_params(name: str) -> Optional[set]:
 
 
 def build_model(name: str, options: Optional[Dict[str, Any]] = None, *, input_steps: Optional[int] = None,
-                output_steps: Optional[int] = None, frame_shape: Optional[Sequence[int]] = None) -> nn.Module:
+                output_steps: Optional[int] = None, frame_shape: Optional[Sequence[int]] = None,
+                streams: Optional[Sequence[int]] = None, num_features: int = 0) -> nn.Module:
     """``convlstm.models.create(name, **options)``, with the data's shape filled in where the model
     takes it and ``options`` does not set it: ``in_channels``/``channels`` from the frames'
-    channels, ``frame_size`` from their rows and cols, ``input_steps`` and ``output_steps``."""
+    channels, ``frame_size`` from their rows and cols, ``input_steps`` and ``output_steps``, and
+    for multi-scale samples ``streams`` (closeness, period, trend) and ``num_features``. A model
+    that does not take ``streams`` reads the stacked frames as one sequence; one that does not
+    take ``num_features`` cannot be given features (an error says which model can)."""
     from .. import models
 
     options = dict(options or {})
@@ -58,6 +62,13 @@ def build_model(name: str, options: Optional[Dict[str, Any]] = None, *, input_st
         auto["input_steps"] = int(input_steps)
     if output_steps is not None:
         auto["output_steps"] = int(output_steps)
+    if streams is not None:
+        auto["streams"] = [int(v) for v in streams]
+    if num_features:
+        if accepted is not None and "num_features" not in accepted:
+            raise ValueError(f"model={name!r} does not take calendar or external features ({num_features} per "
+                             f"sample from --calendar/--holidays/--external); use --model st-convlstm, or drop them")
+        auto["num_features"] = int(num_features)
     for k, v in auto.items():
         if k not in options and (accepted is None or k in accepted):
             options[k] = v
@@ -102,7 +113,8 @@ class ForecastModule(pl.LightningModule):
                  model_options: Optional[Dict[str, Any]] = None, input_steps: Optional[int] = None,
                  output_steps: Optional[int] = None, frame_shape: Optional[Sequence[int]] = None,
                  loss: str = "mse", loss_options: Optional[Dict[str, Any]] = None, lr: float = 1e-3,
-                 weight_decay: float = 0.0, scheduler: str = "none", scheduled_sampling: float = 0.0) -> None:
+                 weight_decay: float = 0.0, scheduler: str = "none", scheduled_sampling: float = 0.0,
+                 streams: Optional[Sequence[int]] = None, num_features: int = 0) -> None:
         super().__init__()
         if not isinstance(loss, str) or loss.lower() not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
@@ -121,7 +133,7 @@ class ForecastModule(pl.LightningModule):
             raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
         if isinstance(model, str):
             self.model = build_model(model, model_options, input_steps=input_steps, output_steps=output_steps,
-                                     frame_shape=frame_shape)
+                                     frame_shape=frame_shape, streams=streams, num_features=num_features)
             model_name: Optional[str] = model
         elif isinstance(model, nn.Module):
             self.model = model
@@ -143,7 +155,9 @@ class ForecastModule(pl.LightningModule):
             "frame_shape": None if frame_shape is None else [int(v) for v in frame_shape],
             "loss": loss.lower(), "loss_options": loss_options, "lr": float(lr), "weight_decay": float(weight_decay),
             "scheduler": scheduler.lower(), "scheduled_sampling": float(scheduled_sampling),
+            "streams": None if streams is None else [int(v) for v in streams], "num_features": int(num_features),
         })
+        self.num_features = int(num_features)
 
     def setup(self, stage: str) -> None:
         """Map the ``balanced`` loss's thresholds (data units) into the scaled units the model
@@ -163,8 +177,9 @@ class ForecastModule(pl.LightningModule):
             channels = dm.sample_shape[-1]
         self.loss_fn.set_value_transform(scaler.transform, channels=int(channels or 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+    def forward(self, x: torch.Tensor, features: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The model's forecast; ``features`` (B, F) only for a model built with ``num_features``."""
+        return self.model(x) if features is None else self.model(x, features)
 
     def teacher_forcing(self) -> float:
         r"""The probability :math:`q` of feeding the true frame instead of the forecast to the
@@ -179,9 +194,10 @@ class ForecastModule(pl.LightningModule):
         return max(0.0, 1.0 - self.global_step / (s * total))
 
     def _step(self, batch: Tuple[torch.Tensor, torch.Tensor], training: bool = False) -> torch.Tensor:
-        x, y = batch
+        x, y = batch[0], batch[1]
+        features = batch[2] if len(batch) > 2 else None
         q = self.teacher_forcing() if training else 0.0
-        pred = self.model(x, targets=y, teacher_forcing=q) if q > 0 else self(x)
+        pred = self.model(x, targets=y, teacher_forcing=q) if q > 0 else self(x, features)
         if pred.shape != y.shape:
             raise ValueError(f"the model returned shape {tuple(pred.shape)} for input {tuple(x.shape)}, but the "
                              f"targets have shape {tuple(y.shape)}; check the model's output_steps and channels")
@@ -202,8 +218,9 @@ class ForecastModule(pl.LightningModule):
         self.log("test_loss", self._step(batch), on_epoch=True, sync_dist=True, batch_size=batch[0].shape[0])
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self(x)
+        if isinstance(batch, (tuple, list)):
+            return self(batch[0], batch[2] if len(batch) > 2 else None)
+        return self(batch)
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> Any:
         out = super().optimizer_step(*args, **kwargs)

@@ -1,0 +1,217 @@
+r"""Multi-scale samples for :class:`~convlstm.training.GridDataModule`: which closeness, period
+and trend streams a run uses, their intervals, and the per-sample features (calendar of the
+target time, external series of the last observed step).
+
+:class:`MultiScale` turns the options of :class:`~convlstm.training.FitConfig` into
+:class:`convlstm.data.MultiScaleWindowDataset` parts, and back into plain data for checkpoints.
+
+Feature layout, per sample, :math:`F = 6 [\text{calendar}] + \sum_k F_k` columns:
+:data:`convlstm.data.CALENDAR_FEATURES` of the first target step (when ``calendar`` or
+``holidays`` is on), then each external series ``k`` (``(T,)`` or ``(T, F_k)``, min-max scaled
+with the training part's range) at the sample's last observed step :math:`t - g - 1`.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .. import data as _data
+
+__all__ = ["MultiScale", "auto_streams", "load_times"]
+
+
+def load_times(path: Optional[str], n_time: int) -> Optional[np.ndarray]:
+    """The file's time stamps as ``datetime64[m]``, or ``None`` when it has none (or they cannot
+    be read, or their count is not the series' length)."""
+    if path is None:
+        return None
+    try:
+        times = _data.parse_timestamps(_data.load_timestamps(path))
+    except (ValueError, KeyError, OSError):
+        return None
+    return times if len(times) == n_time else None
+
+
+def auto_streams(steps_per_day: Optional[int], train_steps: int) -> Tuple[int, int]:
+    """``(period, trend)`` for ``period=None`` / ``trend=None`` with a model that takes the streams
+    and features (``st-convlstm``; :class:`MultiScale` ``automatic=True``): ``(1, 1)``
+    (ST-ResNet's BikeNYC setting: yesterday's and last week's frame at the target's time) when the
+    series has a known day (time stamps or ``steps_per_day``) and its training part holds at least
+    two weeks, so at most half of the training samples are dropped for their week-old lag;
+    otherwise ``(0, 0)``. With time stamps the calendar features come on with them.
+
+    Why (``benchmarks/st_protocol.py``, ``docs/crowd-flow.md``, 2026-11-30): on BikeNYC the period
+    and trend frames lower ``st-convlstm``'s test RMSE by 11% (12.6% with the calendar) for the
+    same budget, but do not help ``convlstm-warp`` (+0.8%, within noise), which therefore keeps its
+    plain windows by default; a radar afternoon (5-minute steps, 92 frames) has no earlier day.
+
+    Example::
+
+        >>> auto_streams(24, 1000), auto_streams(288, 64), auto_streams(None, 5000)
+        ((1, 1), (0, 0), (0, 0))
+    """
+    if steps_per_day is None or train_steps < 2 * 7 * steps_per_day:
+        return 0, 0
+    return 1, 1
+
+
+class MultiScale:
+    """The multi-scale options of a run. ``None`` options are automatic (:func:`auto_streams`) when
+    ``automatic`` is True (the run's model takes streams and features), else off (0, False)."""
+
+    def __init__(self, closeness: Optional[int] = None, period: Optional[int] = None, trend: Optional[int] = None,
+                 period_interval: Optional[int] = None, trend_interval: Optional[int] = None,
+                 steps_per_day: Optional[int] = None, calendar: Optional[bool] = None,
+                 holidays: Any = None, external: Sequence[str] = (), external_data: Optional[str] = None,
+                 external_range: Optional[Dict[str, List[List[float]]]] = None, automatic: bool = False) -> None:
+        self.closeness, self.period, self.trend = closeness, period, trend
+        self.period_interval, self.trend_interval, self.steps_per_day = period_interval, trend_interval, steps_per_day
+        self.calendar = calendar
+        if isinstance(holidays, (list, tuple)):
+            self.holidays: Optional[np.ndarray] = np.asarray(holidays, dtype="datetime64[D]")
+        elif holidays is not None:
+            self.holidays = _data.read_holidays(holidays)
+        else:
+            self.holidays = None
+        self.external = list(external or ())
+        self.external_data = external_data
+        self.external_range = dict(external_range or {})
+        self.automatic = bool(automatic)   # None options resolved by auto_streams (a model that uses them)
+        self.streams: Tuple[int, int, int] = (0, 0, 0)
+        self.num_features = 0
+        self.feature_names: List[str] = []
+        self.features: Optional[np.ndarray] = None
+        self.active = False
+        self._train: Tuple[int, int] = (0, 0)
+
+    @property
+    def explicit(self) -> bool:
+        """True when an option asks for multi-scale samples whatever the data."""
+        return (self.closeness is not None or bool(self.period) or bool(self.trend) or bool(self.calendar)
+                or self.holidays is not None or bool(self.external))
+
+    def resolve(self, n_time: int, times: Optional[np.ndarray], input_steps: int, gap: int, train: Tuple[int, int],
+                path: Optional[str]) -> bool:
+        """Fix the streams, intervals and features for a series of ``n_time`` steps with
+        ``times`` (or None) whose training part is ``train``; returns :attr:`active`."""
+        spd = self.steps_per_day
+        if spd is None and times is not None:
+            try:
+                spd = _data.steps_per_day(times)
+            except ValueError:
+                spd = None
+        auto_p, auto_t = auto_streams(spd, train[1] - train[0]) if self.automatic else (0, 0)
+        period = auto_p if self.period is None else self.period
+        trend = auto_t if self.trend is None else self.trend
+        calendar = self.calendar
+        if calendar is None:
+            calendar = bool(self.automatic and times is not None and (period or trend))
+        if not (self.explicit or period or trend):
+            return False
+        closeness = input_steps if self.closeness is None else self.closeness
+        p_int = self.period_interval if self.period_interval is not None else spd
+        t_int = self.trend_interval if self.trend_interval is not None else (None if spd is None else 7 * spd)
+        for name, count, interval in (("period", period, p_int), ("trend", trend, t_int)):
+            if count and interval is None:
+                raise ValueError(f"--{name} {count} needs the {name}'s interval: the data has no time stamps "
+                                 f"that give the length of a day; give --{name}-interval STEPS or --steps-per-day N")
+        if (calendar or self.holidays is not None) and times is None:
+            raise ValueError("--calendar and --holidays need time stamps in the data file (an array named time, "
+                             "times, date, dates, timestamp or timestamps, one per step, as datetime64 or "
+                             "YYYYMMDDhhmm / DeepST YYYYMMDDss / ISO strings); this data has none that can be read")
+        self.streams = (int(closeness), int(period), int(trend))
+        self.period_interval = int(p_int) if period else self.period_interval
+        self.trend_interval = int(t_int) if trend else self.trend_interval
+        self.steps_per_day = spd
+        self.calendar = bool(calendar or self.holidays is not None)
+        self._train = train
+        self.features, self.feature_names = self.feature_rows(np.arange(n_time), times, n_time, gap, path)
+        self.num_features = len(self.feature_names)
+        self.active = True
+        return True
+
+    def feature_rows(self, targets: np.ndarray, times: Optional[np.ndarray], n_time: int, gap: int,
+                     path: Optional[str]) -> Tuple[Optional[np.ndarray], List[str]]:
+        """The feature rows ``(len(targets), F)`` (``None`` without features) of samples whose first
+        target steps are ``targets`` in a series of ``n_time`` steps with ``times``; a target may lie
+        up to ``gap + 1`` steps after the series' end (a forecast), its time stamp continuing the
+        series' step. Returns the rows and the column names."""
+        targets = np.asarray(targets, dtype=np.int64)
+        columns, names = [], []
+        if self.calendar:
+            if times is None:
+                raise ValueError("the model was trained with calendar features: the data needs its time stamps")
+            step = np.timedelta64(1440 // int(self.steps_per_day or _data.steps_per_day(times)), "m")
+            stamps = times[np.minimum(targets, n_time - 1)] + np.maximum(targets - n_time + 1, 0) * step
+            columns.append(_data.calendar_features(stamps, self.holidays))
+            names += list(_data.CALENDAR_FEATURES)
+        for key in self.external:
+            values = self._external(key, n_time, path)
+            last = targets - gap - 1                         # the last observed step of each sample
+            rows = np.zeros((len(targets), values.shape[1]))
+            ok = last >= 0
+            rows[ok] = values[last[ok]]
+            columns.append(rows)
+            names += [key] if values.shape[1] == 1 else [f"{key}[{i}]" for i in range(values.shape[1])]
+        return (np.concatenate(columns, axis=1).astype(np.float32) if columns else None), names
+
+    def _external(self, key: str, n_time: int, path: Optional[str]) -> np.ndarray:
+        """The external series ``key`` (T, F_k), min-max scaled with the training part's range."""
+        source = self.external_data or path
+        if source is None:
+            raise ValueError(f"--external {key}: no file to read it from; give --external-data FILE")
+        values = np.asarray(_data.load_array(source, key))
+        if values.dtype.kind not in "iuf" or values.ndim not in (1, 2) or values.shape[0] != n_time:
+            raise ValueError(f"--external {key}: expected numbers shaped (T,) or (T, F) with T = {n_time} (the "
+                             f"series' steps), got dtype {values.dtype} and shape {values.shape} in {source}")
+        values = values.reshape(n_time, -1).astype(np.float64)
+        if not np.isfinite(values).all():
+            raise ValueError(f"--external {key}: the series holds NaN or inf values; fill them first")
+        if key not in self.external_range:
+            part = values[self._train[0]:self._train[1]]
+            self.external_range[key] = [part.min(axis=0).tolist(), part.max(axis=0).tolist()]
+        lo, hi = (np.asarray(v, dtype=np.float64) for v in self.external_range[key])
+        return (values - lo) / np.where(hi > lo, hi - lo, 1.0)
+
+    def lags(self, gap: int) -> np.ndarray:
+        """The stacked input offsets (trend, period, closeness) relative to the first target."""
+        c, p, t = self.streams
+        return _data.stacked_lags(_data.multiscale_offsets(c, p, t, period_interval=self.period_interval,
+                                                           trend_interval=self.trend_interval, gap=gap))
+
+    def dataset(self, series: Any, output_steps: int, start: int, stop: int, stride: int, gap: int,
+                scaler: Any) -> "_data.MultiScaleWindowDataset":
+        c, p, t = self.streams
+        return _data.MultiScaleWindowDataset(series, output_steps, closeness=c, period=p, trend=t,
+                                             period_interval=self.period_interval, trend_interval=self.trend_interval,
+                                             start=start, stop=stop, stride=stride, gap=gap, scaler=scaler,
+                                             features=self.features)
+
+    def describe(self, datasets: Dict[str, Any]) -> str:
+        """One line for the log: streams, intervals, features and samples per part (dropped)."""
+        c, p, t = self.streams
+        parts = ", ".join(f"{name} {len(ds)}" + (f" ({ds.dropped} dropped: lags before the series' start)"
+                                                 if ds.dropped else "") for name, ds in datasets.items())
+        feats = f"; features {self.feature_names}" if self.num_features else ""
+        return (f"multi-scale samples: closeness {c}, period {p} x {self.period_interval} steps, trend {t} x "
+                f"{self.trend_interval} steps{feats}; samples {parts}")
+
+    def state_dict(self) -> Dict[str, Any]:
+        c, p, t = self.streams
+        return {"closeness": c, "period": p, "trend": t, "period_interval": self.period_interval,
+                "trend_interval": self.trend_interval, "steps_per_day": self.steps_per_day,
+                "calendar": bool(self.calendar),
+                "holidays": None if self.holidays is None else [str(d) for d in self.holidays],
+                "external": list(self.external), "external_data": self.external_data,
+                "external_range": {k: [list(map(float, v[0])), list(map(float, v[1]))]
+                                   for k, v in self.external_range.items()}}
+
+    @classmethod
+    def from_state(cls, state: Optional[Dict[str, Any]]) -> "MultiScale":
+        """Rebuild the options of :meth:`state_dict` (to be resolved again on the data)."""
+        if not state:
+            return cls(period=0, trend=0)
+        ms = cls(**state)
+        ms.streams = (int(state["closeness"]), int(state["period"]), int(state["trend"]))
+        return ms
