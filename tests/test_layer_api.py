@@ -193,7 +193,7 @@ def test_input_dtypes_are_cast_to_the_layer_dtype(dtype):
 
 
 def _explicit_convlstm_2d(layer, x):
-    """Keras's step written out in float64 with plain ``F.conv2d`` (``'same'``, 3x3, stride 1):
+    r"""Keras's step written out in float64 with plain ``F.conv2d`` (``'same'``, 3x3, stride 1):
     :math:`[i, f, g, o] = W_x \star x_t + b + W_h \star h_{t-1}`, sigmoid gates, tanh candidate,
     :math:`c_t = f c_{t-1} + i g`, :math:`h_t = o \tanh c_t`; ``x`` is ``(B, T, rows, cols, C)``,
     the result the last ``h`` as ``(B, rows, cols, F)``."""
