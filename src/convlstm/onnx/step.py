@@ -1,21 +1,15 @@
-"""ONNX export of models built from the library's layers, and a streaming one-step export.
+"""Streaming export: one step of the recurrence, for deployments that receive frames one at a time.
 
-Whole sequences: any module made of :class:`convlstm.ConvLSTM1D` / ``2D`` / ``3D``,
-:class:`convlstm.Bidirectional`, the modules of :mod:`convlstm.keras` and ordinary torch layers
-exports with the standard :func:`torch.onnx.export` (the TorchDynamo exporter, ``dynamo=True``);
-:func:`export` is a thin wrapper that writes the file atomically. The time loop is unrolled, so the
-exported graph has the example's number of time steps.
-
-Streaming: deployments that receive frames one at a time export one step of the recurrence,
-:class:`StepModule`, with :func:`export_step`::
+:func:`export_step` exports :class:`StepModule`::
 
     inputs   x_t (B, *S, C) [channels_last] or (B, C, *S),   h, c (B, *S', F) or (B, F, *S')
     outputs  y_t, h_next, c_next      (y_t == h_next, as Keras's ConvLSTM output at step t)
 
-and feed ``h_next, c_next`` back in at the next frame (zeros at the first). Running the step
+Feed ``h_next, c_next`` back in at the next frame (zeros at the first). Running the step
 ``T`` times gives the layer's output sequence (``return_sequences=True``) and, after the last
 step, its ``return_state`` states. Dropout is not part of inference and is left out;
-``go_backwards`` and :class:`convlstm.Bidirectional` need the whole sequence and cannot stream.
+``go_backwards`` and :class:`convlstm.Bidirectional` need the whole sequence and cannot stream
+(export them whole with :func:`convlstm.onnx.export`).
 
 Example::
 
@@ -28,63 +22,16 @@ Example::
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import Optional, Sequence, Tuple, Union
+from typing import Tuple
 
 import torch
 import torch.nn as nn
 
-from ._io import atomic_path
-from .layers import ConvLSTM
+from ..layers import ConvLSTM
+from ._exporter import PathLike, run_exporter
+from .sequence import DEFAULT_OPSET, _at_least_two
 
-__all__ = ["export", "StepModule", "export_step", "DEFAULT_OPSET"]
-
-DEFAULT_OPSET = 18
-PathLike = Union[str, "os.PathLike[str]"]
-
-
-def _export(module: nn.Module, args: Tuple, path: PathLike, input_names, output_names, opset: int,
-            dynamic_batch: bool) -> Path:
-    path = Path(path)
-    kwargs = {}
-    if dynamic_batch:
-        batch = torch.export.Dim("batch", min=1, max=2 ** 16)
-        kwargs["dynamic_shapes"] = tuple({0: batch} for _ in args)
-    was_training = module.training
-    module.eval()
-    try:
-        with atomic_path(path) as tmp:
-            program = torch.onnx.export(module, args, dynamo=True, opset_version=opset, input_names=input_names,
-                                        output_names=output_names, verbose=False, **kwargs)
-            program.save(str(tmp))
-    finally:
-        module.train(was_training)
-    return path
-
-
-def export(module: nn.Module, path: PathLike, example_inputs, *, input_names: Optional[Sequence[str]] = None,
-           output_names: Optional[Sequence[str]] = None, opset_version: int = DEFAULT_OPSET,
-           dynamic_batch: bool = False) -> Path:
-    """Export ``module`` (in eval mode) to ONNX with :func:`torch.onnx.export` (``dynamo=True``).
-
-    Args:
-        module: a model built from the library's layers (a :class:`convlstm.keras.KerasModel` too).
-        path: the ``.onnx`` file, written atomically.
-        example_inputs: a tensor or a tuple of tensors, e.g. ``(B, T, H, W, C)``; the graph is
-            specialised to its time steps and spatial size.
-        input_names, output_names: ONNX names (default ``input_0, ...`` / torch's).
-        opset_version: ONNX opset (default 18).
-        dynamic_batch: make the batch axis of every input dynamic.
-
-    Returns:
-        the path written.
-    """
-    args = tuple(example_inputs) if isinstance(example_inputs, (list, tuple)) else (example_inputs,)
-    if input_names is None:
-        input_names = [f"input_{i}" for i in range(len(args))]
-    return _export(module, args, path, list(input_names), None if output_names is None else list(output_names),
-                   opset_version, dynamic_batch)
+__all__ = ["StepModule", "export_step"]
 
 
 class StepModule(nn.Module):
@@ -130,16 +77,29 @@ class StepModule(nn.Module):
 
 
 def export_step(layer: ConvLSTM, path: PathLike, example_frame: torch.Tensor, *,
-                opset_version: int = DEFAULT_OPSET, dynamic_batch: bool = False) -> Path:
+                opset_version: int = DEFAULT_OPSET, dynamic_batch: bool = True):
     """Export one step of ``layer`` (:class:`StepModule`) to ONNX: inputs ``x_t, h, c``, outputs
     ``y_t, h_next, c_next`` (see the module docstring for the streaming loop).
 
     Args:
         layer: a built ConvLSTM layer.
         path: the ``.onnx`` file, written atomically.
-        example_frame: one frame ``x_t`` of the input, e.g. ``(B, H, W, C)`` channels_last.
+        example_frame: one frame ``x_t`` of the input, e.g. ``(B, H, W, C)`` channels_last; the
+            graph is fixed to its spatial size.
+        opset_version: ONNX opset, 18 or more (default 18).
+        dynamic_batch: the batch axis of the three inputs is the symbol ``batch`` (any size,
+            whatever the example's, 1 included).
+
+    Returns:
+        the path written.
     """
     step = StepModule(layer)
     h = torch.zeros(step.state_shape(example_frame), dtype=layer.cell.weight_ih.dtype)
-    return _export(step, (example_frame, h, h.clone()), path, ["x_t", "h", "c"], ["y_t", "h_next", "c_next"],
-                   opset_version, dynamic_batch)
+    args = (example_frame, h, h.clone())
+    shapes = None
+    if dynamic_batch:
+        args = tuple(_at_least_two(t, 0) for t in args)
+        batch = torch.export.Dim("batch", min=1)
+        shapes = tuple({0: batch} for _ in args)
+    return run_exporter(step, args, path, input_names=["x_t", "h", "c"], output_names=["y_t", "h_next", "c_next"],
+                        opset=opset_version, dynamic_shapes=shapes, axis_names={(0, 0): "batch"} if dynamic_batch else None)
