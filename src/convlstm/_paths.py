@@ -94,7 +94,7 @@ Graph export (:mod:`convlstm.onnx`) runs every layer on one more schedule inside
 :func:`scan_time_loops`: the reference's, with the loop over time written as torch's ``scan``
 operator (``torch._higher_order_ops.scan``), which the ONNX exporter turns into an ONNX ``Scan``
 whose body is one step. The number of steps is then a dimension of the graph, not a constant.
-It is not a user-selectable ``implementation``: eager, it is slower than the others.
+It is not a user-selectable ``implementation`` (it was written for export, not measured for speed).
 """
 from __future__ import annotations
 
