@@ -10,7 +10,7 @@ when ``lscpu`` lists ``avx512_bf16`` or ``amx_bf16``). All runtimes use ``--thre
 (default: every core). Inputs are float32 ``(B, T, rows, cols, Cin)``, ``padding='same'``,
 ``return_sequences=True``; the times are medians of calls after a warm-up call.
 
-Usage (about 3 minutes on 2 cores)::
+Usage (6 s of timed calls per runtime and configuration by default, plus exports and warm-ups)::
 
     python benchmarks/inference.py                    # markdown table to stdout
     python benchmarks/inference.py --configs 0 1 --budget 2 --json inference.json
