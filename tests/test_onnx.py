@@ -1,6 +1,7 @@
 """ONNX export: one file per model, run in onnxruntime and OpenVINO for several numbers of time
 steps and batch sizes, against the torch model's own eager output (the truth); the unrolled
 graph, the streaming step, the CLI, the refusals and the missing-extra message."""
+import importlib
 import logging
 import sys
 import warnings
@@ -245,11 +246,19 @@ def test_cli_export_errors(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_missing_extra_says_what_to_install(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if not installed
+def test_missing_extra_says_what_to_install(tmp_path, monkeypatch, capsys):
+    """Without onnx / onnxscript: the module imports, its functions and the CLI say what to install."""
+    for name in ("onnx", "onnxscript"):
+        monkeypatch.setitem(sys.modules, name, None)  # as if not installed
+    for name in [m for m in sys.modules if m.startswith("convlstm.onnx")]:
+        monkeypatch.delitem(sys.modules, name)
+    fresh = importlib.import_module("convlstm.onnx")
     layer = convlstm.ConvLSTM2D(2, 3, in_channels=1)
-    with pytest.raises(ImportError, match=r'onnxscript.*pip install "convlstm\[onnx\]"'):
-        conx.export(layer, tmp_path / "m.onnx", torch.randn(1, 2, 5, 5, 1))
+    with pytest.raises(ImportError, match=r'onnx, onnxscript.*pip install "convlstm\[onnx\]"'):
+        fresh.export(layer, tmp_path / "m.onnx", torch.randn(1, 2, 5, 5, 1))
     with pytest.raises(ImportError, match=r'pip install "convlstm\[onnx\]"'):
-        conx.export_step(layer, tmp_path / "m.onnx", torch.randn(1, 5, 5, 1))
+        fresh.export_step(layer, tmp_path / "m.onnx", torch.randn(1, 5, 5, 1))
+    assert main(["export", str(FIXTURES / "k2_convlstm1d.h5"), "-o", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert 'pip install "convlstm[onnx]"' in err and "Traceback" not in err
     assert not (tmp_path / "m.onnx").exists()
