@@ -350,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--static-time", action="store_true",
                    help="the unrolled graph, fixed at the training input_steps (for runtimes that need static "
                         "shapes); the batch stays dynamic")
+    p.add_argument("--min-time", type=int, default=1, metavar="N",
+                   help="trace for at least N input steps, for models whose code branches on fewer "
+                        "(convlstm-warp: 3); the file then needs T >= N")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("models", formatter_class=_Formatter, help="list the ready models",
@@ -464,7 +467,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .onnx import describe
     from .onnx.sources import export_file
 
-    out = export_file(args.source, args.out, opset_version=args.opset, dynamic_time=not args.static_time)
+    out = export_file(args.source, args.out, opset_version=args.opset, dynamic_time=not args.static_time,
+                      min_time=args.min_time)
     print(f"wrote {out}")
     print(describe(out))
     return 0

@@ -121,14 +121,15 @@ def _channels_last(module: nn.Module) -> bool:
     return True
 
 
-def dynamic_examples(args: tuple, *, batch: bool, time: bool, spatial: bool, channels_last: bool = True):
+def dynamic_examples(args: tuple, *, batch: bool, time: bool, spatial: bool, channels_last: bool = True,
+                     min_time: int = 1):
     """The examples (sizes 1 along dynamic axes repeated to 2) and torch.export's ``dynamic_shapes``
-    for them: ``batch`` on axis 0 of every tensor, ``time`` on axis 1 of sequences and masks,
-    ``Dim.AUTO`` on the other axes but the channels' when ``spatial``."""
+    for them: ``batch`` on axis 0 of every tensor, ``time`` (at least ``min_time``) on axis 1 of
+    sequences and masks, ``Dim.AUTO`` on the other axes but the channels' when ``spatial``."""
     leaves, spec = pytree.tree_flatten(args)
     roles = _roles(leaves)
     b_dim = torch.export.Dim("batch", min=1) if batch else None
-    t_dim = torch.export.Dim("time", min=1) if time else None
+    t_dim = torch.export.Dim("time", min=min_time) if time else None
     new_leaves, shapes = [], []
     for t, role in zip(leaves, roles):
         if role is None:
@@ -156,7 +157,8 @@ def dynamic_examples(args: tuple, *, batch: bool, time: bool, spatial: bool, cha
 
 def export(module: nn.Module, path: PathLike, example_inputs, *, input_names: Optional[Sequence[str]] = None,
            output_names: Optional[Sequence[str]] = None, opset_version: int = DEFAULT_OPSET,
-           dynamic_batch: bool = True, dynamic_time: bool = True, dynamic_spatial: Union[bool, str] = "auto"):
+           dynamic_batch: bool = True, dynamic_time: bool = True, dynamic_spatial: Union[bool, str] = "auto",
+           min_time: int = 1):
     r"""Export ``module`` (in eval mode) to an ONNX file that runs on any batch size and any
     number of time steps.
 
@@ -181,6 +183,11 @@ def export(module: nn.Module, path: PathLike, example_inputs, *, input_names: Op
             the model's code depends on the frame size, as ``convlstm-warp``'s block matching
             does), ``False`` fixed at the example's, ``"auto"`` (default) symbolic when the model
             allows it, else fixed with a warning that says why.
+        min_time: the fewest time steps the graph is traced for (default 1). A model whose code
+            branches on small :math:`T` (``convlstm-warp``: one frame, two frames) exports for
+            :math:`T \ge` ``min_time`` (3 for ``convlstm-warp``); the graph cannot check it, so
+            the file's metadata records it (``convlstm.min_time``) and fewer steps are the
+            caller's to avoid. The example needs at least ``min_time`` steps.
 
     Returns:
         the path written.
@@ -208,9 +215,14 @@ def export(module: nn.Module, path: PathLike, example_inputs, *, input_names: Op
     lifted = _input_steps(module) if dynamic_time else {}
     if dynamic_spatial not in (True, False, "auto"):
         raise ValueError(f"dynamic_spatial must be True, False or 'auto', got {dynamic_spatial!r}")
+    if isinstance(min_time, bool) or not isinstance(min_time, int) or min_time < 1:
+        raise ValueError(f"min_time (CLI: --min-time) must be an int >= 1, got {min_time!r}")
     if not dynamic_time:
         dynamic_spatial = False
-    metadata = {"convlstm.dynamic_time": str(bool(dynamic_time))}
+    steps = int(next(t for t in pytree.tree_leaves(args) if isinstance(t, torch.Tensor)).shape[1])
+    if dynamic_time and steps < min_time:
+        raise ValueError(f"the example has {steps} time steps, fewer than min_time={min_time}")
+    metadata = {"convlstm.dynamic_time": str(bool(dynamic_time)), "convlstm.min_time": str(min_time)}
     metadata.update({f"convlstm.input_steps{'.' + k if k else ''}": str(v) for k, v in lifted.items()})
     context = _paths.scan_time_loops if dynamic_time else contextlib.nullcontext
 
@@ -222,7 +234,8 @@ def export(module: nn.Module, path: PathLike, example_inputs, *, input_names: Op
 
     def run(spatial: bool):
         examples, shapes = dynamic_examples(args, batch=bool(dynamic_batch), time=bool(dynamic_time),
-                                            spatial=spatial, channels_last=_channels_last(module))
+                                            spatial=spatial, channels_last=_channels_last(module),
+                                            min_time=min_time)
         try:
             return run_exporter(module, examples, path, input_names=input_names, output_names=output_names,
                                 opset=opset_version, dynamic_shapes=shapes if dynamic_batch or dynamic_time else None,
@@ -234,8 +247,10 @@ def export(module: nn.Module, path: PathLike, example_inputs, *, input_names: Op
                     raise ValueError(
                         f"convlstm.onnx.export: {type(module).__name__}'s code depends on the {axis} axis's size "
                         f"(torch.export: {_first_guard(err)}), so one graph cannot serve every {axis} size; "
-                        f"export with {flag}=False for a graph fixed at the example's"
-                        + (" (CLI: convlstm export --static-time)" if axis == "time" else "")) from err
+                        + ("pass min_time=N (CLI: --min-time N) if the guard holds from N steps on "
+                           "(convlstm-warp: 3), or dynamic_time=False (CLI: --static-time) for a graph fixed at "
+                           "the example's" if axis == "time" else
+                           f"export with {flag}=False for a graph fixed at the example's")) from err
             raise
 
     if dynamic_spatial != "auto":

@@ -43,8 +43,10 @@ def load_for_export(source: PathLike) -> Tuple[nn.Module, tuple, list]:
 
 
 def export_file(source: PathLike, out: PathLike, *, opset_version: int = DEFAULT_OPSET,
-                dynamic_time: bool = True) -> Path:
-    """Export the model in ``source`` (see :func:`load_for_export`) to ``out``; time and batch
-    dynamic unless ``dynamic_time=False`` (batch still dynamic)."""
+                dynamic_time: bool = True, min_time: int = 1) -> Path:
+    """Export the model in ``source`` (see :func:`load_for_export`) to ``out`` with
+    :func:`convlstm.onnx.export`: time and batch dynamic unless ``dynamic_time=False`` (batch
+    still dynamic); ``min_time`` as there."""
     model, example, names = load_for_export(source)
-    return export(model, out, example, input_names=names, opset_version=opset_version, dynamic_time=dynamic_time)
+    return export(model, out, example, input_names=names, opset_version=opset_version, dynamic_time=dynamic_time,
+                  min_time=min_time)
