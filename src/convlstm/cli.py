@@ -348,8 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", required=True, metavar="FILE", help="the .onnx file to write")
     p.add_argument("--opset", type=int, default=18, metavar="N", help="ONNX opset (18 or more)")
     p.add_argument("--static-time", action="store_true",
-                   help="the unrolled graph, fixed at the training input_steps (for runtimes that need static "
-                        "shapes); the batch stays dynamic")
+                   help="the unrolled graph, fixed at the example's time steps (a run's input_steps, a Keras "
+                        "file's input shape), for runtimes that need static shapes; the batch stays dynamic")
     p.add_argument("--min-time", type=int, default=1, metavar="N",
                    help="trace for at least N input steps, for models whose code branches on fewer "
                         "(convlstm-warp: 3); the file then needs T >= N")
