@@ -72,6 +72,10 @@ def run_exporter(module: nn.Module, args: Tuple, path: PathLike, *, input_names:
     module.eval()
     try:
         with quiet_exporter():
+            # torch's scan traces its body with dynamo, whose cache of that function (one code
+            # object for every layer) outlives an export: after several exports it stopped keeping
+            # the time axis symbolic ("specialized to a constant"). Each export starts clean.
+            torch._dynamo.reset()
             try:
                 with context():
                     exported = torch.export.export(module, args, strict=False,

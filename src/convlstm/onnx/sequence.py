@@ -192,6 +192,10 @@ def export(module: nn.Module, path: PathLike, example_inputs, *, input_names: Op
     Returns:
         the path written.
 
+    Each export starts with ``torch._dynamo.reset()`` (torch's ``scan`` traces its body with
+    dynamo, whose cache, kept from an earlier export, made a later one fix the time axis), which
+    also clears the caches of models compiled with :func:`torch.compile` in this process.
+
     The registry models' ``input_steps`` check (the :math:`T` they were trained on) is not part of
     the graph; the file's metadata records it (``convlstm.input_steps``). Their forecast steps
     are fixed by the model.
