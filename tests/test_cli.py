@@ -105,6 +105,24 @@ def test_fit_evaluate_predict_from_the_command_line(capsys, tmp_path):
     code, _, err = run(capsys, "predict", str(run_dir), str(data), "--layout", "THWC", "--out", str(tmp_path / "g.npy"))
     assert code == 2 and "layout" in err
 
+    # the run's network as one ONNX file for any batch and T, equal to the checkpoint's network
+    code, out, err = run(capsys, "export", str(run_dir), "-o", str(tmp_path / "run.onnx"))
+    assert code == 0, err
+    assert "(batch, time, " in out
+    import onnxruntime as ort
+    import torch
+
+    from convlstm.training.api import load_module
+
+    network = load_module(run_dir)[0].model
+    sess = ort.InferenceSession(str(tmp_path / "run.onnx"), providers=["CPUExecutionProvider"])
+    for b, t in ((1, 1), (3, 3), (3, 9)):
+        x = torch.rand(b, t, 12, 12, 1)
+        with torch.no_grad():
+            ref = network(x).numpy()
+        got = sess.run(None, {"x": x.numpy()})[0]
+        assert got.shape == ref.shape and np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
+
 
 def test_models_command(capsys):
     code, out, _ = run(capsys, "models")

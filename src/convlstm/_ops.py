@@ -14,10 +14,11 @@ one :func:`torch.nn.functional.pad`.
 from __future__ import annotations
 
 import math
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
+from torch.utils._pytree import tree_leaves
 
 CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
@@ -52,13 +53,15 @@ def normalize_tuple(value, rank: int, name: str, *, minimum: int = 1) -> Tuple[i
 def output_size(n: int, k: int, s: int, d: int, padding: str) -> int:
     """Size along one axis of a convolution's output, as Keras computes it."""
     if padding == "same":
-        return -(-n // s)
+        return n if s == 1 else -(-n // s)  # (the same number; plain n keeps symbolic sizes simple)
     return (n - d * (k - 1) - 1) // s + 1
 
 
 def same_pads(n: int, k: int, s: int, d: int) -> Tuple[int, int]:
-    """TensorFlow's ``'same'`` (left, right) padding along one axis."""
-    total = max(0, (-(-n // s) - 1) * s + (k - 1) * d + 1 - n)
+    """TensorFlow's ``'same'`` (left, right) padding along one axis. With stride 1 the total is
+    :math:`(k-1)d` whatever :math:`n`: written so, the pads stay plain ints when :math:`n` is a
+    symbolic size (graph export)."""
+    total = (k - 1) * d if s == 1 else max(0, (-(-n // s) - 1) * s + (k - 1) * d + 1 - n)
     return total // 2, total - total // 2
 
 
@@ -78,7 +81,8 @@ class ConvPlan:
             pads: List[Tuple[int, int]] = [(0, 0)] * rank
         else:
             pads = [same_pads(n, k, s, d) for n, k, s, d in zip(spatial, kernel, stride, dilation)]
-        if all(left == right for left, right in pads):
+        symbolic = any(isinstance(p, torch.SymInt) for pair in pads for p in pair)  # graph export
+        if not symbolic and all(left == right for left, right in pads):
             self.pad = None
             self.conv_padding = tuple(left for left, _ in pads)
         else:  # F.pad takes the last axis first
@@ -89,6 +93,17 @@ class ConvPlan:
         if self.pad is not None:
             x = F.pad(x, self.pad)
         return self.conv(x, weight, bias, self.stride, self.conv_padding, self.dilation, self.groups)
+
+
+def cached_plan(cache: Dict[Any, ConvPlan], key: Any, make: Callable[[], ConvPlan]) -> ConvPlan:
+    """``cache[key]``, made by ``make()`` on a miss. Keys holding symbolic sizes (graph export
+    with dynamic axes: not hashable, and valid for one trace only) bypass the cache."""
+    if any(isinstance(v, torch.SymInt) for v in tree_leaves(key)):
+        return make()
+    plan = cache.get(key)
+    if plan is None:
+        plan = cache[key] = make()
+    return plan
 
 
 def keras_to_torch_kernel(kernel: torch.Tensor, rank: int) -> torch.Tensor:

@@ -89,11 +89,18 @@ Peak memory falls from :math:`O(T)` saved activations to :math:`O(T/K + K)`, for
 more forward pass of time. ``checkpoint_chunk=True`` picks :math:`K = \lceil\sqrt{T}\rceil`.
 It runs on the chosen path's schedule (``"reference"`` runs ``"fused"``'s) and only when autograd
 records; inference ignores it.
+
+Graph export (:mod:`convlstm.onnx`) runs every layer on one more schedule inside
+:func:`scan_time_loops`: the reference's, with the loop over time written as torch's ``scan``
+operator (``torch._higher_order_ops.scan``), which the ONNX exporter turns into an ONNX ``Scan``
+whose body is one step. The number of steps is then a dimension of the graph, not a constant.
+It is not a user-selectable ``implementation`` (it was written for export, not measured for speed).
 """
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import List, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -104,7 +111,7 @@ from ._recurrence import (NNPACK_PER_SAMPLE_MIN_PIXELS, ConcatRecurrence, NNPACK
                           SpectralStepConvolutions, StepConvolutions, nnpack_conv)
 from ._workspace import take
 
-__all__ = ["PATHS", "run", "auto_path", "GateUpdate"]
+__all__ = ["PATHS", "run", "auto_path", "GateUpdate", "scan_time_loops"]
 
 PATHS = ("auto", "reference", "fused", "concat", "nnpack", "fft")
 
@@ -134,7 +141,12 @@ def masked_update(layer, mask, t: int, h_new, c_new, h, c, prev_output):
     ``zero_output_for_mask``). Returns ``(h, c, output, prev_output)``."""
     if mask is None:
         return h_new, c_new, h_new, prev_output
-    m = mask[:, t].view((h_new.shape[0],) + (1,) * (h_new.dim() - 1))
+    return _masked_step(layer, mask[:, t], h_new, c_new, h, c, prev_output)
+
+
+def _masked_step(layer, m, h_new, c_new, h, c, prev_output):
+    """:func:`masked_update` with the step's mask column ``m`` :math:`(B,)` given."""
+    m = m.view((h_new.shape[0],) + (1,) * (h_new.dim() - 1))
     h = torch.where(m, h_new, h)
     c = torch.where(m, c_new, c)
     if prev_output is None:
@@ -165,6 +177,21 @@ def _layout(t: torch.Tensor, rank: int) -> torch.Tensor:
     return t if mf is None else t.contiguous(memory_format=mf)
 
 
+_scan_depth = 0  # > 0 inside scan_time_loops (a plain global: torch.compile reads it without a graph break)
+
+
+@contextlib.contextmanager
+def scan_time_loops() -> Iterator[None]:
+    """Within this context every layer runs its time loop as torch's ``scan`` operator (for
+    graph export with a dynamic number of steps; see the module docstring)."""
+    global _scan_depth
+    _scan_depth += 1
+    try:
+        yield
+    finally:
+        _scan_depth -= 1
+
+
 # --------------------------------------------------------------------------------- entry point
 def run(layer, cell, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, *, mask: Optional[torch.Tensor],
         in_masks: Optional[torch.Tensor], rec_masks: Optional[torch.Tensor], path: str,
@@ -178,6 +205,8 @@ def run(layer, cell, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, *, mask:
     Returns ``(output, h_T, c_T)``: output :math:`(B, T, F, *S')` with ``return_sequences``,
     else :math:`(B, F, *S')`, all channels first (strides may be those of another layout).
     """
+    if _scan_depth:
+        return _run_scan(layer, cell, x, h, c, mask, in_masks, rec_masks)
     if path == "auto":
         path = auto_path(layer, x, tuple(h.shape[2:]), in_masks, rec_masks, _needs_grad(cell, x, h, c))
     if path == "reference" and checkpoint_chunk is None:
@@ -215,6 +244,50 @@ def _run_reference(layer, cell, x, h, c, mask, in_masks, rec_masks):
             outputs[0] = out
     output = torch.stack(outputs, dim=1) if layer.return_sequences else outputs[0]
     return output, h, c
+
+
+def _run_scan(layer, cell, x, h, c, mask, in_masks, rec_masks):
+    """The reference schedule with the loop as torch's ``scan``: the input convolution over all
+    frames, then one scan over the time-major gates ``(T, B, 4F, *S')`` (and the mask's
+    columns) carrying ``(h, c)`` (and, with a mask, the previous output)."""
+    from torch._higher_order_ops.scan import scan
+
+    if in_masks is not None or rec_masks is not None:
+        raise ValueError(f"{type(layer).__name__}: dropout in training mode cannot be exported; call "
+                         "model.eval() (export does) and do not pass training=True")
+    batch, steps, channels = x.shape[0], x.shape[1], x.shape[2]
+    spatial = tuple(h.shape[2:])
+    x_gates = cell.input_projection(x.reshape((batch * steps, channels) + tuple(x.shape[3:])))
+    xs = [x_gates.reshape((batch, steps, 4 * layer.filters) + spatial).transpose(0, 1)]
+    if mask is not None:
+        xs.append(mask.transpose(0, 1))
+    if layer.go_backwards:  # outputs in processing order, as the other paths
+        xs = [s.flip(0) for s in xs]
+    # scan refuses aliased carries (zero states are one tensor) and carries whose strides differ
+    # from the body's outputs (channels-last states given as initial_state)
+    carry = (h.clone(memory_format=torch.contiguous_format), c.clone(memory_format=torch.contiguous_format))
+    if mask is not None:
+        carry += (torch.zeros_like(carry[0]),)
+    recurrent = cell._plan("recurrent", spatial, 1)  # planned outside: the body must not touch the cache
+
+    def body(carry, inputs):
+        h_new, c_new = cell.update(inputs[0] + recurrent(carry[0], cell.weight_hh), carry[1])
+        if mask is None:
+            return (h_new, c_new), (h_new.clone() if layer.return_sequences else ())
+        h, c, out, prev_output = _masked_step(layer, inputs[1], h_new, c_new, *carry)
+        return (h, c, prev_output), (out.clone() if layer.return_sequences else ())
+
+    carry, outputs = scan(body, carry, xs)
+    h, c = carry[0], carry[1]
+    if layer.return_sequences:
+        return outputs.transpose(0, 1), h, c
+    if mask is None:
+        return h, h, c
+    last = carry[2]  # the last step's output before zero_output_for_mask
+    if layer.zero_output_for_mask:
+        last_mask = xs[1][-1].view((batch,) + (1,) * (h.dim() - 1))
+        last = torch.where(last_mask, last, torch.zeros_like(last))
+    return last, h, c
 
 
 # --------------------------------------------------------------------------------- fused paths

@@ -23,7 +23,7 @@ import torch.nn as nn
 
 from . import activations as _activations
 from . import initializers as _initializers
-from ._ops import ConvPlan, keras_to_torch_kernel, normalize_tuple, output_size, torch_to_keras_kernel
+from ._ops import ConvPlan, cached_plan, keras_to_torch_kernel, normalize_tuple, output_size, torch_to_keras_kernel
 from ._workspace import Workspace
 
 __all__ = ["ConvLSTMCell"]
@@ -187,17 +187,14 @@ class ConvLSTMCell(nn.Module):
                      for n, k, s, d in zip(spatial, self.kernel_size, self.strides, self.dilation_rate))
 
     def _plan(self, kind: str, spatial: Tuple[int, ...], groups: int) -> ConvPlan:
-        key = (kind, spatial, groups)
-        plan = self._plans.get(key)
-        if plan is None:
-            ones = (1,) * self.rank
+        def make() -> ConvPlan:
             if kind == "input":
-                plan = ConvPlan(self.rank, spatial, self.kernel_size, self.strides, self.dilation_rate,
+                return ConvPlan(self.rank, spatial, self.kernel_size, self.strides, self.dilation_rate,
                                 self.padding, groups)
-            else:
-                plan = ConvPlan(self.rank, spatial, self.kernel_size, ones, ones, "same", groups)
-            self._plans[key] = plan
-        return plan
+            ones = (1,) * self.rank
+            return ConvPlan(self.rank, spatial, self.kernel_size, ones, ones, "same", groups)
+
+        return cached_plan(self._plans, (kind, spatial, groups), make)
 
     # ------------------------------------------------------------------ compute (channels first)
     def input_projection(self, x: torch.Tensor, masks: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -1,5 +1,5 @@
 """The ``convlstm`` command line: ``demo``, ``fit``, ``evaluate``, ``predict``, ``convert``,
-``models``, ``config``. It only parses arguments and calls the library (:mod:`convlstm.training`,
+``export``, ``models``, ``config``. It only parses arguments and calls the library (:mod:`convlstm.training`,
 :mod:`convlstm.keras`); ``convlstm COMMAND --help`` shows each command's options and examples."""
 from __future__ import annotations
 
@@ -369,6 +369,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", dest="out", default=None, metavar="OUT_DIR", help="the same as OUT_DIR")
     p.set_defaults(func=_cmd_convert)
 
+    p = sub.add_parser("export", formatter_class=_Formatter, help="export a model to ONNX",
+                       description="Export the model of a run, a checkpoint or a Keras file to one ONNX file "
+                                   "that runs on any batch size and number of input steps (onnxruntime, "
+                                   "OpenVINO); prints its inputs and outputs. See docs/export.md.",
+                       epilog="examples:\n  convlstm export runs/flow -o flow.onnx\n"
+                              "  convlstm export model.keras -o model.onnx --static-time")
+    p.add_argument("source", metavar="RUN|CKPT|KERAS_FILE",
+                   help="a run folder, a .ckpt file, or a Keras .h5 / .keras file")
+    p.add_argument("-o", "--out", required=True, metavar="FILE", help="the .onnx file to write")
+    p.add_argument("--opset", type=int, default=18, metavar="N", help="ONNX opset (18 or more)")
+    p.add_argument("--static-time", action="store_true",
+                   help="the unrolled graph, fixed at the example's time steps (a run's input_steps, a Keras "
+                        "file's input shape), for runtimes that need static shapes; the batch stays dynamic")
+    p.add_argument("--min-time", type=int, default=1, metavar="N",
+                   help="trace for at least N input steps, for models whose code branches on fewer "
+                        "(convlstm-warp: 3); the file then needs T >= N")
+    p.set_defaults(func=_cmd_export)
+
     p = sub.add_parser("models", formatter_class=_Formatter, help="list the ready models",
                        description="List the models `--model` accepts, with their descriptions.")
     p.set_defaults(func=_cmd_models)
@@ -532,6 +550,17 @@ def _cmd_config(args: argparse.Namespace) -> int:
     for name, about in bundled_configs().items():
         print(f"{name:<12} {about}")
     print("\nprint one: convlstm config NAME (> my.yaml to edit it); train with one: convlstm fit --config NAME")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .onnx import describe
+    from .onnx.sources import export_file
+
+    out = export_file(args.source, args.out, opset_version=args.opset, dynamic_time=not args.static_time,
+                      min_time=args.min_time)
+    print(f"wrote {out}")
+    print(describe(out))
     return 0
 
 

@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import activations as _activations
-from .._ops import ConvPlan, keras_to_torch_kernel, normalize_tuple, same_pads
+from .._ops import ConvPlan, cached_plan, keras_to_torch_kernel, normalize_tuple, same_pads
 from ..layers import ConvLSTM, ConvLSTM1D, ConvLSTM2D, ConvLSTM3D
 from ..wrappers import Bidirectional
 from ._safe import KerasFileError
@@ -174,10 +174,8 @@ class Conv(KerasLayer):
             spatial, padding = tuple(x.shape[2:]), "valid"
         else:
             padding = self.padding
-        plan = self._plans.get(spatial)
-        if plan is None:
-            plan = ConvPlan(self.rank, spatial, self.kernel_size, self.strides, self.dilation, padding, self.groups)
-            self._plans[spatial] = plan
+        plan = cached_plan(self._plans, spatial, lambda: ConvPlan(self.rank, spatial, self.kernel_size, self.strides,
+                                                                 self.dilation, padding, self.groups))
         return plan(x, weight, self.bias)
 
     def _conv_transpose(self, x: torch.Tensor) -> torch.Tensor:

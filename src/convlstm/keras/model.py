@@ -368,8 +368,15 @@ class KerasModel(nn.Module):
         """The Keras input shapes, ``None`` for the batch and unknown sizes."""
         return [self._spec_by_name[r[0]].input_shape for r in self.input_refs]
 
+    def example_inputs(self, batch: int = 1, fill: Optional[int] = None) -> List[torch.Tensor]:
+        """Zeros of the model's input shapes, ``batch`` samples; sizes Keras leaves open are
+        ``fill`` (default: the size the model was built with)."""
+        fill = fill or self._fill or 1
+        return [torch.zeros([batch] + [fill if d is None else int(d) for d in shape[1:]])
+                for shape in self.input_shapes()]
+
     def _dry_run(self, fill: int):
-        xs = [torch.zeros([1] + [fill if d is None else int(d) for d in shape[1:]]) for shape in self.input_shapes()]
+        xs = self.example_inputs(1, fill)
 
         def build_hook(name, module, values):
             build_module(module, [tuple(v.shape) for v in values])
