@@ -564,7 +564,7 @@ DEMO_SETTINGS: Dict[str, Any] = {
     "speed": [2.0, 3.0], "input_steps": 5, "output_steps": 3, "split": [0.85, 0.05, 0.10],
     "model": "convlstm-warp", "model_options": {"filters": [32], "patch_size": 2, "correction": False},
     "loss": "mse", "lr": 2e-3, "batch_size": 8, "max_epochs": 10, "scheduler": "cosine", "seed": 1,
-    "scheduled_sampling": 0.0,
+    "scheduled_sampling": 0.0, "precision": "32",
 }
 
 
@@ -606,7 +606,10 @@ def demo(run_dir: PathLike = "runs/demo", *, settings: Optional[Dict[str, Any]] 
                     batch_size=int(s["batch_size"]), max_epochs=int(s["max_epochs"]), scheduler=s["scheduler"],
                     scheduled_sampling=float(s["scheduled_sampling"]),
                     seed=seed, run_dir=str(run_dir), accelerator="cpu", devices=1, progress=progress,
-                    units="pixel value (0-255)")
+                    units="pixel value (0-255)", precision=str(s["precision"]))
+    if verbose:
+        print(f"precision: {cfg.precision}" + (" (convolutions in bfloat16 under autocast, gates and cell state "
+                                                "in float32; docs/precision.md)" if cfg.precision == "bf16-mixed" else ""))
     run_dir, results = _fit(cfg, datamodule=dm)
     if verbose and results is not None:
         print()
