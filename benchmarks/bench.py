@@ -254,17 +254,12 @@ def _spawn(args: list, timeout: float, exact_memory: bool = False) -> dict:
     return json.loads(lines[-1])
 
 
-BF16_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile")
-
-
 def cpu_bf16_flags() -> list:
-    """Which of ``BF16_FLAGS`` the CPU has (``/proc/cpuinfo``; empty where it cannot be read)."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            flags = next((ln.split(":", 1)[1].split() for ln in fh if ln.startswith("flags")), [])
-    except OSError:
-        return []
-    return [f for f in BF16_FLAGS if f in flags]
+    """The CPU's bfloat16 flags (avx512_bf16, amx_bf16, amx_tile), by the library's own reader."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from convlstm._ops import cpu_bf16_flags as flags
+
+    return flags()
 
 
 def machine() -> dict:
