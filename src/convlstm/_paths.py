@@ -57,8 +57,9 @@ Paths (``implementation=`` on the layers):
     forward with the kernel transposed and flipped); on images of 64x64 or more NNPACK runs one
     image at a time (:func:`convlstm._recurrence.nnpack_conv`). Its float32 rounding differs more
     from the reference than oneDNN's: up to about 1e-5 of the output's scale (Winograd tiles,
-    3x3 kernels on small images), against about 1e-6 for the other paths. 2D, float32, CPU
-    only, not under ``torch.compile`` or autocast (otherwise it runs ``"concat"``).
+    3x3 kernels on small images), against about 1e-6 for the other paths. 2D, float32 CPU
+    convolutions only (not under autocast, not a 16-bit module), not under ``torch.compile``
+    (otherwise it runs ``"concat"``, see "What ran" below).
 
 ``"fft"``
     ``"concat"``'s node with the three convolutions of a step (forward, gradient of the state,
@@ -66,8 +67,9 @@ Paths (``implementation=`` on the layers):
     frequency of a whole-image ``rfft2`` (:class:`convlstm._recurrence.SpectralStepConvolutions`):
     for 5x5 kernels on small images with many channels it does several times fewer
     multiplications than a direct convolution, and rounds about as the direct paths do
-    (1e-6 of the scale). 2D, odd kernels, default activations, no mask, not under
-    ``torch.compile`` or autocast (otherwise it runs ``"concat"``).
+    (1e-6 of the scale). 2D, odd kernels, default activations, no mask, float32 or float64
+    convolutions (not under autocast), not under ``torch.compile`` (otherwise it runs
+    ``"concat"``).
 
 ``"auto"`` (default)
     The rule of :func:`auto_path`: for a large 2D float32 CPU layer with odd kernels of 5x5 or
@@ -75,7 +77,52 @@ Paths (``implementation=`` on the layers):
     of 64x64 or more and ``"fft"`` below (when its kernel spectrum fits in
     ``AUTO_FFT_MAX_SPECTRUM_BYTES``); else ``"concat"`` when the hoisted gates would exceed
     ``AUTO_HOIST_MAX_BYTES``; else ``"fused"``. The thresholds come from the measurements in
-    ``benchmarks/RESULTS.md``; with dropout the layer runs ``"reference"``.
+    ``benchmarks/RESULTS.md``; with dropout the layer runs ``"reference"``. The rule looks at the
+    convolutions' precision, so under autocast it never picks ``"nnpack"`` or ``"fft"``.
+
+What ran
+--------
+After every forward the layer's ``last_path`` names the path that ran (``"reference"``,
+``"fused"``, ``"concat"``, ``"nnpack"`` or ``"fft"``; ``"auto"``'s choice, never ``"auto"``), and
+``last_path_detail`` is a dict: ``requested`` (``implementation``), ``path``, ``substituted``
+(why another path ran than the one asked or chosen, else ``None``), ``loop`` (which time loop
+ran: ``"ConcatRecurrence"``, the whole loop as one node with the hand-written backward;
+``"GateUpdate"``, per-step convolutions with the closed-form update node; ``"cell.update"``,
+the cell's functional update under autograd; ``"hoisted_inference"`` / ``"concat_inference"``,
+the in-place loops without autograd; ``"cell.step"``, the reference), ``convolutions``
+(``"torch"``, ``"nnpack"`` or ``"spectral"``), ``compute_dtype`` and ``state_dtype`` (below).
+
+An explicit ``implementation=`` that cannot apply here is not substituted silently: the layer
+warns (:class:`UserWarning`: ``implementation='fft' cannot run here, 'concat' ran instead: 'fft'
+needs odd kernels (kernel_size=(2, 2))``) and runs the nearest path that applies
+(``"nnpack"``/``"fft"`` -> ``"concat"`` -> ``"fused"``; ``"reference"`` with
+``checkpoint_chunk`` -> ``"fused"``). Under ``torch.compile`` the substitution is recorded in
+``last_path_detail["substituted"]`` only, because a warning inside a traced function breaks the
+graph. ``"auto"`` only chooses and does not warn.
+
+Precision
+---------
+The paths follow the precision of their convolutions, ``compute_dtype``: under
+``torch.autocast`` (bfloat16 on CPU and CUDA, float16 on CUDA and recent CPUs) a float32 layer
+convolves in autocast's 16-bit format, and a module cast with ``.to(torch.bfloat16)`` convolves
+in bfloat16. With 16-bit convolutions every path keeps, as cuDNN's LSTM does:
+
+- in the 16-bit format: the frames, the weights (cast once per forward, or once per step in the
+  per-step training loops so that autograd sums the steps' weight gradients in float32), the
+  convolutions' inputs and outputs, :math:`h_t` (the next convolution's input) and so the layer's
+  output and :math:`h_T`, and the gradients that flow into the convolutions;
+- in float32 (``state_dtype``): the sum of the pre-activations, the sigmoids and tanh, the cell
+  state :math:`c_t` and its gradient, everything the backward of the update computes (rounded
+  once, to 16 bits, where it enters a convolution), the chunks' weight and bias gradients in
+  :class:`convlstm._recurrence.ConcatRecurrence` (summed in float32), and :math:`c_T` (returned in
+  the dtype the state came in: float32 under autocast, bfloat16 for a bfloat16 module).
+
+The ``"reference"`` path sums and updates in float32 too, but leaves its convolutions to
+autocast's own rules (which cast each leaf weight once per autocast region, so that autograd
+sums the steps' weight gradients in 16 bits). The same hand-written nodes (:class:`GateUpdate`,
+:class:`ConcatRecurrence`) serve every
+precision; ``"nnpack"`` and ``"fft"`` are float32-only. Measured accuracy and speed:
+``docs/precision.md``.
 
 Under ``torch.compile`` every path keeps its layout but uses the functional form of the update
 (the compiler fuses the pointwise work itself) and oneDNN/torch convolutions; the whole time loop
@@ -244,7 +291,7 @@ def run(layer, cell, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, *, mask:
               "compute_dtype": conv_dtype, "state_dtype": state_dtype(conv_dtype)}
     if reason is not None and path != "auto" and not _compiling():  # a warning breaks a traced graph
         warnings.warn(f"implementation={path!r} cannot run here, {chosen!r} ran instead: {reason}",
-                      UserWarning, stacklevel=4)
+                      UserWarning, stacklevel=5)  # the line that called the layer
     c_dtype = c.dtype
     h, c = h.to(conv_dtype), c.to(record["state_dtype"])
     if chosen == "reference":
