@@ -265,9 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.add_argument("--quick", action="store_true",
                    help="a seconds-long smoke run on a few sequences (checks the set-up; not a real forecast)")
-    p.add_argument("--precision", choices=("32", "bf16-mixed"), default=None,
-                   help="training precision (default: the demo's setting, 32); bf16-mixed runs the convolutions "
-                        "in bfloat16 under autocast, the gates and cell state in float32")
+    p.add_argument("--precision", choices=("auto", "32", "bf16-mixed"), default=None,
+                   help="training precision (default: auto); bf16-mixed runs the convolutions "
+                        "in bfloat16 under autocast, the gates and cell state in float32; auto takes bf16-mixed "
+                        "on a CPU with avx512_bf16 or amx_bf16, else 32")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("fit", formatter_class=argparse.RawDescriptionHelpFormatter,
