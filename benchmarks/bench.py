@@ -11,6 +11,15 @@ Usage::
     python benchmarks/bench.py --configs 0 --impls plain ours:auto --modes infer
     python benchmarks/bench.py --render results.json  # only print the markdown table again
     python benchmarks/bench.py --checkpoint           # checkpointing through time at T=64
+    python benchmarks/bench.py --precision-study      # float32 vs bfloat16 autocast (see below)
+    python benchmarks/bench.py --impls ours:auto base:auto --baseline-src /old/checkout/src  # before/after
+
+An implementation name may end in ``@bf16``: the step then runs under
+``torch.autocast("cpu", dtype=torch.bfloat16)`` (ours and plain), or, for ``keras-torch``, with
+``keras.mixed_precision.set_global_policy("mixed_bfloat16")``. ``base:<path>`` is ``ours:<path>``
+imported from ``--baseline-src`` (another checkout's ``src``), for before/after comparisons in
+one interleaved run. Every table is printed with the CPU model and its bfloat16 capabilities
+(the ``avx512_bf16`` and ``amx_bf16`` flags of ``/proc/cpuinfo``).
 
 Configurations are (B, T, rows, cols, Cin, F, k), ``padding='same'``, ``return_sequences=True``,
 float32 on CPU. Modes: ``infer`` (eval, ``torch.no_grad``) and ``train`` (forward, the mean of
@@ -81,7 +90,32 @@ def _peak_rss_bytes() -> int:
 
 # ----------------------------------------------------------------------------------------- workers
 def _build(impl: str, cfg, seq_len=None):
-    """Return (model, params, make_input, call) for one implementation."""
+    """Return (model, params, make_input, call) for one implementation (``@bf16``: under bfloat16
+    autocast, or Keras's ``mixed_bfloat16`` policy)."""
+    import contextlib
+
+    import torch
+
+    impl, _, precision = impl.partition("@")
+    if precision not in ("", "fp32", "bf16"):
+        raise ValueError(f"unknown precision {precision!r} in {impl}@{precision} (allowed: fp32, bf16)")
+    if precision == "bf16" and impl == "keras-torch":
+        os.environ["KERAS_BACKEND"] = "torch"
+        import keras
+
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    model, params, x, call = _build_fp32(impl, cfg, seq_len)
+    if precision != "bf16" or impl == "keras-torch":
+        return model, params, x, call
+
+    def autocast_call(m, x, train):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return call(m, x, train)
+
+    return model, params, x, autocast_call
+
+
+def _build_fp32(impl: str, cfg, seq_len=None):
     import torch
 
     b, t, rows, cols, cin, f, k = cfg
@@ -105,7 +139,7 @@ def _build(impl: str, cfg, seq_len=None):
             model(x[:1, :1])  # build
         params = [w.value for w in model.trainable_weights]
         return model, params, x, lambda m, x, train: m(x, training=train)
-    if impl.startswith("ours"):
+    if impl.startswith("ours") or impl.startswith("base"):  # base: imported from --baseline-src
         import convlstm
 
         path = impl.split(":", 1)[1] if ":" in impl else "auto"
@@ -137,7 +171,7 @@ def _step_fn(impl: str, cfg, mode: str, seq_len=None):
             for p in params:
                 p.grad = None
             y = call(model, x, True)
-            loss = y.sum() / y.numel()  # its backward allocates nothing: the peak is the layer's own
+            loss = y.float().sum() / y.numel()  # its backward allocates nothing: the peak is the layer's own
             loss.backward()
             opt.step()
         else:
@@ -204,7 +238,7 @@ def matmul_worker(n: int = 2048, reps: int = 15) -> dict:
 
 # ----------------------------------------------------------------------------------------- driver
 def _spawn(args: list, timeout: float, exact_memory: bool = False) -> dict:
-    env = dict(os.environ, KERAS_BACKEND="torch", PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = _env(args[1] if len(args) > 1 and args[0] == "run" else "")
     if exact_memory:
         # every allocation above 64 KiB is its own mmap, returned to the system when freed, so the
         # resident size follows the live tensors (glibc otherwise keeps freed heap memory)
@@ -220,6 +254,14 @@ def _spawn(args: list, timeout: float, exact_memory: bool = False) -> dict:
     return json.loads(lines[-1])
 
 
+def cpu_bf16_flags() -> list:
+    """The CPU's bfloat16 flags (avx512_bf16, amx_bf16, amx_tile), by the library's own reader."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from convlstm._ops import cpu_bf16_flags as flags
+
+    return flags()
+
+
 def machine() -> dict:
     model = "?"
     try:
@@ -230,13 +272,27 @@ def machine() -> dict:
         pass
     import torch
 
-    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+    return {"cpu": model, "cores": os.cpu_count(), "bf16_flags": cpu_bf16_flags(), "python": platform.python_version(),
+            "torch": torch.__version__, "threads": torch.get_num_threads(),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": " ".join(sys.argv)}
 
 
-def _env() -> dict:
-    return dict(os.environ, KERAS_BACKEND="torch",
-                PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+def machine_line(m: dict) -> str:
+    """The CPU, its bfloat16 capabilities and the software, for the line beside every table."""
+    flags = m.get("bf16_flags")
+    caps = "bf16 flags: " + (", ".join(flags) if flags else "none (no avx512_bf16, no amx_bf16)") \
+        if flags is not None else "bf16 flags: not recorded"
+    return f"Machine: {m['cpu']}, {m['cores']} cores ({caps}); torch {m['torch']}, Python {m['python']}; {m['date']}."
+
+
+BASELINE_SRC = None  # --baseline-src: where the "base:" implementations import convlstm from
+
+
+def _env(impl: str = "") -> dict:
+    src = BASELINE_SRC if impl.startswith("base") else str(ROOT / "src")
+    if impl.startswith("base") and not src:
+        raise ValueError(f"{impl} needs --baseline-src")
+    return dict(os.environ, KERAS_BACKEND="torch", PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 
 def run_interleaved(impls, ci: int, mode: str, reps: int, budget: float) -> dict:
@@ -247,7 +303,7 @@ def run_interleaved(impls, ci: int, mode: str, reps: int, budget: float) -> dict
     for impl in impls:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "serve", impl, str(ci), mode]
         procs[impl] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                       text=True, env=_env())
+                                       text=True, env=_env(impl))
     times = {impl: [] for impl in impls}
     errors = {}
 
@@ -391,12 +447,76 @@ def checkpoint_study(args) -> dict:
     return result
 
 
+PRECISION_IMPLS = ["ours:auto", "plain", "keras-torch"]
+
+
+def precision_study(args) -> dict:
+    """Each configuration and mode: ours, plain PyTorch and Keras 3 (torch backend), each in float32
+    and in bfloat16 (autocast; Keras's ``mixed_bfloat16`` policy), the six alternating repetition
+    by repetition in their own processes (:func:`run_interleaved`); medians."""
+    impls = [f"{impl}@{p}" for impl in (args.impls or PRECISION_IMPLS) for p in ("fp32", "bf16")]
+    result = {"machine": machine(), "study": "precision", "impls": impls, "runs": []}
+    print(machine_line(result["machine"]), flush=True)
+    for ci in args.configs:
+        for mode in args.modes:
+            timed = run_interleaved(impls, ci, mode, args.reps, args.budget)
+            for impl in impls:
+                t = timed[impl]
+                r = dict(t) if isinstance(t, dict) else {"median_s": statistics.median(t), "min_s": min(t), "times": t}
+                r.update({"impl": impl, "config": list(CONFIGS[ci]), "mode": mode, "config_index": ci})
+                result["runs"].append(r)
+                msg = r.get("error") or f"{r['median_s'] * 1e3:9.1f} ms (min {r['min_s'] * 1e3:9.1f}, {len(t)} reps)"
+                print(f"{ci} {mode:5s} {impl:18s} {msg}", flush=True)
+            if args.out:
+                Path(args.out).write_text(json.dumps(result, indent=1))
+    return result
+
+
+def render_precision(result: dict) -> str:
+    """One table per configuration: median ms per implementation and precision, and the ratios the
+    targets name (ours vs plain and vs Keras under the same precision; ours bf16 vs ours float32)."""
+    m = result["machine"]
+    lines = [machine_line(m), f"Command: `{m['command']}`; {m.get('threads', '?')} threads.", ""]
+    by = {(r["config_index"], r["mode"], r["impl"]): r for r in result["runs"]}
+
+    def med(ci, mode, impl):
+        r = by.get((ci, mode, impl), {})
+        return r.get("median_s")
+
+    for ci in sorted({r["config_index"] for r in result["runs"]}):
+        lines.append(f"### Config {ci + 1}: {tuple(CONFIGS[ci])} - {CONFIG_NAMES[ci]}")
+        lines.append(machine_line(m))
+        lines.append("")
+        lines.append("| mode | precision | ours ms | plain ms | keras-torch ms | ours vs plain | ours vs keras "
+                     "| ours bf16 vs ours fp32 |")
+        lines.append("|---|---|---|---|---|---|---|---|")
+        for mode in MODES:
+            for p in ("fp32", "bf16"):
+                names = [f"{i}@{p}" for i in PRECISION_IMPLS]
+                if not any((ci, mode, n) in by for n in names):
+                    continue
+                ours, plain, keras = (med(ci, mode, n) for n in names)
+                cells = [f"{v * 1e3:.1f}" if v else by.get((ci, mode, n), {}).get("error", "-")[:60]
+                         for v, n in zip((ours, plain, keras), names)]
+
+                def ratio(a, b):
+                    return f"{b / a:.2f}x" if a and b else "-"
+
+                speedup = ratio(ours, med(ci, mode, "ours:auto@fp32")) if p == "bf16" else ""
+                lines.append(f"| {mode} | {p} | {' | '.join(cells)} | {ratio(ours, plain)} "
+                             f"| {ratio(ours, keras)} | {speedup} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def render(result: dict) -> str:
+    if result.get("study") == "precision":
+        return render_precision(result)
     mm = result.get("matmul") or {}
     peak = mm.get("gflops_median")
     lines = []
     m = result["machine"]
-    lines.append(f"Machine: {m['cpu']}, {m['cores']} cores; torch {m['torch']}, Python {m['python']}; {m['date']}.")
+    lines.append(machine_line(m))
     lines.append(f"Command: `{m['command']}`. Dense matmul (2048^2 float32, median): "
                  f"{peak:.1f} GFLOP/s." if peak else "")
     lines.append("")
@@ -406,6 +526,7 @@ def render(result: dict) -> str:
     for ci, runs in sorted(by_cfg.items()):
         cfg = CONFIGS[ci]
         lines.append(f"### Config {ci + 1}: (B, T, rows, cols, Cin, F, k) = {cfg} - {CONFIG_NAMES[ci]}")
+        lines.append(machine_line(m))
         lines.append(f"Forward conv FLOPs: {conv_flops(cfg) / 1e9:.2f} G (train step: 3x).")
         lines.append("")
         lines.append("| implementation | inference ms | train-step ms | infer GFLOP/s | infer % matmul | train GFLOP/s "
@@ -461,9 +582,15 @@ def main(argv=None):
     p.add_argument("--render", default=None, help="print the markdown table of a results JSON")
     p.add_argument("--checkpoint", action="store_true", help="checkpointing-through-time study")
     p.add_argument("--seq-len", type=int, default=64)
+    p.add_argument("--precision-study", action="store_true",
+                   help="float32 and bfloat16 autocast: ours, plain and keras-torch interleaved, per configuration")
+    p.add_argument("--baseline-src", default=None,
+                   help="another checkout's src folder, imported by the 'base:<path>' implementations")
     p.add_argument("--no-memory-pass", action="store_true",
                    help="skip the second, memory-only process per run (peak from the timed process)")
     args = p.parse_args(argv)
+    global BASELINE_SRC
+    BASELINE_SRC = str(Path(args.baseline_src).resolve()) if args.baseline_src else None
 
     if args.worker:
         w = args.worker
@@ -486,6 +613,11 @@ def main(argv=None):
     if args.checkpoint:
         args.impls = args.impls or ["ours:auto", "ours:checkpoint"]
         checkpoint_study(args)
+        return
+    if args.precision_study:
+        result = precision_study(args)
+        print()
+        print(render_precision(result))
         return
     args.impls = args.impls or DEFAULT_IMPLS
     result = run_all(args)

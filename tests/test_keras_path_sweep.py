@@ -33,19 +33,10 @@ GRAD_TOL = 1e-4
 
 
 def _ran(layer, path):
-    """Assert that ``path`` is the path the layer's last call ran.
-
-    Re-derived from :mod:`convlstm._paths`'s own applicability rules (the layer does not record
-    the path in this version): a forced path that does not apply falls back silently, so the test
-    must prove that it applies. The inputs are cast to the layer's dtype and device, so the
-    weights stand in for them; the sweep uses no dropout and no mask."""
-    assert layer.implementation == path, (layer.implementation, path)
-    x = layer.cell.weight_ih
-    applies = {"reference": layer.checkpoint_chunk is None, "fused": True,
-               "concat": _paths.concat_applicable(layer, None, None),
-               "nnpack": _paths.nnpack_applicable(layer, x, None, None),
-               "fft": _paths.fft_applicable(layer, x, None, None)}[path]
-    assert applies, f"implementation={path!r} does not apply to this layer: another path ran"
+    """Assert that ``path`` is the path the layer's last call ran (``layer.last_path``, set by
+    :func:`convlstm._paths.run`), and that it ran as requested, not as a substitute."""
+    assert layer.last_path == path, (layer.last_path, path)
+    assert layer.last_path_detail["substituted"] is None, layer.last_path_detail
 
 
 def _output_size(n, k, s, d, padding):

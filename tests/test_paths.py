@@ -6,8 +6,15 @@ The paths differ in memory layout (channels-last), in how the input convolution 
 the outputs agree to float32 rounding, not bit for bit: forward within 1e-5 and gradients within
 1e-4 of their scale. Checkpointing through time must give the reference's gradients, and
 ``torch.compile`` must trace every path's time loop without graph breaks.
+
+Every test asserts the path that ran (``layer.last_path``), and for the fast paths in training
+the autograd node it ran through (from the graph, not from the library's own record): a test
+named after a path cannot pass by testing another. A forced path that cannot apply must warn and
+name the path that ran (the expectations are written out here, not asked of the library).
 """
+import contextlib
 import itertools
+import warnings
 
 import pytest
 import torch
@@ -63,6 +70,28 @@ def _close(a, b, tol, what):
     assert err <= tol * scale, f"{what}: max error {err:.3g} > {tol} x {scale:.3g}"
 
 
+# the autograd node a path's training loop runs through (a ConcatRecurrence for the whole loop,
+# or one GateUpdate per step), for the default activations without mask
+TRAINING_NODE = {"fused": "GateUpdateBackward", "concat": "ConcatRecurrenceBackward",
+                 "nnpack": "ConcatRecurrenceBackward", "fft": "ConcatRecurrenceBackward"}
+
+
+@contextlib.contextmanager
+def _runs(layer, path, substituted=False):
+    """Assert that the calls inside ran ``path`` (``layer.last_path``) and warned about a
+    substitution exactly when ``substituted``: the warning names the request and ``path``."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    ours = [str(w.message) for w in caught if "cannot run here" in str(w.message)]
+    assert layer.last_path == path, (layer.last_path, layer.last_path_detail)
+    if substituted:
+        assert ours and all(f"implementation={layer.implementation!r}" in m and f"{path!r} ran instead" in m
+                            for m in ours), ours
+    else:
+        assert not ours, ours
+
+
 def _forward_and_grads(layer, x, **call):
     x = x.clone().requires_grad_(True)
     out = layer(x, **call)
@@ -74,21 +103,42 @@ def _forward_and_grads(layer, x, **call):
     return tuple(o.detach() for o in outs), grads
 
 
-CASES = list(itertools.product([1, 2, 3], ["channels_last", "channels_first"]))
+# nnpack and fft are 2D only: their rank 1 and 3 cases are in test_unavailable_path_warns
+CASES = [(rank, fmt, path) for rank, fmt in itertools.product([1, 2, 3], ["channels_last", "channels_first"])
+         for path in PATHS if rank == 2 or path not in ("nnpack", "fft")]
 
 
-@pytest.mark.parametrize("path", PATHS)
-@pytest.mark.parametrize("rank,data_format", CASES)
+@pytest.mark.parametrize("rank,data_format,path", CASES)
 def test_path_matches_reference_forward_and_gradients(path, rank, data_format):
     ref, other = _pair(rank, path, padding="same", data_format=data_format, return_sequences=True,
                        return_state=True)
+    ran = "fused" if path == "auto" else path  # the rule's choice at these sizes (test_auto_rule)
     x = _input(rank, data_format)
-    with torch.no_grad():  # the inference loops (in place, preallocated output)
+    with torch.no_grad(), _runs(other, ran):  # the inference loops (in place, preallocated output)
         _close(other(x), ref(x), _tol(path, 1e-5), f"{path} inference")
     out_r, g_r = _forward_and_grads(ref, x)
-    out_o, g_o = _forward_and_grads(other, x)
+    with _runs(other, ran):
+        out_o, g_o = _forward_and_grads(other, x)
+        assert TRAINING_NODE[ran] in _grad_fn_names(other(x)[0])
     _close(out_o, out_r, _tol(path, 1e-5), f"{path} forward")
     _close(g_o, g_r, _tol(path, 1e-4), f"{path} gradients")
+
+
+# (options, forced path) -> the path that runs instead, written out from the documented
+# conditions: "concat" (and nnpack, fft) need 'same', strides 1, dilation 1, no dropout (which
+# acts in training only); "fft" needs odd kernels and the default activations without peepholes
+_NEEDS_SAME = ("padding=valid", "strides=2", "dilation_rate=2")
+_FFT_ONLY = ("kernel_size=2", "activation=relu", "peephole=True")
+
+
+def _expected_path(options, path, training):
+    key = ",".join(f"{k}={v}" for k, v in options.items())
+    needs_same = _NEEDS_SAME + (("dropout=0.3",) if training else ())
+    if path in ("concat", "nnpack", "fft") and any(n in key for n in needs_same):
+        return "fused"
+    if path == "fft" and any(n in key for n in _FFT_ONLY):
+        return "concat"
+    return path
 
 
 OPTIONS = [
@@ -117,13 +167,16 @@ def test_path_matches_reference_with_options(path, options):
                 for p in (layer.cell.peephole_i, layer.cell.peephole_f, layer.cell.peephole_o):
                     p.copy_(torch.linspace(-0.3, 0.3, p.numel()))
     x = _input(2, "channels_last", steps=5)
+    ran = _expected_path(options, path, training=True)
     ref.train(), other.train()  # dropout is active in training only
     out_r, g_r = _forward_and_grads(ref, x)
-    out_o, g_o = _forward_and_grads(other, x)
+    with _runs(other, ran, substituted=ran != path):
+        out_o, g_o = _forward_and_grads(other, x)
     _close(out_o, out_r, _tol(path, 1e-5), f"{path} forward")
     _close(g_o, g_r, _tol(path, 1e-4), f"{path} gradients")
     ref.eval(), other.eval()
-    with torch.no_grad():
+    ran = _expected_path(options, path, training=False)
+    with torch.no_grad(), _runs(other, ran, substituted=ran != path):
         _close(other(x), ref(x), _tol(path, 1e-5), f"{path} inference")
 
 
@@ -135,11 +188,14 @@ def test_path_with_mask_and_initial_state(path):
     h0 = torch.randn(2, 6, 5, 4)
     c0 = torch.randn(2, 6, 5, 4)
     call = dict(mask=mask, initial_state=[h0, c0])
+    # "fft" cannot take a mask (it runs "concat" and says so); "auto" picks "fused" at this size
+    ran = {"fft": "concat", "auto": "fused"}.get(path, path)
     out_r, g_r = _forward_and_grads(ref, x, **call)
-    out_o, g_o = _forward_and_grads(other, x, **call)
+    with _runs(other, ran, substituted=path == "fft"):
+        out_o, g_o = _forward_and_grads(other, x, **call)
     _close(out_o, out_r, _tol(path, 1e-5), f"{path} forward")
     _close(g_o, g_r, _tol(path, 1e-4), f"{path} gradients")
-    with torch.no_grad():
+    with torch.no_grad(), _runs(other, "fused" if path == "auto" else path):  # no mask: fft applies
         _close(other(x, initial_state=[h0, c0]), ref(x, initial_state=[h0, c0]), _tol(path, 1e-5),
                f"{path} inference")
 
@@ -150,7 +206,8 @@ def test_path_stateful(path):
     x1, x2 = _input(2, "channels_last", seed=1), _input(2, "channels_last", seed=2)
     with torch.no_grad():
         for x in (x1, x2):
-            _close(other(x), ref(x), _tol(path, 1e-5), f"{path} stateful")
+            with _runs(other, path):
+                _close(other(x), ref(x), _tol(path, 1e-5), f"{path} stateful")
         _close(other.states, ref.states, _tol(path, 1e-5), f"{path} states")
 
 
@@ -161,7 +218,9 @@ def test_checkpoint_through_time_gives_the_same_gradients(path, chunk):
     _, ck = _pair(2, path, padding="same", return_sequences=True, checkpoint_chunk=chunk)
     x = _input(2, "channels_last", steps=7)
     out_r, g_r = _forward_and_grads(ref, x)
-    out_c, g_c = _forward_and_grads(ck, x)
+    ran = "fused" if path == "reference" else path  # checkpointing is built on the fused schedule
+    with _runs(ck, ran, substituted=path == "reference"):
+        out_c, g_c = _forward_and_grads(ck, x)
     _close(out_c, out_r, _tol(path, 1e-5), "checkpointed forward")
     _close(g_c, g_r, _tol(path, 1e-4), "checkpointed gradients")
 
@@ -203,6 +262,10 @@ def test_auto_rule():
 
 @pytest.mark.parametrize("path", ["reference", "fused", "concat", "nnpack", "fft"])
 def test_torch_compile_traces_the_time_loop_without_graph_breaks(path):
+    """Under ``torch.compile`` NNPACK and the spectral node cannot be traced: ``"nnpack"`` and
+    ``"fft"`` run ``"concat"``'s per-step loop, recorded in ``last_path`` and
+    ``last_path_detail["substituted"]`` (a warning would break the graph; documented in
+    :mod:`convlstm._paths`)."""
     torch._dynamo.reset()
     layer = convlstm.ConvLSTM2D(4, 3, padding="same", return_sequences=True, in_channels=2, implementation=path)
     x = torch.randn(2, 4, 6, 6, 2)
@@ -213,7 +276,16 @@ def test_torch_compile_traces_the_time_loop_without_graph_breaks(path):
         assert explanation.graph_count == 1
     compiled = torch.compile(layer, backend="eager", fullgraph=True)
     with torch.no_grad():
-        _close(compiled(x), layer(x), _tol(path, 1e-5), f"{path} compiled")
+        expected = layer(x)
+        layer.last_path = None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # nothing is emitted inside the traced graph
+            _close(compiled(x), expected, _tol(path, 1e-5), f"{path} compiled")
+    ran = "concat" if path in ("nnpack", "fft") else path
+    assert layer.last_path == ran, layer.last_path_detail
+    assert layer.last_path_detail["loop"] == ("cell.step" if path == "reference" else "cell.update")
+    substituted = layer.last_path_detail["substituted"]
+    assert (substituted is not None and "torch.compile" in substituted) if ran != path else substituted is None
 
 
 def test_checkpoint_through_time_saves_less_for_backward():
@@ -382,3 +454,110 @@ def test_nnpack_one_image_at_a_time_on_large_images(monkeypatch):
     _close(g_o, g_r, 1e-4, "nnpack gradients")
     # 3 steps x 2 images, inference + training forward + state gradients of steps 2 and 3
     assert batches == [1] * (6 + 6 + 4), batches
+
+
+# ------------------------------------------------------------------ what ran, and forced paths that cannot
+@pytest.mark.parametrize("rank,path", [(1, "nnpack"), (1, "fft"), (3, "nnpack"), (3, "fft")])
+def test_unavailable_path_warns_and_names_the_path_that_ran(rank, path):
+    """NNPACK and the spectral node are 2D only: a 1D or 3D layer forced to them warns, names
+    ``implementation``, what was asked and what ran (``"concat"``), and still computes the
+    reference's numbers."""
+    ref, other = _pair(rank, path, padding="same", return_sequences=True)
+    x = _input(rank, "channels_last")
+    with pytest.warns(UserWarning, match=rf"implementation='{path}' cannot run here, 'concat' ran instead: "
+                                         rf"'{path}' needs a 2D layer \(this one is {rank}D\)"):
+        out_o, g_o = _forward_and_grads(other, x)
+    assert other.last_path == "concat"
+    assert other.last_path_detail["requested"] == path
+    out_r, g_r = _forward_and_grads(ref, x)
+    _close(out_o, out_r, 1e-5, f"{path} forward")
+    _close(g_o, g_r, 1e-4, f"{path} gradients")
+
+
+def test_auto_runs_the_path_its_rule_chooses(monkeypatch):
+    """``"auto"`` runs what :func:`auto_path` documents (thresholds lowered so that small layers
+    reach every branch), silently (it only chooses), and says so in ``last_path``."""
+    x = _input(2, "channels_last", steps=3)
+    monkeypatch.setattr(_paths, "AUTO_HOIST_MAX_BYTES", 0)  # every hoisted gate tensor is "large"
+    layer = convlstm.ConvLSTM2D(4, 3, padding="same", in_channels=3)
+    with _runs(layer, "concat"):
+        layer(x)
+    monkeypatch.setattr(_paths, "AUTO_FAST_CONV_MIN_FLOPS", 0)  # 5x5 on 6x5: whole-image transforms
+    layer5 = convlstm.ConvLSTM2D(4, 5, padding="same", in_channels=3)
+    with _runs(layer5, "fft"):
+        assert "ConcatRecurrenceBackward" in _grad_fn_names(layer5(x))
+    assert layer5.last_path_detail["convolutions"] == "spectral"
+    dropout = convlstm.ConvLSTM2D(4, 3, padding="same", in_channels=3, dropout=0.5)
+    dropout.train()
+    with _runs(dropout, "reference"):
+        dropout(x)
+
+
+# ------------------------------------------------------------------ hand-written backwards against finite differences
+def _gate_update_reference(a, b, c_prev):
+    """The LSTM update written as Keras writes it (tanh, unscaled candidate), for torch's autograd:
+    the candidate block of ``a + b`` is doubled, as :class:`GateUpdate` expects."""
+    nf = c_prev.shape[1]
+    i, f, g2, o = (a + b).split(nf, dim=1)
+    c = torch.sigmoid(f) * c_prev + torch.sigmoid(i) * torch.tanh(g2 / 2)
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
+def test_gate_update_backward_matches_finite_differences_and_autograd():
+    """:class:`convlstm._gates.GateUpdate`'s closed-form backward against ``gradcheck`` (float64
+    central differences) and against torch's autograd of the update written with ``tanh``."""
+    from convlstm._gates import GateUpdate
+
+    g = torch.Generator().manual_seed(7)
+    a = (2 * torch.randn(2, 12, 4, 3, dtype=torch.float64, generator=g)).requires_grad_()
+    b = torch.randn(2, 12, 4, 3, dtype=torch.float64, generator=g).requires_grad_()
+    c = torch.randn(2, 3, 4, 3, dtype=torch.float64, generator=g).requires_grad_()
+    assert torch.autograd.gradcheck(GateUpdate.apply, (a, b, c), eps=1e-6, atol=1e-8, rtol=1e-6)
+    assert torch.autograd.gradcheck(lambda a, c: GateUpdate.apply(a, None, c), (a, c), eps=1e-6, atol=1e-8)
+    w_h, w_c = torch.randn(2, 3, 4, 3, dtype=torch.float64, generator=g), torch.randn(2, 3, 4, 3, dtype=torch.float64,
+                                                                                    generator=g)
+    ours = torch.autograd.grad([(o * w).sum() for o, w in zip(GateUpdate.apply(a, b, c), (w_h, w_c))], (a, b, c))
+    theirs = torch.autograd.grad([(o * w).sum() for o, w in zip(_gate_update_reference(a, b, c), (w_h, w_c))],
+                                 (a, b, c))
+    for x, y in zip(ours, theirs):
+        torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-12)
+
+
+def test_nnpack_state_gradient_is_the_adjoint_of_its_forward(monkeypatch):
+    """:meth:`NNPACKStepConvolutions.state_gradient` (the flipped, transposed kernel through the
+    forward convolution). NNPACK is float32 only, so: (1) the whole training node with
+    ``NNPACKStepConvolutions`` passes ``gradcheck`` in float64 with NNPACK's call replaced by
+    torch's convolution (the kernel transform and the adjoint identity, exactly); (2) NNPACK's own
+    float32 state gradient equals torch autograd's vector-Jacobian product of a float64
+    convolution, within float32 rounding."""
+    from convlstm import _recurrence
+    from convlstm._recurrence import ConcatRecurrence, NNPACKStepConvolutions
+
+    g = torch.Generator().manual_seed(5)
+    steps, batch, cin, nf, k = 4, 2, 2, 3, 5
+    pad = (k // 2, k // 2)
+
+    def torch_conv(z, weight, bias, padding, memory_format=torch.contiguous_format):
+        return torch.nn.functional.conv2d(z, weight, bias, 1, list(padding)).contiguous(memory_format=memory_format)
+
+    with monkeypatch.context() as m:
+        m.setattr(_recurrence, "nnpack_conv", torch_conv)
+        tensors = [torch.randn(steps, batch, cin, 5, 4, dtype=torch.float64, generator=g),
+                   torch.randn(batch, nf, 5, 4, dtype=torch.float64, generator=g),
+                   torch.randn(batch, nf, 5, 4, dtype=torch.float64, generator=g),
+                   0.3 * torch.randn(4 * nf, cin, k, k, dtype=torch.float64, generator=g),
+                   0.3 * torch.randn(4 * nf, nf, k, k, dtype=torch.float64, generator=g),
+                   torch.randn(4 * nf, dtype=torch.float64, generator=g)]
+        tensors = [t.requires_grad_() for t in tensors]
+        assert torch.autograd.gradcheck(lambda *a: ConcatRecurrence.apply(*a, NNPACKStepConvolutions(pad, 2)),
+                                        tensors, eps=1e-6, atol=1e-7, rtol=1e-5)
+    if not _paths._NNPACK:
+        pytest.skip("this torch build has no NNPACK: part (2) cannot run")
+    convs = NNPACKStepConvolutions(pad, 2)
+    w_hh = torch.randn(4 * nf, nf, k, k, generator=g)
+    grad_gates = torch.randn(batch, 4 * nf, 9, 7, generator=g).contiguous(memory_format=torch.channels_last)
+    state = torch.randn(batch, nf, 9, 7, generator=g, dtype=torch.float64).requires_grad_()
+    ours = convs.state_gradient(grad_gates, state.detach().float(), convs.prepare_backward(w_hh), 1)
+    out = torch.nn.functional.conv2d(state, w_hh.double(), None, 1, list(pad))
+    (theirs,) = torch.autograd.grad(out, state, grad_gates.double())
+    _close(ours.double(), theirs, 1e-5, "NNPACK state gradient")

@@ -65,9 +65,17 @@ def update_in_place(gates: torch.Tensor, c_prev: torch.Tensor, c_out: torch.Tens
     itself); the candidate is kept as :math:`\sigma(P_c) = (g + 1)/2`, which the backward needs.
     :math:`c_t` goes to ``c_out`` (which may be ``c_prev`` itself), :math:`\tau` to ``tau`` and
     :math:`h_t` to ``h_out``. With :math:`g = 2\sigma(P_c) - 1`:
-    :math:`c_t = f c_{t-1} + 2 i \sigma(P_c) - i`."""
+    :math:`c_t = f c_{t-1} + 2 i \sigma(P_c) - i`.
+
+    Mixed precision: when ``gates`` is 16-bit and ``c_prev`` float32, the activations
+    (``act_out``, default a new tensor), :math:`c_t` and :math:`\tau` are float32 and only
+    :math:`h_t` is rounded, to ``h_out``'s dtype."""
     nf = c_prev.shape[1]
-    act = gates.sigmoid_() if act_out is None else torch.sigmoid(gates, out=act_out)
+    if gates.dtype != c_prev.dtype:  # 16-bit convolutions: sigmoid and all after in c's float32
+        act = gates.to(c_prev.dtype) if act_out is None else act_out.copy_(gates)
+        act.sigmoid_()
+    else:
+        act = gates.sigmoid_() if act_out is None else torch.sigmoid(gates, out=act_out)
     i, f, sc, o = act.split(nf, dim=1)
     torch.mul(f, c_prev, out=c_out).addcmul_(i, sc, value=2).sub_(i)
     torch.mul(c_out, 2, out=tau).sigmoid_().mul_(2).sub_(1)
@@ -79,11 +87,13 @@ def update_backward(act: torch.Tensor, c_prev: torch.Tensor, tau: torch.Tensor, 
     r"""The backward of one update. ``act`` is :math:`\sigma(P)` as :func:`update_in_place` leaves
     it, ``dh`` and ``dc`` the gradients of :math:`h_t` and :math:`c_t` (``dc`` may be ``None``:
     zero). The gradient of the (scaled) pre-activations is written into ``dp``
-    :math:`(B, 4F, *S)`; returns :math:`\bar c_{t-1}` (a new tensor).
+    :math:`(B, 4F, *S)` (computed in ``act``'s dtype, float32 under mixed precision, and rounded
+    once when ``dp`` is 16-bit); returns :math:`\bar c_{t-1}` (a new tensor, ``act``'s dtype).
 
     Every block's derivative is :math:`\sigma(1 - \sigma)` (one operation over all :math:`4F`
     channels); the candidate's :math:`(1 - g^2)/2 = 2\sigma(P_c)(1 - \sigma(P_c))`."""
     nf = c_prev.shape[1]
+    out, dp = dp, (dp if dp.dtype == act.dtype else torch.empty_like(act))  # float32 work, one rounding
     i, f, sc, o = act.split(nf, dim=1)
     dcell = torch.mul(tau, tau).neg_().add_(1).mul_(o).mul_(dh)
     if dc is not None:
@@ -95,6 +105,8 @@ def update_backward(act: torch.Tensor, c_prev: torch.Tensor, tau: torch.Tensor, 
     df.mul_(dcell).mul_(c_prev)
     dg.mul_(dcell).mul_(i).mul_(2)
     do.mul_(dh).mul_(tau)
+    if out is not dp:
+        out.copy_(dp)
     return dcell.mul_(f)
 
 
@@ -102,17 +114,26 @@ class GateUpdate(torch.autograd.Function):
     r"""One step's update as one autograd node: ``(A, B, c_prev) -> (h_t, c_t)`` with
     :math:`P = A + B` (``B`` may be ``None``), the math of this module's docstring. Saved: the
     activated gates (4F channels), :math:`c_{t-1}` and :math:`\tau` (F each); :math:`\bar A = \bar B = \bar P`.
+
+    Mixed precision: with 16-bit ``A``, ``B`` (the convolutions' outputs under autocast) and a
+    float32 ``c_prev``, :math:`P`, the saved tensors, :math:`c_t` and the backward are float32;
+    :math:`h_t` and :math:`\bar P` are rounded to ``A``'s dtype (the next convolutions' inputs).
     """
 
     @staticmethod
     def forward(ctx, a: torch.Tensor, b: Optional[torch.Tensor], c_prev: torch.Tensor):
-        act = a + b if b is not None else a.clone()
+        if a.dtype == c_prev.dtype:
+            act = a + b if b is not None else a.clone()
+        else:  # 16-bit pre-activations, float32 state: the sum and the update in float32
+            act = a.to(c_prev.dtype, copy=True)
+            if b is not None:
+                act.add_(b)
         c = torch.empty_like(c_prev)
         tau = torch.empty_like(c_prev)
-        h = torch.empty_like(c_prev)
+        h = torch.empty_like(c_prev, dtype=a.dtype)
         update_in_place(act, c_prev, c, tau, h)
         ctx.save_for_backward(act, c_prev, tau)
-        ctx.two = b is not None
+        ctx.two, ctx.dtype = b is not None, a.dtype
         return h, c
 
     @staticmethod
@@ -120,6 +141,6 @@ class GateUpdate(torch.autograd.Function):
         act, c_prev, tau = ctx.saved_tensors
         if dh is None:
             dh = torch.zeros_like(tau)
-        dp = torch.empty_like(act)
+        dp = torch.empty_like(act, dtype=ctx.dtype)
         dc_prev = update_backward(act, c_prev, tau, dh, dc_out, dp)
         return dp, (dp if ctx.two else None), dc_prev

@@ -132,3 +132,18 @@ def box_sum(x: torch.Tensor, before: int, after: int) -> torch.Tensor:
         c = F.pad(x, pad).cumsum(dim)
         x = c.narrow(dim, before + after + 1, n) - c.narrow(dim, 0, n)
     return x
+
+
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def cpu_bf16_flags() -> List[str]:
+    """Which of ``BF16_CPU_FLAGS`` this CPU reports in ``/proc/cpuinfo`` (bfloat16 dot products
+    in AVX-512, AMX tiles): oneDNN's bfloat16 convolutions are fast only with them. Empty where
+    ``/proc/cpuinfo`` cannot be read (not Linux)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = next((line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), [])
+    except OSError:
+        return []
+    return [f for f in BF16_CPU_FLAGS if f in flags]

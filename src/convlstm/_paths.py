@@ -57,8 +57,9 @@ Paths (``implementation=`` on the layers):
     forward with the kernel transposed and flipped); on images of 64x64 or more NNPACK runs one
     image at a time (:func:`convlstm._recurrence.nnpack_conv`). Its float32 rounding differs more
     from the reference than oneDNN's: up to about 1e-5 of the output's scale (Winograd tiles,
-    3x3 kernels on small images), against about 1e-6 for the other paths. 2D, float32, CPU
-    only, not under ``torch.compile`` or autocast (otherwise it runs ``"concat"``).
+    3x3 kernels on small images), against about 1e-6 for the other paths. 2D, float32 CPU
+    convolutions only (not under autocast, not a 16-bit module), not under ``torch.compile``
+    (otherwise it runs ``"concat"``, see "What ran" below).
 
 ``"fft"``
     ``"concat"``'s node with the three convolutions of a step (forward, gradient of the state,
@@ -66,8 +67,9 @@ Paths (``implementation=`` on the layers):
     frequency of a whole-image ``rfft2`` (:class:`convlstm._recurrence.SpectralStepConvolutions`):
     for 5x5 kernels on small images with many channels it does several times fewer
     multiplications than a direct convolution, and rounds about as the direct paths do
-    (1e-6 of the scale). 2D, odd kernels, default activations, no mask, not under
-    ``torch.compile`` or autocast (otherwise it runs ``"concat"``).
+    (1e-6 of the scale). 2D, odd kernels, default activations, no mask, float32 or float64
+    convolutions (not under autocast), not under ``torch.compile`` (otherwise it runs
+    ``"concat"``).
 
 ``"auto"`` (default)
     The rule of :func:`auto_path`: for a large 2D float32 CPU layer with odd kernels of 5x5 or
@@ -75,7 +77,52 @@ Paths (``implementation=`` on the layers):
     of 64x64 or more and ``"fft"`` below (when its kernel spectrum fits in
     ``AUTO_FFT_MAX_SPECTRUM_BYTES``); else ``"concat"`` when the hoisted gates would exceed
     ``AUTO_HOIST_MAX_BYTES``; else ``"fused"``. The thresholds come from the measurements in
-    ``benchmarks/RESULTS.md``; with dropout the layer runs ``"reference"``.
+    ``benchmarks/RESULTS.md``; with dropout the layer runs ``"reference"``. The rule looks at the
+    convolutions' precision, so under autocast it never picks ``"nnpack"`` or ``"fft"``.
+
+What ran
+--------
+After every forward the layer's ``last_path`` names the path that ran (``"reference"``,
+``"fused"``, ``"concat"``, ``"nnpack"`` or ``"fft"``; ``"auto"``'s choice, never ``"auto"``), and
+``last_path_detail`` is a dict: ``requested`` (``implementation``), ``path``, ``substituted``
+(why another path ran than the one asked or chosen, else ``None``), ``loop`` (which time loop
+ran: ``"ConcatRecurrence"``, the whole loop as one node with the hand-written backward;
+``"GateUpdate"``, per-step convolutions with the closed-form update node; ``"cell.update"``,
+the cell's functional update under autograd; ``"hoisted_inference"`` / ``"concat_inference"``,
+the in-place loops without autograd; ``"cell.step"``, the reference), ``convolutions``
+(``"torch"``, ``"nnpack"`` or ``"spectral"``), ``compute_dtype`` and ``state_dtype`` (below).
+
+An explicit ``implementation=`` that cannot apply here is not substituted silently: the layer
+warns (:class:`UserWarning`: ``implementation='fft' cannot run here, 'concat' ran instead: 'fft'
+needs odd kernels (kernel_size=(2, 2))``) and runs the nearest path that applies
+(``"nnpack"``/``"fft"`` -> ``"concat"`` -> ``"fused"``; ``"reference"`` with
+``checkpoint_chunk`` -> ``"fused"``). Under ``torch.compile`` the substitution is recorded in
+``last_path_detail["substituted"]`` only, because a warning inside a traced function breaks the
+graph. ``"auto"`` only chooses and does not warn.
+
+Precision
+---------
+The paths follow the precision of their convolutions, ``compute_dtype``: under
+``torch.autocast`` (bfloat16 on CPU and CUDA, float16 on CUDA and recent CPUs) a float32 layer
+convolves in autocast's 16-bit format, and a module cast with ``.to(torch.bfloat16)`` convolves
+in bfloat16. With 16-bit convolutions every path keeps, as cuDNN's LSTM does:
+
+- in the 16-bit format: the frames, the weights (cast once per forward, or once per step in the
+  per-step training loops so that autograd sums the steps' weight gradients in float32), the
+  convolutions' inputs and outputs, :math:`h_t` (the next convolution's input) and so the layer's
+  output and :math:`h_T`, and the gradients that flow into the convolutions;
+- in float32 (``state_dtype``): the sum of the pre-activations, the sigmoids and tanh, the cell
+  state :math:`c_t` and its gradient, everything the backward of the update computes (rounded
+  once, to 16 bits, where it enters a convolution), the chunks' weight and bias gradients in
+  :class:`convlstm._recurrence.ConcatRecurrence` (summed in float32), and :math:`c_T` (returned in
+  the dtype the state came in: float32 under autocast, bfloat16 for a bfloat16 module).
+
+The ``"reference"`` path sums and updates in float32 too, but leaves its convolutions to
+autocast's own rules (which cast each leaf weight once per autocast region, so that autograd
+sums the steps' weight gradients in 16 bits). The same hand-written nodes (:class:`GateUpdate`,
+:class:`ConcatRecurrence`) serve every
+precision; ``"nnpack"`` and ``"fft"`` are float32-only. Measured accuracy and speed:
+``docs/precision.md``.
 
 Under ``torch.compile`` every path keeps its layout but uses the functional form of the update
 (the compiler fuses the pointwise work itself) and oneDNN/torch convolutions; the whole time loop
@@ -100,6 +147,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from typing import Iterator, List, Optional, Tuple
 
 import torch
@@ -192,7 +240,61 @@ def scan_time_loops() -> Iterator[None]:
         _scan_depth -= 1
 
 
+# --------------------------------------------------------------------------------- precision
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def _autocast_dtype(device_type: str) -> torch.dtype:
+    try:
+        return torch.get_autocast_dtype(device_type)
+    except AttributeError:  # older torch
+        return torch.get_autocast_cpu_dtype() if device_type == "cpu" else torch.get_autocast_gpu_dtype()
+
+
+def compute_dtype(cell, x: torch.Tensor) -> torch.dtype:
+    """The precision of the convolutions: autocast's (``bfloat16`` or ``float16``) for a float32
+    layer under ``torch.autocast`` on ``x``'s device, else the parameters' dtype (a module cast
+    with ``.to(torch.bfloat16)`` convolves in bfloat16)."""
+    dtype = cell.weight_ih.dtype
+    if dtype == torch.float32 and _autocast(x.device.type):
+        return _autocast_dtype(x.device.type)
+    return dtype
+
+
+def state_dtype(conv_dtype: torch.dtype) -> torch.dtype:
+    """The precision of the gate arithmetic and the cell state: float32 when the convolutions run
+    in a 16-bit format (as cuDNN's LSTM keeps them), else the convolutions' own."""
+    return torch.float32 if conv_dtype in LOW_PRECISION else conv_dtype
+
+
 # --------------------------------------------------------------------------------- entry point
+def resolve_path(layer, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, mask, in_masks, rec_masks,
+                 requested: str, checkpoint_chunk=None) -> Tuple[str, Optional[str]]:
+    """The path that runs for ``requested`` and, when it is not the one requested (or chosen by
+    ``"auto"``), why: ``(path, reason)`` with ``reason`` ``None`` when the request applies."""
+    path = requested
+    if path == "auto":
+        path = auto_path(layer, x, tuple(h.shape[2:]), in_masks, rec_masks, _needs_grad(layer.cell, x, h, c))
+    reasons = []
+    if path == "reference" and checkpoint_chunk is not None:
+        reasons.append("checkpoint_chunk is built on the 'fused' schedule")
+        path = "fused"
+    if path == "fft":
+        why = fft_unavailable(layer, x, in_masks, rec_masks) or ("a mask" if mask is not None else None)
+        if why:
+            reasons.append(f"'fft' needs {why}")
+            path = "concat"
+    if path == "nnpack":
+        why = nnpack_unavailable(layer, x, in_masks, rec_masks)
+        if why:
+            reasons.append(f"'nnpack' needs {why}")
+            path = "concat"
+    if path == "concat" and not concat_applicable(layer, in_masks, rec_masks):
+        reasons.append("'concat' needs padding='same', strides 1, dilation 1 and no dropout")
+        path = "fused"
+    return path, ("; ".join(reasons) or None)
+
+
 def run(layer, cell, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, *, mask: Optional[torch.Tensor],
         in_masks: Optional[torch.Tensor], rec_masks: Optional[torch.Tensor], path: str,
         checkpoint_chunk=None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -203,23 +305,32 @@ def run(layer, cell, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, *, mask:
     dropout masks or ``None``; ``mask`` is a boolean :math:`(B, T)` or ``None``.
 
     Returns ``(output, h_T, c_T)``: output :math:`(B, T, F, *S')` with ``return_sequences``,
-    else :math:`(B, F, *S')`, all channels first (strides may be those of another layout).
+    else :math:`(B, F, *S')`, all channels first (strides may be those of another layout); the
+    output and :math:`h_T` in the convolutions' precision, :math:`c_T` in ``c``'s dtype.
+
+    Sets ``layer.last_path`` (the path that ran) and ``layer.last_path_detail`` (see the module
+    docstring); an explicit ``path`` that cannot apply warns (:class:`UserWarning`) and names the
+    path that ran instead.
     """
-    if _scan_depth:
+    if _scan_depth:  # graph export: nothing is recorded on the layer while tracing
         return _run_scan(layer, cell, x, h, c, mask, in_masks, rec_masks)
-    if path == "auto":
-        path = auto_path(layer, x, tuple(h.shape[2:]), in_masks, rec_masks, _needs_grad(cell, x, h, c))
-    if path == "reference" and checkpoint_chunk is None:
-        return _run_reference(layer, cell, x, h, c, mask, in_masks, rec_masks)
-    if path == "reference":  # checkpointing is built on the fused schedule
-        path = "fused"
-    if path == "fft" and not (mask is None and fft_applicable(layer, x, in_masks, rec_masks)):
-        path = "concat"  # documented fallback: not 2D, even kernel, other activations, or a mask
-    if path == "nnpack" and not nnpack_applicable(layer, x, in_masks, rec_masks):
-        path = "concat"  # documented fallback: not 2D float32 on CPU, or no NNPACK in this torch
-    if path == "concat" and not concat_applicable(layer, in_masks, rec_masks):
-        path = "fused"  # documented fallback: dropout, strides, dilation or 'valid' padding
-    return _run_fused(layer, cell, x, h, c, mask, in_masks, rec_masks, checkpoint_chunk, path)
+    chosen, reason = resolve_path(layer, x, h, c, mask, in_masks, rec_masks, path, checkpoint_chunk)
+    conv_dtype = compute_dtype(cell, x)
+    record = {"requested": path, "path": chosen, "substituted": reason, "loop": None, "convolutions": "torch",
+              "compute_dtype": conv_dtype, "state_dtype": state_dtype(conv_dtype)}
+    if reason is not None and path != "auto" and not _compiling():  # a warning breaks a traced graph
+        warnings.warn(f"implementation={path!r} cannot run here, {chosen!r} ran instead: {reason}",
+                      UserWarning, stacklevel=5)  # the line that called the layer
+    c_dtype = c.dtype
+    h, c = h.to(conv_dtype), c.to(record["state_dtype"])
+    if chosen == "reference":
+        record["loop"] = "cell.step"
+        output, h, c = _run_reference(layer, cell, x.to(conv_dtype), h, c, mask, in_masks, rec_masks)
+    else:
+        output, h, c = _run_fused(layer, cell, x, h, c, mask, in_masks, rec_masks, checkpoint_chunk, chosen,
+                                  record)
+    layer.last_path, layer.last_path_detail = chosen, record
+    return output, h, c.to(c_dtype)
 
 
 def _run_reference(layer, cell, x, h, c, mask, in_masks, rec_masks):
@@ -352,7 +463,8 @@ def auto_path(layer, x: torch.Tensor, spatial: Tuple[int, ...], in_masks=None, r
     if _compiling():  # no branch on (possibly symbolic) sizes under torch.compile / torch.export
         return "fused"
     kernel = layer.kernel_size
-    if (x.device.type == "cpu" and x.dtype == torch.float32 and min(kernel) >= 5
+    dtype = compute_dtype(layer.cell, x)  # under autocast: the 16-bit format the convolutions run in
+    if (x.device.type == "cpu" and dtype == torch.float32 and min(kernel) >= 5
             and fft_applicable(layer, x, in_masks, rec_masks)):  # 2D, odd kernels, default activations
         cin = x.shape[2]
         step_flops = 2 * x.shape[0] * math.prod(spatial) * 4 * layer.filters * (cin + layer.filters) \
@@ -363,7 +475,7 @@ def auto_path(layer, x: torch.Tensor, spatial: Tuple[int, ...], in_masks=None, r
             frequencies = (spatial[0] + kernel[0] - 1) * ((spatial[1] + kernel[1] - 1) // 2 + 1)
             if frequencies * (cin + layer.filters) * 4 * layer.filters * 8 <= AUTO_FFT_MAX_SPECTRUM_BYTES:
                 return "fft"
-    xg_bytes = x.shape[0] * x.shape[1] * 4 * layer.filters * math.prod(spatial) * x.element_size()
+    xg_bytes = x.shape[0] * x.shape[1] * 4 * layer.filters * math.prod(spatial) * dtype.itemsize
     if xg_bytes > AUTO_HOIST_MAX_BYTES and concat_applicable(layer, in_masks, rec_masks):
         return "concat"
     return "fused"
@@ -379,21 +491,64 @@ AUTO_FFT_MAX_SPECTRUM_BYTES = 256 * 2**20  # the "fft" path's kernel spectrum (c
 AUTO_HOIST_MAX_BYTES = 32 * 2**20
 
 
+def nnpack_unavailable(layer, x: torch.Tensor, in_masks, rec_masks) -> Optional[str]:
+    """Why the ``"nnpack"`` path cannot run here (``None`` when it can): it needs ``"concat"``'s
+    conditions, 2D, float32 convolutions on CPU (not under autocast, not a module cast to 16 bits),
+    NNPACK built into torch, and not ``torch.compile`` (NNPACK's operator has no shape function
+    for the compiler)."""
+    if layer.rank != 2:
+        return f"a 2D layer (this one is {layer.rank}D)"
+    if x.device.type != "cpu":
+        return f"a CPU tensor (got {x.device.type})"
+    dtype = compute_dtype(layer.cell, x)
+    if dtype != torch.float32:
+        return f"float32 convolutions (they run in {_dtype_name(dtype)}{_autocast_note(x)})"
+    if not concat_applicable(layer, in_masks, rec_masks):
+        return "padding='same', strides 1, dilation 1 and no dropout"
+    if not _NNPACK:
+        return "a torch built with NNPACK"
+    if _compiling():
+        return "eager mode (not torch.compile)"
+    return None
+
+
 def nnpack_applicable(layer, x: torch.Tensor, in_masks, rec_masks) -> bool:
-    """The ``"nnpack"`` path: ``"concat"``'s conditions, 2D, float32 on CPU, NNPACK built in, and
-    not under ``torch.compile`` (NNPACK's operator has no shape function for the compiler)."""
-    return (layer.rank == 2 and x.device.type == "cpu" and layer.cell.weight_ih.dtype == torch.float32
-            and concat_applicable(layer, in_masks, rec_masks) and _NNPACK and not _compiling()
-            and not _autocast("cpu"))
+    """True when :func:`nnpack_unavailable` has nothing against the ``"nnpack"`` path."""
+    return nnpack_unavailable(layer, x, in_masks, rec_masks) is None
+
+
+def fft_unavailable(layer, x: torch.Tensor, in_masks, rec_masks) -> Optional[str]:
+    """Why the ``"fft"`` path cannot run here (``None`` when it can): it needs ``"concat"``'s
+    conditions, 2D, odd kernels, the default activations without peepholes, float32 or float64
+    (not under autocast, not a module cast to 16 bits) and not ``torch.compile``."""
+    cell = layer.cell
+    if layer.rank != 2:
+        return f"a 2D layer (this one is {layer.rank}D)"
+    if not all(k % 2 == 1 for k in layer.kernel_size):
+        return f"odd kernels (kernel_size={layer.kernel_size})"
+    if not default_activations(cell):
+        return "activation='tanh', recurrent_activation='sigmoid' and no peepholes"
+    if not concat_applicable(layer, in_masks, rec_masks):
+        return "padding='same', strides 1, dilation 1 and no dropout"
+    dtype = compute_dtype(cell, x)
+    if dtype not in (torch.float32, torch.float64):
+        return f"float32 or float64 (the convolutions run in {_dtype_name(dtype)}{_autocast_note(x)})"
+    if _compiling():
+        return "eager mode (not torch.compile)"
+    return None
 
 
 def fft_applicable(layer, x: torch.Tensor, in_masks, rec_masks) -> bool:
-    """The ``"fft"`` path: ``"concat"``'s conditions, 2D, odd kernels, the default activations
-    without peepholes, floating point, not under ``torch.compile`` or autocast."""
-    cell = layer.cell
-    return (layer.rank == 2 and all(k % 2 == 1 for k in layer.kernel_size) and default_activations(cell)
-            and concat_applicable(layer, in_masks, rec_masks) and cell.weight_ih.dtype in (torch.float32, torch.float64)
-            and not _compiling() and not _autocast(x.device.type))
+    """True when :func:`fft_unavailable` has nothing against the ``"fft"`` path."""
+    return fft_unavailable(layer, x, in_masks, rec_masks) is None
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def _autocast_note(x: torch.Tensor) -> str:
+    return " under torch.autocast" if _autocast(x.device.type) else ""
 
 
 def _nnpack_available() -> bool:
@@ -413,7 +568,7 @@ def _nnpack_conv(plan, z: torch.Tensor, weight: torch.Tensor, bias: Optional[tor
     return nnpack_conv(z, weight, bias, plan.conv_padding)
 
 
-def _run_fused(layer, cell, x, h, c, mask, in_masks, rec_masks, checkpoint_chunk, variant):
+def _run_fused(layer, cell, x, h, c, mask, in_masks, rec_masks, checkpoint_chunk, variant, record):
     rank = layer.rank
     steps = x.shape[1]
     if layer.go_backwards:
@@ -434,14 +589,14 @@ def _run_fused(layer, cell, x, h, c, mask, in_masks, rec_masks, checkpoint_chunk
             m = None if mask is None else mask[:, start:stop]
             # no workspace: kept buffers would add a chunk's activations to the peak it lowers
             seq, h, c, prev = checkpoint(_fused_chunk, layer, cell, x[:, start:stop], h, c, m, in_masks,
-                                         rec_masks, prev, grad, variant, False, use_reentrant=False)
+                                         rec_masks, prev, grad, variant, record, False, use_reentrant=False)
             # a compact copy: a chunk's outputs may be a view of a buffer that also holds its inputs
             outs.append(seq if seq.is_contiguous() else seq.contiguous())
         seq = torch.cat(outs, dim=0) if len(outs) > 1 else outs[0]
         if not layer.return_sequences:
             seq = outs[-1]
     else:
-        seq, h, c, _ = _fused_chunk(layer, cell, x, h, c, mask, in_masks, rec_masks, None, grad, variant)
+        seq, h, c, _ = _fused_chunk(layer, cell, x, h, c, mask, in_masks, rec_masks, None, grad, variant, record)
     output = seq.transpose(0, 1) if layer.return_sequences else seq[0]
     return output, h, c
 
@@ -453,10 +608,12 @@ def _chunk_bounds(steps: int, chunk) -> List[Tuple[int, int]]:
     return [(s, min(s + k, steps)) for s in range(0, steps, k)]
 
 
-def _fused_chunk(layer, cell, x, h, c, mask, in_masks, rec_masks, prev_output, grad, variant,
+def _fused_chunk(layer, cell, x, h, c, mask, in_masks, rec_masks, prev_output, grad, variant, record,
                  reuse_buffers=True):
     """Steps over one chunk ``x`` :math:`(B, T', C, *S)` (already in processing order); the
-    training node's large buffers come from the cell's workspace when ``reuse_buffers``.
+    training node's large buffers come from the cell's workspace when ``reuse_buffers``. ``h``
+    comes in the convolutions' precision (``record["compute_dtype"]``), ``c`` in the state's;
+    ``record["loop"]`` and ``record["convolutions"]`` say which loop ran (module docstring).
 
     Returns ``(seq, h, c, prev_output)`` with seq :math:`(T', B, F, *S')` time-major (or
     :math:`(1, B, F, *S')`, the last output, without ``return_sequences``)."""
@@ -464,16 +621,20 @@ def _fused_chunk(layer, cell, x, h, c, mask, in_masks, rec_masks, prev_output, g
     batch, steps, channels = x.shape[0], x.shape[1], x.shape[2]
     spatial_in = tuple(x.shape[3:])
     compiling = _compiling()
-    # the closed-form update assumes one dtype throughout; under autocast the convolutions return
-    # a lower precision than the state, and the cell's own (functional) update handles the mix
-    fast = default_activations(cell) and not compiling and not _autocast(x.device.type)
-    w_ih, w_hh, bias = scaled_weights(cell, fast)
+    fast = default_activations(cell) and not compiling
+    # the weights, frames and state cast once to the convolutions' precision (a no-op in float32):
+    # under autocast the convolutions would otherwise cast the (non-leaf) weights at every step
+    conv_dtype = record["compute_dtype"]
+    scaled = scaled_weights(cell, fast)
+    w_ih, w_hh, bias = (None if w is None else w.to(conv_dtype) for w in scaled)
     keep_all = layer.return_sequences
     nnpack = variant == "nnpack"
     concat = variant in ("concat", "nnpack", "fft")
-    frames = _time_major_frames(x, rank, channels_last=not nnpack)
+    frames = _time_major_frames(x.to(conv_dtype), rank, channels_last=not nnpack)
     plan = cell._plan("recurrent", tuple(h.shape[2:]), 1)
     if nnpack:
+        record["convolutions"] = "nnpack"
+
         def conv(z, w, b):
             return _nnpack_conv(plan, z, w, b)
     else:
@@ -481,10 +642,13 @@ def _fused_chunk(layer, cell, x, h, c, mask, in_masks, rec_masks, prev_output, g
 
     if concat:
         if mask is None and fast and not grad and variant != "fft":
+            record["loop"] = "concat_inference"
             return _concat_inference(cell, frames.view((steps, batch) + tuple(frames.shape[1:])), h, c,
                                      w_ih, w_hh, bias, keep_all, conv, nnpack) + (prev_output,)
         if mask is None and fast and plan.pad is None:  # training: one node for the whole loop
+            record["loop"] = "ConcatRecurrence"
             if variant == "fft":
+                record["convolutions"] = "spectral"
                 convs = SpectralStepConvolutions(plan.conv_padding, rank, layer.kernel_size)
             else:
                 convs = (NNPACKStepConvolutions if nnpack else StepConvolutions)(plan.conv_padding, rank)
@@ -506,20 +670,34 @@ def _fused_chunk(layer, cell, x, h, c, mask, in_masks, rec_masks, prev_output, g
         x_gates = _layout(_project(cell, "input", frames, masks, w_ih, bias, channels), rank)
         xgs = x_gates.view((steps, batch) + tuple(x_gates.shape[1:])).unbind(0)
         if not grad and mask is None and fast:
+            record["loop"] = "hoisted_inference"
             return _hoisted_inference(layer, cell, xgs, h, c, w_hh, rec_masks, keep_all) + (prev_output,)
 
+    record["loop"] = "GateUpdate" if fast else "cell.update"
+    # 16-bit training: each step casts the float32 weights of its convolution itself, so that
+    # autograd sums the steps' weight gradients in float32 (one cast shared by all the steps
+    # would sum them in 16 bits: ten times the error over 100 steps)
+    per_step_cast = grad and conv_dtype in LOW_PRECISION and scaled[1].dtype == torch.float32
+    if per_step_cast and concat:
+        w_cat = torch.cat([scaled[0], scaled[1]], dim=1)
     outputs: List[torch.Tensor] = []
     for t in range(steps):
         if concat:
-            pre_a = conv(torch.cat([xs[t], h], dim=1), w_cat, bias)
+            if per_step_cast:
+                pre_a = conv(torch.cat([xs[t], h], dim=1), w_cat.to(conv_dtype),
+                             None if bias is None else scaled[2].to(conv_dtype))
+            else:
+                pre_a = conv(torch.cat([xs[t], h], dim=1), w_cat, bias)
             pre_b = None
         else:
-            pre_a = _project(cell, "recurrent", h, rec_masks, w_hh, None, layer.filters)
+            w_rec = scaled[1].to(conv_dtype) if per_step_cast else w_hh
+            pre_a = _project(cell, "recurrent", h, rec_masks, w_rec, None, layer.filters)
             pre_b = xgs[t]
         if fast:
             h_new, c_new = GateUpdate.apply(pre_a, pre_b, c)
-        else:
-            h_new, c_new = cell.update(pre_a if pre_b is None else pre_b + pre_a, c)
+        else:  # the cell's update (float32 arithmetic under 16-bit convolutions), h_t as h
+            h_new, c_new = cell.update(pre_a if pre_b is None else pre_b.to(c.dtype) + pre_a, c)
+            h_new = h_new.to(h.dtype)
         h, c, out, prev_output = masked_update(layer, mask, t, h_new, c_new, h, c, prev_output)
         if keep_all or not outputs:
             outputs.append(out)
@@ -554,7 +732,10 @@ def _hoisted_inference(layer, cell, xgs, h, c, w_hh, rec_masks, keep_all):
                                           "add", None, None, [], None)
         else:
             gates = _project(cell, "recurrent", h, rec_masks, w_hh, None, layer.filters)
-            gates.add_(xgs[t])
+            if gates.dtype == c.dtype:
+                gates.add_(xgs[t])
+            else:  # 16-bit convolutions: the pre-activations summed in the state's float32
+                gates = xgs[t].to(c.dtype, copy=True).add_(gates)
         h = seq[t if keep_all else 0]
         update_in_place(gates, c, c, tau, h)
     return seq, h.clone(), c

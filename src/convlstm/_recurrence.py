@@ -61,6 +61,8 @@ SPLIT_WEIGHT_GRADIENT_BELOW = 8
 # The backward computes the weight gradients in this many chunks of steps (see ConcatRecurrence)
 WEIGHT_GRADIENT_CHUNKS = 4
 
+_LOW = (torch.bfloat16, torch.float16)
+
 
 class StepConvolutions:
     """The convolutions of the steps, for :class:`ConcatRecurrence`: the forward over
@@ -124,6 +126,9 @@ class StepConvolutions:
         steps, cin = grad_gates.shape[0], w_ih.shape[1]
         ones, zeros = [1] * self.rank, [0] * self.rank
         like = grad_gates[0]
+        if need_bias and grad_gates.dtype in _LOW:  # 16-bit gate gradients: the bias's sum in float32
+            d_wih, d_whh, _ = self.weight_gradients(grad_gates, z, start, w_ih, w_hh, need_wih, need_whh, False)
+            return d_wih, d_whh, grad_gates.sum(dim=[0, 1] + list(range(3, grad_gates.dim())), dtype=torch.float32)
 
         def weight_grad(part: torch.Tensor, grads: torch.Tensor, weight: torch.Tensor, need_weight: bool,
                         bias: bool):
@@ -361,7 +366,8 @@ class ConcatRecurrence(torch.autograd.Function):
         steps, batch, cin = frames.shape[0], frames.shape[1], frames.shape[2]
         nf = c0.shape[1]
         spatial = tuple(c0.shape[2:])
-        z = convs.new_buffer(((steps + 1) * batch, cin + nf) + spatial, c0, "inputs").view(
+        # the convolutions' inputs in their precision (h0's), the gates and cell states in c0's
+        z = convs.new_buffer(((steps + 1) * batch, cin + nf) + spatial, h0, "inputs").view(
             (steps + 1, batch, cin + nf) + spatial)
         z[:steps, :, :cin].copy_(frames)
         z[0, :, cin:].copy_(h0)
@@ -403,7 +409,7 @@ class ConcatRecurrence(torch.autograd.Function):
         # are held at a time (about a quarter of the activations' memory) while each call still
         # batches several steps' frames
         chunk = max(1, math.ceil(steps / WEIGHT_GRADIENT_CHUNKS))
-        grad_buffer = ctx.convs.new_buffer((chunk * batch, w_hh.shape[0]) + spatial, c0, "gate_gradients").view(
+        grad_buffer = ctx.convs.new_buffer((chunk * batch, w_hh.shape[0]) + spatial, z, "gate_gradients").view(
             (chunk, batch, w_hh.shape[0]) + spatial)
         d_frames = torch.empty_like(z[:steps, :, :cin]) if need_frames else None
         totals: List[Optional[torch.Tensor]] = [None, None, None]
@@ -424,6 +430,8 @@ class ConcatRecurrence(torch.autograd.Function):
             grads = grad_buffer[: stop - start]
             parts = ctx.convs.weight_gradients(grads, z[start:stop], start, w_ih, w_hh, need_wih, need_whh,
                                                want_bias)
+            # 16-bit convolutions: the chunks' weight and bias gradients are summed in float32
+            parts = [p if p is None or p.dtype not in _LOW else p.float() for p in parts]
             totals = [p if total is None else (total if p is None else total.add_(p)) for total, p in zip(totals, parts)]
             if need_frames:
                 d_frames[start:stop] = _conv_backward(

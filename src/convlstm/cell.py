@@ -230,13 +230,17 @@ class ConvLSTMCell(nn.Module):
     def step(self, x_gates: torch.Tensor, h: torch.Tensor, c: torch.Tensor,
              recurrent_masks: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         """One update from the precomputed input gates ``x_gates`` :math:`(B, 4F, *S')` and the
-        previous state ``h, c`` :math:`(B, F, *S')`; returns the new ``(h, c)``."""
-        return self.update(x_gates + self.recurrent_projection(h, recurrent_masks), c)
+        previous state ``h, c`` :math:`(B, F, *S')`; returns the new ``(h, c)``. With 16-bit
+        convolutions and a float32 ``c`` (mixed precision) the sum and the update run in float32
+        and :math:`h_t` comes back in ``h``'s dtype."""
+        h_new, c_new = self.update(x_gates.to(c.dtype) + self.recurrent_projection(h, recurrent_masks), c)
+        return h_new.to(h.dtype), c_new
 
     def update(self, gates: torch.Tensor, c: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """The gate arithmetic from the summed pre-activations ``gates`` :math:`(B, 4F, *S')`
-        (input and recurrent convolutions and bias) and :math:`c_{t-1}`; returns ``(h_t, c_t)``."""
-        gi, gf, gc, go = gates.chunk(4, dim=1)
+        (input and recurrent convolutions and bias) and :math:`c_{t-1}`; returns ``(h_t, c_t)``, in
+        ``c``'s dtype (16-bit ``gates`` are cast to it first: float32 gate arithmetic)."""
+        gi, gf, gc, go = gates.to(c.dtype).chunk(4, dim=1)
         act, ract = self.activation, self.recurrent_activation
         if self.peephole:
             gi = gi + self._peephole_view(self.peephole_i) * c

@@ -295,6 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.add_argument("--quick", action="store_true",
                    help="a seconds-long smoke run on a few sequences (checks the set-up; not a real forecast)")
+    p.add_argument("--precision", choices=("auto", "32", "bf16-mixed"), default=None,
+                   help="training precision (default: auto); bf16-mixed runs the convolutions "
+                        "in bfloat16 under autocast, the gates and cell state in float32; auto takes bf16-mixed "
+                        "on a CPU with avx512_bf16 or amx_bf16, else 32")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("fit", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -496,6 +500,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                                                                        "encoder_width": 8, "correction": False})
     if args.epochs is not None:
         settings["max_epochs"] = args.epochs
+    if args.precision is not None:
+        settings["precision"] = args.precision
     demo(args.run_dir, settings=settings, progress=args.progress, seed=args.seed)
     return 0
 
