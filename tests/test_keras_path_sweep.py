@@ -21,7 +21,6 @@ import pytest
 import torch
 
 import convlstm
-from convlstm import _paths
 from _keras_ref import KERAS_CLASSES, assert_close, assert_weight_grads_close
 
 OURS = {1: convlstm.ConvLSTM1D, 2: convlstm.ConvLSTM2D, 3: convlstm.ConvLSTM3D}
