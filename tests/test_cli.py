@@ -6,22 +6,12 @@ import pytest
 
 pytest.importorskip("lightning")
 
-from convlstm import cli
 from convlstm.training import FitConfig, load_config
+from _helpers import run_cli_captured as run
 
 
 # tiny models run fastest on one thread (see conftest.py)
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def run(capsys, *argv):
-    """main(argv) -> (exit status, stdout, stderr), argparse's SystemExit included."""
-    try:
-        code = cli.main(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def grid(tmp_path, n=40, size=12):

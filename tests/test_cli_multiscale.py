@@ -8,22 +8,13 @@ import torch
 
 pytest.importorskip("lightning")
 
-from convlstm import cli
 from convlstm.training import GridDataModule, load_config
 from convlstm.training.multiscale import MultiScale
+from _helpers import run_cli_captured as run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 WEEKS = 3
-
-
-def run(capsys, *argv):
-    try:
-        code = cli.main(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def hourly_file(tmp_path, weeks=WEEKS):

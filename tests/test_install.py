@@ -4,12 +4,12 @@ import json
 import subprocess
 import sys
 import textwrap
-from importlib import resources
 from pathlib import Path
 
 import pytest
 
 import convlstm
+from _helpers import run_cli_captured as run
 
 # the import names of the packages the train extra installs (pyproject.toml's [train])
 TRAIN_EXTRA = ("lightning", "lightning_fabric", "pytorch_lightning", "matplotlib", "PIL", "yaml", "h5netcdf")
@@ -127,17 +127,6 @@ def test_bundled_configs_load_by_name_and_are_valid():
         read_bundled_config("nope")
     with pytest.raises(FileNotFoundError, match="nor is it a bundled config"):
         load_config("nope")
-
-
-def run(capsys, *argv):
-    from convlstm import cli
-
-    try:
-        code = cli.main(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_config_command_lists_and_prints_and_fit_takes_a_name(capsys, tmp_path, monkeypatch):

@@ -96,15 +96,19 @@ def test_keras2_2_layer_names_and_summary(tmp_path):
     assert "Total params:" in text
 
 
-def _write_keras1_file(path: Path, arrays, theano=False):
-    config = {"class_name": "Sequential", "config": [{
-        "class_name": "ConvLSTM2D",
-        "config": {"name": "convolutionallstm_1", "nb_filter": 2, "nb_row": 3, "nb_col": 3, "border_mode": "same",
-                   "dim_ordering": "tf", "inner_activation": "hard_sigmoid", "activation": "tanh",
-                   "return_sequences": True, "subsample": [1, 1], "batch_input_shape": [None, 3, 5, 5, 1],
-                   "init": "glorot_uniform", "inner_init": "orthogonal", "forget_bias_init": "one",
-                   "dropout_W": 0.0, "dropout_U": 0.0, "go_backwards": False, "stateful": False}}]}
+KERAS1_LAYER_DEFAULTS = {
+    "name": "convolutionallstm_1", "border_mode": "same", "return_sequences": True, "subsample": [1, 1],
+    "init": "glorot_uniform", "inner_init": "orthogonal", "forget_bias_init": "one", "dropout_W": 0.0,
+    "dropout_U": 0.0, "go_backwards": False, "stateful": False}
+
+
+def _keras1_model_file(path: Path, layer_config: dict, arrays, *, theano: bool) -> Path:
+    """A Keras 1.2.2 Sequential model file holding one ConvLSTM2D (``layer_config`` over
+    :data:`KERAS1_LAYER_DEFAULTS`), written with h5py independently of the library's writer;
+    ``arrays`` are its twelve weights in Keras 1's order W, U, b of the gates i, c, f, o."""
     import json
+    config = {"class_name": "Sequential", "config": [
+        {"class_name": "ConvLSTM2D", "config": {**KERAS1_LAYER_DEFAULTS, **layer_config}}]}
     with h5py.File(path, "w") as f:
         f.attrs["keras_version"] = b"1.2.2"
         f.attrs["backend"] = b"theano" if theano else b"tensorflow"
@@ -115,7 +119,14 @@ def _write_keras1_file(path: Path, arrays, theano=False):
         names = [f"convolutionallstm_1_{w}_{gate}" for gate in "icfo" for w in ("W", "U", "b")]
         lg.attrs["weight_names"] = [n.encode() for n in names]
         for n, a in zip(names, arrays):
-            lg.create_dataset(n, data=a)
+            lg.create_dataset(n, data=np.asarray(a, dtype=np.float32))
+    return path
+
+
+def _write_keras1_file(path: Path, arrays, theano=False):
+    _keras1_model_file(path, {"nb_filter": 2, "nb_row": 3, "nb_col": 3, "dim_ordering": "tf",
+                              "inner_activation": "hard_sigmoid", "activation": "tanh",
+                              "batch_input_shape": [None, 3, 5, 5, 1]}, arrays, theano=theano)
 
 
 def test_keras1_gate_order_is_reordered(tmp_path):
@@ -157,28 +168,13 @@ def test_train_mode_batchnorm_uses_batch_statistics(tmp_path):
 # TensorFlow's a cross-correlation.
 def _keras1_th_file(path: Path, weights: dict, *, nb_filter, nb_row, nb_col, channels, steps, theano,
                     activation, inner_activation):
-    """A Keras 1.2.2 Sequential model file with one 'th'-ordered ConvLSTM2D, written with h5py
-    from ``weights`` (``{"W_i": array, ...}``), independently of the library's writer."""
-    import json
-    config = {"class_name": "Sequential", "config": [{"class_name": "ConvLSTM2D", "config": {
-        "name": "convolutionallstm_1", "nb_filter": nb_filter, "nb_row": nb_row, "nb_col": nb_col,
-        "border_mode": "same", "dim_ordering": "th", "activation": activation,
-        "inner_activation": inner_activation, "return_sequences": True, "subsample": [1, 1],
-        "batch_input_shape": [None, steps, channels, None, None], "init": "glorot_uniform",
-        "inner_init": "orthogonal", "forget_bias_init": "one", "dropout_W": 0.0, "dropout_U": 0.0,
-        "go_backwards": False, "stateful": False}}]}
-    with h5py.File(path, "w") as f:
-        f.attrs["keras_version"] = b"1.2.2"
-        f.attrs["backend"] = b"theano" if theano else b"tensorflow"
-        f.attrs["model_config"] = json.dumps(config).encode()
-        g = f.create_group("model_weights")
-        g.attrs["layer_names"] = [b"convolutionallstm_1"]
-        lg = g.create_group("convolutionallstm_1")
-        names = [f"{w}_{gate}" for gate in "icfo" for w in ("W", "U", "b")]
-        lg.attrs["weight_names"] = [f"convolutionallstm_1_{n}".encode() for n in names]
-        for n in names:
-            lg.create_dataset(f"convolutionallstm_1_{n}", data=np.asarray(weights[n], np.float32))
-    return path
+    """A Keras 1.2.2 model file with one 'th'-ordered ConvLSTM2D, from ``weights``
+    (``{"W_i": array, ...}``)."""
+    layer = {"nb_filter": nb_filter, "nb_row": nb_row, "nb_col": nb_col, "dim_ordering": "th",
+             "activation": activation, "inner_activation": inner_activation,
+             "batch_input_shape": [None, steps, channels, None, None]}
+    return _keras1_model_file(path, layer, [weights[f"{w}_{gate}"] for gate in "icfo" for w in ("W", "U", "b")],
+                              theano=theano)
 
 
 def test_keras1_theano_file_against_numbers_worked_out_by_hand(tmp_path):

@@ -1,7 +1,5 @@
 """Error messages a newcomer meets: files that are not what their name says, NaN in the data, and
 command-line errors that name the command line's flags (not Python's argument names)."""
-import contextlib
-import io
 import re
 
 import numpy as np
@@ -10,18 +8,7 @@ import torch
 
 from convlstm import models
 from convlstm.data import check_finite, load_grid
-
-
-def run(*argv):
-    from convlstm import cli
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = cli.main([str(a) for a in argv])
-        except SystemExit as exc:
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
+from _helpers import run_cli as run
 
 
 # ---------------------------------------------------------------------------------- files

@@ -21,6 +21,7 @@ import torch
 
 import convlstm
 from convlstm import _paths
+from _helpers import grad_fn_names as _grad_fn_names
 
 PATHS = ["fused", "concat", "nnpack", "fft", "auto"]
 FAST_PATHS = ["fused", "concat", "nnpack", "fft"]  # "auto" picks one of them (see test_auto_rule)
@@ -310,18 +311,6 @@ def test_checkpoint_through_time_saves_less_for_backward():
 
 
 # ------------------------------------------------------------------ the concat path's training node
-def _grad_fn_names(tensor):
-    names, stack, seen = set(), [tensor.grad_fn], set()
-    while stack:
-        fn = stack.pop()
-        if fn is None or fn in seen:
-            continue
-        seen.add(fn)
-        names.add(type(fn).__name__)
-        stack.extend(f for f, _ in fn.next_functions)
-    return names
-
-
 @pytest.mark.parametrize("path", ["concat", "nnpack", "fft"])
 def test_concat_training_runs_as_one_node_with_a_handwritten_backward(path):
     """The comparisons above exercise :class:`ConcatRecurrence` (not a per-step autograd loop)."""

@@ -19,6 +19,7 @@ import torch
 
 import convlstm
 from convlstm import _paths
+from _helpers import grad_fn_names as _grad_fn_names
 
 BF16 = torch.bfloat16
 # the training node each path runs through under autocast, as found in the autograd graph
@@ -208,18 +209,6 @@ def test_gate_update_mixed_precision_backward():
     assert ours[0].dtype == ours[1].dtype == BF16 and ours[2].dtype == torch.float32
     _close([t.double() for t in ours[:2]], list(theirs[:2]), 8e-3, "pre-activation gradients (bfloat16)")
     _close(ours[2].double(), theirs[2], 1e-6, "cell-state gradient (float32)")
-
-
-def _grad_fn_names(tensor):
-    names, stack, seen = set(), [tensor.grad_fn], set()
-    while stack:
-        fn = stack.pop()
-        if fn is None or fn in seen:
-            continue
-        seen.add(fn)
-        names.add(type(fn).__name__)
-        stack.extend(f for f, _ in fn.next_functions)
-    return names
 
 
 def test_bf16_mixed_training_reaches_the_fast_paths(capsys, tmp_path, monkeypatch):

@@ -1,7 +1,5 @@
 """A run remembers its data: predict, evaluate and resume without the data options again; a
 changed --max-epochs on resume; a fit that fails before training leaves nothing."""
-import contextlib
-import io
 import json
 import math
 
@@ -10,21 +8,10 @@ import pytest
 
 pytest.importorskip("lightning")
 
-from convlstm import cli
 from convlstm.training import load_config
+from _helpers import run_cli as run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def run(*argv):
-    """cli.main(argv) -> (exit status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = cli.main([str(a) for a in argv])
-        except SystemExit as exc:
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
 
 
 def series(n=36, size=12):
