@@ -50,7 +50,7 @@ def test_the_pages_with_examples_are_found():
 def test_api_pages_rewrite_rst_roles_into_markdown():
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("rst_roles", ROOT / "docs" / "_hooks" / "rst_roles.py")
+    spec = importlib.util.spec_from_file_location("rst_markdown", ROOT / "docs" / "_hooks" / "rst_markdown.py")
     rst_roles = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(rst_roles)
     text = ("A :class:`torch.nn.Module` of :math:`F` channels, see :func:`~convlstm.data.load_grid`\n"
