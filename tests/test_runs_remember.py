@@ -185,3 +185,30 @@ def test_a_fit_that_fails_in_its_first_epoch_leaves_nothing_and_a_later_failure_
     # one epoch was saved: the run is kept, to be resumed
     assert (tmp_path / "second" / "checkpoints" / "last.ckpt").is_file()
     assert (tmp_path / "second" / "config.yaml").is_file()
+
+
+def test_evaluate_scores_as_fit_did_unless_told_otherwise(tmp_path):
+    """`evaluate RUN` takes the run's thresholds, FSS scales and baselines (its config.yaml);
+    flags still override them."""
+    np.save(tmp_path / "g.npy", series())
+    code, _, err = run("fit", tmp_path / "g.npy", "--layout", "THW", "--max-epochs", "1", "--no-evaluate",
+                       "--thresholds", "60", "110", "--fss-scales", "3", "--baselines", "persistence",
+                       "--run-dir", tmp_path / "run", *TINY)
+    assert code == 0, err
+    code, _, err = run("evaluate", tmp_path / "run", "--out-dir", tmp_path / "own")
+    assert code == 0, err
+    own = json.loads((tmp_path / "own" / "metrics.json").read_text())
+    code, _, err = run("evaluate", tmp_path / "run", "--thresholds", "60", "110", "--fss-scales", "3",
+                       "--baselines", "persistence", "--out-dir", tmp_path / "explicit")
+    assert code == 0, err
+    assert own == json.loads((tmp_path / "explicit" / "metrics.json").read_text())
+    scores = {k for k in own["model"] if "@" in k}
+    assert scores == {f"{m}@{t}" for m in ("csi", "pod", "far", "ets") for t in (60, 110)} | {"fss@60/3", "fss@110/3"}
+    assert set(own) == {"model", "persistence", "skill_vs_persistence"}  # no baseline the run did not ask for
+    code, _, err = run("evaluate", tmp_path / "run", "--thresholds", "75", "--baselines", "persistence",
+                       "climatology", "--out-dir", tmp_path / "told")
+    assert code == 0, err
+    told = json.loads((tmp_path / "told" / "metrics.json").read_text())
+    # the thresholds given, the run's FSS scale (not given here) at them
+    assert {k for k in told["model"] if "@" in k} == {"csi@75", "pod@75", "far@75", "ets@75", "fss@75/3"}
+    assert "climatology" in told

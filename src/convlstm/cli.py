@@ -324,16 +324,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", default=None, choices=LAYOUTS, help="layout of --data (default: the run's)")
     p.add_argument("--part", default="test", choices=("train", "val", "test"), help="which part to score")
     p.add_argument("--out-dir", default=None, metavar="DIR", help="where to write (default: the run folder)")
-    p.add_argument("--thresholds", type=float, nargs="+", default=(), metavar="T",
-                   help="event thresholds (data units) for CSI, POD, FAR, ETS and FSS (an event is a value >= T)")
-    p.add_argument("--fss-scales", type=int, nargs="+", default=(), metavar="PIXELS",
-                   help="window widths in pixels for the fractions skill score at each threshold")
-    p.add_argument("--baselines", nargs="+", choices=BASELINES, default=["persistence", "climatology"],
+    p.add_argument("--thresholds", type=float, nargs="+", default=None, metavar="T",
+                   help="event thresholds (data units) for CSI, POD, FAR, ETS and FSS (an event is a value >= T) "
+                        "(default: the run's, as fit scored it)")
+    p.add_argument("--fss-scales", type=int, nargs="+", default=None, metavar="PIXELS",
+                   help="window widths in pixels for the fractions skill score at each threshold (default: the "
+                        "run's)")
+    p.add_argument("--baselines", nargs="+", choices=BASELINES, default=None,
                    metavar="NAME", help=f"forecasts scored beside the model: {', '.join(BASELINES)} (pysteps's "
-                                        f"optical-flow nowcast; pip install \"convlstm[radar]\") (default: "
-                                        f"persistence climatology)")
-    p.add_argument("--extrapolation-method", choices=MOTION_METHODS, default="lucaskanade", metavar="METHOD",
-                   help=f"pysteps's motion method for the extrapolation baseline: {', '.join(MOTION_METHODS)}")
+                                        f"optical-flow nowcast; pip install \"convlstm[radar]\") (default: the "
+                                        f"run's; persistence climatology)")
+    p.add_argument("--extrapolation-method", choices=MOTION_METHODS, default=None, metavar="METHOD",
+                   help=f"pysteps's motion method for the extrapolation baseline: {', '.join(MOTION_METHODS)} "
+                        f"(default: the run's; lucaskanade)")
     p.add_argument("--nonnegative", action=argparse.BooleanOptionalAction, default=None,
                    help="clamp the forecasts at 0, or not (default: as decided in training)")
     p.add_argument("--units", default=None, help="units for the colour bars (default: the run's --units)")

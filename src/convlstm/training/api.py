@@ -342,14 +342,22 @@ def _device(device: Optional[str]) -> torch.device:
 
 
 # ---------------------------------------------------------------------------------- evaluate
+def _run_scoring(ckpt_path: Path) -> FitConfig:
+    """The scoring options (thresholds, baselines, FSS scales, extrapolation method) of the run
+    that holds ``ckpt_path``: its ``config.yaml`` when there is one, else :class:`FitConfig`'s
+    defaults."""
+    config = _run_dir_of(ckpt_path) / "config.yaml"
+    return load_config(config) if config.is_file() else FitConfig()
+
+
 def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional[str] = None,
              layout: Optional[str] = None, datamodule: Optional[GridDataModule] = None,
              model: Optional[nn.Module] = None, part: str = "test", out_dir: Optional[PathLike] = None,
-             thresholds: Sequence[float] = (), units: Optional[str] = None, samples: int = 3,
+             thresholds: Optional[Sequence[float]] = None, units: Optional[str] = None, samples: int = 3,
              batch_size: Optional[int] = None,
              device: Optional[str] = None, plots: bool = True, history: Optional[Dict[str, Any]] = None,
-             baselines: Sequence[str] = ("persistence", "climatology"), fss_scales: Sequence[int] = (),
-             extrapolation_method: str = "lucaskanade", nonnegative: Optional[bool] = None) -> Dict[str, Any]:
+             baselines: Optional[Sequence[str]] = None, fss_scales: Optional[Sequence[int]] = None,
+             extrapolation_method: Optional[str] = None, nonnegative: Optional[bool] = None) -> Dict[str, Any]:
     """Score a trained model on the ``part`` (``"test"``) of its data, beside the ``baselines``,
     in the data's own (physical) units; write ``metrics.json``,
     ``metrics_per_lead_time.csv``, ``forecast.png``, ``forecast.gif`` and ``learning_curve.png``
@@ -362,7 +370,10 @@ def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional
             on); it is read, split and scaled as in training (same unit conversion), with the
             run's key and layout unless they are given (:func:`~convlstm.training.datamodule.run_source_options`).
         datamodule: a ready :class:`GridDataModule` instead.
-        thresholds: CSI/POD/FAR/ETS (and FSS) thresholds in the data's units.
+        thresholds: CSI/POD/FAR/ETS (and FSS) thresholds in the data's units. This and
+            ``baselines``, ``fss_scales``, ``extrapolation_method``: ``None`` takes the run's own
+            (its ``config.yaml``, as ``fit`` scored it), else the defaults (no thresholds,
+            persistence and climatology, no FSS scales, ``lucaskanade``).
         units: the units' name for the colour bars; ``None``: the run's (``units`` of its fit).
         baselines: any of ``persistence``, ``climatology``, ``extrapolation`` (pysteps's
             optical-flow extrapolation, ``pip install "convlstm[radar]"``), each a row in the
@@ -377,6 +388,12 @@ def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional
 
     if part not in ("train", "val", "test"):
         raise ValueError(f"part must be 'train', 'val' or 'test', got {part!r}")
+    ckpt_path = find_checkpoint(source)
+    scoring = _run_scoring(ckpt_path)
+    thresholds = scoring.thresholds if thresholds is None else thresholds
+    baselines = scoring.baselines if baselines is None else baselines
+    fss_scales = scoring.fss_scales if fss_scales is None else fss_scales
+    extrapolation_method = scoring.extrapolation_method if extrapolation_method is None else extrapolation_method
     baselines = [baselines] if isinstance(baselines, str) else list(baselines)
     unknown = [b for b in baselines if b not in _metrics.BASELINES]
     if unknown:
@@ -389,7 +406,6 @@ def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional
 
         extrapolation_method = _check_method(extrapolation_method)
         require_pysteps()  # fail before any forecast is made
-    ckpt_path = find_checkpoint(source)
     module, ckpt = load_module(ckpt_path, model=model)
     state = ckpt.get("GridDataModule") or {}
     if datamodule is None:
