@@ -212,3 +212,37 @@ def test_evaluate_scores_as_fit_did_unless_told_otherwise(tmp_path):
     # the thresholds given, the run's FSS scale (not given here) at them
     assert {k for k in told["model"] if "@" in k} == {"csi@75", "pod@75", "far@75", "ets@75", "fss@75/3"}
     assert "climatology" in told
+
+
+def test_predict_handles_gaps_as_the_run_did(radar_run, tmp_path):
+    """A run trained without --fill-nan refuses NaN in the frames a forecast reads (naming the
+    flag) and ignores NaN in frames it does not read; a run trained with --fill-nan fills them."""
+    d, s = radar_run
+    gappy = s.copy()
+    gappy[-1, 3, 4] = np.nan  # in the last window (3 input steps)
+    np.savez(tmp_path / "gappy.npz", rain=gappy, other=np.zeros(3))
+    code, _, err = run("predict", d / "run", tmp_path / "gappy.npz", "--out", tmp_path / "f.npy")
+    assert code == 2 and "--fill-nan" in err and "non-finite" in err and "Traceback" not in err
+    assert not (tmp_path / "f.npy").exists()
+    early = s.copy()
+    early[0, 3, 4] = np.nan  # before the last window: not read
+    np.savez(tmp_path / "early.npz", rain=early, other=np.zeros(3))
+    code, _, err = run("predict", d / "run", tmp_path / "early.npz", "--out", tmp_path / "early.npy")
+    assert code == 0, err
+    code, _, err = run("predict", d / "run", d / "radar.npz", "--out", tmp_path / "clean.npy")  # the same weights
+    assert code == 0, err
+    np.testing.assert_array_equal(np.load(tmp_path / "early.npy"), np.load(tmp_path / "clean.npy"))
+
+    np.save(tmp_path / "g.npy", s)
+    code, _, err = run("fit", tmp_path / "g.npy", "--layout", "THW", "--fill-nan", "0", "--max-epochs", "1",
+                       "--no-evaluate", "--run-dir", tmp_path / "filled", *TINY)
+    assert code == 0, err
+    zeroed = s.copy()
+    zeroed[-1, 3, 4] = 0.0
+    np.save(tmp_path / "gappy.npy", gappy)
+    np.save(tmp_path / "zeroed.npy", zeroed)
+    for name in ("gappy", "zeroed"):
+        code, _, err = run("predict", tmp_path / "filled", tmp_path / f"{name}.npy", "--out", tmp_path / f"p_{name}.npy")
+        assert code == 0, err
+    # the gap is filled as training filled it: the same forecast as from the file with a 0 there
+    np.testing.assert_array_equal(np.load(tmp_path / "p_gappy.npy"), np.load(tmp_path / "p_zeroed.npy"))

@@ -342,6 +342,24 @@ def _device(device: Optional[str]) -> torch.device:
 
 
 # ---------------------------------------------------------------------------------- evaluate
+def _finite_inputs(series: Any, windows: Sequence[np.ndarray], fill_nan: Any, name: str) -> Any:
+    """The input frames of a forecast, with non-finite values handled as in training: filled
+    as the run's ``fill_nan`` says (over the whole series, as ``fit`` filled it), or, when the
+    run had none, refused if any frame the ``windows`` read holds one."""
+    from .. import data as _data
+
+    if fill_nan is not None:
+        return _data.check_finite(series, fill=fill_nan)
+    used = np.unique(np.concatenate([np.asarray(w) for w in windows]))
+    try:
+        _data.check_finite(np.asarray(series[used]))
+    except ValueError as exc:
+        raise ValueError(f"inputs {name!r}: the frames the forecast reads hold non-finite values, and the run "
+                         f"was trained without --fill-nan, so nothing says how to fill them ({exc}). Fill the "
+                         f"gaps in the file, or train with --fill-nan VALUE") from None
+    return series
+
+
 def _run_scoring(ckpt_path: Path) -> FitConfig:
     """The scoring options (thresholds, baselines, FSS scales, extrapolation method) of the run
     that holds ``ckpt_path``: its ``config.yaml`` when there is one, else :class:`FitConfig`'s
@@ -653,6 +671,7 @@ def predict(checkpoint: PathLike, inputs: PathLike, out: PathLike, *, key: Optio
             raise ValueError(f"inputs {str(inputs)!r} has {n} time steps; the model needs input_steps={t_in}")
         starts = list(range(0, n - t_in + 1, stride)) if all_windows else [n - t_in]
         windows = [np.arange(s, s + t_in) for s in starts]
+    series = _finite_inputs(series, windows, state.get("fill_nan"), str(inputs))
     dev = _device(device)
     module.to(dev)
     outs = []
