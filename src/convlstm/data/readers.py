@@ -573,20 +573,42 @@ def load_timestamps(path: Any, key: Optional[str] = None) -> np.ndarray:
         >>> load_timestamps("radar.npz")[:2]                             # doctest: +SKIP
         array(['2010-08-26T00:00', '2010-08-26T00:05'], dtype='datetime64[m]')
     """
+    return _read_whole(path, key, "time stamps", default_keys=_TIME_KEYS, default_kind="time-stamp")
+
+
+def load_array(path: Any, key: str) -> np.ndarray:
+    """Read the array ``key`` of a ``.npz``, HDF5 or netCDF file whole, as stored (e.g. an external
+    series such as temperature, ``(T,)`` or ``(T, F)``, beside a grid).
+
+    Example::
+
+        >>> load_array("bikenyc.npz", "temperature").shape               # doctest: +SKIP
+        (1369,)
+    """
+    if not isinstance(key, str) or not key:
+        raise TypeError(f"key must name the array to read, got {key!r}")
+    return _read_whole(path, key, "arrays beside the grid")
+
+
+def _read_whole(path: Any, key: Optional[str], what: str, *, default_keys: Sequence[str] = (),
+                default_kind: str = "") -> np.ndarray:
+    """The array ``key`` of a ``.npz``, HDF5 or netCDF file, in memory; with ``key=None`` the first
+    of ``default_keys`` (the usual ``default_kind`` names) the file holds. ``what`` names what is
+    read, for the messages."""
     p = _check_path(path)
     suffix = _format_of(p)
     if suffix in _NPY_SUFFIXES:
-        raise ValueError(f"path={str(p)!r}: a .npy file holds one array and no time stamps; "
-                         "time stamps can be read from .npz, HDF5 and netCDF files")
+        raise ValueError(f"path={str(p)!r}: a .npy file holds one array and no {what}; "
+                         f"{what} can be read from .npz, HDF5 and netCDF files")
 
-    def pick(available: Sequence[str], what: str) -> str:
+    def pick(available: Sequence[str], kind: str) -> str:
         if key is not None:
-            return _choose_key(key, available, what, p)
-        for k in _TIME_KEYS:
+            return _choose_key(key, available, kind, p)
+        for k in default_keys:
             if k in available:
                 return k
-        raise ValueError(f"key=None and {p} has none of the usual time-stamp names "
-                         f"{list(_TIME_KEYS)}; pass key= one of {list(available)}")
+        raise ValueError(f"key=None and {p} has none of the usual {default_kind} names "
+                         f"{list(default_keys)}; pass key= one of {list(available)}")
 
     if suffix in _NPZ_SUFFIXES:
         with np.load(p, allow_pickle=False) as npz:
@@ -603,20 +625,6 @@ def load_timestamps(path: Any, key: Optional[str] = None) -> np.ndarray:
 
     with netcdf_file(p, "r", mmap=False) as f:
         return np.array(f.variables[pick(list(f.variables), "variable")][:])
-
-
-def load_array(path: Any, key: str) -> np.ndarray:
-    """Read the array ``key`` of a ``.npz``, HDF5 or netCDF file whole, as stored (e.g. an external
-    series such as temperature, ``(T,)`` or ``(T, F)``, beside a grid).
-
-    Example::
-
-        >>> load_array("bikenyc.npz", "temperature").shape               # doctest: +SKIP
-        (1369,)
-    """
-    if not isinstance(key, str) or not key:
-        raise TypeError(f"key must name the array to read, got {key!r}")
-    return load_timestamps(path, key=key)
 
 
 def hours_of_day(timestamps: Any) -> Optional[np.ndarray]:
