@@ -67,46 +67,60 @@ def update_in_place(gates: torch.Tensor, c_prev: torch.Tensor, c_out: torch.Tens
     :math:`h_t` to ``h_out``. With :math:`g = 2\sigma(P_c) - 1`:
     :math:`c_t = f c_{t-1} + 2 i \sigma(P_c) - i`.
 
-    Mixed precision: when ``gates`` is 16-bit and ``c_prev`` float32, the activations
-    (``act_out``, default a new tensor), :math:`c_t` and :math:`\tau` are float32 and only
-    :math:`h_t` is rounded, to ``h_out``'s dtype."""
-    nf = c_prev.shape[1]
+    Mixed precision: when ``gates`` :math:`(B, 4F, *S)` is 16-bit and ``c_prev`` float32, the
+    pre-activations are widened once into a float32 ``act_out`` (default a new tensor), and
+    :math:`c_t`, :math:`\tau` and every product are float32; only :math:`h_t` is rounded, to
+    ``h_out``'s dtype. No operation here writes into another dtype: torch's products with an
+    ``out`` of another dtype run about 20 times slower than a product and a copy."""
     if gates.dtype != c_prev.dtype:  # 16-bit convolutions: sigmoid and all after in c's float32
         act = gates.to(c_prev.dtype) if act_out is None else act_out.copy_(gates)
         act.sigmoid_()
     else:
         act = gates.sigmoid_() if act_out is None else torch.sigmoid(gates, out=act_out)
-    i, f, sc, o = act.split(nf, dim=1)
+    i, f, sc, o = act.split(c_prev.shape[1], dim=1)
     torch.mul(f, c_prev, out=c_out).addcmul_(i, sc, value=2).sub_(i)
     torch.mul(c_out, 2, out=tau).sigmoid_().mul_(2).sub_(1)
-    torch.mul(o, tau, out=h_out)
+    if h_out.dtype == tau.dtype:
+        torch.mul(o, tau, out=h_out)
+    else:
+        h_out.copy_(torch.mul(o, tau))
 
 
 def update_backward(act: torch.Tensor, c_prev: torch.Tensor, tau: torch.Tensor, dh: torch.Tensor,
-                    dc: Optional[torch.Tensor], dp: torch.Tensor) -> torch.Tensor:
+                    dc: Optional[torch.Tensor], dp: torch.Tensor, bias_grad: Optional[torch.Tensor] = None,
+                    scratch: Optional[torch.Tensor] = None) -> torch.Tensor:
     r"""The backward of one update. ``act`` is :math:`\sigma(P)` as :func:`update_in_place` leaves
     it, ``dh`` and ``dc`` the gradients of :math:`h_t` and :math:`c_t` (``dc`` may be ``None``:
     zero). The gradient of the (scaled) pre-activations is written into ``dp``
-    :math:`(B, 4F, *S)` (computed in ``act``'s dtype, float32 under mixed precision, and rounded
-    once when ``dp`` is 16-bit); returns :math:`\bar c_{t-1}` (a new tensor, ``act``'s dtype).
+    :math:`(B, 4F, *S)`; returns :math:`\bar c_{t-1}` (a new tensor, ``act``'s dtype). With
+    ``bias_grad`` :math:`(4F,)` given, :math:`\sum_{b, s} \bar P_{b, :, s}` is added to it.
+
+    Mixed precision (16-bit ``dh`` or ``dp``, float32 ``act``): ``dh`` is widened once, every
+    product is taken in float32 and :math:`\bar P` is rounded once, into ``dp``; ``bias_grad``
+    sums the float32 :math:`\bar P`, and ``scratch`` (like ``act``, optional) holds the float32
+    :math:`\bar P` (one buffer for all the steps of a loop).
 
     Every block's derivative is :math:`\sigma(1 - \sigma)` (one operation over all :math:`4F`
     channels); the candidate's :math:`(1 - g^2)/2 = 2\sigma(P_c)(1 - \sigma(P_c))`."""
     nf = c_prev.shape[1]
-    out, dp = dp, (dp if dp.dtype == act.dtype else torch.empty_like(act))  # float32 work, one rounding
+    if dh.dtype != act.dtype:
+        dh = dh.to(act.dtype)
+    work = dp if dp.dtype == act.dtype else (torch.empty_like(act) if scratch is None else scratch)
     i, f, sc, o = act.split(nf, dim=1)
     dcell = torch.mul(tau, tau).neg_().add_(1).mul_(o).mul_(dh)
     if dc is not None:
         dcell.add_(dc)
-    torch.addcmul(act, act, act, value=-1, out=dp)  # sigma (1 - sigma), all four blocks
-    di, df, dg, do = dp.split(nf, dim=1)
+    torch.addcmul(act, act, act, value=-1, out=work)  # sigma (1 - sigma), all four blocks
+    di, df, dg, do = work.split(nf, dim=1)
     g = torch.mul(sc, 2).sub_(1)
     di.mul_(dcell).mul_(g)
     df.mul_(dcell).mul_(c_prev)
     dg.mul_(dcell).mul_(i).mul_(2)
     do.mul_(dh).mul_(tau)
-    if out is not dp:
-        out.copy_(dp)
+    if bias_grad is not None:
+        bias_grad.add_(work.sum(dim=[0] + list(range(2, work.dim()))))
+    if work is not dp:
+        dp.copy_(work)
     return dcell.mul_(f)
 
 

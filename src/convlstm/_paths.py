@@ -625,10 +625,12 @@ def _fused_chunk(layer, cell, x, h, c, mask, in_masks, rec_masks, prev_output, g
     # the weights, frames and state cast once to the convolutions' precision (a no-op in float32):
     # under autocast the convolutions would otherwise cast the (non-leaf) weights at every step
     conv_dtype = record["compute_dtype"]
+    nnpack = variant == "nnpack"
     scaled = scaled_weights(cell, fast)
+    if not nnpack:  # the kernels in the frames' channels-last format, once (NNPACK reads standard ones)
+        scaled = (_layout(scaled[0], rank), _layout(scaled[1], rank), scaled[2])
     w_ih, w_hh, bias = (None if w is None else w.to(conv_dtype) for w in scaled)
     keep_all = layer.return_sequences
-    nnpack = variant == "nnpack"
     concat = variant in ("concat", "nnpack", "fft")
     frames = _time_major_frames(x.to(conv_dtype), rank, channels_last=not nnpack)
     plan = cell._plan("recurrent", tuple(h.shape[2:]), 1)
@@ -766,8 +768,10 @@ def _concat_inference(cell, frames, h, c, w_ih, w_hh, bias, keep_all, conv, nnpa
     c = c.clone()
     tau = torch.empty_like(c)
     zero_start = zero_state(h)
+    # 16-bit convolutions: the float32 gates, one buffer for all the steps
+    act = _empty_like_layout((batch, 4 * nf) + spatial, c, rank) if w_cat.dtype != c.dtype else None
     for t in range(steps):
         gates = conv(z[0, :, :ch], w_ih, bias) if t == 0 and zero_start else conv(z[t], w_cat, bias)
-        update_in_place(gates, c, c, tau, z[t + 1, :, ch:])
+        update_in_place(gates, c, c, tau, z[t + 1, :, ch:], act_out=act)
     seq = z[1:, :, ch:] if keep_all else z[steps:, :, ch:].clone()
     return seq, z[steps, :, ch:].clone(), c

@@ -102,12 +102,19 @@ class StepConvolutions:
         """An uninitialised contiguous tensor (``like``'s dtype and device) from the workspace."""
         return take(self.workspace, name, shape, like)
 
+    def weight_layout(self, weight: torch.Tensor) -> torch.Tensor:
+        """``weight`` in the memory format the convolutions read it in, made once per call of
+        the node: channels-last, as the frames (torch's CPU convolution of channels-last inputs
+        otherwise copies the kernel into that format at every call)."""
+        fmt = channels_last_format(self.rank)
+        return weight if fmt is None else weight.contiguous(memory_format=fmt)
+
     def forward(self, z: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
         return CONV[self.rank](z, weight, bias, 1, self.padding)
 
     def prepare_backward(self, w_hh: torch.Tensor):
         """Whatever :meth:`state_gradient` needs from the recurrent kernel, computed once."""
-        return w_hh
+        return self.weight_layout(w_hh)
 
     def state_gradient(self, grad_gates: torch.Tensor, state: torch.Tensor, prepared, step: int) -> torch.Tensor:
         r""":math:`W_h^\top \star \bar P_t`: the gradient of the state that ``grad_gates`` came from."""
@@ -115,20 +122,18 @@ class StepConvolutions:
         return _conv_backward(grad_gates, state, prepared, None, ones, self.padding, ones, False,
                               [0] * self.rank, 1, [True, False, False])[0]
 
-    def weight_gradients(self, grad_gates, z, start: int, w_ih, w_hh, need_wih: bool, need_whh: bool,
+    def weight_gradients(self, grad_gates, z, start: int, w_ih, w_hh, w_cat, need_wih: bool, need_whh: bool,
                          need_bias: bool):
         r"""``(dW_ih, dW_hh, db)`` (each ``None`` where not needed) from the gate gradients
         :math:`(n, B, 4F, *S)` of the steps ``start .. start + n - 1`` and those steps' inputs
-        ``z`` :math:`[x_t, h_{t-1}]`: one convolution backward over their :math:`n \cdot B`
+        ``z`` :math:`[x_t, h_{t-1}]` (``w_cat`` is :math:`[W_x, W_h]` as the forward convolved
+        with it): one convolution backward over their :math:`n \cdot B`
         frames (two below ``SPLIT_WEIGHT_GRADIENT_BELOW`` input channels). With a zero initial
         state (``zero_start``) the first step's state channels add nothing to :math:`\bar W_h`,
         and are left out of it."""
         steps, cin = grad_gates.shape[0], w_ih.shape[1]
         ones, zeros = [1] * self.rank, [0] * self.rank
         like = grad_gates[0]
-        if need_bias and grad_gates.dtype in _LOW:  # 16-bit gate gradients: the bias's sum in float32
-            d_wih, d_whh, _ = self.weight_gradients(grad_gates, z, start, w_ih, w_hh, need_wih, need_whh, False)
-            return d_wih, d_whh, grad_gates.sum(dim=[0, 1] + list(range(3, grad_gates.dim())), dtype=torch.float32)
 
         def weight_grad(part: torch.Tensor, grads: torch.Tensor, weight: torch.Tensor, need_weight: bool,
                         bias: bool):
@@ -141,8 +146,7 @@ class StepConvolutions:
         skip = 1 if self.zero_start and start == 0 and steps > 1 else 0  # h_{-1} = 0: adds nothing to dW_h
         d_wih = d_whh = None
         if cin >= SPLIT_WEIGHT_GRADIENT_BELOW:  # one weight gradient over [x_t, h_{t-1}]
-            d_w, d_b = weight_grad(z[skip:steps], grad_gates[skip:], torch.cat([w_ih, w_hh], dim=1),
-                                   need_wih or need_whh, need_bias)
+            d_w, d_b = weight_grad(z[skip:steps], grad_gates[skip:], w_cat, need_wih or need_whh, need_bias)
             if d_w is not None:
                 d_wih, d_whh = d_w[:, :cin], d_w[:, cin:]
             if skip and (need_wih or need_bias):  # the first step's input channels alone
@@ -164,6 +168,9 @@ class NNPACKStepConvolutions(StepConvolutions):
     still channels-last. The gradient of the state is NNPACK's forward with the kernel
     transposed and flipped, :math:`\bar h = \operatorname{flip}(W_h)^{\top} \star \bar P`
     (the adjoint of a stride-1 'same' convolution with symmetric padding); see :func:`nnpack_conv`."""
+
+    def weight_layout(self, weight):
+        return weight  # NNPACK reads standard (contiguous) kernels
 
     def forward(self, z, weight, bias):
         return nnpack_conv(z, weight, bias, self.padding, torch.channels_last)
@@ -215,6 +222,9 @@ class SpectralStepConvolutions(StepConvolutions):
         self.grad_spectra: List[Optional[torch.Tensor]] = []
         self._weight_spectrum: Optional[torch.Tensor] = None
         self._kernel = None
+
+    def weight_layout(self, weight):
+        return weight  # transformed once per call (_kernel_spectrum), in any layout
 
     def _size(self, spatial):
         return tuple(n + k - 1 for n, k in zip(spatial, self.kernel_size))
@@ -299,7 +309,7 @@ class SpectralStepConvolutions(StepConvolutions):
         part = torch.matmul(e_rows, spec.reshape(size[0], -1)).view((k1, half) + tuple(spec.shape[1:]))
         return torch.fft.irfft(part, n=size[1], dim=1)[:, :k2]
 
-    def weight_gradients(self, grad_gates, z, start, w_ih, w_hh, need_wih, need_whh, need_bias):
+    def weight_gradients(self, grad_gates, z, start, w_ih, w_hh, w_cat, need_wih, need_whh, need_bias):
         """Accumulates the chunk's products in the frequency domain; the weight gradients come
         back (one inverse transform) with the last chunk, ``start == 0``."""
         steps = grad_gates.shape[0]
@@ -371,7 +381,8 @@ class ConcatRecurrence(torch.autograd.Function):
             (steps + 1, batch, cin + nf) + spatial)
         z[:steps, :, :cin].copy_(frames)
         z[0, :, cin:].copy_(h0)
-        w_cat = torch.cat([w_ih, w_hh], dim=1)
+        w_cat = convs.weight_layout(torch.cat([w_ih, w_hh], dim=1))
+        w_first = convs.weight_layout(w_ih) if convs.zero_start else None
         # per step: the activated gates, c_t and tanh c_t (inference keeps one step's of each);
         # the last c_T is an output, so it never lives in a workspace buffer
         kept = steps if convs.for_backward else 1
@@ -382,18 +393,18 @@ class ConcatRecurrence(torch.autograd.Function):
         for t in range(steps):
             j = t if convs.for_backward else 0
             c_new = cs[j] if t < steps - 1 else cs[-1]
-            gates = (convs.forward(z[0, :, :cin], w_ih, bias) if t == 0 and convs.zero_start
+            gates = (convs.forward(z[0, :, :cin], w_first, bias) if t == 0 and convs.zero_start
                      else convs.forward(z[t], w_cat, bias))
             update_in_place(gates, c, c_new, taus[j], z[t + 1, :, cin:], act_out=acts[j])
             c = c_new
-        ctx.save_for_backward(z, w_ih, w_hh, c0, *acts, *cs[:-1], *taus)
+        ctx.save_for_backward(z, w_ih, w_hh, w_cat, c0, *acts, *cs[:-1], *taus)
         ctx.steps, ctx.convs, ctx.has_bias = steps, convs, bias is not None
         return z[1:, :, cin:], c
 
     @staticmethod
     def backward(ctx, grad_seq: Optional[torch.Tensor], grad_c: Optional[torch.Tensor]):
         steps = ctx.steps
-        z, w_ih, w_hh, c0, *rest = ctx.saved_tensors
+        z, w_ih, w_hh, w_cat, c0, *rest = ctx.saved_tensors
         acts, cs, taus = rest[:steps], rest[steps: 2 * steps - 1], rest[2 * steps - 1:]
         cin = w_ih.shape[1]
         batch = c0.shape[0]
@@ -404,6 +415,11 @@ class ConcatRecurrence(torch.autograd.Function):
         prepared = ctx.convs.prepare_backward(w_hh)
 
         want_bias = ctx.has_bias and need_bias
+        # 16-bit convolutions: the bias gradient is summed step by step from the float32 gate
+        # gradients (the weight gradients' convolutions would sum the rounded ones)
+        bias_total = (torch.zeros(w_hh.shape[0], dtype=c0.dtype, device=c0.device)
+                      if want_bias and z.dtype in _LOW else None)
+        scratch = torch.empty_like(acts[0]) if z.dtype in _LOW else None  # the float32 gate gradients
         spatial = tuple(c0.shape[2:])
         # the weight gradients run once per chunk of steps, so that only a chunk's gate gradients
         # are held at a time (about a quarter of the activations' memory) while each call still
@@ -424,12 +440,13 @@ class ConcatRecurrence(torch.autograd.Function):
                 else:
                     dh_t = dh if g_out is None else dh.add_(g_out)
                 c_prev = cs[t - 1] if t > 0 else c0
-                dc = update_backward(acts[t], c_prev, taus[t], dh_t, dc, grad_buffer[t - start])
+                dc = update_backward(acts[t], c_prev, taus[t], dh_t, dc, grad_buffer[t - start], bias_total,
+                                     scratch)
                 if t > 0 or need_h0:
                     dh = ctx.convs.state_gradient(grad_buffer[t - start], z[t, :, cin:], prepared, t)
             grads = grad_buffer[: stop - start]
-            parts = ctx.convs.weight_gradients(grads, z[start:stop], start, w_ih, w_hh, need_wih, need_whh,
-                                               want_bias)
+            parts = ctx.convs.weight_gradients(grads, z[start:stop], start, w_ih, w_hh, w_cat, need_wih, need_whh,
+                                               want_bias and bias_total is None)
             # 16-bit convolutions: the chunks' weight and bias gradients are summed in float32
             parts = [p if p is None or p.dtype not in _LOW else p.float() for p in parts]
             totals = [p if total is None else (total if p is None else total.add_(p)) for total, p in zip(totals, parts)]
@@ -438,6 +455,8 @@ class ConcatRecurrence(torch.autograd.Function):
                     grads.flatten(0, 1), z[start:stop, :, :cin].flatten(0, 1), w_ih, None, ones, padding, ones, False,
                     zeros, 1, [True, False, False])[0].view((stop - start, batch, cin) + spatial)
         d_wih, d_whh, d_b = totals
+        if bias_total is not None:
+            d_b = bias_total
         return (d_frames, dh if need_h0 else None, dc if need_c0 else None, d_wih if need_wih else None,
                 d_whh if need_whh else None, d_b if want_bias else None, None)
 
