@@ -6,6 +6,9 @@ import torch
 # Keras 3 is the reference implementation in the tests; its torch backend needs no TensorFlow.
 os.environ.setdefault("KERAS_BACKEND", "torch")
 os.environ.setdefault("KERAS_HOME", os.path.join(os.path.dirname(__file__), ".keras_home"))
+# "auto" follows its fixed rule here, the same choice in every run; tests/test_auto_timing.py
+# tests the measured choice (the default) on its own
+os.environ.setdefault("CONVLSTM_AUTO", "rule")
 
 
 @pytest.fixture(scope="module")

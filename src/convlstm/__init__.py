@@ -3,6 +3,7 @@ from .cell import ConvLSTMCell
 from .layers import (ConvLSTM, ConvLSTM1D, ConvLSTM2D, ConvLSTM3D, apply_constraints, regularization_loss,
                      release_workspaces)
 from .wrappers import Bidirectional
+from ._auto_timing import auto_policy, set_auto_policy
 from . import activations, constraints, initializers, regularizers
 
 __version__ = "0.1.0"
@@ -20,6 +21,7 @@ def __getattr__(name):
 
 __all__ = [
     "ConvLSTMCell", "ConvLSTM", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D", "Bidirectional",
-    "regularization_loss", "apply_constraints", "release_workspaces", "activations", "constraints", "initializers",
+    "regularization_loss", "apply_constraints", "release_workspaces", "set_auto_policy", "auto_policy",
+    "activations", "constraints", "initializers",
     "regularizers", "__version__",
 ]

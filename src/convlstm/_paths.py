@@ -78,7 +78,12 @@ Paths (``implementation=`` on the layers):
     ``AUTO_FFT_MAX_SPECTRUM_BYTES``); else ``"concat"`` when the hoisted gates would exceed
     ``AUTO_HOIST_MAX_BYTES``; else ``"fused"``. The thresholds come from the measurements in
     ``benchmarks/RESULTS.md``; with dropout the layer runs ``"reference"``. The rule looks at the
-    convolutions' precision, so under autocast it never picks ``"nnpack"`` or ``"fft"``.
+    convolutions' precision, so under autocast it never picks ``"nnpack"`` or ``"fft"``. Where the
+    rule picks ``"nnpack"`` or ``"fft"``, the first call of each shape times one step's
+    convolution that way and directly, and runs the faster (``"concat"`` when the direct one
+    wins; :mod:`convlstm._auto_timing`, whose timings ``last_path_detail["auto_timings"]``
+    shows): whether the transforms pay depends on the CPU. ``convlstm.set_auto_policy("rule")``,
+    ``CONVLSTM_AUTO=rule`` or torch's deterministic algorithms keep the rule alone.
 
 What ran
 --------
@@ -90,7 +95,9 @@ ran: ``"ConcatRecurrence"``, the whole loop as one node with the hand-written ba
 ``"GateUpdate"``, per-step convolutions with the closed-form update node; ``"cell.update"``,
 the cell's functional update under autograd; ``"hoisted_inference"`` / ``"concat_inference"``,
 the in-place loops without autograd; ``"cell.step"``, the reference), ``convolutions``
-(``"torch"``, ``"nnpack"`` or ``"spectral"``), ``compute_dtype`` and ``state_dtype`` (below).
+(``"torch"``, ``"nnpack"`` or ``"spectral"``), ``compute_dtype`` and ``state_dtype`` (below),
+and ``auto_timings`` (the seconds of one step's convolution each way when ``"auto"`` measured
+its choice, else ``None``).
 
 An explicit ``implementation=`` that cannot apply here is not substituted silently: the layer
 warns (:class:`UserWarning`: ``implementation='fft' cannot run here, 'concat' ran instead: 'fft'
@@ -153,6 +160,7 @@ from typing import Iterator, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from ._auto_timing import auto_policy, measured_choice
 from ._gates import GateUpdate, default_activations, scaled_weights, update_in_place
 from ._ops import channels_last_format
 from ._recurrence import (NNPACK_PER_SAMPLE_MIN_PIXELS, ConcatRecurrence, NNPACKStepConvolutions,
@@ -269,12 +277,15 @@ def state_dtype(conv_dtype: torch.dtype) -> torch.dtype:
 
 # --------------------------------------------------------------------------------- entry point
 def resolve_path(layer, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, mask, in_masks, rec_masks,
-                 requested: str, checkpoint_chunk=None) -> Tuple[str, Optional[str]]:
-    """The path that runs for ``requested`` and, when it is not the one requested (or chosen by
-    ``"auto"``), why: ``(path, reason)`` with ``reason`` ``None`` when the request applies."""
-    path = requested
+                 requested: str, checkpoint_chunk=None) -> Tuple[str, Optional[str], Optional[dict]]:
+    """The path that runs for ``requested``; when it is not the one requested (or chosen by
+    ``"auto"``), why; and the step timings ``"auto"`` chose by (:mod:`convlstm._auto_timing`):
+    ``(path, reason, timings)``, ``reason`` and ``timings`` ``None`` when there are none."""
+    path, timings = requested, None
     if path == "auto":
         path = auto_path(layer, x, tuple(h.shape[2:]), in_masks, rec_masks, _needs_grad(layer.cell, x, h, c))
+        if path in ("fft", "nnpack") and mask is None and auto_policy() == "measure":
+            path, timings = measured_choice(layer, x, tuple(h.shape[2:]), path)
     reasons = []
     if path == "reference" and checkpoint_chunk is not None:
         reasons.append("checkpoint_chunk is built on the 'fused' schedule")
@@ -292,7 +303,7 @@ def resolve_path(layer, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, mask,
     if path == "concat" and not concat_applicable(layer, in_masks, rec_masks):
         reasons.append("'concat' needs padding='same', strides 1, dilation 1 and no dropout")
         path = "fused"
-    return path, ("; ".join(reasons) or None)
+    return path, ("; ".join(reasons) or None), timings
 
 
 def run(layer, cell, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, *, mask: Optional[torch.Tensor],
@@ -314,10 +325,10 @@ def run(layer, cell, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, *, mask:
     """
     if _scan_depth:  # graph export: nothing is recorded on the layer while tracing
         return _run_scan(layer, cell, x, h, c, mask, in_masks, rec_masks)
-    chosen, reason = resolve_path(layer, x, h, c, mask, in_masks, rec_masks, path, checkpoint_chunk)
+    chosen, reason, timings = resolve_path(layer, x, h, c, mask, in_masks, rec_masks, path, checkpoint_chunk)
     conv_dtype = compute_dtype(cell, x)
     record = {"requested": path, "path": chosen, "substituted": reason, "loop": None, "convolutions": "torch",
-              "compute_dtype": conv_dtype, "state_dtype": state_dtype(conv_dtype)}
+              "compute_dtype": conv_dtype, "state_dtype": state_dtype(conv_dtype), "auto_timings": timings}
     if reason is not None and path != "auto" and not _compiling():  # a warning breaks a traced graph
         warnings.warn(f"implementation={path!r} cannot run here, {chosen!r} ran instead: {reason}",
                       UserWarning, stacklevel=5)  # the line that called the layer

@@ -1,0 +1,126 @@
+r"""``implementation="auto"``'s measured choice between a direct and a fast-transform convolution.
+
+Where the rule of :func:`convlstm._paths.auto_path` sends a layer to a fast-transform path
+(``"fft"``: whole-image transforms; ``"nnpack"``: NNPACK's FFT tiles), whether it pays depends on
+the machine: on the CPU the thresholds were measured on (``benchmarks/RESULTS.md``, 2026-11-27)
+``"fft"`` ran the Moving MNIST configuration 1.42x faster than plain PyTorch, on a later one
+0.64x, because that CPU's direct (oneDNN) convolutions were twice as fast while its complex
+matrix products were not. So the first call of a layer with a new shape times **one step's
+convolution** :math:`[x_t, h_{t-1}] \to 4F` gates both ways and runs the faster path:
+
+- ``"concat"``: torch's direct convolution (oneDNN on CPU), channels-last;
+- the candidate: :class:`convlstm._recurrence.SpectralStepConvolutions` or
+  :class:`convlstm._recurrence.NNPACKStepConvolutions`, as the path runs it (the kernel's
+  transform made once, outside the timing, as the path makes it once per call).
+
+Each is run once to warm up, then ``REPEATS`` times; the fastest of those counts. The inputs are
+constant tensors of the layer's sizes (the timing does not depend on the values, and no random
+number generator is touched). The result is kept for the process, per
+``(device, batch, input channels, filters, frame size, kernel, candidate)``: a step's
+forward convolution stands for the three convolutions of a training step (forward, state
+gradient, weight gradient), which the paths run with the same algorithms. Measuring costs a few
+step convolutions, once per shape (about 0.3 s for the Moving MNIST configuration on a 2-core
+CPU).
+
+The measured choice is skipped, and the rule alone decides, when ``set_auto_policy("rule")``
+was called, the environment variable ``CONVLSTM_AUTO`` is ``rule``, or
+``torch.use_deterministic_algorithms(True)`` is on (a timing can differ between runs, and the two
+paths round differently: about 1e-6 of the output's scale).
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable, Dict, Optional, Tuple
+
+import torch
+
+from ._errors import ParameterError
+from ._ops import channels_last_format
+from ._recurrence import NNPACKStepConvolutions, SpectralStepConvolutions, StepConvolutions
+
+__all__ = ["set_auto_policy", "auto_policy", "measured_choice", "clear_auto_timings", "REPEATS"]
+
+POLICIES = ("measure", "rule")
+REPEATS = 3
+
+_policy: Optional[str] = None  # set_auto_policy's, else the environment's
+_timings: Dict[tuple, Dict[str, float]] = {}
+
+
+def set_auto_policy(policy: str) -> str:
+    """How ``implementation="auto"`` chooses between a direct and a fast-transform convolution:
+    ``"measure"`` (the default: time one step's convolution both ways, once per shape, and run the
+    faster) or ``"rule"`` (the fixed thresholds of :func:`convlstm._paths.auto_path`, the same
+    choice on every machine and in every run). Returns the policy that was in force. Setting a
+    policy forgets the timings measured so far."""
+    global _policy
+    if not isinstance(policy, str) or policy.lower() not in POLICIES:
+        raise ParameterError("policy", f"policy must be one of {', '.join(map(repr, POLICIES))}; got {policy!r}")
+    previous = auto_policy()
+    _policy = policy.lower()
+    _timings.clear()
+    return previous
+
+
+def auto_policy() -> str:
+    """The policy in force: :func:`set_auto_policy`'s, else ``CONVLSTM_AUTO`` (``measure`` or
+    ``rule``), else ``"measure"``; ``"rule"`` while torch's deterministic algorithms are on."""
+    if torch.are_deterministic_algorithms_enabled():
+        return "rule"
+    if _policy is not None:
+        return _policy
+    value = os.environ.get("CONVLSTM_AUTO", "measure").strip().lower()
+    if value not in POLICIES:
+        raise ParameterError("CONVLSTM_AUTO", "the environment variable CONVLSTM_AUTO must be one of "
+                             f"{', '.join(map(repr, POLICIES))}; got {value!r}")
+    return value
+
+
+def clear_auto_timings() -> None:
+    """Forget the timings measured so far (the next call of each shape measures again)."""
+    _timings.clear()
+
+
+def _fastest(run: Callable[[], object]) -> float:
+    """Seconds of the fastest of ``REPEATS`` calls of ``run``, after one to warm up."""
+    run()
+    best = float("inf")
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _step_timings(batch: int, channels: int, filters: int, spatial: Tuple[int, int], kernel: Tuple[int, int],
+                  candidate: str, device: torch.device) -> Dict[str, float]:
+    """Seconds of one step's float32 convolution ``(batch, channels + filters, *spatial) -> 4 filters``
+    with ``kernel`` ('same', stride 1), direct (``"concat"``) and through ``candidate``."""
+    padding = [k // 2 for k in kernel]
+    fmt = channels_last_format(2)
+    with torch.no_grad():
+        z = torch.full((batch, channels + filters) + tuple(spatial), 0.5, device=device).contiguous(memory_format=fmt)
+        weight = torch.full((4 * filters, channels + filters) + tuple(kernel), 0.01, device=device)
+        bias = torch.zeros(4 * filters, device=device)
+        direct = StepConvolutions(padding, 2)
+        fast = SpectralStepConvolutions(padding, 2, kernel) if candidate == "fft" else NNPACKStepConvolutions(padding, 2)
+        for convs in (direct, fast):
+            convs.for_backward = False
+        w_direct, w_fast = direct.weight_layout(weight), fast.weight_layout(weight)
+        return {"concat": _fastest(lambda: direct.forward(z, w_direct, bias)),
+                candidate: _fastest(lambda: fast.forward(z, w_fast, bias))}
+
+
+def measured_choice(layer, x: torch.Tensor, spatial: Tuple[int, ...], candidate: str) -> Tuple[str, Dict[str, float]]:
+    """``(path, timings)``: ``candidate`` (``"fft"`` or ``"nnpack"``, the rule's choice) or
+    ``"concat"``, whichever convolved one step faster, and the seconds each took (measured on the
+    first call of this shape, then remembered)."""
+    batch, channels = x.shape[0], x.shape[2]
+    key = (str(x.device), batch, channels, layer.filters, tuple(spatial), tuple(layer.kernel_size), candidate)
+    timings = _timings.get(key)
+    if timings is None:
+        timings = _step_timings(batch, channels, layer.filters, tuple(spatial), tuple(layer.kernel_size), candidate,
+                                x.device)
+        _timings[key] = timings
+    return min(timings, key=timings.get), dict(timings)
