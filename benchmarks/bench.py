@@ -51,6 +51,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -178,6 +179,7 @@ def _step_fn(impl: str, cfg, mode: str, seq_len=None):
             with torch.no_grad():
                 call(model, x, False)
 
+    once.model = model  # for the path that ran (ours: ``last_path``)
     return once
 
 
@@ -218,7 +220,7 @@ def serve_worker(impl: str, ci: int, mode: str, seq_len=None) -> None:
             break
         t0 = time.perf_counter()
         once()
-        print(json.dumps({"s": time.perf_counter() - t0}), flush=True)
+        print(json.dumps({"s": time.perf_counter() - t0, "path": getattr(once.model, "last_path", None)}), flush=True)
 
 
 def matmul_worker(n: int = 2048, reps: int = 15) -> dict:
@@ -295,10 +297,11 @@ def _env(impl: str = "") -> dict:
     return dict(os.environ, KERAS_BACKEND="torch", PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 
-def run_interleaved(impls, ci: int, mode: str, reps: int, budget: float) -> dict:
+def run_interleaved(impls, ci: int, mode: str, reps: int, budget: float, paths: Optional[dict] = None) -> dict:
     """Time ``impls`` on one configuration, each in its own persistent process, one repetition
     of each in turn (after one warm-up each), so that other jobs on a shared machine slow them
-    alike. Returns ``{impl: [seconds, ...]}`` (or ``{"error": ...}`` per failed impl)."""
+    alike. Returns ``{impl: [seconds, ...]}`` (or ``{"error": ...}`` per failed impl); ``paths``,
+    when given, receives the path each of ours ran (``last_path``)."""
     procs = {}
     for impl in impls:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "serve", impl, str(ci), mode]
@@ -317,7 +320,10 @@ def run_interleaved(impls, ci: int, mode: str, reps: int, budget: float) -> dict
                 if not line:
                     raise RuntimeError((p.stderr.read().strip().splitlines() or ["died"])[-1][:300])
                 if line.startswith("{"):
-                    return json.loads(line)["s"]
+                    answer = json.loads(line)
+                    if paths is not None and answer.get("path"):
+                        paths[impl] = answer["path"]
+                    return answer["s"]
         except (OSError, RuntimeError, ValueError) as err:
             errors[impl] = str(err)
             return None
@@ -459,13 +465,16 @@ def precision_study(args) -> dict:
     print(machine_line(result["machine"]), flush=True)
     for ci in args.configs:
         for mode in args.modes:
-            timed = run_interleaved(impls, ci, mode, args.reps, args.budget)
+            paths = {}
+            timed = run_interleaved(impls, ci, mode, args.reps, args.budget, paths)
             for impl in impls:
                 t = timed[impl]
                 r = dict(t) if isinstance(t, dict) else {"median_s": statistics.median(t), "min_s": min(t), "times": t}
-                r.update({"impl": impl, "config": list(CONFIGS[ci]), "mode": mode, "config_index": ci})
+                r.update({"impl": impl, "config": list(CONFIGS[ci]), "mode": mode, "config_index": ci,
+                          "path": paths.get(impl)})
                 result["runs"].append(r)
-                msg = r.get("error") or f"{r['median_s'] * 1e3:9.1f} ms (min {r['min_s'] * 1e3:9.1f}, {len(t)} reps)"
+                msg = r.get("error") or (f"{r['median_s'] * 1e3:9.1f} ms (min {r['min_s'] * 1e3:9.1f}, {len(t)} reps)"
+                                         + (f" ran {r['path']}" if r["path"] else ""))
                 print(f"{ci} {mode:5s} {impl:18s} {msg}", flush=True)
             if args.out:
                 Path(args.out).write_text(json.dumps(result, indent=1))
@@ -498,6 +507,9 @@ def render_precision(result: dict) -> str:
                 ours, plain, keras = (med(ci, mode, n) for n in names)
                 cells = [f"{v * 1e3:.1f}" if v else by.get((ci, mode, n), {}).get("error", "-")[:60]
                          for v, n in zip((ours, plain, keras), names)]
+                ran = by.get((ci, mode, names[0]), {}).get("path")
+                if ours and ran:  # the path "auto" chose
+                    cells[0] += f" ({ran})"
 
                 def ratio(a, b):
                     return f"{b / a:.2f}x" if a and b else "-"
