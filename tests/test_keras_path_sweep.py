@@ -3,8 +3,8 @@ sizes with the default activations (``tanh`` / ``sigmoid``, the case that runs t
 update and the hand-written backwards): outputs, and gradients with respect to the input and every
 weight.
 
-``tests/test_keras_parity.py`` sweeps every option on tiny tensors (where ``"auto"`` always runs
-``"fused"``); here each case forces one path on a configuration where that path applies
+``tests/test_keras_parity.py`` sweeps every option on tiny tensors (where ``"auto"`` runs
+``"concat"`` with ``'same'`` padding and ``"fused"`` otherwise); here each case forces one path on a configuration where that path applies
 (``concat``, ``nnpack`` and ``fft`` need ``padding='same'``, strides 1, dilation 1 and no dropout;
 ``nnpack`` and ``fft`` 2D; see :mod:`convlstm._paths`) and :func:`_ran` asserts that it is the
 path that ran. Keras runs in float64, ours in float32.

@@ -113,7 +113,7 @@ CASES = [(rank, fmt, path) for rank, fmt in itertools.product([1, 2, 3], ["chann
 def test_path_matches_reference_forward_and_gradients(path, rank, data_format):
     ref, other = _pair(rank, path, padding="same", data_format=data_format, return_sequences=True,
                        return_state=True)
-    ran = "fused" if path == "auto" else path  # the rule's choice at these sizes (test_auto_rule)
+    ran = "concat" if path == "auto" else path  # the rule's choice with 'same' padding (test_auto_rule)
     x = _input(rank, data_format)
     with torch.no_grad(), _runs(other, ran):  # the inference loops (in place, preallocated output)
         _close(other(x), ref(x), _tol(path, 1e-5), f"{path} inference")
@@ -189,14 +189,14 @@ def test_path_with_mask_and_initial_state(path):
     h0 = torch.randn(2, 6, 5, 4)
     c0 = torch.randn(2, 6, 5, 4)
     call = dict(mask=mask, initial_state=[h0, c0])
-    # "fft" cannot take a mask (it runs "concat" and says so); "auto" picks "fused" at this size
-    ran = {"fft": "concat", "auto": "fused"}.get(path, path)
+    # "fft" cannot take a mask (it runs "concat" and says so); "auto" picks "concat" ('same' padding)
+    ran = {"fft": "concat", "auto": "concat"}.get(path, path)
     out_r, g_r = _forward_and_grads(ref, x, **call)
     with _runs(other, ran, substituted=path == "fft"):
         out_o, g_o = _forward_and_grads(other, x, **call)
     _close(out_o, out_r, _tol(path, 1e-5), f"{path} forward")
     _close(g_o, g_r, _tol(path, 1e-4), f"{path} gradients")
-    with torch.no_grad(), _runs(other, "fused" if path == "auto" else path):  # no mask: fft applies
+    with torch.no_grad(), _runs(other, "concat" if path == "auto" else path):  # no mask: fft applies
         _close(other(x, initial_state=[h0, c0]), ref(x, initial_state=[h0, c0]), _tol(path, 1e-5),
                f"{path} inference")
 
@@ -238,10 +238,17 @@ def test_auto_rule():
     inference and training."""
     for grad in (False, True):
         small = convlstm.ConvLSTM2D(8, 3, padding="same", in_channels=2)
-        x = torch.zeros(2, 3, 2, 8, 8)  # small: hoisted input convolution, oneDNN
-        assert _paths.auto_path(small, x, (8, 8), grad=grad) == "fused"
+        x = torch.zeros(2, 3, 2, 8, 8)  # small, 'same': one convolution over [x_t, h_{t-1}] per step
+        assert _paths.auto_path(small, x, (8, 8), grad=grad) == "concat"
+        for cls, spatial in ((convlstm.ConvLSTM1D, (8,)), (convlstm.ConvLSTM3D, (4, 4, 4))):
+            layer = cls(8, 3, padding="same", in_channels=2)
+            assert _paths.auto_path(layer, torch.zeros((2, 3, 2) + spatial), spatial, grad=grad) == "concat"
+        strided = convlstm.ConvLSTM2D(8, 3, padding="same", strides=2, in_channels=2)
+        assert _paths.auto_path(strided, x, (4, 4), grad=grad) == "fused"  # concat needs strides 1
+        dilated = convlstm.ConvLSTM2D(8, 3, padding="same", dilation_rate=2, in_channels=2)
+        assert _paths.auto_path(dilated, x, (8, 8), grad=grad) == "fused"  # and dilation 1
         big = convlstm.ConvLSTM2D(64, 3, padding="same", in_channels=2)
-        xb = torch.zeros(8, 12, 2, 32, 32)  # the hoisted gates would take 96 MiB
+        xb = torch.zeros(8, 12, 2, 32, 32)
         assert _paths.auto_path(big, xb, (32, 32), grad=grad) == "concat"  # 3x3: direct
         big5 = convlstm.ConvLSTM2D(64, 5, padding="same", in_channels=2)  # 5x5 on 32x32: "fft"
         assert _paths.auto_path(big5, xb, (32, 32), grad=grad) == "fft"
@@ -252,7 +259,7 @@ def test_auto_rule():
         x40 = torch.zeros(2, 3, 2, 40, 40)
         assert _paths.auto_path(wide5, x40, (40, 40), grad=grad) == "concat"
         tiny5 = convlstm.ConvLSTM2D(4, 5, padding="same", in_channels=2)  # below AUTO_FAST_CONV_MIN_FLOPS
-        assert _paths.auto_path(tiny5, x, (8, 8), grad=grad) == "fused"
+        assert _paths.auto_path(tiny5, x, (8, 8), grad=grad) == "concat"
         relu5 = convlstm.ConvLSTM2D(64, 5, padding="same", in_channels=2, activation="relu")
         assert _paths.auto_path(relu5, xb, (32, 32), grad=grad) == "concat"  # no closed-form update
         valid = convlstm.ConvLSTM2D(64, 3, padding="valid", in_channels=2)  # concat needs 'same'
@@ -467,10 +474,12 @@ def test_auto_runs_the_path_its_rule_chooses(monkeypatch):
     """``"auto"`` runs what :func:`auto_path` documents (thresholds lowered so that small layers
     reach every branch), silently (it only chooses), and says so in ``last_path``."""
     x = _input(2, "channels_last", steps=3)
-    monkeypatch.setattr(_paths, "AUTO_HOIST_MAX_BYTES", 0)  # every hoisted gate tensor is "large"
     layer = convlstm.ConvLSTM2D(4, 3, padding="same", in_channels=3)
     with _runs(layer, "concat"):
         layer(x)
+    valid = convlstm.ConvLSTM2D(4, 3, padding="valid", in_channels=3)
+    with _runs(valid, "fused"):
+        valid(x)
     monkeypatch.setattr(_paths, "AUTO_FAST_CONV_MIN_FLOPS", 0)  # 5x5 on 6x5: whole-image transforms
     layer5 = convlstm.ConvLSTM2D(4, 5, padding="same", in_channels=3)
     with _runs(layer5, "fft"):
