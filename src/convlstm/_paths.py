@@ -465,10 +465,11 @@ def auto_path(layer, x: torch.Tensor, spatial: Tuple[int, ...], in_masks=None, r
        NNPACK's Winograd tiles and the ``"fft"`` path were slower there and Winograd is ten
        times less accurate;
     4. where ``"concat"`` applies (``'same'``, strides 1, dilation 1): ``"concat"``. It ran faster
-       than ``"fused"`` in 39 of 40 measured layers, 1D to 3D, 8 to 128 filters, both
-       precisions and both modes, small ones included (by 3-32%; the exception, 1.17x slower, a
-       batch of one with four times as many input channels as filters, in float32 inference),
-       and it keeps less for the backward (no hoisted gates);
+       than ``"fused"`` in 52 of 56 measurements (``benchmarks/auto_rule.py``: 14 layers, 1D to
+       3D, 8 to 64 filters, float32 and bfloat16, inference and training), small layers
+       included, by up to 42%; the four exceptions have four times as many input channels as
+       filters and lose 1-4%, or 13% on a batch of one in float32 inference. It also keeps less
+       for the backward (no hoisted gates);
     5. else ``"fused"`` (``'valid'`` padding, strides or dilation).
     """
     if in_masks is not None or rec_masks is not None:
