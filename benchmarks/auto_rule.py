@@ -13,9 +13,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -83,15 +81,7 @@ def main(argv=None) -> None:
         for precision in ("fp32", "bf16"):
             for mode in bench.MODES:
                 runs = {path: step(path, spec, mode, precision) for path in ("fused", "concat")}
-                for run in runs.values():
-                    run()
-                times = {path: [] for path in runs}
-                for _ in range(args.reps):
-                    for path, run in runs.items():
-                        start = time.perf_counter()
-                        run()
-                        times[path].append(time.perf_counter() - start)
-                med = {path: statistics.median(v) * 1e3 for path, v in times.items()}
+                med = bench.alternate_medians_ms(runs, args.reps)
                 ratio = med["concat"] / med["fused"]
                 faster += ratio < 1
                 total += 1

@@ -392,6 +392,20 @@ def run_all(args) -> dict:
     return result
 
 
+def alternate_medians_ms(runs: dict, reps: int) -> dict:
+    """Run each of ``runs`` (name -> function) once to warm up, then ``reps`` times in turn, one
+    call of each per round (so that a busy machine slows them alike); median milliseconds per name."""
+    for run in runs.values():
+        run()
+    times = {name: [] for name in runs}
+    for _ in range(reps):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(v) * 1e3 for name, v in times.items()}
+
+
 def interleaved_worker(impls, ci: int, mode: str, reps: int, seq_len=None) -> dict:
     """Time several implementations in one process, alternating them repetition by repetition,
     so that a machine shared with other jobs slows them alike (for time ratios, not memory)."""

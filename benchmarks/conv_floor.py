@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -95,15 +93,7 @@ def main(argv=None) -> None:
             runs = {"plain": bench._step_fn("plain" + suffix, cfg, mode),
                     "ours": bench._step_fn("ours:auto" + suffix, cfg, mode),
                     "convs": concat_convolutions(cfg, mode, dtype)}
-            for run in runs.values():
-                run()
-            times = {name: [] for name in runs}
-            for _ in range(args.reps):
-                for name, run in runs.items():
-                    start = time.perf_counter()
-                    run()
-                    times[name].append(time.perf_counter() - start)
-            med = {name: statistics.median(v) * 1e3 for name, v in times.items()}
+            med = bench.alternate_medians_ms(runs, args.reps)
             print(f"| {bench.CONFIG_NAMES[ci]} {tuple(cfg)} | {mode} | {med['plain']:.1f} | {med['ours']:.1f} "
                   f"| {med['convs']:.1f} | {med['plain'] / med['convs']:.2f}x | {med['plain'] / med['ours']:.2f}x |",
                   flush=True)
