@@ -135,3 +135,16 @@ def test_bad_policy_is_refused_naming_it(monkeypatch):
         convlstm.set_auto_policy("fast")
     assert err.value.parameter == "policy"
     assert _auto_timing._policy is None  # nothing changed
+
+
+def test_timing_is_real_under_fake_tensors(measure):
+    """``convlstm fit``'s memory guard first runs a step on fake tensors, where a convolution takes
+    no time: the measurement steps out of the fake mode, so what it remembers is the real timing."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    args = (4, 16, 32, (32, 32), (5, 5), "fft", torch.device("cpu"))
+    real = _auto_timing._step_timings(*args)
+    with FakeTensorMode():
+        under_fake = _auto_timing._step_timings(*args)
+    # a 1.3 GFLOP direct convolution: milliseconds for real, a tenth of that as a fake kernel
+    assert real["concat"] > 5e-4 and under_fake["concat"] > 0.3 * real["concat"], (real, under_fake)

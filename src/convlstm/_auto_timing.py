@@ -22,6 +22,11 @@ gradient, weight gradient), which the paths run with the same algorithms. Measur
 step convolutions, once per shape (about 0.3 s for the Moving MNIST configuration on a 2-core
 CPU).
 
+The timing runs on real tensors even when the layer's call runs under a dispatch mode, such as
+the fake tensors with which ``convlstm fit``'s memory guard (:mod:`convlstm.training.memory`)
+runs a step first: a fake convolution takes no time, and its "timing" would otherwise be
+remembered for the real run.
+
 The measured choice is skipped, and the rule alone decides, when ``set_auto_policy("rule")``
 was called, the environment variable ``CONVLSTM_AUTO`` is ``rule``, or
 ``torch.use_deterministic_algorithms(True)`` is on (a timing can differ between runs, and the two
@@ -29,9 +34,10 @@ paths round differently: about 1e-6 of the output's scale).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, ContextManager, Dict, Optional, Tuple
 
 import torch
 
@@ -93,13 +99,22 @@ def _fastest(run: Callable[[], object]) -> float:
     return best
 
 
+def _outside_dispatch_modes() -> ContextManager:
+    """A context in which no torch dispatch mode (fake tensors, a memory probe) is active."""
+    try:
+        from torch.utils._python_dispatch import _disable_current_modes
+    except ImportError:  # a torch without it: nothing to step out of (no such modes)
+        return contextlib.nullcontext()
+    return _disable_current_modes()
+
+
 def _step_timings(batch: int, channels: int, filters: int, spatial: Tuple[int, int], kernel: Tuple[int, int],
                   candidate: str, device: torch.device) -> Dict[str, float]:
     """Seconds of one step's float32 convolution ``(batch, channels + filters, *spatial) -> 4 filters``
     with ``kernel`` ('same', stride 1), direct (``"concat"``) and through ``candidate``."""
     padding = [k // 2 for k in kernel]
     fmt = channels_last_format(2)
-    with torch.no_grad():
+    with _outside_dispatch_modes(), torch.no_grad():
         z = torch.full((batch, channels + filters) + tuple(spatial), 0.5, device=device).contiguous(memory_format=fmt)
         weight = torch.full((4 * filters, channels + filters) + tuple(kernel), 0.01, device=device)
         bias = torch.zeros(4 * filters, device=device)
