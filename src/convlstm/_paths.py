@@ -725,14 +725,14 @@ def _empty_like_layout(shape, like: torch.Tensor, rank: int) -> torch.Tensor:
 
 
 def _hoisted_inference(layer, cell, xgs, h, c, w_hh, rec_masks, keep_all):
-    """No autograd, no masks, sigmoid/tanh: the update in place, h written into the output."""
+    """No autograd, no masks, sigmoid/tanh: the update in place, h written into the output (``w_hh``
+    comes laid out as the frames, channels-last, as oneDNN's fused convolution-and-add reads it)."""
     rank = layer.rank
     steps = len(xgs)
     plan = cell._plan("recurrent", tuple(h.shape[2:]), 1)
     use_binary = (_MKLDNN_BINARY is not None and rec_masks is None and rank == 2 and plan.pad is None
                   and h.device.type == "cpu" and h.dtype == torch.float32 and torch.backends.mkldnn.enabled
                   and torch.backends.mkldnn.is_available())
-    weight = _layout(w_hh, rank) if use_binary else w_hh
     n_out = steps if keep_all else 1
     seq = _empty_like_layout((n_out * h.shape[0],) + tuple(h.shape[1:]), h, rank).view((n_out,) + tuple(h.shape))
     c = c.clone()
@@ -740,7 +740,7 @@ def _hoisted_inference(layer, cell, xgs, h, c, w_hh, rec_masks, keep_all):
     ones = [1] * rank
     for t in range(steps):
         if use_binary:
-            gates = _MKLDNN_BINARY.binary(h, xgs[t], weight, None, list(plan.conv_padding), ones, ones, 1,
+            gates = _MKLDNN_BINARY.binary(h, xgs[t], w_hh, None, list(plan.conv_padding), ones, ones, 1,
                                           "add", None, None, [], None)
         else:
             gates = _project(cell, "recurrent", h, rec_masks, w_hh, None, layer.filters)

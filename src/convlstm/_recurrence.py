@@ -447,7 +447,7 @@ class ConcatRecurrence(torch.autograd.Function):
             grads = grad_buffer[: stop - start]
             parts = ctx.convs.weight_gradients(grads, z[start:stop], start, w_ih, w_hh, w_cat, need_wih, need_whh,
                                                want_bias and bias_total is None)
-            # 16-bit convolutions: the chunks' weight and bias gradients are summed in float32
+            # 16-bit convolutions: the chunks' weight gradients are summed in float32 (the bias's is bias_total)
             parts = [p if p is None or p.dtype not in _LOW else p.float() for p in parts]
             totals = [p if total is None else (total if p is None else total.add_(p)) for total, p in zip(totals, parts)]
             if need_frames:
