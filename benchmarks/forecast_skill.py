@@ -123,7 +123,7 @@ def _save_samples(run_dir: Path) -> None:
     import torch
 
     from convlstm.training import GridDataModule
-    from convlstm.training.api import load_module
+    from convlstm.training.runs import load_module
 
     module, ckpt = load_module(run_dir)
     dm = GridDataModule.from_state(ckpt["GridDataModule"])

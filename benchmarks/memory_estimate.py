@@ -97,13 +97,13 @@ def _crop_file(source: str, crop: int, folder: str) -> str:
 
 def _fit_parts(path: str, batch: int):
     """The datamodule and ForecastModule that `convlstm fit PATH --key ... --layout THW` builds."""
-    from convlstm.training.api import _datamodule_from_config
+    from convlstm.training.fitting import datamodule_from_config
     from convlstm.training import FitConfig, ForecastModule
     import lightning.pytorch as pl
 
     cfg = FitConfig(data=path, key=KNMI_KEY, layout="THW", batch_size=batch)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    dm = _datamodule_from_config(cfg)
+    dm = datamodule_from_config(cfg)
     dm.setup("fit")
     module = ForecastModule(cfg.model, model_options=cfg.model_options, input_steps=dm.input_steps,
                             output_steps=dm.output_steps, frame_shape=dm.sample_shape, loss=cfg.loss,

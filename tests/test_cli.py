@@ -102,7 +102,7 @@ def test_fit_evaluate_predict_from_the_command_line(capsys, tmp_path):
     import onnxruntime as ort
     import torch
 
-    from convlstm.training.api import load_module
+    from convlstm.training.runs import load_module
 
     network = load_module(run_dir)[0].model
     sess = ort.InferenceSession(str(tmp_path / "run.onnx"), providers=["CPUExecutionProvider"])

@@ -64,7 +64,7 @@ def test_fit_evaluate_with_streams_calendar_holidays_external(capsys, tmp_path):
     n = 24 * 7 * WEEKS
     assert every.shape == (n + 1 - 168, 1, 4, 4, 1)          # targets t = 168 .. n (the last: after the end)
     # the forecast for the last test target equals the model applied to the data module's own sample
-    from convlstm.training.api import load_module
+    from convlstm.training.runs import load_module
 
     module, ckpt = load_module(run_dir)
     dm = GridDataModule.from_state(ckpt["GridDataModule"])
@@ -97,22 +97,22 @@ def test_flag_errors(capsys, tmp_path):
 
 def test_automatic_streams_and_intervals(tmp_path):
     from convlstm.training import FitConfig
-    from convlstm.training.api import _datamodule_from_config
+    from convlstm.training.fitting import datamodule_from_config
 
     data = str(hourly_file(tmp_path))
     # st-convlstm takes streams and features: time stamps give 24 steps a day and training holds 2 weeks
     # (353 >= 336 steps), so period, trend and the calendar come on
-    dm = _datamodule_from_config(FitConfig(data=data, key="data", output_steps=1, model="st-convlstm"))
+    dm = datamodule_from_config(FitConfig(data=data, key="data", output_steps=1, model="st-convlstm"))
     dm.setup()
     assert dm.streams == (6, 1, 1) and dm.input_steps == 8 and dm.num_features == 6
     assert dm.datasets["train"].dropped == 168 and dm.datasets["test"].dropped == 0
     # explicit streams win; the calendar follows them (no period or trend: no calendar)
-    dm = _datamodule_from_config(FitConfig(data=data, key="data", output_steps=1, model="st-convlstm", closeness=3,
+    dm = datamodule_from_config(FitConfig(data=data, key="data", output_steps=1, model="st-convlstm", closeness=3,
                                            period=0, trend=0))
     dm.setup()
     assert dm.streams == (3, 0, 0) and dm.num_features == 0 and dm.datasets["train"].dropped == 3
     # the default model, convlstm-warp, measured no better with them: plain windows
-    dm = _datamodule_from_config(FitConfig(data=data, key="data", output_steps=1))
+    dm = datamodule_from_config(FitConfig(data=data, key="data", output_steps=1))
     dm.setup()
     assert dm.streams is None and dm.input_steps == 6 and dm.num_features == 0
     short = GridDataModule(path=str(hourly_file(tmp_path / "..", weeks=2)), key="data", input_steps=6,

@@ -518,9 +518,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                        fss_scales=args.fss_scales, extrapolation_method=args.extrapolation_method,
                        nonnegative=args.nonnegative)
     print(format_results(results))
-    from .training.api import _run_dir_of, find_checkpoint
+    from .training.runs import find_checkpoint, run_dir_of
 
-    print(f"wrote metrics and pictures to {args.out_dir or _run_dir_of(find_checkpoint(args.checkpoint))}")
+    print(f"wrote metrics and pictures to {args.out_dir or run_dir_of(find_checkpoint(args.checkpoint))}")
     return 0
 
 

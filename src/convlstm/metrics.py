@@ -16,7 +16,8 @@ Scores and their reductions (:math:`p` forecast, :math:`y` target, :math:`N` sam
 ``mae_frame_sum``      then averaged over samples (and lead times): ``mse_frame_sum = P * mse``
 ``psnr``               per frame :math:`10 \log_{10}(R^2 / \text{mse}_\text{frame})` (all channels
                        pooled, as ``skimage.metrics.peak_signal_noise_ratio``), averaged over
-                       frames; ``inf`` for a perfect frame
+                       frames; ``inf`` for a perfect frame (the scoring engine,
+                       :mod:`convlstm.scoring`, leaves perfect frames out and counts them)
 ``ssim``               per frame and channel, Wang et al.'s SSIM with an 11-tap Gaussian window
                        (:math:`\sigma = 1.5`), :math:`K_1 = 0.01`, :math:`K_2 = 0.03`, population
                        covariances, averaged over the valid (uncropped) pixels, then over channels
@@ -56,24 +57,11 @@ threshold, which quantised data (integer counts, stored radar steps) do have:
 ``csi(p, y, thr)`` equals pysteps's ``det_cat_fct(p, y, t)["CSI"]`` for any ``t`` just below
 ``thr`` (no value in ``[t, thr)``), and ``fss`` equals pysteps's at the same ``thr``.
 
-Baselines (forecasts scored exactly like the model, in the data's units):
-
-=====================================  ===========================================================
-``persistence``                        :func:`persistence_forecast`: the last input frame, repeated
-``climatology``                        :func:`climatology_forecast`: the mean training frame; or
-                                       :class:`ClimatologyByTimeOfDay`: the mean of each cell at
-                                       each hour of the day (hours never seen in training get the
-                                       mean training frame, with a warning)
-``extrapolation``                      :func:`extrapolation_forecast` (pysteps, optional extra
-                                       ``radar``): the last input frame moved along the motion
-                                       of the input frames (Lucas-Kanade by default,
-                                       semi-Lagrangian advection); see
-                                       :mod:`convlstm.extrapolation`
-=====================================  ===========================================================
-
-:func:`evaluate_forecast` scores a model beside the baselines; :class:`MetricAccumulator` does
-the same batch by batch, so a large test set never has to be in memory at once;
-:func:`write_metrics` writes ``metrics.json`` and ``metrics_per_lead_time.csv``.
+Baselines (persistence, climatology, extrapolation and any registered one) are forecasters in
+:mod:`convlstm.baselines`; the scoring engine that scores the model and every baseline batch by
+batch, at any frame size, is :mod:`convlstm.scoring` (:class:`~convlstm.scoring.MetricAccumulator`,
+:func:`~convlstm.scoring.evaluate_forecast`, :func:`~convlstm.scoring.write_metrics`, also
+importable from here).
 
 Example::
 
@@ -89,19 +77,17 @@ Example::
 """
 from __future__ import annotations
 
-import csv
 import math
-import os
 import warnings
-from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Dict, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._io import atomic_write, write_json
 from ._ops import box_sum
+from .baselines import BUILTIN_BASELINES as BASELINES
+from .baselines import ClimatologyByTimeOfDay, climatology_forecast, persistence_forecast
 from .extrapolation import extrapolation_forecast
 
 __all__ = [
@@ -117,8 +103,6 @@ ArrayLike = Union[np.ndarray, torch.Tensor]
 METRIC_NAMES = ("mse", "mae", "rmse", "mse_frame_sum", "mae_frame_sum", "ssim", "psnr")
 #: The scores of ``results["skill_vs_persistence"]``.
 SKILL_METRICS = ("mse", "mae", "rmse")
-#: The baselines a model can be scored beside (``results[name]``), in the order of the results.
-BASELINES = ("persistence", "climatology", "extrapolation")
 _CONTINGENCY = ("csi", "pod", "far", "ets")
 
 # SSIM constants (Wang et al. 2004, as scikit-image with gaussian_weights=True)
@@ -491,472 +475,14 @@ def fss(pred: ArrayLike, true: ArrayLike, threshold: float, scale: int, *, per_l
     return _finish(_fss_from_sums(sums), float(_fss_from_sums(sums.sum(0))), per_lead_time)
 
 
-# ---------------------------------------------------------------------------------- baselines
-def _check_lead_time(lead_time: Any) -> int:
-    if isinstance(lead_time, bool) or not isinstance(lead_time, (int, np.integer)):
-        raise TypeError(f"lead_time must be a positive int, got {lead_time!r}")
-    if lead_time < 1:
-        raise ValueError(f"lead_time must be >= 1, got {lead_time}")
-    return int(lead_time)
+
+# the scoring engine lives in convlstm.scoring; these names stay importable from here
+_ENGINE = ("MetricAccumulator", "evaluate_forecast", "per_lead_time_rows", "write_metrics")
 
 
-def persistence_forecast(inputs: ArrayLike, lead_time: int) -> ArrayLike:
-    r"""The persistence baseline: the last input frame, repeated ``lead_time`` times.
+def __getattr__(name: str) -> Any:
+    if name in _ENGINE:
+        from . import scoring
 
-    Shape:
-        - inputs: :math:`(N, T_{in}, H, W, C)`, numpy or torch
-        - output: :math:`(N, \text{lead\_time}, H, W, C)`, of the input's type (a broadcast view
-          for numpy, an expanded tensor for torch: copy it before writing into it)
-
-    Example::
-
-        >>> persistence_forecast(np.arange(4.0).reshape(1, 4, 1, 1, 1), 2).ravel()
-        array([3., 3.])
-    """
-    lead_time = _check_lead_time(lead_time)
-    if isinstance(inputs, torch.Tensor):
-        if inputs.dim() != 5:
-            raise ValueError(f"inputs must be 5D (samples, time, rows, cols, channels), got shape {tuple(inputs.shape)}")
-        last = inputs[:, -1:]
-        return last.expand(last.shape[0], lead_time, *last.shape[2:])
-    if not isinstance(inputs, np.ndarray):
-        raise TypeError(f"inputs must be a numpy array or a torch tensor, got {type(inputs).__name__}")
-    if inputs.ndim != 5:
-        raise ValueError(f"inputs must be 5D (samples, time, rows, cols, channels), got shape {inputs.shape}")
-    last = inputs[:, -1:]
-    return np.broadcast_to(last, (last.shape[0], lead_time) + last.shape[2:])
-
-
-def climatology_forecast(train_mean: ArrayLike, num_samples: int, lead_time: int) -> ArrayLike:
-    r"""The climatology baseline: one mean frame (usually ``train.mean(axis=0)`` over the training
-    frames, per cell and channel) forecast for every sample and lead time.
-
-    Shape:
-        - train_mean: :math:`(H, W, C)`
-        - output: :math:`(\text{num\_samples}, \text{lead\_time}, H, W, C)`, a read-only broadcast
-          view (numpy) or an expanded tensor (torch)
-    """
-    lead_time = _check_lead_time(lead_time)
-    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
-    if isinstance(train_mean, torch.Tensor):
-        if train_mean.dim() != 3:
-            raise ValueError(f"train_mean must be a (rows, cols, channels) frame, got shape {tuple(train_mean.shape)}")
-        return train_mean.expand(int(num_samples), lead_time, *train_mean.shape)
-    if not isinstance(train_mean, np.ndarray):
-        raise TypeError(f"train_mean must be a numpy array or a torch tensor, got {type(train_mean).__name__}")
-    if train_mean.ndim != 3:
-        raise ValueError(f"train_mean must be a (rows, cols, channels) frame, got shape {train_mean.shape}")
-    return np.broadcast_to(train_mean, (int(num_samples), lead_time) + train_mean.shape)
-
-
-class ClimatologyByTimeOfDay:
-    r"""Per-cell, per-channel mean at each time of day (or any cyclic index): the baseline for
-    fields with a daily cycle (traffic, crowd flow, temperature).
-
-    :meth:`fit` averages the training frames that fall on each of the ``period`` slots (hour 0..23
-    by default). A slot with no training frame has no mean of its own: it gets the mean of all
-    training frames (the plain climatology), :attr:`unseen` lists such slots, and
-    :meth:`forecast` warns when it is asked for one of them, so the baseline never passes off the
-    overall mean as an hour's.
-
-    Args:
-        period (int): number of slots in a cycle (24 for hours of the day, 48 for half hours,
-            168 for hours of the week).
-
-    Shape:
-        - fit: frames :math:`(T, H, W, C)`, slots :math:`(T,)` integers in ``[0, period)``
-        - forecast: target slots :math:`(N, \text{lead})` -> :math:`(N, \text{lead}, H, W, C)`
-
-    Example::
-
-        >>> clim = ClimatologyByTimeOfDay().fit(train_frames, train_hours)
-        >>> baseline = clim.forecast(target_hours)          # target_hours: (samples, lead_time)
-        >>> results = evaluate_forecast(pred, true, inputs, climatology=baseline)
-    """
-
-    def __init__(self, period: int = 24):
-        if isinstance(period, bool) or not isinstance(period, (int, np.integer)) or period < 1:
-            raise ValueError(f"period must be a positive int (24 for hours of the day), got {period!r}")
-        self.period = int(period)
-        self.means: Optional[np.ndarray] = None
-        self.counts: Optional[np.ndarray] = None
-
-    @property
-    def unseen(self) -> List[int]:
-        """The slots with no training frame (their forecast is the mean training frame)."""
-        if self.counts is None:
-            raise RuntimeError("ClimatologyByTimeOfDay.unseen: call fit(frames, hours) first")
-        return [int(h) for h in np.flatnonzero(self.counts == 0)]
-
-    def _slots(self, hours: Any, name: str) -> np.ndarray:
-        h = hours.detach().cpu().numpy() if isinstance(hours, torch.Tensor) else np.asarray(hours)
-        if h.dtype.kind not in "iu":
-            if h.dtype.kind == "f" and np.all(np.isfinite(h)) and np.all(h == np.round(h)):
-                h = h.astype(np.int64)
-            else:
-                raise TypeError(f"{name} must hold integer slots in [0, {self.period}), got dtype {h.dtype}")
-        if h.size and (h.min() < 0 or h.max() >= self.period):
-            raise ValueError(f"{name} must be in [0, {self.period}) (period={self.period}), "
-                             f"got values from {h.min()} to {h.max()}")
-        return h.astype(np.int64)
-
-    def fit(self, frames: ArrayLike, hours: Any) -> "ClimatologyByTimeOfDay":
-        """Average ``frames`` :math:`(T, H, W, C)` per slot ``hours`` :math:`(T,)`; returns self."""
-        x = _as_tensor(frames, "frames").cpu().numpy()
-        if x.ndim != 4:
-            raise ValueError(f"frames must be 4D (time, rows, cols, channels), got shape {x.shape}")
-        h = self._slots(hours, "hours")
-        if h.shape != (x.shape[0],):
-            raise ValueError(f"hours must have shape ({x.shape[0]},) (one slot per frame), got {h.shape}")
-        sums = np.zeros((self.period,) + x.shape[1:])
-        np.add.at(sums, h, x)
-        counts = np.bincount(h, minlength=self.period)
-        overall = x.mean(axis=0)
-        means = np.where(counts.reshape(-1, 1, 1, 1) > 0,
-                         sums / np.maximum(counts, 1).reshape(-1, 1, 1, 1), overall)
-        self.means, self.counts = means, counts
-        return self
-
-    def forecast(self, target_hours: Any) -> np.ndarray:
-        """The mean frames for the slots ``target_hours`` :math:`(N, \\text{lead})` (or any shape
-        :math:`S`), shaped :math:`S + (H, W, C)`."""
-        if self.means is None:
-            raise RuntimeError("ClimatologyByTimeOfDay.forecast: call fit(frames, hours) first")
-        slots = self._slots(target_hours, "target_hours")
-        missing = sorted(set(np.unique(slots).tolist()) & set(self.unseen))
-        if missing:
-            warnings.warn(f"ClimatologyByTimeOfDay: slot(s) {missing} had no training frame; their forecast is the "
-                          f"mean of all training frames", UserWarning, stacklevel=2)
-        return self.means[slots]
-
-    def __repr__(self) -> str:
-        fitted = "unfitted" if self.means is None else f"frame={self.means.shape[1:]}"
-        return f"ClimatologyByTimeOfDay(period={self.period}, {fitted})"
-
-
-# ---------------------------------------------------------------------------------- accumulation
-class _Totals:
-    """Running sums for one forecast: per lead time squared/absolute errors, SSIM, PSNR,
-    contingency counts per threshold and FSS sums per threshold and scale."""
-
-    def __init__(self, lead_time: int, thresholds: Tuple[float, ...], scales: Tuple[int, ...] = ()):
-        self.sq = np.zeros(lead_time)
-        self.ab = np.zeros(lead_time)
-        self.ssim = np.zeros(lead_time)
-        self.psnr = np.zeros(lead_time)
-        self.counts = {thr: np.zeros((lead_time, 4)) for thr in thresholds}
-        self.fss = {(thr, sc): np.zeros((lead_time, 3)) for thr in thresholds for sc in scales}
-
-    def add(self, p: torch.Tensor, y: torch.Tensor, data_range: float) -> None:
-        sq, ab = _frame_sq_abs(p, y)
-        self.sq += sq.sum(0).cpu().numpy()
-        self.ab += ab.sum(0).cpu().numpy()
-        self.psnr += _frame_psnr(sq, p[0, 0].numel(), data_range).sum(0).cpu().numpy()
-        self.ssim += _frame_ssim(p, y, data_range).sum(0).cpu().numpy()
-        for thr in self.counts:
-            self.counts[thr] += _contingency(p, y, thr).cpu().numpy()
-        for thr, sc in self.fss:
-            self.fss[(thr, sc)] += _fss_sums(p, y, thr, sc).cpu().numpy()
-
-    def result(self, samples: int, values_per_frame: int) -> Dict[str, Any]:
-        per: Dict[str, np.ndarray] = {}
-        per["mse"] = self.sq / (samples * values_per_frame)
-        per["mae"] = self.ab / (samples * values_per_frame)
-        per["rmse"] = np.sqrt(per["mse"])
-        per["mse_frame_sum"] = self.sq / samples
-        per["mae_frame_sum"] = self.ab / samples
-        per["ssim"] = self.ssim / samples
-        per["psnr"] = self.psnr / samples
-        overall = {name: float(per[name].mean()) for name in METRIC_NAMES}
-        overall["rmse"] = math.sqrt(overall["mse"])
-        for thr, counts in self.counts.items():
-            scores, scores_all = _scores_from_counts(counts), _scores_from_counts(counts.sum(0))
-            for name in _CONTINGENCY:
-                key = f"{name}@{_format_threshold(thr)}"
-                per[key] = scores[name]
-                overall[key] = float(scores_all[name])
-        for (thr, sc), sums in self.fss.items():
-            key = f"fss@{_format_threshold(thr)}/{sc}"
-            per[key] = _fss_from_sums(sums)
-            overall[key] = float(_fss_from_sums(sums.sum(0)))
-        out: Dict[str, Any] = dict(overall)
-        out["per_lead_time"] = {k: [float(v) for v in arr] for k, arr in per.items()}
-        return out
-
-
-def _format_threshold(thr: float) -> str:
-    return f"{thr:g}"
-
-
-def _distinct(values: Any, scalar_types: tuple, check: Any, name: str, what: str) -> tuple:
-    """``values`` (one value or a sequence) checked one by one, as a tuple without repeats."""
-    if isinstance(values, scalar_types) and not isinstance(values, bool):
-        values = (values,)
-    try:
-        values = tuple(values)
-    except TypeError:
-        raise TypeError(f"{name} must be {what}, got {values!r}") from None
-    return tuple(dict.fromkeys(check(v) for v in values))
-
-
-class MetricAccumulator:
-    r"""Score forecasts batch by batch, beside the persistence, climatology and (optionally)
-    extrapolation baselines, without holding the test set in memory; :meth:`compute` returns what
-    :func:`evaluate_forecast` returns.
-
-    Each :meth:`update` adds a batch of samples; sums of errors, of per-frame SSIM and PSNR, of
-    contingency counts and of FSS fractions are kept per lead time, so the result does not depend
-    on how the samples are split into batches.
-
-    Args:
-        data_range (float): the data's max - min, for SSIM and PSNR (required: a range taken from
-            each batch would make the scores depend on the batching).
-        thresholds (sequence of float): event thresholds for CSI, POD, FAR and ETS (keys
-            ``"csi@<thr>"``, ``"pod@<thr>"``, ``"far@<thr>"``, ``"ets@<thr>"``).
-        scales (sequence of int): FSS window widths in pixels; with thresholds, keys
-            ``"fss@<thr>/<scale>"`` for every pair.
-        climatology: optional mean frame :math:`(H, W, C)` for the climatology baseline; or pass a
-            full climatology forecast for each batch to :meth:`update`.
-        extrapolation (str, optional): an optical-flow method (``"lucaskanade"``, see
-            :data:`convlstm.extrapolation.MOTION_METHODS`) to compute the extrapolation baseline
-            from each batch's ``inputs`` (pysteps needed); ``None``: only when :meth:`update` is
-            given one.
-        gap (int): steps between the last input and the first target (for the extrapolation).
-
-    Shape (``update``):
-        - pred, true: :math:`(N, \text{lead}, H, W, C)`; inputs: :math:`(N, T_{in}, H, W, C)` or
-          ``None`` (no persistence baseline); climatology: :math:`(H, W, C)` or
-          :math:`(N, \text{lead}, H, W, C)`; extrapolation: :math:`(N, \text{lead}, H, W, C)`
-
-    Example::
-
-        >>> acc = MetricAccumulator(data_range=1.0, thresholds=(0.5,), climatology=train.mean(axis=0))
-        >>> for x, y in loader:
-        ...     acc.update(model(x), y, x)
-        >>> results = acc.compute()
-    """
-
-    def __init__(self, *, data_range: float, thresholds: Iterable[float] = (), climatology: Any = None,
-                 scales: Iterable[int] = (), extrapolation: Optional[str] = None, gap: int = 0):
-        if data_range is None:
-            raise ValueError("data_range=None: MetricAccumulator needs the data's range (max - min) for SSIM and "
-                             "PSNR, e.g. data_range=1.0 for data scaled to [0, 1]")
-        self.data_range = _check_data_range(data_range)
-        self.thresholds = _distinct(thresholds, (int, float), _check_threshold, "thresholds",
-                                    "a sequence of numbers")
-        self.scales = _distinct(scales, (int, np.integer), _check_scale, "scales",
-                                "a sequence of FSS window widths in pixels")
-        if self.scales and not self.thresholds:
-            raise ValueError(f"scales={list(self.scales)} but no thresholds: FSS needs event thresholds too "
-                             f"(thresholds=(1.0,) for 1 mm/h)")
-        self.climatology = None if climatology is None else _as_tensor(climatology, "climatology")
-        if extrapolation is not None:
-            from .extrapolation import _check_method, require_pysteps
-
-            extrapolation = _check_method(extrapolation)
-            require_pysteps()
-        if isinstance(gap, bool) or not isinstance(gap, (int, np.integer)) or gap < 0:
-            raise ValueError(f"gap must be an int >= 0, got {gap!r}")
-        self.extrapolation, self.gap = extrapolation, int(gap)
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget everything accumulated."""
-        self._totals: Dict[str, _Totals] = {}
-        self._samples: Dict[str, int] = {}
-        self._shape: Optional[Tuple[int, ...]] = None
-
-    def _add(self, name: str, p: torch.Tensor, y: torch.Tensor) -> None:
-        if name not in self._totals:
-            self._totals[name] = _Totals(p.shape[1], self.thresholds, self.scales)
-            self._samples[name] = 0
-        self._totals[name].add(p, y, self.data_range)
-        self._samples[name] += p.shape[0]
-
-    def update(self, pred: ArrayLike, true: ArrayLike, inputs: Optional[ArrayLike] = None, *,
-               climatology: Optional[ArrayLike] = None, extrapolation: Optional[ArrayLike] = None) -> None:
-        """Add a batch. ``inputs`` gives the persistence baseline (and the extrapolation baseline
-        when the accumulator was built with ``extrapolation=METHOD``); ``climatology`` (a frame or
-        a full forecast for this batch) overrides the constructor's climatology for this batch;
-        ``extrapolation`` is a ready extrapolation forecast for this batch (e.g.
-        :func:`extrapolation_forecast`'s, kept for a picture)."""
-        p, y = _pair(pred, true)
-        if self._shape is None:
-            self._shape = tuple(p.shape[1:])
-        elif tuple(p.shape[1:]) != self._shape:
-            raise ValueError(f"pred has shape {tuple(p.shape)}, earlier batches had (samples,) + {self._shape}; "
-                             "every batch must have the same lead time, rows, cols and channels")
-        self._add("model", p, y)
-        if inputs is not None:
-            x = _as_tensor(inputs, "inputs").to(p.device)
-            if x.dim() != 5 or x.shape[0] != p.shape[0] or tuple(x.shape[2:]) != tuple(p.shape[2:]):
-                raise ValueError(f"inputs must be (samples, time, rows, cols, channels) matching pred "
-                                 f"{tuple(p.shape)} in samples, rows, cols and channels, got {tuple(x.shape)}")
-            self._add("persistence", persistence_forecast(x, p.shape[1]), y)
-        if extrapolation is None and self.extrapolation is not None:
-            if inputs is None:
-                raise ValueError(f"MetricAccumulator(extrapolation={self.extrapolation!r}) extrapolates the inputs; "
-                                 f"give update(pred, true, inputs)")
-            extrapolation = extrapolation_forecast(inputs, p.shape[1], method=self.extrapolation, gap=self.gap)
-        if extrapolation is not None:
-            e = _as_tensor(extrapolation, "extrapolation").to(p.device)
-            if tuple(e.shape) != tuple(p.shape):
-                raise ValueError(f"extrapolation must be a forecast shaped like pred {tuple(p.shape)}, "
-                                 f"got {tuple(e.shape)}")
-            self._add("extrapolation", e, y)
-        clim = self.climatology if climatology is None else _as_tensor(climatology, "climatology")
-        if clim is not None:
-            clim = clim.to(p.device)
-            if clim.dim() == 3:
-                if tuple(clim.shape) != tuple(p.shape[2:]):
-                    raise ValueError(f"climatology frame must have shape (rows, cols, channels) = "
-                                     f"{tuple(p.shape[2:])}, got {tuple(clim.shape)}")
-                clim = clim.expand_as(p)
-            elif tuple(clim.shape) != tuple(p.shape):
-                raise ValueError(f"climatology must be a (rows, cols, channels) frame {tuple(p.shape[2:])} or a "
-                                 f"forecast shaped like pred {tuple(p.shape)}, got {tuple(clim.shape)}")
-            self._add("climatology", clim, y)
-
-    def compute(self) -> Dict[str, Any]:
-        """The results so far: ``{"model": {...}, "persistence": {...}, "climatology": {...},
-        "extrapolation": {...}, "skill_vs_persistence": {...}, "skill_vs_extrapolation": {...}}``
-        (the baselines only when they were given); see :func:`evaluate_forecast`."""
-        if "model" not in self._totals:
-            raise RuntimeError("MetricAccumulator.compute: no batch was added; call update(pred, true, inputs) first")
-        values_per_frame = int(np.prod(self._shape[1:]))
-        results: Dict[str, Any] = {}
-        for name in ("model",) + BASELINES:
-            if name in self._totals:
-                results[name] = self._totals[name].result(self._samples[name], values_per_frame)
-        for name in ("persistence", "extrapolation"):
-            if name in results:
-                results[f"skill_vs_{name}"] = {
-                    m: _skill(results["model"][m], results[name][m]) for m in SKILL_METRICS}
-        return results
-
-
-def _skill(model: float, reference: float) -> float:
-    """``1 - model / reference``; ``nan`` when the reference is 0 (a perfect baseline)."""
-    if reference == 0 or not math.isfinite(reference):
-        return float("nan")
-    return float(1.0 - model / reference)
-
-
-def evaluate_forecast(pred: ArrayLike, true: ArrayLike, inputs: ArrayLike, *, climatology: ArrayLike,
-                      thresholds: Iterable[float] = (), data_range: Optional[float] = None,
-                      batch_size: int = 256, scales: Iterable[int] = (),
-                      extrapolation: Union[None, str, ArrayLike] = None, gap: int = 0) -> Dict[str, Any]:
-    r"""Score a forecast beside the persistence, climatology and (optionally) extrapolation
-    baselines.
-
-    Args:
-        pred, true: :math:`(N, \text{lead}, H, W, C)` forecasts and targets.
-        inputs: :math:`(N, T_{in}, H, W, C)` the model's inputs (their last frame is persistence).
-        climatology: the mean training frame :math:`(H, W, C)`, or a full climatology forecast
-            shaped like ``true`` (e.g. :meth:`ClimatologyByTimeOfDay.forecast`).
-        thresholds: event thresholds for CSI, POD, FAR and ETS (and FSS), in the data's units.
-        data_range: the data's max - min for SSIM and PSNR; ``None`` takes ``true.max() -
-            true.min()`` (give it explicitly to compare runs on different test sets).
-        batch_size: samples scored at a time (bounds the memory of SSIM).
-        scales: FSS window widths in pixels (FSS at every threshold and scale).
-        extrapolation: ``None`` (no extrapolation baseline), an optical-flow method name
-            (``"lucaskanade"``: computed from ``inputs`` with :func:`extrapolation_forecast`), or a
-            ready extrapolation forecast shaped like ``pred``.
-        gap: steps between the last input and the first target (for the extrapolation).
-
-    Returns:
-        A dict of plain Python floats (``nan`` for undefined CSI/POD/FAR/ETS/FSS or skill, ``inf``
-        for the PSNR of a perfect forecast)::
-
-            {"model": {"mse": float, "mae", "rmse", "mse_frame_sum", "mae_frame_sum", "ssim", "psnr",
-                       "csi@0.5", "pod@0.5", "far@0.5", "ets@0.5", "fss@0.5/10", ...,
-                       "per_lead_time": {"mse": [lead floats], ...}},
-             "persistence": {...}, "climatology": {...}, "extrapolation": {...},
-             "skill_vs_persistence": {"mse": 1 - model/persistence, "mae": ..., "rmse": ...},
-             "skill_vs_extrapolation": {...}}
-    """
-    p, y = _pair(pred, true)
-    if data_range is None:
-        data_range = float(y.max() - y.min())
-        if not data_range > 0:
-            raise ValueError("data_range=None: the targets are constant, so their range is 0; give data_range "
-                             "explicitly (e.g. 1.0 for data in [0, 1])")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if climatology is None:
-        raise ValueError("climatology=None: give the mean training frame (rows, cols, channels) or a climatology "
-                         "forecast shaped like true")
-    x = _as_tensor(inputs, "inputs").to(p.device)
-    clim = _as_tensor(climatology, "climatology").to(p.device)
-    method = extrapolation if isinstance(extrapolation, str) else None
-    ready = None if extrapolation is None or method is not None else _as_tensor(extrapolation, "extrapolation")
-    if ready is not None and tuple(ready.shape) != tuple(p.shape):
-        raise ValueError(f"extrapolation must be a method name or a forecast shaped like pred {tuple(p.shape)}, "
-                         f"got shape {tuple(ready.shape)}")
-    acc = MetricAccumulator(data_range=data_range, thresholds=thresholds, scales=scales, extrapolation=method,
-                            gap=gap)
-    for s in range(0, p.shape[0], int(batch_size)):
-        sl = slice(s, s + int(batch_size))
-        acc.update(p[sl], y[sl], x[sl], climatology=clim if clim.dim() == 3 else clim[sl],
-                   extrapolation=None if ready is None else ready[sl])
-    return acc.compute()
-
-
-# ---------------------------------------------------------------------------------- writing
-def per_lead_time_rows(results: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """Flatten :func:`evaluate_forecast`'s result to one row per forecast and lead time:
-    ``{"forecast": "model", "lead_time": 1, "mse": ..., "csi@0.5": ..., ...}`` (lead times count
-    from 1), in the order model, persistence, climatology, extrapolation."""
-    if not isinstance(results, dict):
-        raise TypeError(f"results must be the dict evaluate_forecast returns, got {type(results).__name__}")
-    rows: List[Dict[str, Any]] = []
-    for name, entry in results.items():
-        if not isinstance(entry, dict) or "per_lead_time" not in entry:
-            continue
-        per = entry["per_lead_time"]
-        lengths = {len(v) for v in per.values()}
-        if len(lengths) != 1:
-            raise ValueError(f"results[{name!r}]['per_lead_time'] lists have different lengths: {sorted(lengths)}")
-        for t in range(lengths.pop()):
-            row: Dict[str, Any] = {"forecast": name, "lead_time": t + 1}
-            row.update({metric: values[t] for metric, values in per.items()})
-            rows.append(row)
-    return rows
-
-
-def _strict_json(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _strict_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_strict_json(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
-
-
-def write_metrics(results: Dict[str, Any], run_dir: Union[str, "os.PathLike[str]"]) -> Dict[str, Path]:
-    """Write ``results`` (from :func:`evaluate_forecast`) to ``run_dir/metrics.json`` and
-    ``run_dir/metrics_per_lead_time.csv``, each atomically.
-
-    The JSON is strict (``nan`` and ``inf`` become ``null``); the CSV has the columns ``forecast,
-    lead_time`` and then every metric, with ``nan``/``inf`` written as such.
-
-    Returns:
-        ``{"json": path, "csv": path}``.
-    """
-    rows = per_lead_time_rows(results)
-    run_dir = Path(run_dir)
-    json_path, csv_path = run_dir / "metrics.json", run_dir / "metrics_per_lead_time.csv"
-    write_json(json_path, _strict_json(results), allow_nan=False)
-    columns: List[str] = ["forecast", "lead_time"]
-    for row in rows:
-        columns += [k for k in row if k not in columns]
-    with atomic_write(csv_path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns, restval="")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: (repr(float(v)) if isinstance(v, float) else v) for k, v in row.items()})
-    return {"json": json_path, "csv": csv_path}
+        return getattr(scoring, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -31,7 +31,7 @@ def load_for_export(source: PathLike) -> Tuple[nn.Module, tuple, list]:
 
         model = load_model(path)
         return model, tuple(model.example_inputs(1)), [r[0] for r in model.input_refs]
-    from ..training.api import find_checkpoint, load_module
+    from ..training.runs import find_checkpoint, load_module
 
     module, ckpt = load_module(find_checkpoint(path))
     state = ckpt.get("GridDataModule") or {}

@@ -29,8 +29,9 @@ _LAZY = {
     "GridDataModule": "datamodule", "SequenceDataset": "datamodule",
     "AtomicCheckpointIO": "module", "ForecastModule": "module", "HistoryCallback": "module",
     "build_model": "module", "load_checkpoint": "module",
-    "DEMO_SETTINGS": "api", "demo": "api", "evaluate": "api", "find_checkpoint": "api", "fit": "api",
-    "format_results": "api", "load_module": "api", "predict": "api",
+    "DEMO_SETTINGS": "moving_mnist_demo", "demo": "moving_mnist_demo", "evaluate": "evaluation",
+    "find_checkpoint": "runs", "fit": "fitting", "format_results": "evaluation", "load_module": "runs",
+    "predict": "prediction",
     "MemoryBudgetError": "memory", "available_memory": "memory", "choose_batch_size": "memory",
     "estimate_training_memory": "memory",
 }

@@ -1,0 +1,242 @@
+"""``evaluate``: score a trained model beside its baselines, in the data's own units.
+
+The steps, in order: resolve the scoring options (given, else the run's own) -> load the model
+and its data -> build the baselines from the registry (:mod:`convlstm.baselines`) -> score every
+batch of the part with one engine (:class:`convlstm.scoring.MetricAccumulator`): the model's
+forecast and each baseline's, all against the **values in the file** (in physical units, never
+round-tripped through the scaler) -> write ``metrics.json``, the per-lead-time CSV and the
+pictures.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader
+
+from ..baselines import Baseline, Batch, baseline_names, build_baselines
+from ..scoring import MetricAccumulator, format_results, ssim_applies, write_metrics
+from .datamodule import GridDataModule
+from .runs import (PathLike, check_nonnegative_option, data_state, find_checkpoint, load_module, run_dir_of,
+                   run_scoring_options, torch_device)
+
+__all__ = ["evaluate", "format_results"]
+
+_PARTS = ("train", "val", "test")
+
+
+@dataclass
+class ScoringOptions:
+    """What ``evaluate`` scores: event thresholds, baselines, FSS scales, the extrapolation method."""
+    thresholds: List[float]
+    baselines: List[str]
+    fss_scales: List[int]
+    extrapolation_method: str
+
+    @classmethod
+    def resolve(cls, ckpt_path: Path, thresholds: Any, baselines: Any, fss_scales: Any,
+                extrapolation_method: Any) -> "ScoringOptions":
+        """The options given, and the run's own (its ``config.yaml``) for those left at ``None``."""
+        run = run_scoring_options(ckpt_path)
+        baselines = run.baselines if baselines is None else baselines
+        baselines = [baselines] if isinstance(baselines, str) else list(baselines)
+        unknown = [b for b in baselines if b not in baseline_names()]
+        if unknown:
+            raise ValueError(f"baselines: unknown baseline(s) {unknown}; choose from {', '.join(baseline_names())}")
+        return cls(list(run.thresholds if thresholds is None else thresholds), baselines,
+                   list(run.fss_scales if fss_scales is None else fss_scales),
+                   run.extrapolation_method if extrapolation_method is None else extrapolation_method)
+
+
+@dataclass
+class _Samples:
+    """The first few samples of a part, kept for the pictures (data units, numpy)."""
+    wanted: int
+    inputs: List[np.ndarray] = field(default_factory=list)
+    truth: List[np.ndarray] = field(default_factory=list)
+    model: List[np.ndarray] = field(default_factory=list)
+    extrapolation: List[np.ndarray] = field(default_factory=list)
+    kept: int = 0
+
+    def keep(self, x: torch.Tensor, y: torch.Tensor, p: torch.Tensor, forecasts: Dict[str, torch.Tensor]) -> None:
+        n = min(self.wanted - self.kept, x.shape[0])
+        if n <= 0:
+            return
+        self.inputs.append(x[:n].float().cpu().numpy())
+        self.truth.append(y[:n].float().cpu().numpy())
+        self.model.append(p[:n].float().cpu().numpy())
+        if "extrapolation" in forecasts:
+            self.extrapolation.append(forecasts["extrapolation"][:n].float().cpu().numpy())
+        self.kept += n
+
+
+def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional[str] = None,
+             layout: Optional[str] = None, datamodule: Optional[GridDataModule] = None,
+             model: Optional[nn.Module] = None, part: str = "test", out_dir: Optional[PathLike] = None,
+             thresholds: Optional[Sequence[float]] = None, units: Optional[str] = None, samples: int = 3,
+             batch_size: Optional[int] = None,
+             device: Optional[str] = None, plots: bool = True, history: Optional[Dict[str, Any]] = None,
+             baselines: Optional[Sequence[str]] = None, fss_scales: Optional[Sequence[int]] = None,
+             extrapolation_method: Optional[str] = None, nonnegative: Optional[bool] = None) -> Dict[str, Any]:
+    """Score a trained model on the ``part`` (``"test"``) of its data, beside the ``baselines``,
+    in the data's own (physical) units; write ``metrics.json``,
+    ``metrics_per_lead_time.csv``, ``forecast.png``, ``forecast.gif`` and ``learning_curve.png``
+    into ``out_dir`` (default: the run folder). Returns the metrics dict
+    (:meth:`convlstm.scoring.MetricAccumulator.compute`'s).
+
+    The targets, persistence and extrapolation are the values of the file (after the run's unit
+    conversion), not values passed through the scaler and back, so an observation exactly at a
+    threshold counts as an event, as pysteps counts it from the same file.
+
+    Args:
+        source: a run folder or a ``.ckpt`` file.
+        data, key, layout: another grid file to evaluate on (default: the file it was trained
+            on); it is read, split and scaled as in training (same unit conversion), with the
+            run's key and layout unless they are given (:func:`~convlstm.training.datamodule.run_source_options`).
+        datamodule: a ready :class:`GridDataModule` instead.
+        thresholds: CSI/POD/FAR/ETS (and FSS) thresholds in the data's units. This and
+            ``baselines``, ``fss_scales``, ``extrapolation_method``: ``None`` takes the run's own
+            (its ``config.yaml``, as ``fit`` scored it), else the defaults (no thresholds,
+            persistence and climatology, no FSS scales, ``lucaskanade``).
+        units: the units' name for the colour bars; ``None``: the run's (``units`` of its fit).
+        baselines: registered baseline names (:func:`convlstm.baselines.baseline_names`:
+            ``persistence``, ``climatology``, ``extrapolation`` (pysteps's optical-flow
+            extrapolation, ``pip install "convlstm[radar]"``), and any registered with
+            :func:`~convlstm.baselines.register_baseline`), each a row in the metrics; the
+            extrapolation is drawn in ``forecast.png``.
+        fss_scales: FSS window widths in pixels (FSS at every threshold and scale).
+        extrapolation_method: pysteps's optical-flow method for the extrapolation baseline.
+        nonnegative: clamp the model's forecasts at 0 (in data units); ``None``: as the
+            checkpoint's data state says (decided at training, see :class:`GridDataModule`).
+    """
+    if part not in _PARTS:
+        raise ValueError(f"part must be 'train', 'val' or 'test', got {part!r}")
+    check_nonnegative_option(nonnegative)
+    ckpt_path = find_checkpoint(source)
+    options = ScoringOptions.resolve(ckpt_path, thresholds, baselines, fss_scales, extrapolation_method)
+    module, ckpt = load_module(ckpt_path, model=model)
+    dm = _evaluation_data(ckpt, ckpt_path, datamodule, data, key, layout, batch_size, part)
+    forecasters = build_baselines(options.baselines, dm, part, extrapolation_method=options.extrapolation_method)
+    clamp = _clamp_forecasts(dm, nonnegative)
+    _say_what_is_scored(dm, forecasters)
+    acc = MetricAccumulator(data_range=_data_range(dm), thresholds=tuple(options.thresholds),
+                            scales=tuple(options.fss_scales))
+    kept = _Samples(samples)
+    _score_part(module.to(torch_device(device)), dm, part, forecasters, acc, kept, clamp)
+    results = _finish_results(acc.compute(), forecasters)
+    out = Path(out_dir) if out_dir is not None else run_dir_of(ckpt_path)
+    write_metrics(results, out)
+    if plots:
+        _draw(dm, part, kept, out, samples, units if units is not None else dm.units,
+              history if history is not None else (ckpt.get("callbacks") or {}).get("HistoryCallback"))
+    return results
+
+
+def _evaluation_data(ckpt: Dict[str, Any], ckpt_path: Path, datamodule: Optional[GridDataModule],
+                     data: Optional[PathLike], key: Optional[str], layout: Optional[str],
+                     batch_size: Optional[int], part: str) -> GridDataModule:
+    """The data module to score on: the run's data (or ``data``) rebuilt from the checkpoint's
+    state, or ``datamodule`` with that state loaded; set up, with ``part`` non-empty."""
+    state = ckpt.get("GridDataModule") or {}
+    if datamodule is None:
+        state = data_state(ckpt, ckpt_path, "; pass datamodule=")
+        datamodule = GridDataModule.from_state(state, path=None if data is None else str(data), key=key,
+                                               layout=layout, batch_size=batch_size)
+    elif state:
+        datamodule.load_state_dict(state)
+    datamodule.setup("test")
+    if part not in datamodule.datasets:
+        raise ValueError(f"the {part} part of the data is empty (split={list(datamodule.split)})")
+    return datamodule
+
+
+def _clamp_forecasts(dm: GridDataModule, nonnegative: Optional[bool]) -> bool:
+    clamp = dm.nonnegative if nonnegative is None else nonnegative
+    if clamp:
+        print(f"convlstm evaluate: forecasts clamped at 0 "
+              f"({dm.nonnegative_reason if nonnegative is None else 'nonnegative=True was given'})")
+    return bool(clamp)
+
+
+def _data_range(dm: GridDataModule) -> float:
+    lo, hi = dm.value_range
+    return float(hi - lo) if hi > lo else 1.0
+
+
+def _say_what_is_scored(dm: GridDataModule, forecasters: Dict[str, Baseline]) -> None:
+    rows, cols = dm.sample_shape[:2]
+    if not ssim_applies(rows, cols):
+        print(f"convlstm evaluate: frames of {rows}x{cols} are smaller than SSIM's 11x11 window; every score but "
+              f"SSIM is reported")
+    for baseline in forecasters.values():
+        line = baseline.describe()
+        if line:
+            print(f"convlstm evaluate: {line}")
+
+
+def _unscaled_loader(dm: GridDataModule, part: str) -> DataLoader:
+    """The samples of ``part`` as the file holds them (after the unit conversion, before the
+    scaler), in float64 where the dataset can give it, in the same order as ``dm.dataloader``."""
+    raw = copy.copy(dm.datasets[part])
+    raw.scaler = None
+    if isinstance(getattr(raw, "dtype", None), torch.dtype):
+        raw.dtype = torch.float64
+    return DataLoader(raw, batch_size=dm.batch_size, shuffle=False)
+
+
+def _score_part(module: nn.Module, dm: GridDataModule, part: str, forecasters: Dict[str, Baseline],
+                acc: MetricAccumulator, kept: _Samples, clamp: bool) -> None:
+    """Score the model and every baseline on each batch of ``part``: the model reads the scaled
+    samples, everything is scored against the unscaled ones."""
+    dev = next(module.parameters()).device
+    first = 0
+    with torch.no_grad():
+        for scaled, raw in zip(dm.dataloader(part), _unscaled_loader(dm, part)):
+            x = scaled[0].to(dev)
+            pred = module(x, scaled[2].to(dev) if len(scaled) > 2 else None).float()
+            p_u = dm.inverse_transform(pred).cpu().double()
+            if clamp:
+                p_u = p_u.clamp_min(0.0)
+            x_u, y_u = raw[0], raw[1]
+            recent = x_u if dm.streams is None else x_u[:, -dm.streams[0]:]   # closeness frames only
+            batch = Batch(recent, int(y_u.shape[1]), dm.gap, first)
+            forecasts = {name: b.forecast(batch) for name, b in forecasters.items()}
+            acc.add("model", p_u, y_u)
+            for name, f in forecasts.items():
+                acc.add(name, f, y_u)
+            kept.keep(x_u, y_u, p_u, forecasts)
+            first += int(x.shape[0])
+
+
+def _finish_results(results: Dict[str, Any], forecasters: Dict[str, Baseline]) -> Dict[str, Any]:
+    clim = forecasters.get("climatology")
+    unseen = getattr(clim, "unseen_hours", None)
+    if unseen and "climatology" in results:
+        results["climatology"]["hours_without_training_data"] = unseen
+    bad = results["model"].get("nonfinite_values")
+    if bad:
+        print(f"convlstm evaluate: warning: the model's forecasts hold {bad} NaN or infinite values (the model "
+              f"may have diverged: lower --lr, or add --gradient-clip); its event scores are left undefined")
+    return results
+
+
+def _draw(dm: GridDataModule, part: str, kept: _Samples, out: Path, samples: int, units: Optional[str],
+          history: Optional[Dict[str, Any]]) -> None:
+    from .. import plots as _plots
+
+    xs, ys, ps = (np.concatenate(a) for a in (kept.inputs, kept.truth, kept.model))
+    rows_extra = {"extrapolation": np.concatenate(kept.extrapolation)} if kept.extrapolation else None
+    labels = None
+    if dm.streams is not None:   # trend, period, closeness frames: steps back from the newest input
+        lags = dm.datasets[part].lags
+        labels = [f"t-{int(lags.max() - o)}" if o != lags.max() else "t" for o in lags]
+    _plots.plot_forecast(xs, ys, ps, out / "forecast.png", samples=min(samples, len(xs)), units=units,
+                         baselines=rows_extra, input_labels=labels)
+    _plots.animate_forecast(ys, ps, out / "forecast.gif", units=units)
+    if history and history.get("train_loss"):
+        _plots.plot_learning_curve(history, out / "learning_curve.png")

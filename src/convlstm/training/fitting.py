@@ -1,0 +1,353 @@
+"""``fit``: train a model as a :class:`FitConfig` says, then score it.
+
+The steps of :func:`fit`, each a function below: check the run folder (a new run, or the one to
+resume) -> build the data module -> build the model -> check the memory of a training step
+(the batch size may be lowered) -> write ``config.yaml`` and ``memory.json`` -> train with
+Lightning (checkpoints, history, early stopping, progress bar) -> evaluate on the test part
+(:func:`~convlstm.training.evaluate`). A run that fails before its first checkpoint removes what
+it wrote.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+
+from .._errors import ParameterError
+from .._io import write_json
+from .config import FitConfig, load_config, save_config
+from .datamodule import GridDataModule
+from .evaluation import evaluate
+from .module import AtomicCheckpointIO, ForecastModule, HistoryCallback, RandomStateCallback
+from .multiscale import MultiScale
+from .runs import RUN_DIR_ENV, PathLike, env_rank, resolve_run_dir
+
+__all__ = ["fit"]
+
+
+def fit(config: Union[None, FitConfig, Mapping[str, Any], PathLike] = None, *,
+        datamodule: Optional[GridDataModule] = None, model: Optional[nn.Module] = None,
+        callbacks: Sequence[Any] = (), **overrides: Any) -> Path:
+    """Train a model as ``config`` says, then (``evaluate=True``) score it on the test part and
+    draw the pictures. Returns the run folder.
+
+    Args:
+        config: a :class:`FitConfig`, a dict of its fields, or a YAML file.
+        datamodule: data to use instead of ``config.data`` (e.g. in-memory arrays).
+        model: a ready ``nn.Module`` instead of ``config.model`` (its checkpoints then need the
+            same module to be loaded: :func:`evaluate` ``(..., model=...)``).
+        callbacks: extra Lightning callbacks.
+        **overrides: fields of :class:`FitConfig` that replace the config's.
+
+    The run folder holds ``config.yaml``, ``checkpoints/best.ckpt`` and ``last.ckpt``,
+    ``history.json``, ``memory.json`` (the memory check: the estimate of a training step, the
+    budget and the batch size used; see :mod:`convlstm.training.memory`) and, after evaluation,
+    ``metrics.json``, ``metrics_per_lead_time.csv``, ``forecast.png``, ``forecast.gif`` and
+    ``learning_curve.png``.
+
+    Resuming (``resume=True``) continues ``run_dir/checkpoints/last.ckpt`` up to ``max_epochs``,
+    which may differ from the run's: the ``cosine`` schedule is then stretched to it (from the
+    resumed epoch on, the rate is that of a cosine over the new number of epochs, see
+    :meth:`ForecastModule.on_train_start`), ``none`` and ``plateau`` do not depend on it, and
+    ``onecycle``, whose phases are laid out over the steps planned at the start, refuses a change
+    (``ValueError``). :func:`~convlstm.training.load_run_config` gives the run's own options.
+
+    A run that fails before its first checkpoint is written removes what it wrote (``config.yaml``,
+    ``memory.json``, and the run folder when it created it), so no half-made run is left behind.
+
+    Before training (and before the run folder is written) a CPU run estimates a training step's
+    peak memory; a ``batch_size`` over the budget (``memory_limit``) is lowered to the largest that
+    fits, printed and written into ``config.yaml``; if batch size 1 does not fit,
+    :class:`~convlstm.training.memory.MemoryBudgetError` (a ``ValueError``) says so.
+
+    Example::
+
+        >>> run_dir = fit(data="flow.npy", input_steps=6, output_steps=3, max_epochs=10)
+    """
+    run_dir, _ = _fit(_as_config(config, overrides), datamodule=datamodule, model=model, callbacks=callbacks)
+    return run_dir
+
+
+def _as_config(config: Union[None, FitConfig, Mapping[str, Any], PathLike], overrides: Mapping[str, Any]) -> FitConfig:
+    if config is None:
+        cfg = FitConfig()
+    elif isinstance(config, FitConfig):
+        cfg = config
+    elif isinstance(config, Mapping):
+        cfg = FitConfig.from_dict(config)
+    elif isinstance(config, (str, os.PathLike)):
+        cfg = load_config(config)
+    else:
+        raise TypeError(f"config must be a FitConfig, a dict or a YAML file path; got {type(config).__name__}")
+    return cfg.replace(**overrides) if overrides else cfg
+
+
+@dataclass
+class _Run:
+    """A run being made: its folder, this process's rank, and what it has written so far (removed
+    again if it fails before its first checkpoint)."""
+    cfg: FitConfig
+    folder: Path
+    rank: int
+    written: List[Path] = field(default_factory=list)
+    created: List[Path] = field(default_factory=list)
+    memory: Any = None  # the memory check's BatchChoice (memory.json), None when unchecked
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.folder / "checkpoints"
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoints / "last.ckpt"
+
+    def log(self, message: str) -> None:
+        if self.rank == 0:
+            print(message)
+
+
+def _fit(cfg: FitConfig, *, datamodule: Optional[GridDataModule] = None, model: Optional[nn.Module] = None,
+         callbacks: Sequence[Any] = ()) -> Tuple[Path, Optional[Dict[str, Any]]]:
+    import lightning.pytorch as pl
+
+    _quiet_lightning()
+    run = _open_run(cfg)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    dm = _prepare_data(run, datamodule)
+    module = _build_module(cfg, dm, model)
+    run.cfg = _guard_memory(run, dm, module, model)
+    _write_run_start(run)
+    history = HistoryCallback(run.folder / "history.json")
+    trainer = _train(run, dm, module, [*_callbacks(run, dm, history), *callbacks])
+    results = None
+    if trainer.is_global_zero and cfg.evaluate:
+        results = _evaluate_after_fit(run, dm, model, history)
+    return run.folder, results
+
+
+def _open_run(cfg: FitConfig) -> _Run:
+    """The run folder, checked: a new run must not land on another's checkpoints, a resumed run
+    needs its ``last.ckpt`` and a schedule that can follow the new ``max_epochs``."""
+    run = _Run(cfg, resolve_run_dir(cfg), env_rank())
+    if cfg.resume and not run.last.is_file():
+        raise FileNotFoundError(f"resume=True but {str(run.last)!r} does not exist; give the --run-dir of an earlier "
+                                f"run, or drop --resume to start a new one")
+    if not cfg.resume and run.last.is_file() and run.rank == 0:
+        raise FileExistsError(f"run_dir {str(run.folder)!r} already holds a run ({run.last}); add --resume to "
+                              f"continue it, or give another --run-dir")
+    if cfg.resume:
+        _check_resumable(cfg, run.folder)
+    return run
+
+
+def _check_resumable(cfg: FitConfig, run_dir: Path) -> None:
+    """Refuse a resume whose ``max_epochs`` the run's learning-rate schedule cannot follow."""
+    previous = run_dir / "config.yaml"
+    if not previous.is_file():
+        return
+    old = load_config(previous)
+    if cfg.scheduler == "onecycle" and old.scheduler == "onecycle" and old.max_epochs != cfg.max_epochs:
+        raise ParameterError("max_epochs", f"max_epochs={cfg.max_epochs} differs from the run's {old.max_epochs}, "
+                                           f"but its onecycle schedule laid out its warm-up and decay over the "
+                                           f"steps of {old.max_epochs} epochs when it started and cannot be "
+                                           f"stretched; resume with max_epochs={old.max_epochs}, or start a new "
+                                           f"run (another run_dir)", also=("run_dir",))
+
+
+def datamodule_from_config(cfg: FitConfig) -> GridDataModule:
+    """The :class:`GridDataModule` of ``cfg`` (its data file, windows, split, scaler, units and
+    multi-scale options)."""
+    if cfg.data is None:
+        raise ParameterError("data", "data is not set: give the grid file to train on (data=FILE, or `data:` in "
+                                     "the config file)")
+    return GridDataModule(path=cfg.data, key=cfg.key, layout=cfg.layout, input_steps=cfg.input_steps,
+                          output_steps=cfg.output_steps, stride=cfg.stride, gap=cfg.gap, split=cfg.split,
+                          scaler=cfg.scaler, fill_nan=cfg.fill_nan, batch_size=cfg.batch_size,
+                          num_workers=cfg.num_workers, conversion=cfg.conversion(), nonnegative=cfg.nonnegative,
+                          multiscale=MultiScale(cfg.closeness, cfg.period, cfg.trend, cfg.period_interval,
+                                                cfg.trend_interval, cfg.steps_per_day, cfg.calendar, cfg.holidays,
+                                                cfg.external, cfg.external_data,
+                                                automatic=_takes_streams_and_features(cfg.model)))
+
+
+def _takes_streams_and_features(model: str) -> bool:
+    """Whether the registered ``model`` takes ``streams`` and ``num_features`` (``st-convlstm``):
+    only then do ``period``/``trend``/``calendar`` left at ``None`` switch on by themselves."""
+    from .module import _factory_params
+
+    params = _factory_params(model)
+    return params is not None and {"streams", "num_features"} <= params
+
+
+def _prepare_data(run: _Run, datamodule: Optional[GridDataModule]) -> GridDataModule:
+    """The data module, set up for fitting, and the lines that say how the data is read."""
+    cfg = run.cfg
+    dm = datamodule if datamodule is not None else datamodule_from_config(cfg)
+    if cfg.units and not dm.units:
+        dm.units = cfg.units  # kept in the checkpoint: `evaluate` labels the pictures the same
+    dm.setup("fit")
+    if not dm.conversion.is_identity:
+        run.log(f"convlstm fit: data in physical units: {dm.conversion.describe()}")
+    run.log(f"convlstm fit: forecasts {'are' if dm.nonnegative else 'are not'} clamped at 0 "
+            f"({dm.nonnegative_reason})")
+    if dm.streams is not None:
+        run.log(f"convlstm fit: {dm.multiscale.describe(dm.datasets)}")
+    return dm
+
+
+def _build_module(cfg: FitConfig, dm: GridDataModule, model: Optional[nn.Module]) -> ForecastModule:
+    return ForecastModule(model if model is not None else cfg.model, model_options=cfg.model_options,
+                          input_steps=dm.input_steps, output_steps=dm.output_steps, frame_shape=dm.sample_shape,
+                          loss=cfg.loss, loss_options=cfg.loss_options, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                          scheduler=cfg.scheduler, scheduled_sampling=cfg.scheduled_sampling,
+                          streams=dm.streams, num_features=dm.num_features)
+
+
+def _guard_memory(run: _Run, dm: GridDataModule, module: ForecastModule, model: Optional[nn.Module]) -> FitConfig:
+    """Before any file is written: a batch size that does not fit is lowered (in ``dm`` and in the
+    returned config, which ``config.yaml`` records), or the run stops. CPU runs only; others
+    are said to be unchecked."""
+    from .memory import guard_training_memory
+
+    cfg = run.cfg
+    gpu = torch.cuda.is_available() or bool(getattr(getattr(torch.backends, "mps", None), "is_available", bool)())
+    unchecked = f"batch size {dm.batch_size} is not checked"
+    if dm.num_features:
+        run.log(f"convlstm fit: memory check skipped: it does not cover models fed calendar/external features; "
+                f"{unchecked}")
+        return cfg
+    acc = cfg.accelerator
+    if acc not in ("cpu", "auto") or (acc == "auto" and gpu):
+        run.log(f"convlstm fit: memory check skipped: it covers CPU runs, and this one runs on accelerator={acc!r}"
+                f"{' (a GPU is available)' if acc == 'auto' else ''}; {unchecked}")
+        return cfg
+    d = cfg.devices
+    processes = (len(d) if isinstance(d, list) else d if isinstance(d, int) and d > 1 else 1)
+    frame = tuple(int(v) for v in dm.sample_shape)
+    name = cfg.model if model is None else type(model).__name__
+    describe = (f"model {name}, {dm.input_steps} frames in and {dm.output_steps} out of "
+                f"{'x'.join(map(str, frame))}, precision {cfg.precision}")
+    run.memory = guard_training_memory(module, (dm.input_steps,) + frame, (dm.output_steps,) + frame,
+                                       dm.batch_size, precision=cfg.precision, memory_limit=cfg.memory_limit,
+                                       device="cpu", processes=processes, describe=describe, log=run.log)
+    if run.memory is not None and run.memory.changed:
+        dm.batch_size = run.memory.chosen
+        return cfg.replace(batch_size=run.memory.chosen)
+    return cfg
+
+
+def _write_run_start(run: _Run) -> None:
+    """``config.yaml`` and ``memory.json`` (rank 0), noting the folders this run makes."""
+    run.created = [d for d in (run.checkpoints, run.folder, *run.folder.parents) if not d.exists()]
+    if run.rank != 0:
+        return
+    run.folder.mkdir(parents=True, exist_ok=True)
+    run.written.append(save_config(run.cfg.replace(run_dir=str(run.folder)), run.folder / "config.yaml"))
+    if run.memory is not None:
+        write_json(run.folder / "memory.json", run.memory.to_dict())
+        run.written.append(run.folder / "memory.json")
+
+
+def _callbacks(run: _Run, dm: GridDataModule, history: HistoryCallback) -> List[Any]:
+    """Checkpoints (best and last), the history, the random state, early stopping and the bar."""
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+
+    cfg = run.cfg
+    monitor = "val_loss" if dm.has_val else "train_loss_epoch"
+    cbs = [ModelCheckpoint(dirpath=run.checkpoints, filename="best", monitor=monitor, mode="min", save_top_k=1,
+                           save_last=True, auto_insert_metric_name=False, enable_version_counter=False),
+           history, RandomStateCallback()]
+    if cfg.patience is not None:
+        cbs.append(EarlyStopping(monitor=monitor, mode="min", patience=cfg.patience))
+    if cfg.progress:
+        cbs.append(TQDMProgressBar(refresh_rate=1))
+    return cbs
+
+
+def _trainer(cfg: FitConfig, dm: GridDataModule, run_dir: Path, callbacks: List[Any]) -> Any:
+    import lightning.pytorch as pl
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        return pl.Trainer(
+            max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
+            strategy=cfg.strategy, precision=cfg.precision, deterministic=cfg.deterministic,
+            gradient_clip_val=cfg.gradient_clip, logger=False, enable_progress_bar=cfg.progress,
+            enable_model_summary=False, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
+            default_root_dir=str(run_dir), limit_train_batches=cfg.limit_train_batches,
+            limit_val_batches=cfg.limit_val_batches if dm.has_val else 0, num_sanity_val_steps=0,
+            log_every_n_steps=1)
+    except MisconfigurationException as exc:
+        raise ParameterError("accelerator", f"Lightning cannot run with accelerator={cfg.accelerator!r}, "
+                                            f"devices={cfg.devices!r}, num_nodes={cfg.num_nodes}, "
+                                            f"strategy={cfg.strategy!r}, precision={cfg.precision!r} here: "
+                                            f"{exc}", also=("devices", "num_nodes", "strategy", "precision"))
+
+
+def _train(run: _Run, dm: GridDataModule, module: ForecastModule, callbacks: List[Any]) -> Any:
+    """Lightning's fit; a failure before the first checkpoint removes what the run wrote."""
+    os.environ[RUN_DIR_ENV] = str(run.folder)
+    try:
+        trainer = _trainer(run.cfg, dm, run.folder, callbacks)
+        trainer.fit(module, datamodule=dm, ckpt_path=str(run.last) if run.cfg.resume else None, weights_only=True)
+    except BaseException:
+        if run.rank == 0 and not run.last.is_file():
+            _remove_unstarted_run(run.written + [run.folder / "history.json"], run.created)
+        raise
+    finally:
+        if run.rank == 0:
+            os.environ.pop(RUN_DIR_ENV, None)
+    return trainer
+
+
+def _remove_unstarted_run(files: Sequence[Path], created: Sequence[Path]) -> None:
+    """Remove what a run that failed before its first checkpoint wrote: ``files``, then the
+    folders of ``created`` (this run made them) where they are left empty."""
+    for f in files:
+        if f.is_file():
+            f.unlink()
+    for d in sorted(created, key=lambda p: len(p.parts), reverse=True):
+        try:
+            d.rmdir()  # only when empty: nothing but what this run wrote is ever removed
+        except OSError:
+            pass
+
+
+def _evaluate_after_fit(run: _Run, dm: GridDataModule, model: Optional[nn.Module],
+                        history: HistoryCallback) -> Optional[Dict[str, Any]]:
+    cfg = run.cfg
+    if dm.datasets.get("test") is None:
+        print(f"convlstm: no test part (split={cfg.split}); skipping evaluation")
+        return None
+    return evaluate(run.folder, datamodule=dm, model=model, thresholds=cfg.thresholds, units=cfg.units,
+                    samples=cfg.samples, history=history.history, baselines=cfg.baselines,
+                    fss_scales=cfg.fss_scales, extrapolation_method=cfg.extrapolation_method)
+
+
+# ---------------------------------------------------------------------------------- Lightning's output
+class _QuietLightning(logging.Filter):
+    """Drop Lightning's advertising and chatter from the output; keep everything else."""
+
+    _DROP = ("litlogger", "was configured so 100%", "LOCAL_RANK:", "GPU available:", "TPU available:",
+             "HPU available:", "Seed set to")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not any(d in msg for d in self._DROP)
+
+
+def _quiet_lightning() -> None:
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                 "lightning.pytorch.accelerators.cuda"):
+        lg = logging.getLogger(name)
+        if not any(isinstance(f, _QuietLightning) for f in lg.filters):
+            lg.addFilter(_QuietLightning())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=r".*exists and is not empty.*")  # expected when resuming

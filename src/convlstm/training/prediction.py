@@ -1,0 +1,177 @@
+"""``predict``: forecasts from a grid file with a trained run, written in the data's units.
+
+The steps: load the model and its data state -> read the file as in training (key, layout,
+unit conversion) -> choose the windows to forecast from (the last one, or every one) -> handle
+gaps as the run did -> forecast batch by batch (scale, model, unscale, clamp) -> write ``.npy``
+or netCDF atomically.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .._errors import ParameterError
+from .._io import atomic_path, atomic_write
+from .datamodule import run_source_options
+from .multiscale import MultiScale
+from .runs import PathLike, check_nonnegative_option, data_state, find_checkpoint, load_module, torch_device
+
+__all__ = ["predict"]
+
+
+@dataclass
+class _Windows:
+    """The windows to forecast from: each an array of time indices into the file, and the
+    calendar/external features of each window's first target (multi-scale runs) or ``None``."""
+    indices: List[np.ndarray]
+    features: Optional[np.ndarray] = None
+
+
+def predict(checkpoint: PathLike, inputs: PathLike, out: PathLike, *, key: Optional[str] = None,
+            layout: Optional[str] = None, all_windows: bool = False, stride: int = 1, batch_size: int = 16,
+            device: Optional[str] = None, model: Optional[nn.Module] = None,
+            nonnegative: Optional[bool] = None) -> Path:
+    """Forecast from the grid series in the file ``inputs`` and write the forecasts, in the data's
+    units, to ``out`` (``.npy``, or ``.nc`` netCDF with a ``forecast`` variable).
+
+    The file is read as in training: with the run's ``key`` and ``layout`` unless they are given
+    (the key only where the file can hold several arrays, see
+    :func:`~convlstm.training.datamodule.run_source_options`), the checkpoint's unit conversion (``scale``, ``offset``,
+    ``transform``) turns its stored values into physical units, and the forecasts come out in
+    those units, clamped at 0 when the checkpoint says ``nonnegative`` (or ``nonnegative=True``
+    is given here; ``False`` turns it off).
+
+    By default one forecast: the ``output_steps`` frames after the end of the series, from its
+    last ``input_steps`` frames (shape ``(1, T_out, rows, cols, channels)``). With
+    ``all_windows=True`` a forecast from every window of ``input_steps`` frames, starting every
+    ``stride`` steps (shape ``(N, T_out, ...)``; in netCDF ``input_end`` gives the index of each
+    window's last input frame).
+
+    A checkpoint trained on closeness/period/trend samples forecasts the same way: its inputs are
+    the stacked lags before the first target (which follows the series' end), with the calendar
+    features of that target time (its time stamp continues the file's) and the external series at
+    the last observed step; ``all_windows=True`` gives every target whose oldest lag is in the file.
+    """
+    out = Path(out)
+    if out.suffix.lower() not in (".npy", ".nc"):
+        raise ParameterError("out", f"out must end in .npy or .nc (netCDF), got {str(out)!r}")
+    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+        raise ParameterError("stride", f"stride must be an integer >= 1, got {stride!r}")
+    check_nonnegative_option(nonnegative)
+    ckpt_path = find_checkpoint(checkpoint)
+    module, ckpt = load_module(ckpt_path, model=model)
+    state = data_state(ckpt, ckpt_path, " with its scaler")
+    series, layout = _read_series(state, inputs, key, layout)
+    windows = _choose_windows(state, series, inputs, all_windows, stride)
+    series = _finite_inputs(series, windows.indices, state.get("fill_nan"), str(inputs))
+    clamp = bool(state.get("nonnegative")) if nonnegative is None else nonnegative
+    forecast = _forecast(module.to(torch_device(device)), state, series, windows, batch_size, clamp)
+    _write_forecast(out, forecast, windows, state, ckpt_path)
+    return out
+
+
+def _read_series(state: Dict[str, Any], inputs: PathLike, key: Optional[str], layout: Optional[str]):
+    """The file's series in physical units (the run's unit conversion), checked against the
+    frames the model was trained on. Returns ``(series, layout)``."""
+    from .. import data as _data
+    from ..data.units import UnitConversion
+
+    key, layout = run_source_options(state, inputs, key, layout)
+    series = UnitConversion.from_state_dict(state.get("conversion")).wrap(
+        _data.load_grid(inputs, key=key, layout=layout))
+    frame = tuple(state["sample_shape"])
+    if tuple(series.shape[1:]) != frame:
+        raise ParameterError("layout", f"inputs {str(inputs)!r} has frames of shape (rows, cols, channels) = "
+                                       f"{tuple(series.shape[1:])} after layout={layout!r}, but the model was "
+                                       f"trained on {frame}")
+    return series, layout
+
+
+def _choose_windows(state: Dict[str, Any], series: Any, inputs: PathLike, all_windows: bool,
+                    stride: int) -> _Windows:
+    """The last window (or every ``stride``-th one) of ``input_steps`` frames; for multi-scale
+    runs the lags before each target (the first target follows the series: t = n + gap), with
+    the calendar features of t and the external series at t - gap - 1."""
+    n = int(series.shape[0])
+    if not state.get("multiscale"):
+        t_in = int(state["input_steps"])
+        if n < t_in:
+            raise ValueError(f"inputs {str(inputs)!r} has {n} time steps; the model needs input_steps={t_in}")
+        starts = list(range(0, n - t_in + 1, stride)) if all_windows else [n - t_in]
+        return _Windows([np.arange(s, s + t_in) for s in starts])
+    from .multiscale import load_times
+
+    gap = int(state["gap"])
+    ms = MultiScale.from_state(state["multiscale"])
+    lags = ms.lags(gap)
+    if n < -int(lags.min()):
+        raise ValueError(f"inputs {str(inputs)!r} has {n} time steps; the model's oldest lag reaches "
+                         f"{-int(lags.min())} steps back")
+    targets = np.arange(-int(lags.min()), n + gap + 1, stride) if all_windows else np.array([n + gap])
+    features, _ = ms.feature_rows(targets, load_times(str(inputs), n), n, gap, str(inputs))
+    return _Windows([t + lags for t in targets], features)
+
+
+def _finite_inputs(series: Any, windows: Sequence[np.ndarray], fill_nan: Any, name: str) -> Any:
+    """The input frames of a forecast, with non-finite values handled as in training: filled
+    as the run's ``fill_nan`` says (over the whole series, as ``fit`` filled it), or, when the
+    run had none, refused if any frame the ``windows`` read holds one."""
+    from .. import data as _data
+
+    if fill_nan is not None:
+        return _data.check_finite(series, fill=fill_nan)
+    used = np.unique(np.concatenate([np.asarray(w) for w in windows]))
+    try:
+        _data.check_finite(np.asarray(series[used]))
+    except ValueError as exc:
+        raise ValueError(f"inputs {name!r}: the frames the forecast reads hold non-finite values, and the run "
+                         f"was trained without --fill-nan, so nothing says how to fill them ({exc}). Fill the "
+                         f"gaps in the file, or train with --fill-nan VALUE") from None
+    return series
+
+
+def _forecast(module: nn.Module, state: Dict[str, Any], series: Any, windows: _Windows, batch_size: int,
+              clamp: bool) -> np.ndarray:
+    """``(N, T_out, rows, cols, channels)`` float32 forecasts in the data's units."""
+    from .. import data as _data
+
+    scaler = _data.scaler_from_state_dict(state["scaler"])
+    dev = next(module.parameters()).device
+    outs = []
+    with torch.no_grad():
+        for b in range(0, len(windows.indices), batch_size):
+            xb = np.stack([np.asarray(series[w]) for w in windows.indices[b:b + batch_size]])
+            x = scaler.transform(torch.as_tensor(xb, dtype=torch.float32)).to(dev)
+            f = None if windows.features is None else torch.from_numpy(windows.features[b:b + batch_size]).to(dev)
+            fc = scaler.inverse_transform(module(x, f).float())
+            outs.append((fc.clamp_min(0.0) if clamp else fc).cpu().numpy())
+    return np.concatenate(outs).astype(np.float32)
+
+
+def _write_forecast(out: Path, forecast: np.ndarray, windows: _Windows, state: Dict[str, Any],
+                    ckpt_path: Path) -> None:
+    if out.suffix.lower() == ".npy":
+        with atomic_write(out, "wb") as fh:
+            np.save(fh, forecast, allow_pickle=False)
+        return
+    import h5netcdf
+
+    with atomic_path(out) as tmp:
+        with h5netcdf.File(tmp, "w") as f:
+            names = ("sample", "lead_time", "row", "col", "channel")
+            f.dimensions = dict(zip(names, forecast.shape))
+            v = f.create_variable("forecast", names, data=forecast)
+            v.attrs["description"] = "ConvLSTM forecast in the data's units"
+            if state.get("units"):
+                v.attrs["units"] = str(state["units"])
+            v.attrs["checkpoint"] = str(ckpt_path)
+            ends = np.array([int(w.max()) for w in windows.indices])
+            e = f.create_variable("input_end", ("sample",), data=ends)
+            e.attrs["description"] = "time index (in the input file) of each sample's last input frame"
+            lt = f.create_variable("lead_time", ("lead_time",), data=np.arange(1, forecast.shape[1] + 1))
+            lt.attrs["description"] = "steps after the last input frame"
