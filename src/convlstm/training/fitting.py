@@ -26,7 +26,7 @@ from .datamodule import GridDataModule
 from .evaluation import evaluate
 from .module import AtomicCheckpointIO, ForecastModule, HistoryCallback, RandomStateCallback
 from .multiscale import MultiScale
-from .runs import RUN_DIR_ENV, PathLike, env_rank, resolve_run_dir
+from .runs import RUN_DIR_ENV, PathLike, RunLock, env_rank, resolve_run_dir
 
 __all__ = ["fit"]
 
@@ -98,6 +98,13 @@ class _Run:
     written: List[Path] = field(default_factory=list)
     created: List[Path] = field(default_factory=list)
     memory: Any = None  # the memory check's BatchChoice (memory.json), None when unchecked
+    lock: Optional[RunLock] = None
+
+    def close(self) -> None:
+        """Release the run folder's lock (rank 0 holds it while the run trains and scores)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     @property
     def checkpoints(self) -> Path:
@@ -118,23 +125,52 @@ def _fit(cfg: FitConfig, *, datamodule: Optional[GridDataModule] = None, model: 
 
     _quiet_lightning()
     run = _open_run(cfg)
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    dm = _prepare_data(run, datamodule)
-    module = _build_module(cfg, dm, model)
-    run.cfg = _guard_memory(run, dm, module, model)
-    _write_run_start(run)
-    history = HistoryCallback(run.folder / "history.json")
-    trainer = _train(run, dm, module, [*_callbacks(run, dm, history), *callbacks])
-    results = None
-    if trainer.is_global_zero and cfg.evaluate:
-        results = _evaluate_after_fit(run, dm, model, history)
+    try:
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
+        dm = _prepare_data(run, datamodule)
+        module = _build_module(cfg, dm, model)
+        run.cfg = _guard_memory(run, dm, module, model)
+        _write_run_start(run)
+        history = HistoryCallback(run.folder / "history.json")
+        trainer = _train(run, dm, module, [*_callbacks(run, dm, history), *callbacks])
+        results = None
+        if trainer.is_global_zero and cfg.evaluate:
+            results = _evaluate_after_fit(run, dm, model, history)
+    except BaseException:
+        run.close()
+        if run.rank == 0 and not run.last.is_file():
+            _remove_unstarted_run(run.written + [run.folder / "history.json"], run.created)
+        raise
+    run.close()
     return run.folder, results
 
 
 def _open_run(cfg: FitConfig) -> _Run:
-    """The run folder, checked: a new run must not land on another's checkpoints, a resumed run
-    needs its ``last.ckpt`` and a schedule that can follow the new ``max_epochs``."""
-    run = _Run(cfg, resolve_run_dir(cfg), env_rank())
+    """The run folder, checked and locked: a new run must not land on another's checkpoints or on
+    a folder another ``fit`` is using; a resumed run needs its ``last.ckpt`` and a schedule that
+    can follow the new ``max_epochs``."""
+    rank = env_rank()
+    folder = Path(cfg.run_dir) if cfg.run_dir is not None else None
+    # folders this run makes (the run folder, and any above it): removed again if it fails at once
+    created = [] if folder is None else [d for d in (folder / "checkpoints", folder, *folder.parents)
+                                         if not d.exists()]
+    if folder is None:
+        folder = resolve_run_dir(cfg)   # a new default folder, made here (or a DDP process's inherited one)
+        created = [folder / "checkpoints", folder] if rank == 0 else []
+    run = _Run(cfg, folder, rank, created=created)
+    try:
+        if rank == 0:
+            run.lock = RunLock(folder).acquire()
+        _check_run_folder(run)
+    except BaseException:
+        run.close()
+        _remove_unstarted_run([], run.created)
+        raise
+    return run
+
+
+def _check_run_folder(run: _Run) -> None:
+    cfg = run.cfg
     if cfg.resume and not run.last.is_file():
         raise FileNotFoundError(f"resume=True but {str(run.last)!r} does not exist; give the --run-dir of an earlier "
                                 f"run, or drop --resume to start a new one")
@@ -143,7 +179,7 @@ def _open_run(cfg: FitConfig) -> _Run:
                               f"continue it, or give another --run-dir")
     if cfg.resume:
         _check_resumable(cfg, run.folder)
-    return run
+        _check_resumed_batch_size(cfg, run.folder)
 
 
 def _check_resumable(cfg: FitConfig, run_dir: Path) -> None:
@@ -236,15 +272,40 @@ def _guard_memory(run: _Run, dm: GridDataModule, module: ForecastModule, model: 
     run.memory = guard_training_memory(module, (dm.input_steps,) + frame, (dm.output_steps,) + frame,
                                        dm.batch_size, precision=cfg.precision, memory_limit=cfg.memory_limit,
                                        device="cpu", processes=processes, describe=describe, log=run.log)
+    if run.memory is not None and run.memory.changed and cfg.resume:
+        _refuse_smaller_batch_on_resume(run.memory)
     if run.memory is not None and run.memory.changed:
         dm.batch_size = run.memory.chosen
         return cfg.replace(batch_size=run.memory.chosen)
     return cfg
 
 
+def _check_resumed_batch_size(cfg: FitConfig, run_dir: Path) -> None:
+    """A resumed run keeps the batch size it trained with (its epochs, schedule and optimiser
+    state were made with it): another one is refused."""
+    previous = run_dir / "config.yaml"
+    if not previous.is_file():
+        return
+    old = load_config(previous).batch_size
+    if cfg.batch_size != old:
+        raise ParameterError("batch_size", f"batch_size={cfg.batch_size} differs from the run's {old}: a resumed "
+                                           f"run keeps the batch size it trained with; resume without "
+                                           f"--batch-size, or start a new run (another --run-dir)")
+
+
+def _refuse_smaller_batch_on_resume(memory: Any) -> None:
+    from .memory import MemoryBudgetError, format_bytes
+
+    raise MemoryBudgetError(
+        f"the run trained with batch size {memory.requested}, but a training step at that size is now estimated "
+        f"at {format_bytes(memory.estimate_requested)}, over the budget of {format_bytes(memory.budget)} "
+        f"({memory.budget_source}); a resumed run keeps its batch size, so it stops here. Free some memory and "
+        f"resume, resume with --memory-limit off to keep batch size {memory.requested} anyway, or start a new run "
+        f"with --batch-size {memory.chosen}")
+
+
 def _write_run_start(run: _Run) -> None:
-    """``config.yaml`` and ``memory.json`` (rank 0), noting the folders this run makes."""
-    run.created = [d for d in (run.checkpoints, run.folder, *run.folder.parents) if not d.exists()]
+    """``config.yaml`` and ``memory.json`` (rank 0)."""
     if run.rank != 0:
         return
     run.folder.mkdir(parents=True, exist_ok=True)
@@ -291,15 +352,11 @@ def _trainer(cfg: FitConfig, dm: GridDataModule, run_dir: Path, callbacks: List[
 
 
 def _train(run: _Run, dm: GridDataModule, module: ForecastModule, callbacks: List[Any]) -> Any:
-    """Lightning's fit; a failure before the first checkpoint removes what the run wrote."""
+    """Lightning's fit, with the run folder announced to DDP's other processes."""
     os.environ[RUN_DIR_ENV] = str(run.folder)
     try:
         trainer = _trainer(run.cfg, dm, run.folder, callbacks)
         trainer.fit(module, datamodule=dm, ckpt_path=str(run.last) if run.cfg.resume else None, weights_only=True)
-    except BaseException:
-        if run.rank == 0 and not run.last.is_file():
-            _remove_unstarted_run(run.written + [run.folder / "history.json"], run.created)
-        raise
     finally:
         if run.rank == 0:
             os.environ.pop(RUN_DIR_ENV, None)

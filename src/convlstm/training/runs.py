@@ -38,14 +38,94 @@ def env_rank() -> int:
 
 def resolve_run_dir(cfg: FitConfig) -> Path:
     """The run folder of ``cfg``: its ``run_dir``, the first DDP process's (for the others), or a
-    new ``runs/fit-YYYYMMDD-HHMMSS``."""
+    new ``runs/fit-YYYYMMDD-HHMMSS`` (``-2``, ``-3``... when that name is taken, so that two runs
+    started in the same second get two folders; see :func:`reserve_new_folder`)."""
     if cfg.run_dir is not None:
         return Path(cfg.run_dir)
     # DDP launchers re-run the command in each process; they inherit the first process's choice
     inherited = os.environ.get(RUN_DIR_ENV)
     if inherited and env_rank() != 0:
         return Path(inherited)
-    return Path("runs") / _dt.datetime.now().strftime("fit-%Y%m%d-%H%M%S")
+    default = Path("runs") / _dt.datetime.now().strftime("fit-%Y%m%d-%H%M%S")
+    return reserve_new_folder(default) if env_rank() == 0 else default
+
+
+def reserve_new_folder(path: Path) -> Path:
+    """Create ``path``, or ``path-2``, ``path-3``... whichever does not exist yet, and return it.
+    ``mkdir`` without ``exist_ok`` is atomic: two processes never get the same folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 10_000):
+        candidate = path if n == 1 else path.with_name(f"{path.name}-{n}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free run folder name next to {str(path)!r}; give --run-dir")
+
+
+class RunLock:
+    """An exclusive lock on a run folder, held while ``fit`` trains and scores in it: a second
+    ``fit`` on the same folder is refused at once instead of mixing its files with the first's.
+
+    The lock is ``flock`` on ``FOLDER/.lock`` (which holds the owner's process id): the system
+    releases it when the process ends, however it ends, so a crashed run leaves no stale lock.
+    Where ``fcntl`` does not exist (Windows) no lock is taken.
+
+    Example::
+
+        >>> with RunLock(Path("runs/flow")):
+        ...     train()
+    """
+
+    FILE = ".lock"
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self._fh: Any = None
+
+    @property
+    def path(self) -> Path:
+        return self.folder / self.FILE
+
+    def acquire(self) -> "RunLock":
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not on POSIX
+            return self
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            owner = fh.read().strip() or "unknown"
+            fh.close()
+            raise FileExistsError(f"run_dir {str(self.folder)!r} is in use by another convlstm fit (process "
+                                  f"{owner}); wait for it to finish, or give another --run-dir") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def release(self) -> None:
+        """Unlock and remove the lock file (only the holder ever removes it)."""
+        if self._fh is None:
+            return
+        try:
+            self.path.unlink()
+        except OSError:
+            pass
+        self._fh.close()
+        self._fh = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
 
 
 def find_checkpoint(source: PathLike, which: str = "best") -> Path:
