@@ -240,3 +240,36 @@ def test_bad_arguments():
         M.evaluate_forecast(pred, true, pred[:, :, :5], climatology=true[0, 0], data_range=1.0)
     with pytest.raises(RuntimeError, match="update"):
         M.MetricAccumulator(data_range=1.0).compute()
+
+
+def test_rmse_active_is_deepsts_scaled_rmse_when_empty_cells_are_zero():
+    """BikeNYC: 81 of 16 x 8 cells hold a station. With the others 0 in forecast and truth, the
+    RMSE over the active cells equals the all-cell RMSE times sqrt(128/81), DeepST's m_factor."""
+    from convlstm.metrics import deepst_rmse, rmse_active
+
+    rng = np.random.default_rng(0)
+    active = np.zeros((16, 8), bool)
+    active.flat[rng.choice(128, 81, replace=False)] = True
+    y = rng.poisson(10, (5, 2, 16, 8, 2)) * active[None, None, :, :, None]
+    p = (y + rng.normal(0, 3, y.shape)) * active[None, None, :, :, None]
+    all_cells = M.rmse(p, y, per_lead_time=False)
+    assert rmse_active(p, y, active, per_lead_time=False) == pytest.approx(deepst_rmse(all_cells, 81, 128))
+    by_hand = np.sqrt(np.mean(((p - y) ** 2)[:, :, active]))
+    assert rmse_active(p, y, active, per_lead_time=False) == pytest.approx(by_hand)
+    assert deepst_rmse(1.0, 81, 128) == pytest.approx(1.2570787221)
+
+
+def test_the_documented_st_resnet_comparison_is_in_its_convention():
+    """The README and the crowd-flow pages compare with ST-ResNet's published 6.33 in its own
+    convention: the best all-cell RMSE (6.024) is 7.57 there, and 6.33 is 5.03 all-cell."""
+    from pathlib import Path
+
+    from convlstm.metrics import deepst_rmse
+
+    assert f"{deepst_rmse(6.024, 81, 128):.2f}" == "7.57"
+    assert f"{6.33 / deepst_rmse(1.0, 81, 128):.2f}" == "5.04"
+    root = Path(__file__).resolve().parents[1]
+    for page in ("README.md", "docs/crowd-flow.md", "docs/radar-and-flow.md"):
+        text = (root / page).read_text()
+        if "6.33" in text:
+            assert "7.57" in text and "sqrt(128/81)" in text, page

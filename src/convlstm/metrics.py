@@ -12,6 +12,9 @@ Scores and their reductions (:math:`p` forecast, :math:`y` target, :math:`N` sam
 ``mse``, ``mae``       mean over samples, rows, cols and channels of :math:`(p-y)^2`, :math:`|p-y|`
 ``rmse``               :math:`\sqrt{\text{mse}}` (the root of the mean, per lead time and overall;
                        not the mean of per-sample roots)
+``rmse_active``        RMSE over the cells of an ``active`` mask only: DeepST's and ST-ResNet's
+                       BikeNYC convention (all-cell RMSE times :math:`\sqrt{128/81}`, equal when
+                       the inactive cells are forecast as 0); :func:`deepst_rmse` converts
 ``mse_frame_sum``      OpenSTL's "MSE"/"MAE": the error **summed over the P values of a frame**,
 ``mae_frame_sum``      then averaged over samples (and lead times): ``mse_frame_sum = P * mse``
 ``psnr``               per frame :math:`10 \log_{10}(R^2 / \text{mse}_\text{frame})` (all channels
@@ -91,7 +94,7 @@ from .baselines import ClimatologyByTimeOfDay, climatology_forecast, persistence
 from .extrapolation import extrapolation_forecast
 
 __all__ = [
-    "mse", "mae", "rmse", "mse_frame_sum", "mae_frame_sum", "psnr", "ssim", "csi", "pod", "far", "ets", "fss",
+    "mse", "mae", "rmse", "rmse_active", "deepst_rmse", "mse_frame_sum", "mae_frame_sum", "psnr", "ssim", "csi", "pod", "far", "ets", "fss",
     "persistence_forecast", "climatology_forecast", "ClimatologyByTimeOfDay", "extrapolation_forecast",
     "MetricAccumulator", "evaluate_forecast", "per_lead_time_rows", "write_metrics", "METRIC_NAMES",
     "SKILL_METRICS", "BASELINES",
@@ -314,6 +317,57 @@ def rmse(pred: ArrayLike, true: ArrayLike, *, per_lead_time: bool = True):
     the overall MSE (see :func:`mse`)."""
     per = mse(pred, true)
     return _finish(np.sqrt(per), math.sqrt(per.mean()), per_lead_time)
+
+
+def rmse_active(pred: ArrayLike, true: ArrayLike, active: ArrayLike, *, per_lead_time: bool = True):
+    r"""RMSE over the **active** cells only: :math:`\sqrt{\frac{1}{N A C}\sum_{\text{active}} (p - y)^2}`
+    with :math:`A` the number of active cells (rows x cols positions) and :math:`C` channels.
+
+    This is the crowd-flow convention of DeepST and ST-ResNet (Zhang et al. 2016, 2017) on
+    BikeNYC, where only 81 of the 16 x 8 = 128 cells hold a bike station: they report the all-cell
+    RMSE times :math:`\sqrt{128 / 81}`. The two agree exactly when the inactive cells are forecast
+    (and observed) as 0, since then all the error sits in the active cells:
+    :math:`\text{rmse\_active} = \text{rmse} \cdot \sqrt{H W / A}` (see :func:`deepst_rmse`).
+
+    Args:
+        pred, true: ``(samples, lead_time, rows, cols, channels)``.
+        active: ``(rows, cols)`` booleans, the cells that count (e.g. the cells that ever carry flow:
+            ``(series != 0).any(axis=(0, 3))``).
+
+    Example::
+
+        >>> y = np.zeros((1, 1, 2, 2, 1)); p = y.copy(); p[0, 0, 0, 0] = 2.0
+        >>> active = np.array([[True, True], [False, False]])
+        >>> rmse(p, y), rmse_active(p, y, active)        # sqrt(4/4), sqrt(4/2)
+        (array([1.]), array([1.41421356]))
+    """
+    p, y = _pair(pred, true)
+    mask = _as_tensor(active, "active").to(p.device) != 0
+    if tuple(mask.shape) != tuple(p.shape[2:4]):
+        raise ValueError(f"active must be a (rows, cols) mask = {tuple(p.shape[2:4])}, got shape {tuple(mask.shape)}")
+    cells = int(mask.sum())
+    if cells == 0:
+        raise ValueError("active marks no cell: at least one cell must count")
+    d = (p - y) * mask[None, None, :, :, None]
+    per = ((d * d).sum(dim=(0, 2, 3, 4)) / (p.shape[0] * cells * p.shape[4])).cpu().numpy()
+    return _finish(np.sqrt(per), math.sqrt(per.mean()), per_lead_time)
+
+
+def deepst_rmse(all_cell_rmse: float, active_cells: int, cells: int) -> float:
+    r"""An all-cell RMSE in DeepST's convention (ST-ResNet's published BikeNYC figures):
+    :math:`\text{rmse} \cdot \sqrt{\text{cells} / \text{active\_cells}}` (DeepST's
+    ``m_factor``; on BikeNYC 128 cells, 81 with a station: a factor of 1.2571).
+
+    Example::
+
+        >>> round(deepst_rmse(6.024, 81, 128), 2)
+        7.57
+    """
+    if isinstance(active_cells, bool) or not isinstance(active_cells, (int, np.integer)) or active_cells < 1:
+        raise ValueError(f"active_cells must be a positive int, got {active_cells!r}")
+    if isinstance(cells, bool) or not isinstance(cells, (int, np.integer)) or cells < active_cells:
+        raise ValueError(f"cells must be an int >= active_cells ({active_cells}), got {cells!r}")
+    return float(all_cell_rmse) * math.sqrt(cells / active_cells)
 
 
 def mse_frame_sum(pred: ArrayLike, true: ArrayLike, *, per_lead_time: bool = True):
