@@ -43,7 +43,7 @@ def _read_int(path: Path) -> Optional[int]:
     return int(text) if text.isdigit() else None
 
 
-def _stat_value(path: Path, key: str) -> int:
+def _read_stat_field(path: Path, key: str) -> int:
     try:
         for line in path.read_text().splitlines():
             k, _, v = line.partition(" ")
@@ -88,7 +88,7 @@ def _cgroup_available(root: str = "/sys/fs/cgroup",
             usage = _read_int(d / usage_name)
             if usage is None:
                 continue
-            usage = max(0, usage - _stat_value(d / "memory.stat", stat_key))
+            usage = max(0, usage - _read_stat_field(d / "memory.stat", stat_key))
             avail = max(0, limit - usage)
             where = "/" + str(d.relative_to(top)) if d != top else "/"
             cand = AvailableMemory(avail, f"cgroup v{version} {where}: limit {format_bytes(limit)} minus "

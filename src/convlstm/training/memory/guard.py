@@ -21,7 +21,7 @@ class MemoryBudgetError(ValueError):
     """A training step does not fit in the memory it may use, even at batch size 1."""
 
 
-def _suggest(n: float) -> str:
+def _limit_just_above(n: float) -> str:
     """A limit just above ``n`` bytes, as a user would type it (``9.7GB``)."""
     return f"{math.ceil(n / 1e8) / 10:g}GB" if n >= 1e9 else f"{max(1, math.ceil(n / 1e6))}MB"
 
@@ -80,7 +80,7 @@ def guard_training_memory(model: nn.Module, input_shape: Sequence[int], target_s
             f"--batch-size cannot go below 1, so use smaller frames or a smaller model "
             f"(--model-option patch_size=4 for models that cut frames into patches, fewer --model-option filters, "
             f"fewer --input-steps / --output-steps), or allow more memory with --memory-limit SIZE (e.g. "
-            f"--memory-limit {_suggest(choice.estimate_chosen * processes)}) or --memory-limit off, "
+            f"--memory-limit {_limit_just_above(choice.estimate_chosen * processes)}) or --memory-limit off, "
             f"at the risk of the process being killed")
     log(f"convlstm fit: memory: {choice.summary()}")
     if limit is not None and limit > 0:

@@ -28,12 +28,12 @@ _PRECISION_ALIASES = {"32-true": "32", "64-true": "64", "bf16": "bf16-mixed", "1
 _aten = torch.ops.aten
 
 
-class _StorageBytes(torch.utils._python_dispatch.TorchDispatchMode):
+class _PeakStorageCounter(torch.utils._python_dispatch.TorchDispatchMode):
     """Live bytes of the storages created while active (views share their storage): ``raw``
     and ``weighted`` (storages under :data:`MMAP_THRESHOLD_MAX` count :data:`HEAP_FACTOR`
-    times), with their peaks. Storages registered with :meth:`known` count zero (they existed
+    times), with their peaks. Storages registered with :meth:`mark_preexisting` count zero (they existed
     before). Under fake tensors it also answers what fake tensors cannot: a scalar read that
-    depends on data is read as zero (``unknown_reads`` counts them; the one in the library is
+    depends on data is read as zero (``data_dependent_reads`` counts them; the one in the library is
     the check that the initial state is zero, which it is), and NNPACK's convolution, which has
     no fake kernel, gets an empty output of its shape."""
 
@@ -41,42 +41,42 @@ class _StorageBytes(torch.utils._python_dispatch.TorchDispatchMode):
         super().__init__()
         from torch.multiprocessing.reductions import StorageWeakRef
 
-        self._ref = StorageWeakRef
+        self._weak_ref = StorageWeakRef
         self.fake = fake
         self._live: Dict[int, Tuple[Any, int, float]] = {}
         self.raw = 0
         self.weighted = 0.0
         self.peak_raw = 0
         self.peak_weighted = 0.0
-        self.peak_heap = 0  # storages under the threshold at the weighted peak
-        self._heap = 0
-        self.unknown_reads = 0
+        self.heap_bytes_at_peak = 0  # storages under the threshold at the weighted peak
+        self._heap_bytes = 0
+        self.data_dependent_reads = 0
 
-    def known(self, tensor: torch.Tensor) -> None:
-        ref = self._ref(tensor.untyped_storage())
-        self._forget_if_dead(ref.cdata)
+    def mark_preexisting(self, tensor: torch.Tensor) -> None:
+        ref = self._weak_ref(tensor.untyped_storage())
+        self._uncount_if_freed(ref.cdata)
         self._live.setdefault(ref.cdata, (ref, 0, 0.0))
 
-    def _drop(self, key: int) -> None:
+    def _uncount(self, key: int) -> None:
         _, n, w = self._live.pop(key)
         self.raw -= n
         self.weighted -= w
         if w != n:
-            self._heap -= n
+            self._heap_bytes -= n
 
-    def _forget_if_dead(self, key: int) -> None:
+    def _uncount_if_freed(self, key: int) -> None:
         entry = self._live.get(key)
         if entry is not None and entry[0].expired():  # a new storage at a freed one's address
-            self._drop(key)
+            self._uncount(key)
 
-    def _purge(self) -> None:
+    def _uncount_freed(self) -> None:
         for k in [k for k, (ref, _, _) in self._live.items() if ref.expired()]:
-            self._drop(k)
+            self._uncount(k)
 
-    def _add(self, t: torch.Tensor) -> None:
+    def _count(self, t: torch.Tensor) -> None:
         st = t.untyped_storage()
-        ref = self._ref(st)
-        self._forget_if_dead(ref.cdata)
+        ref = self._weak_ref(st)
+        self._uncount_if_freed(ref.cdata)
         if ref.cdata in self._live:
             return
         n = int(st.nbytes())
@@ -86,37 +86,37 @@ class _StorageBytes(torch.utils._python_dispatch.TorchDispatchMode):
         self.raw += n
         self.weighted += w
         if small:
-            self._heap += n
+            self._heap_bytes += n
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if self.fake and func is _aten._nnpack_spatial_convolution.default:
-            out = _nnpack_shape(*args, **kwargs)
+            out = _empty_nnpack_output(*args, **kwargs)
         else:
             try:
                 out = func(*args, **kwargs)
             except DataDependentOutputException:
                 if not (self.fake and func is _aten._local_scalar_dense.default):
                     raise
-                self.unknown_reads += 1
+                self.data_dependent_reads += 1
                 dtype = args[0].dtype
                 return False if dtype == torch.bool else (0.0 if dtype.is_floating_point else 0)
         for t in torch.utils._pytree.tree_leaves(out):
             if isinstance(t, torch.Tensor):
-                self._add(t)
+                self._count(t)
         # frees are found lazily: the count with storages freed since the last look is an upper
         # bound, so only a count above a peak needs the (linear) look for freed storages
         if self.raw > self.peak_raw or self.weighted > self.peak_weighted:
-            self._purge()
+            self._uncount_freed()
             if self.raw > self.peak_raw:
                 self.peak_raw = self.raw
             if self.weighted > self.peak_weighted:
                 self.peak_weighted = self.weighted
-                self.peak_heap = self._heap
+                self.heap_bytes_at_peak = self._heap_bytes
         return out
 
 
-def _nnpack_shape(input, weight, bias=None, padding=(0, 0), stride=(1, 1)):
+def _empty_nnpack_output(input, weight, bias=None, padding=(0, 0), stride=(1, 1)):
     n, _, h, w = input.shape
     o, _, kh, kw = weight.shape
     rows = (h + 2 * padding[0] - kh) // stride[0] + 1
@@ -234,18 +234,18 @@ class TrainingMemoryProbe:
         if isinstance(prefetched_batches, bool) or not isinstance(prefetched_batches, int) or prefetched_batches < 0:
             raise ValueError(f"prefetched_batches must be an integer >= 0; got {prefetched_batches!r}")
         self.prefetched_batches = prefetched_batches
-        self._results: Dict[int, Tuple[int, int]] = {}
+        self._peaks: Dict[int, Tuple[int, int]] = {}
         self._seconds = 0.0
-        self._unknown_reads = 0
+        self._data_dependent_reads = 0
 
     # the numbers
     def __call__(self, batch_size: int) -> int:
         b = _check_batch(batch_size)
-        if b not in self._results:
+        if b not in self._peaks:
             t0 = time.perf_counter()
-            self._results[b] = self._probe_cuda(b) if self.device.type == "cuda" else self._probe_fake(b)
+            self._peaks[b] = self._probe_cuda(b) if self.device.type == "cuda" else self._probe_fake(b)
             self._seconds += time.perf_counter() - t0
-        return self._results[b][0]
+        return self._peaks[b][0]
 
     @property
     def seconds(self) -> float:
@@ -254,16 +254,16 @@ class TrainingMemoryProbe:
 
     def estimate(self) -> MemoryEstimate:
         """A :class:`MemoryEstimate` from the batch sizes probed so far (at least one)."""
-        if not self._results:
+        if not self._peaks:
             raise ValueError("nothing was probed yet: call the probe with a batch size first")
-        pts = sorted((b, r[0]) for b, r in self._results.items())
+        pts = sorted((b, r[0]) for b, r in self._peaks.items())
         (b0, e0), (b1, e1) = pts[0], pts[-1]
         per = (e1 - e0) / (b1 - b0) if b1 > b0 else e0 / b0
         fixed = e0 - per * b0 if b1 > b0 else 0.0
         notes = []
-        if self._unknown_reads:
-            notes.append(f"{self._unknown_reads} data-dependent scalar reads were taken as zero")
-        raw = tuple(sorted((b, r[1]) for b, r in self._results.items()))
+        if self._data_dependent_reads:
+            notes.append(f"{self._data_dependent_reads} data-dependent scalar reads were taken as zero")
+        raw = tuple(sorted((b, r[1]) for b, r in self._peaks.items()))
         return MemoryEstimate(measured=tuple(pts), tensor_bytes=raw,
                               per_sample_bytes=int(round(per)), fixed_bytes=int(round(fixed)),
                               precision=self.precision, device=str(self.device), method=self.method,
@@ -295,7 +295,7 @@ class TrainingMemoryProbe:
         loss_fn = self.loss_fn or torch.nn.functional.mse_loss
         return loss_fn(model(x), y)
 
-    def _steps(self, model: nn.Module, x, y) -> None:
+    def _train_steps(self, model: nn.Module, x, y) -> None:
         opt = None
         for _ in range(self.steps):
             for p in model.parameters():
@@ -331,19 +331,19 @@ class TrainingMemoryProbe:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 twin = copy.deepcopy(self.model, memo)
-                tracker = _StorageBytes(fake=True)
+                tracker = _PeakStorageCounter(fake=True)
                 with fake_mode, tracker:
                     for t in list(twin.parameters()) + list(twin.buffers()):
                         if not isinstance(t, (nn.parameter.UninitializedParameter, nn.parameter.UninitializedBuffer)):
-                            tracker.known(t)
+                            tracker.mark_preexisting(t)
                     twin.train()
                     x = torch.zeros((batch,) + self.input_shape, dtype=dtype)
                     y = torch.zeros((batch,) + self.target_shape, dtype=dtype)
                     # the batches the loader has already fetched for the next steps
                     nxt = [(torch.zeros_like(x), torch.zeros_like(y)) for _ in range(self.prefetched_batches)]
-                    self._steps(twin, x, y)
+                    self._train_steps(twin, x, y)
                     del nxt
-            self._unknown_reads += tracker.unknown_reads
+            self._data_dependent_reads += tracker.data_dependent_reads
             return int(round(tracker.peak_weighted)) + param_bytes, tracker.peak_raw + param_bytes
         finally:
             torch.random.set_rng_state(rng)
@@ -365,7 +365,7 @@ class TrainingMemoryProbe:
                 y = torch.zeros((batch,) + self.target_shape, dtype=self._dtype(), device=dev)
                 nxt = [(torch.zeros_like(x), torch.zeros_like(y)) for _ in range(self.prefetched_batches)]
                 try:
-                    self._steps(twin, x, y)
+                    self._train_steps(twin, x, y)
                 except torch.cuda.OutOfMemoryError:
                     big = 2 ** 62
                     return big, big
