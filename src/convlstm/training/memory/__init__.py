@@ -1,6 +1,22 @@
 r"""How much memory a training step will take, known before it runs, and the guard that
 :func:`convlstm.training.fit` applies with it.
 
+Where each part lives (every name below is importable from ``convlstm.training.memory``):
+
+==================== ==========================================================================
+``units.py``         byte counts as people write them: :func:`format_bytes`,
+                     :func:`parse_memory_limit` (``--memory-limit 8GB``)
+``available.py``     the memory a process may still take: ``/proc/meminfo``, cgroups v1 and v2,
+                     psutil, CUDA's free memory (:func:`available_memory`, :class:`AvailableMemory`)
+``probe.py``         the bytes of a training step, counted on fake tensors under a dispatch mode
+                     (:class:`TrainingMemoryProbe`, :class:`MemoryEstimate`,
+                     :func:`estimate_training_memory`, :data:`HEAP_FACTOR`, :data:`MMAP_THRESHOLD_MAX`)
+``batch_size.py``    the largest batch size whose step fits in a budget (:func:`choose_batch_size`,
+                     :class:`BatchChoice`, :data:`HEADROOM`)
+``guard.py``         what ``fit`` does with them before training (:func:`guard_training_memory`,
+                     :class:`MemoryBudgetError`)
+==================== ==========================================================================
+
 How the estimate is made
 ------------------------
 1. **The step is run, on fake tensors.** A copy of the model whose parameters and buffers are

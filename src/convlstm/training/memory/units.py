@@ -16,7 +16,8 @@ _SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?(?:e[+-]?[0-9]+)?)\s*([a-z]*)\s*$",
 
 
 def format_bytes(n: Optional[float]) -> str:
-    """``9.62 GB``, ``512 MB``, ``3.4 MB``, ``12 kB``, ``1.5 kB``, ``800 B`` (decimal units)."""
+    """``n`` bytes as a message shows them: ``9.62 GB``, ``512 MB``, ``3.4 MB``, ``12 kB``,
+    ``1.5 kB``, ``800 B`` (decimal units); ``unknown`` for ``None``."""
     if n is None:
         return "unknown"
     n = float(n)
@@ -34,10 +35,24 @@ def format_bytes(n: Optional[float]) -> str:
 
 
 def parse_memory_limit(value: Any, name: str = "memory_limit") -> Union[None, str, int]:
-    """Read a memory limit: ``None`` or ``"auto"`` (-> ``None``: use :data:`HEADROOM` of the
-    available memory), ``"off"`` (no guard), a number of bytes, or a size with a unit:
-    ``"8GB"``, ``"512 MB"``, ``"1.5G"`` (decimal: k, M, G, T with or without B) or ``"8GiB"``
-    (binary: KiB, MiB, GiB, TiB). Returns ``None``, ``"off"`` or the bytes as an int."""
+    """Read a memory limit: ``None`` or ``"auto"`` (-> ``None``: use
+    :data:`~convlstm.training.memory.HEADROOM` of the available memory), ``"off"`` (no guard), a
+    number of bytes, or a size with a unit: ``"8GB"``, ``"512 MB"``, ``"1.5G"`` (decimal: k, M, G,
+    T with or without B) or ``"8GiB"`` (binary: KiB, MiB, GiB, TiB). Returns ``None``, ``"off"``
+    or the bytes as an int.
+
+    Args:
+        value: the limit as given (``--memory-limit``, ``FitConfig.memory_limit``).
+        name: the parameter's name in the error message.
+
+    Raises:
+        ParameterError: (a ``ValueError``) anything else, including sizes under one byte.
+
+    Example::
+
+        >>> parse_memory_limit("8GB"), parse_memory_limit("8 gib"), parse_memory_limit("auto")
+        (8000000000, 8589934592, None)
+    """
     allowed = ParameterError(name, f"{name} must be 'auto', 'off', a number of bytes or a size such as '8GB', "
                                    f"'512MB' or '16GiB'; got {value!r}")
     if value is None:
