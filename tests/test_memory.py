@@ -13,6 +13,7 @@ import torch
 import convlstm
 from convlstm.training import FitConfig, ForecastModule, fit, load_config
 from convlstm.training import memory as mem
+from convlstm.training.memory.available import _cgroup_available
 from convlstm.training.module import build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -162,7 +163,7 @@ def test_available_memory_reads_meminfo_and_cgroups(tmp_path):
     (root / "user.slice" / "job" / "memory.current").write_text("5\n")
     proc = tmp_path / "cgroup"
     proc.write_text("0::/user.slice/job\n")
-    got = mem._cgroup_available(str(root), str(proc))
+    got = _cgroup_available(str(root), str(proc))
     assert got.bytes == 8_000_000_000 - 2_000_000_000 and "cgroup v2 /user.slice" in got.source
     v1 = tmp_path / "v1"
     (v1 / "memory" / "docker").mkdir(parents=True)
@@ -171,10 +172,10 @@ def test_available_memory_reads_meminfo_and_cgroups(tmp_path):
     (v1 / "memory" / "docker" / "memory.stat").write_text("total_inactive_file 500000000\n")
     (v1 / "memory" / "memory.limit_in_bytes").write_text(str(2 ** 63 - 4096) + "\n")  # no limit
     proc.write_text("12:cpu,cpuacct:/docker\n4:memory:/docker\n")
-    got = mem._cgroup_available(str(v1), str(proc))
+    got = _cgroup_available(str(v1), str(proc))
     assert got.bytes == 3_000_000_000 and "cgroup v1 /docker" in got.source
     proc.write_text("0::/\n")
-    assert mem._cgroup_available(str(tmp_path / "nothing"), str(proc)) is None
+    assert _cgroup_available(str(tmp_path / "nothing"), str(proc)) is None
 
 
 def test_memory_limit_spellings_and_errors():
