@@ -116,7 +116,7 @@ def test_automatic_streams_and_intervals(tmp_path):
     dm.setup()
     assert dm.streams is None and dm.input_steps == 6 and dm.num_features == 0
     short = GridDataModule(path=str(hourly_file(tmp_path / "..", weeks=2)), key="data", input_steps=6,
-                           output_steps=1, multiscale=MultiScale(automatic=True))
+                           output_steps=1, multiscale=MultiScale(model_takes_streams=True))
     short.setup()
     assert short.streams is None and short.input_steps == 6          # 235 training steps: plain windows
     # no time stamps: the day comes from steps_per_day

@@ -167,7 +167,7 @@ class GridDataModule(pl.LightningDataModule):
                       if path is not None else {"kind": "sequences" if sequences is not None else "array"})
         self.source = dict(source)
         self.multiscale = multiscale if multiscale is not None else MultiScale(period=0, trend=0)
-        if self.multiscale.explicit and sequences is not None:
+        if self.multiscale.requested and sequences is not None:
             raise ValueError("closeness/period/trend, calendar and external features need one long series (a file "
                              "or series=), not separate sequences")
         self.timestamps = timestamps
@@ -273,7 +273,7 @@ class GridDataModule(pl.LightningDataModule):
         for name, (lo, hi) in self.parts.items():
             if hi <= lo:
                 continue
-            if self.multiscale.active:
+            if self.multiscale.in_use:
                 self.datasets[name] = self.multiscale.dataset(self.series, self.output_steps, lo, hi, self.stride,
                                                               self.gap, scaler)
             elif self.mode == "series":
@@ -283,7 +283,7 @@ class GridDataModule(pl.LightningDataModule):
             else:
                 self.datasets[name] = SequenceDataset(self.sequences, self.input_steps, self.output_steps,
                                                       start=lo, stop=hi, gap=self.gap, scaler=scaler)
-        if self.multiscale.active and len(self.datasets["train"]) == 0:
+        if self.multiscale.in_use and len(self.datasets["train"]) == 0:
             c, p, t = self.multiscale.streams
             raise ValueError(f"no training sample: with closeness {c}, period {p} x {self.multiscale.period_interval} "
                              f"and trend {t} x {self.multiscale.trend_interval} steps every lag of the training part's "
@@ -300,12 +300,12 @@ class GridDataModule(pl.LightningDataModule):
     @property
     def streams(self) -> Optional[Tuple[int, int, int]]:
         """``(closeness, period, trend)`` of multi-scale samples; ``None`` for plain windows."""
-        return self.multiscale.streams if self.multiscale.active else None
+        return self.multiscale.streams if self.multiscale.in_use else None
 
     @property
     def num_features(self) -> int:
         """Features per sample (calendar, external); batches are then ``(x, y, features)``."""
-        return self.multiscale.num_features if self.multiscale.active else 0
+        return self.multiscale.num_features if self.multiscale.in_use else 0
 
     @property
     def has_val(self) -> bool:
@@ -398,7 +398,7 @@ class GridDataModule(pl.LightningDataModule):
             "conversion": self.conversion.state_dict(),
             "nonnegative": self.nonnegative,
             "units": self.units,
-            **({"multiscale": self.multiscale.state_dict()} if self.multiscale.active else {}),
+            **({"multiscale": self.multiscale.state_dict()} if self.multiscale.in_use else {}),
         }
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
