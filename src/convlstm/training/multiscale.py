@@ -2,8 +2,9 @@ r"""Multi-scale samples for :class:`~convlstm.training.GridDataModule`: which cl
 and trend streams a run uses, their intervals, and the per-sample features (calendar of the
 target time, external series of the last observed step).
 
-:class:`MultiScale` turns the options of :class:`~convlstm.training.FitConfig` into
-:class:`convlstm.data.MultiScaleWindowDataset` parts, and back into plain data for checkpoints.
+:class:`MultiScale` resolves the options of :class:`~convlstm.training.FitConfig` on the data (the
+datasets are built by :class:`~convlstm.training.datasets.MultiScaleBuilder`), and turns them back
+into plain data for checkpoints.
 
 Feature layout, per sample, :math:`F = 6 [\text{calendar}] + \sum_k F_k` columns:
 :data:`convlstm.data.CALENDAR_FEATURES` of the first target step (when ``calendar`` or
@@ -192,14 +193,6 @@ class MultiScale:
         c, p, t = self.streams
         return _data.stacked_lags(_data.multiscale_offsets(c, p, t, period_interval=self.period_interval,
                                                            trend_interval=self.trend_interval, gap=gap))
-
-    def dataset(self, series: Any, output_steps: int, start: int, stop: int, stride: int, gap: int,
-                scaler: Any) -> "_data.MultiScaleWindowDataset":
-        c, p, t = self.streams
-        return _data.MultiScaleWindowDataset(series, output_steps, closeness=c, period=p, trend=t,
-                                             period_interval=self.period_interval, trend_interval=self.trend_interval,
-                                             start=start, stop=stop, stride=stride, gap=gap, scaler=scaler,
-                                             features=self.features)
 
     def describe(self, datasets: Dict[str, Any]) -> str:
         """One line for the log: streams, intervals, features and samples per part (dropped)."""
