@@ -126,6 +126,26 @@ def test_automatic_streams_and_intervals(tmp_path):
     assert dm.streams == (2, 2, 0) and dm.datasets["train"].offsets["period"].tolist() == [-24, -12]
 
 
+def test_datamodule_datasets_pickle_the_file_not_the_frames(tmp_path):
+    """What spawned DataLoader workers get of a memmap'd .npy series, read through a unit
+    conversion or not, with multi-scale samples or windows: the file's name, not its frames."""
+    import pickle
+
+    from convlstm.data import UnitConversion
+
+    np.save(tmp_path / "s.npy", np.random.default_rng(0).random((24 * 14, 32, 32, 2), dtype=np.float32))  # 2.8 MB
+    for multiscale in (MultiScale(period=1, period_interval=24), None):
+        for conversion in (None, UnitConversion(scale=2.0)):
+            dm = GridDataModule(path=str(tmp_path / "s.npy"), input_steps=3, output_steps=1, multiscale=multiscale,
+                                conversion=conversion)
+            dm.setup()
+            for ds in dm.datasets.values():
+                blob = pickle.dumps(ds)
+                assert len(blob) < 10_000
+                for a, b in zip(ds[len(ds) - 1], pickle.loads(blob)[len(ds) - 1]):
+                    np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
 def test_docstring_examples():
     import doctest
 
