@@ -116,7 +116,7 @@ def test_automatic_streams_and_intervals(tmp_path):
     dm.setup()
     assert dm.streams is None and dm.input_steps == 6 and dm.num_features == 0
     short = GridDataModule(path=str(hourly_file(tmp_path / "..", weeks=2)), key="data", input_steps=6,
-                           output_steps=1, multiscale=MultiScale(automatic=True))
+                           output_steps=1, multiscale=MultiScale(model_takes_streams=True))
     short.setup()
     assert short.streams is None and short.input_steps == 6          # 235 training steps: plain windows
     # no time stamps: the day comes from steps_per_day
@@ -124,6 +124,26 @@ def test_automatic_streams_and_intervals(tmp_path):
     dm = GridDataModule(series, input_steps=2, output_steps=1, multiscale=MultiScale(period=2, steps_per_day=12))
     dm.setup()
     assert dm.streams == (2, 2, 0) and dm.datasets["train"].offsets["period"].tolist() == [-24, -12]
+
+
+def test_datamodule_datasets_pickle_the_file_not_the_frames(tmp_path):
+    """What spawned DataLoader workers get of a memmap'd .npy series, read through a unit
+    conversion or not, with multi-scale samples or windows: the file's name, not its frames."""
+    import pickle
+
+    from convlstm.data import UnitConversion
+
+    np.save(tmp_path / "s.npy", np.random.default_rng(0).random((24 * 14, 32, 32, 2), dtype=np.float32))  # 2.8 MB
+    for multiscale in (MultiScale(period=1, period_interval=24), None):
+        for conversion in (None, UnitConversion(scale=2.0)):
+            dm = GridDataModule(path=str(tmp_path / "s.npy"), input_steps=3, output_steps=1, multiscale=multiscale,
+                                conversion=conversion)
+            dm.setup()
+            for ds in dm.datasets.values():
+                blob = pickle.dumps(ds)
+                assert len(blob) < 10_000
+                for a, b in zip(ds[len(ds) - 1], pickle.loads(blob)[len(ds) - 1]):
+                    np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
 def test_docstring_examples():

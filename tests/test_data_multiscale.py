@@ -93,6 +93,27 @@ def test_dataset_features_are_those_of_the_target_step():
         MultiScaleWindowDataset(ramp(30), 1, closeness=1, features=feats[:10])
 
 
+def test_dataset_pickles_a_memmap_by_reference(tmp_path):
+    """DataLoader workers started with spawn get how to map the file again, not the frames."""
+    import pickle
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "s.npy", rng.random((400, 32, 32, 2), dtype=np.float32))   # 3.3 MB
+    mm = np.load(tmp_path / "s.npy", mmap_mode="r")
+    feats = np.arange(800, dtype=np.float32).reshape(400, 2)
+    ds = MultiScaleWindowDataset(mm, 2, closeness=3, period=2, period_interval=24, start=280, stop=400,
+                                 features=feats)
+    blob = pickle.dumps(ds)
+    assert len(blob) < 10_000  # the path, layout, targets and features, not the frames
+    ds2 = pickle.loads(blob)
+    assert len(ds2) == len(ds) and ds2.dropped == ds.dropped
+    for i in (0, 41, len(ds) - 1):
+        for a, b in zip(ds[i], ds2[i]):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+    plain = MultiScaleWindowDataset(ramp(50), 1, closeness=2, start=10)   # an in-memory array: pickled as it is
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(plain))[3][0].numpy(), plain[3][0].numpy())
+
+
 # ------------------------------------------------------------------ time stamps and calendar
 def test_parse_deepst_slots_and_steps_per_day():
     t = parse_timestamps(np.array([b"2014080401", b"2014080424", b"2014080501"]))

@@ -206,6 +206,18 @@ def test_unit_conversion_of_stored_values():
             UnitConversion(**bad)
 
 
+def test_converted_series_pickles_a_memmap_by_reference(tmp_path):
+    import pickle
+
+    stored = np.random.default_rng(1).integers(0, 500, size=(300, 32, 32, 1), dtype=np.uint16)  # 600 kB
+    np.save(tmp_path / "r.npy", stored)
+    knmi = UnitConversion(scale=0.01, transform="accumulation-to-rate", interval_minutes=5)
+    wrapped = knmi.wrap(np.load(tmp_path / "r.npy", mmap_mode="r"))
+    blob = pickle.dumps(wrapped)
+    assert len(blob) < 5000  # the file and the conversion, not the frames
+    np.testing.assert_array_equal(pickle.loads(blob)[100:104], wrapped[100:104])
+
+
 def test_db_scaler_is_pysteps_db_transform_then_minmax():
     rain = np.concatenate([blobs(6).ravel(), [0.0, 0.04, 0.1, 0.2]])[:, None]  # (n, 1 channel)
     s = DBScaler(threshold=0.1).fit(rain)

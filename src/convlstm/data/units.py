@@ -44,6 +44,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from ._checks import check_number, series_shape, to_numpy
+from ._memmap import SeriesByReference
 
 __all__ = ["TRANSFORMS", "UnitConversion", "ConvertedSeries", "reflectivity_to_rate", "rate_to_reflectivity",
            "accumulation_to_rate", "rate_to_accumulation", "MARSHALL_PALMER"]
@@ -217,9 +218,11 @@ class UnitConversion:
         return f"{text}, then {self.transform} over {self.interval_minutes:g}-minute intervals"
 
 
-class ConvertedSeries:
+class ConvertedSeries(SeriesByReference):
     r"""A lazily converted view of a series (array, memmap, :class:`LazyGrid`): indexing reads
     the stored values asked for and returns them in physical units (:meth:`UnitConversion.apply`).
+    Pickled (``DataLoader`` workers started with *spawn*), a memmap or :class:`LazyGrid` series
+    is sent as how to open it again, not as its content.
 
     Shape: that of the stored series; ``dtype`` float32 (float64 for float64 storage).
     """

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import mmap
 import numbers
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -12,6 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ._checks import check_int, series_shape, to_numpy
+from ._memmap import SeriesByReference
 
 __all__ = ["num_windows", "sliding_windows", "WindowDataset", "chronological_split", "STREAMS",
            "multiscale_offsets", "multiscale_targets", "stacked_lags", "MultiScaleWindowDataset"]
@@ -104,30 +104,6 @@ def sliding_windows(series: Any, input_steps: int, output_steps: int, *, stride:
     return data[x_idx], data[y_idx]
 
 
-def _memmap_state(a: Any) -> Optional[dict]:
-    """How to map ``a`` again in another process if it is a view of a file-backed memmap."""
-    if not isinstance(a, np.memmap):
-        return None
-    root = a
-    while isinstance(root.base, np.ndarray):
-        root = root.base
-    if not (isinstance(root, np.memmap) and isinstance(root.base, mmap.mmap)
-            and root.filename is not None):
-        return None
-    return {"filename": root.filename, "dtype": root.dtype, "shape": root.shape,
-            "offset": root.offset,
-            "order": "F" if root.flags.f_contiguous and not root.flags.c_contiguous else "C",
-            "view_offset": a.__array_interface__["data"][0] - root.__array_interface__["data"][0],
-            "view_shape": a.shape, "view_strides": a.strides, "view_dtype": a.dtype}
-
-
-def _memmap_restore(st: dict) -> np.ndarray:
-    root = np.memmap(st["filename"], dtype=st["dtype"], mode="r", shape=st["shape"],
-                     offset=st["offset"], order=st["order"])
-    return np.ndarray(st["view_shape"], dtype=st["view_dtype"], buffer=root,
-                      offset=st["view_offset"], strides=st["view_strides"])
-
-
 _NUMPY_FLOAT = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
 
 
@@ -137,7 +113,7 @@ def _tensor(a: Any, dtype: torch.dtype) -> torch.Tensor:
     return torch.from_numpy(a).to(dtype)
 
 
-class WindowDataset(Dataset):
+class WindowDataset(SeriesByReference, Dataset):
     r"""A map-style torch ``Dataset`` of (input, target) windows over the time range
     ``[start, stop)`` of a series, read lazily one window per item.
 
@@ -238,22 +214,6 @@ class WindowDataset(Dataset):
         if self.scaler is not None:
             x, y = self.scaler.transform(x), self.scaler.transform(y)
         return _tensor(x, self.dtype), _tensor(y, self.dtype)
-
-    def __getstate__(self) -> dict:
-        # Pickled for DataLoader workers started with "spawn": send how to map a memmap
-        # again rather than its whole content (a LazyGrid pickles its path by itself).
-        state = self.__dict__.copy()
-        mm = _memmap_state(self.series)
-        if mm is not None:
-            state["series"] = None
-            state["_memmap"] = mm
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        mm = state.pop("_memmap", None)
-        self.__dict__.update(state)
-        if mm is not None:
-            self.series = _memmap_restore(mm)
 
     def __repr__(self) -> str:
         return (f"WindowDataset(len={self._len}, input_steps={self.input_steps}, "
@@ -415,7 +375,7 @@ def multiscale_targets(n_time: int, offsets: Any, output_steps: int, *, start: i
     return candidates[keep], int((~keep).sum())
 
 
-class MultiScaleWindowDataset(Dataset):
+class MultiScaleWindowDataset(SeriesByReference, Dataset):
     r"""A map-style ``Dataset`` of multi-scale samples: the closeness, period and trend frames
     before each target (:func:`multiscale_offsets`), stacked in time in the order trend,
     period, closeness, and the ``output_steps`` target frames.
@@ -431,6 +391,8 @@ class MultiScaleWindowDataset(Dataset):
     is the newest closeness frame (persistence stays ``x[-1]``). The targets lie in ``[start,
     stop)``; the inputs may reach back into earlier parts, never forward. ``dropped`` counts
     the samples of the part whose lags reach before step 0.
+    Pickling the dataset (``DataLoader`` workers started with *spawn*) sends how to open a
+    memmap or :class:`LazyGrid` again, not its content (``features`` and the targets are sent).
 
     Args:
         series: array-like with time first, ``(T, rows, cols, channels)``.

@@ -1,5 +1,10 @@
 """The Lightning data module: a grid series (or a set of sequences) -> train/val/test loaders of
-``(x, y)`` windows, scaled with a scaler fitted on the training part only."""
+``(x, y)`` windows, scaled with a scaler fitted on the training part only.
+
+:meth:`GridDataModule.setup` loads the data, checks it is finite, lets the data mode's dataset
+builder (:mod:`convlstm.training.datasets`) split it, fits the scaler and the statistics on the
+training part, builds the datasets and fits the hour-of-day climatology
+(:mod:`convlstm.training.climatology`)."""
 from __future__ import annotations
 
 import math
@@ -13,39 +18,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from .. import data as _data
 from .._errors import ParameterError
+from ..data.units import UnitConversion
+from .climatology import hour_of_day_means, mean_frame, target_hours, unseen_hours
+from .datasets import DatasetBuilder, MultiScaleBuilder, SequenceBuilder, SequenceDataset, WindowBuilder
 from .multiscale import MultiScale, load_times
 
 __all__ = ["GridDataModule", "SequenceDataset", "run_source_options"]
-
-_CHUNK_BYTES = 32 * 2 ** 20
-
-
-class SequenceDataset(Dataset):
-    r"""Samples from a set of separate sequences ``(N, T, rows, cols, channels)`` (e.g. Moving
-    MNIST): item ``i`` is ``x = seq[i, :in]``, ``y = seq[i, in + gap : in + gap + out]``, scaled
-    with ``scaler.transform``. Sequences ``[start, stop)`` only."""
-
-    def __init__(self, sequences: Any, input_steps: int, output_steps: int, *, start: int = 0,
-                 stop: Optional[int] = None, gap: int = 0, scaler: Any = None) -> None:
-        self.sequences = sequences
-        self.input_steps, self.output_steps, self.gap = int(input_steps), int(output_steps), int(gap)
-        self.start = int(start)
-        self.stop = len(sequences) if stop is None else int(stop)
-        self.scaler = scaler
-
-    def __len__(self) -> int:
-        return max(0, self.stop - self.start)
-
-    def __getitem__(self, i: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        if not 0 <= i < len(self):
-            raise IndexError(f"index {i} is out of range for {len(self)} sequences")
-        seq = np.asarray(self.sequences[self.start + i])
-        x = seq[:self.input_steps]
-        y = seq[self.input_steps + self.gap:self.input_steps + self.gap + self.output_steps]
-        if self.scaler is not None:
-            x, y = self.scaler.transform(x), self.scaler.transform(y)
-        return (torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32),
-                torch.as_tensor(np.ascontiguousarray(y), dtype=torch.float32))
 
 
 def _check_fractions(split: Sequence[float]) -> Tuple[float, float, float]:
@@ -57,21 +35,6 @@ def _check_fractions(split: Sequence[float]) -> Tuple[float, float, float]:
         raise ValueError(f"split must be three fractions (train, val, test) >= 0 summing to 1 with "
                          f"train > 0, got {split!r}")
     return fr
-
-
-def _frame_stats(series: Any, start: int, stop: int) -> Tuple[np.ndarray, float, float]:
-    """Mean frame (float64, data units), min and max of ``series[start:stop]``, read in chunks."""
-    frame = series[start:start + 1]
-    frame_values = int(np.prod(np.shape(frame)[1:]))
-    chunk = max(1, _CHUNK_BYTES // (8 * max(1, frame_values)))
-    total = None
-    lo, hi = math.inf, -math.inf
-    for t0 in range(start, stop, chunk):
-        block = np.asarray(series[t0:min(stop, t0 + chunk)], dtype=np.float64)
-        s = block.sum(axis=0)
-        total = s if total is None else total + s
-        lo, hi = min(lo, float(block.min())), max(hi, float(block.max()))
-    return total / max(1, stop - start), lo, hi
 
 
 class GridDataModule(pl.LightningDataModule):
@@ -128,29 +91,10 @@ class GridDataModule(pl.LightningDataModule):
                  nonnegative: Optional[bool] = None, units: str = "",
                  multiscale: Optional[MultiScale] = None, timestamps: Any = None) -> None:
         super().__init__()
-        given = [n for n, v in (("series", series), ("path", path), ("sequences", sequences)) if v is not None]
-        if len(given) != 1:
-            raise ValueError(f"GridDataModule needs exactly one of series, path or sequences; got "
-                             f"{', '.join(given) if given else 'none'}")
-        for name, v, lo in (("input_steps", input_steps, 1), ("output_steps", output_steps, 1),
-                            ("stride", stride, 1), ("gap", gap, 0), ("batch_size", batch_size, 1),
-                            ("num_workers", num_workers, 0)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-                raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
-        if not isinstance(scaler, str) or scaler.lower() not in _data.SCALERS:
-            raise ValueError(f"scaler must be one of {', '.join(_data.SCALERS)}, got {scaler!r}")
-        from ..data.units import UnitConversion
-
-        if conversion is None or isinstance(conversion, dict):
-            conversion = UnitConversion.from_state_dict(conversion)
-        if not isinstance(conversion, UnitConversion):
-            raise TypeError(f"conversion must be a convlstm.data.UnitConversion, its state_dict() or None, got "
-                            f"{type(conversion).__name__}")
-        if nonnegative is not None and not isinstance(nonnegative, bool):
-            raise ValueError(f"nonnegative must be True, False or None (auto), got {nonnegative!r}")
-        if not isinstance(units, str):
-            raise ValueError(f"units must be a string (e.g. 'mm/h', or '' for none), got {units!r}")
-        self.conversion = conversion
+        _check_options(series, path, sequences, scaler, nonnegative, units, input_steps=input_steps,
+                       output_steps=output_steps, stride=stride, gap=gap, batch_size=batch_size,
+                       num_workers=num_workers)
+        self.conversion = _as_conversion(conversion)
         self.units = units
         self.nonnegative: Optional[bool] = nonnegative
         self.nonnegative_reason = "" if nonnegative is None else f"nonnegative={nonnegative} was given"
@@ -167,7 +111,7 @@ class GridDataModule(pl.LightningDataModule):
                       if path is not None else {"kind": "sequences" if sequences is not None else "array"})
         self.source = dict(source)
         self.multiscale = multiscale if multiscale is not None else MultiScale(period=0, trend=0)
-        if self.multiscale.explicit and sequences is not None:
+        if self.multiscale.requested and sequences is not None:
             raise ValueError("closeness/period/trend, calendar and external features need one long series (a file "
                              "or series=), not separate sequences")
         self.timestamps = timestamps
@@ -181,6 +125,7 @@ class GridDataModule(pl.LightningDataModule):
         self.value_range: Optional[Tuple[float, float]] = None
         self.parts: Dict[str, Tuple[int, int]] = {}
         self.datasets: Dict[str, Dataset] = {}
+        self._builder: Optional[DatasetBuilder] = None    # the data mode's dataset builder, after setup
         self._restored_scaler: Optional[Dict[str, Any]] = None
         self._ready = False
 
@@ -189,107 +134,105 @@ class GridDataModule(pl.LightningDataModule):
     def mode(self) -> str:
         return "sequences" if self.sequences is not None else "series"
 
-    def _load(self) -> None:
-        if self.path is not None and self.series is None:
-            self.series = _data.load_grid(self.path, key=self.key, layout=self.layout)
-        if self.series is not None:
-            self.series = _check_finite(self.conversion.wrap(self.series), self.fill_nan)
-            if np.ndim(self.series[:1]) != 4:
-                raise ValueError(f"the series must have 4 axes (time, rows, cols, channels) after the layout "
-                                 f"{self.layout!r} is applied; got shape {tuple(self.series.shape)}; choose "
-                                 f"layout THW for (time, rows, cols) data")
-        else:
-            seq = self.sequences
-            if not hasattr(seq, "shape"):
-                seq = np.asarray(seq)
-            if len(seq.shape) == 4:
-                seq = seq[..., None]
-            seq = self.conversion.wrap(seq)
-            if len(seq.shape) != 5:
-                raise ValueError(f"sequences must be (N, time, rows, cols[, channels]); got shape {tuple(seq.shape)}")
-            need = self.input_steps + self.gap + self.output_steps
-            if seq.shape[1] < need:
-                raise ValueError(f"sequences have {seq.shape[1]} frames, but a sample needs input_steps + gap + "
-                                 f"output_steps = {need}")
-            self.sequences = _check_finite(seq, self.fill_nan) if np.asarray(seq[:1]).dtype.kind == "f" else seq
-
     def setup(self, stage: Optional[str] = None) -> None:
         """Read the data, split it, fit the scaler on the training part (or take the one restored
         by :meth:`load_state_dict`) and build the datasets. Runs once."""
         if self._ready:
             return
         self._load()
-        scaler = _data.make_scaler(self.scaler_name)
+        self._check_finite()
+        builder = self._choose_builder()
+        self.parts, self.input_steps = builder.parts, builder.input_steps
+        self._fit_scaler_and_statistics(*builder.training_frames())
+        self.datasets = builder.build(self.scaler)
+        self._builder = builder
+        self._fit_climatology_by_hour()
+        self._ready = True
+
+    def _load(self) -> None:
+        """Read the series (or take the sequences) in the layout ``(time, rows, cols, channels)``
+        (``(N, time, rows, cols, channels)``), read through the unit conversion."""
+        if self.mode == "sequences":
+            self.sequences = self._loaded_sequences()
+            return
+        if self.path is not None and self.series is None:
+            self.series = _data.load_grid(self.path, key=self.key, layout=self.layout)
+        self.series = self.conversion.wrap(self.series)
+        if np.ndim(self.series[:1]) != 4:
+            raise ValueError(f"the series must have 4 axes (time, rows, cols, channels) after the layout "
+                             f"{self.layout!r} is applied; got shape {tuple(self.series.shape)}; choose "
+                             f"layout THW for (time, rows, cols) data")
+
+    def _loaded_sequences(self) -> Any:
+        seq = self.sequences
+        if not hasattr(seq, "shape"):
+            seq = np.asarray(seq)
+        if len(seq.shape) == 4:
+            seq = seq[..., None]
+        seq = self.conversion.wrap(seq)
+        if len(seq.shape) != 5:
+            raise ValueError(f"sequences must be (N, time, rows, cols[, channels]); got shape {tuple(seq.shape)}")
+        need = self.input_steps + self.gap + self.output_steps
+        if seq.shape[1] < need:
+            raise ValueError(f"sequences have {seq.shape[1]} frames, but a sample needs input_steps + gap + "
+                             f"output_steps = {need}")
+        return seq
+
+    def _check_finite(self) -> None:
+        """Refuse NaN and infinite values, or replace them with ``fill_nan``."""
         if self.mode == "series":
-            n = int(self.series.shape[0])
-            self.times = (load_times(self.path, n) if self.timestamps is None
-                          else _data.parse_timestamps(self.timestamps))
-            if self.times is not None and len(self.times) != n:
-                raise ValueError(f"timestamps has {len(self.times)} values for a series of {n} steps")
-            multiscale = self.multiscale.resolve(n, self.times, self.input_steps, self.gap,
-                                                 (0, int(round(n * self.split[0]))), self.path)
-            if multiscale:
-                self.input_steps = sum(self.multiscale.streams)
-            try:
-                if multiscale:  # a part needs room for one target only: its inputs may reach back into earlier parts
-                    self.parts = _data.chronological_split(n, 1, self.output_steps, fractions=self.split)
-                else:
-                    self.parts = _data.chronological_split(n, self.input_steps, self.output_steps,
-                                                           fractions=self.split, gap=self.gap)
-            except ValueError as exc:
-                raise ParameterError("split", f"split={list(self.split)}: {exc}",
-                                     also=("input_steps", "gap", "output_steps")) from None
-            a, b = self.parts["train"]
-            fit_series, fit_range = self.series, (a, b)
-        else:
-            n = int(self.sequences.shape[0])
-            a = int(round(n * self.split[0]))
-            b = n if self.split[2] == 0 else int(round(n * (self.split[0] + self.split[1])))
-            if self.split[1] == 0:
-                b = a
-            self.parts = {"train": (0, a), "val": (a, b), "test": (b, n)}
-            for name, (lo, hi), f in zip(("train", "val", "test"), self.parts.values(), self.split):
-                if f > 0 and hi <= lo:
-                    raise ValueError(f"the {name} part of split={list(self.split)} gets no sequence of the "
-                                     f"{n}; use more sequences or a larger {name} fraction")
-            # frames of the training sequences, time first, so the scaler and the mean see every frame
-            fit_series = self.sequences[:a].reshape((-1,) + tuple(self.sequences.shape[2:]))
-            fit_range = (0, fit_series.shape[0])
+            self.series = _finite(self.series, self.fill_nan)
+        elif np.asarray(self.sequences[:1]).dtype.kind == "f":
+            self.sequences = _finite(self.sequences, self.fill_nan)
+
+    def _choose_builder(self) -> DatasetBuilder:
+        """The dataset builder of the data mode (its parts fixed): sequences, multi-scale samples
+        when :attr:`multiscale` resolves on the series, else sliding windows."""
+        if self.mode == "sequences":
+            return SequenceBuilder(self.sequences, self.input_steps, self.output_steps, gap=self.gap,
+                                   split=self.split)
+        n = int(self.series.shape[0])
+        self.times = self._series_times(n)
+        train = (0, int(round(n * self.split[0])))
+        if self.multiscale.resolve(n, self.times, self.input_steps, self.gap, train, self.path):
+            return MultiScaleBuilder(self.series, self.multiscale, self.output_steps, stride=self.stride,
+                                     gap=self.gap, split=self.split)
+        return WindowBuilder(self.series, self.input_steps, self.output_steps, stride=self.stride, gap=self.gap,
+                             split=self.split)
+
+    def _series_times(self, n: int) -> Optional[np.ndarray]:
+        """The time stamps given (``timestamps``) or read from the file, ``None`` when there are none."""
+        times = load_times(self.path, n) if self.timestamps is None else _data.parse_timestamps(self.timestamps)
+        if times is not None and len(times) != n:
+            raise ValueError(f"timestamps has {len(times)} values for a series of {n} steps")
+        return times
+
+    def _fit_scaler_and_statistics(self, frames: Any, start: int, stop: int) -> None:
+        """Fit the scaler, the mean frame and the value range on ``frames[start:stop]`` (the
+        training part), unless a checkpoint gave them; decide :attr:`nonnegative` when automatic."""
         if self._restored_scaler is not None:
-            scaler = _data.scaler_from_state_dict(self._restored_scaler)
+            self.scaler = _data.scaler_from_state_dict(self._restored_scaler)
         else:
-            scaler.fit(fit_series, start=fit_range[0], stop=fit_range[1])
-        self.scaler = scaler
+            self.scaler = _data.make_scaler(self.scaler_name)
+            self.scaler.fit(frames, start=start, stop=stop)
         if self.climatology is None:
-            mean, lo, hi = _frame_stats(fit_series, *fit_range)
+            mean, lo, hi = mean_frame(frames, start, stop)
             self.climatology = mean.astype(np.float32)
             self.value_range = (lo, hi)
         if self.nonnegative is None:
             self.nonnegative = bool(self.value_range[0] >= 0)
             self.nonnegative_reason = (f"nonnegative=auto: the training part's minimum is {self.value_range[0]:g}"
                                        f"{'' if self.nonnegative else ' (negative)'}")
-        if self.mode == "series" and self.times is not None:
-            self._fit_climatology_by_hour(*fit_range)
-        for name, (lo, hi) in self.parts.items():
-            if hi <= lo:
-                continue
-            if self.multiscale.active:
-                self.datasets[name] = self.multiscale.dataset(self.series, self.output_steps, lo, hi, self.stride,
-                                                              self.gap, scaler)
-            elif self.mode == "series":
-                self.datasets[name] = _data.WindowDataset(self.series, self.input_steps, self.output_steps,
-                                                          start=lo, stop=hi, stride=self.stride, gap=self.gap,
-                                                          scaler=scaler)
-            else:
-                self.datasets[name] = SequenceDataset(self.sequences, self.input_steps, self.output_steps,
-                                                      start=lo, stop=hi, gap=self.gap, scaler=scaler)
-        if self.multiscale.active and len(self.datasets["train"]) == 0:
-            c, p, t = self.multiscale.streams
-            raise ValueError(f"no training sample: with closeness {c}, period {p} x {self.multiscale.period_interval} "
-                             f"and trend {t} x {self.multiscale.trend_interval} steps every lag of the training part's "
-                             f"{self.parts['train'][1]} steps reaches before the series' start; use a smaller "
-                             f"--period/--trend, or a longer series")
-        self._ready = True
+
+    def _fit_climatology_by_hour(self) -> None:
+        """From the series' time stamps and, unless a checkpoint gave them, average the training
+        frames per cell and hour of the day: the climatology baseline for daily cycles."""
+        if self.mode != "series" or self.times is None:
+            return
+        self.hours = _data.hours_of_day(self.times)
+        if self.climatology_by_hour is None:
+            self.climatology_by_hour, self.climatology_hour_counts = hour_of_day_means(
+                self.series, self.hours, *self.parts["train"])
 
     @property
     def sample_shape(self) -> Tuple[int, int, int]:
@@ -300,12 +243,12 @@ class GridDataModule(pl.LightningDataModule):
     @property
     def streams(self) -> Optional[Tuple[int, int, int]]:
         """``(closeness, period, trend)`` of multi-scale samples; ``None`` for plain windows."""
-        return self.multiscale.streams if self.multiscale.active else None
+        return None if self._builder is None else self._builder.streams
 
     @property
     def num_features(self) -> int:
         """Features per sample (calendar, external); batches are then ``(x, y, features)``."""
-        return self.multiscale.num_features if self.multiscale.active else 0
+        return 0 if self._builder is None else self._builder.num_features
 
     @property
     def has_val(self) -> bool:
@@ -340,20 +283,7 @@ class GridDataModule(pl.LightningDataModule):
         """Scaled values -> the data's own units."""
         return self.scaler.inverse_transform(x)
 
-    # ------------------------------------------------------------------ checkpoint state
-    def _fit_climatology_by_hour(self, start: int, stop: int) -> None:
-        """From the series' time stamps and, unless a checkpoint gave them, average the training
-        frames per cell and hour of the day: the climatology baseline for daily cycles."""
-        hours = _data.hours_of_day(self.times)
-        self.hours = hours
-        if self.climatology_by_hour is None:
-            from ..metrics import ClimatologyByTimeOfDay
-
-            clim = ClimatologyByTimeOfDay(24).fit(np.asarray(self.series[start:stop], dtype=np.float64),
-                                                  hours[start:stop])
-            self.climatology_by_hour = clim.means.astype(np.float32)
-            self.climatology_hour_counts = clim.counts.astype(np.int64)
-
+    # ------------------------------------------------------------------ climatology
     def unseen_target_hours(self, part: str) -> List[int]:
         """Hours of the day of ``part``'s target frames that no training frame fell on: their
         climatology forecast is the mean training frame. Empty without time stamps (or for a
@@ -361,9 +291,7 @@ class GridDataModule(pl.LightningDataModule):
         if (self.climatology_by_hour is None or self.hours is None or self.mode != "series"
                 or self.climatology_hour_counts is None or part not in self.datasets):
             return []
-        ds = self.datasets[part]
-        target_hours = {int(h) for i in range(len(ds)) for h in self.hours[ds.window_times(i)[1]]}
-        return sorted(h for h in target_hours if self.climatology_hour_counts[h] == 0)
+        return unseen_hours(self.datasets[part], self.hours, self.climatology_hour_counts)
 
     def target_climatology(self, part: str, first: int, count: int) -> Optional[np.ndarray]:
         """The climatology forecast for samples ``first .. first + count - 1`` of ``part``:
@@ -371,10 +299,9 @@ class GridDataModule(pl.LightningDataModule):
         ``(count, output_steps, rows, cols, channels)``; ``None`` without time stamps."""
         if self.climatology_by_hour is None or self.hours is None or self.mode != "series":
             return None
-        ds = self.datasets[part]
-        slots = np.stack([self.hours[ds.window_times(i)[1]] for i in range(first, first + count)])
-        return self.climatology_by_hour[slots]
+        return self.climatology_by_hour[target_hours(self.datasets[part], self.hours, first, count)]
 
+    # ------------------------------------------------------------------ checkpoint state
     def state_dict(self) -> Dict[str, Any]:
         """Plain data for checkpoints (``torch.load(weights_only=True)`` reads it)."""
         if not self._ready:
@@ -398,7 +325,7 @@ class GridDataModule(pl.LightningDataModule):
             "conversion": self.conversion.state_dict(),
             "nonnegative": self.nonnegative,
             "units": self.units,
-            **({"multiscale": self.multiscale.state_dict()} if self.multiscale.active else {}),
+            **({"multiscale": self.multiscale.state_dict()} if self.streams is not None else {}),
         }
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
@@ -475,7 +402,37 @@ def run_source_options(state: Dict[str, Any], path: Any, key: Optional[str] = No
     return key, layout or "THWC"
 
 
-def _check_finite(series: Any, fill_nan: Optional[float]) -> Any:
+def _check_options(series: Any, path: Any, sequences: Any, scaler: Any, nonnegative: Any, units: Any,
+                   **integers: Any) -> None:
+    """Check :class:`GridDataModule`'s options: one data source, the integers (``gap`` and
+    ``num_workers`` >= 0, the others >= 1), the scaler's name, ``nonnegative`` and ``units``."""
+    given = [n for n, v in (("series", series), ("path", path), ("sequences", sequences)) if v is not None]
+    if len(given) != 1:
+        raise ValueError(f"GridDataModule needs exactly one of series, path or sequences; got "
+                         f"{', '.join(given) if given else 'none'}")
+    for name, v in integers.items():
+        lo = 0 if name in ("gap", "num_workers") else 1
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+            raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+    if not isinstance(scaler, str) or scaler.lower() not in _data.SCALERS:
+        raise ValueError(f"scaler must be one of {', '.join(_data.SCALERS)}, got {scaler!r}")
+    if nonnegative is not None and not isinstance(nonnegative, bool):
+        raise ValueError(f"nonnegative must be True, False or None (auto), got {nonnegative!r}")
+    if not isinstance(units, str):
+        raise ValueError(f"units must be a string (e.g. 'mm/h', or '' for none), got {units!r}")
+
+
+def _as_conversion(conversion: Any) -> UnitConversion:
+    """A :class:`~convlstm.data.UnitConversion` from one, its ``state_dict()`` or ``None`` (the identity)."""
+    if conversion is None or isinstance(conversion, dict):
+        conversion = UnitConversion.from_state_dict(conversion)
+    if not isinstance(conversion, UnitConversion):
+        raise TypeError(f"conversion must be a convlstm.data.UnitConversion, its state_dict() or None, got "
+                        f"{type(conversion).__name__}")
+    return conversion
+
+
+def _finite(series: Any, fill_nan: Optional[float]) -> Any:
     """:func:`convlstm.data.check_finite` with ``fill=fill_nan``, its errors naming ``fill_nan``."""
     try:
         return _data.check_finite(series, fill=fill_nan,

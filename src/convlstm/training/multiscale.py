@@ -2,8 +2,9 @@ r"""Multi-scale samples for :class:`~convlstm.training.GridDataModule`: which cl
 and trend streams a run uses, their intervals, and the per-sample features (calendar of the
 target time, external series of the last observed step).
 
-:class:`MultiScale` turns the options of :class:`~convlstm.training.FitConfig` into
-:class:`convlstm.data.MultiScaleWindowDataset` parts, and back into plain data for checkpoints.
+:class:`MultiScale` resolves the options of :class:`~convlstm.training.FitConfig` on the data (the
+datasets are built by :class:`~convlstm.training.datasets.MultiScaleBuilder`), and turns them back
+into plain data for checkpoints.
 
 Feature layout, per sample, :math:`F = 6 [\text{calendar}] + \sum_k F_k` columns:
 :data:`convlstm.data.CALENDAR_FEATURES` of the first target step (when ``calendar`` or
@@ -35,7 +36,7 @@ def load_times(path: Optional[str], n_time: int) -> Optional[np.ndarray]:
 
 def auto_streams(steps_per_day: Optional[int], train_steps: int) -> Tuple[int, int]:
     """``(period, trend)`` for ``period=None`` / ``trend=None`` with a model that takes the streams
-    and features (``st-convlstm``; :class:`MultiScale` ``automatic=True``): ``(1, 1)``
+    and features (``st-convlstm``; :class:`MultiScale` ``model_takes_streams=True``): ``(1, 1)``
     (ST-ResNet's BikeNYC setting: yesterday's and last week's frame at the target's time) when the
     series has a known day (time stamps or ``steps_per_day``) and its training part holds at least
     two weeks, so at most half of the training samples are dropped for their week-old lag;
@@ -58,13 +59,19 @@ def auto_streams(steps_per_day: Optional[int], train_steps: int) -> Tuple[int, i
 
 class MultiScale:
     """The multi-scale options of a run. ``None`` options are automatic (:func:`auto_streams`) when
-    ``automatic`` is True (the run's model takes streams and features), else off (0, False)."""
+    ``model_takes_streams`` is True (the run's model takes streams and features), else off (0,
+    False). ``automatic`` is the former name of ``model_takes_streams``, still accepted.
+
+    :meth:`resolve` fixes them on the data; :attr:`in_use` then says whether the run's samples
+    are multi-scale, and :attr:`streams`, :attr:`num_features`, :attr:`features` what they hold.
+    """
 
     def __init__(self, closeness: Optional[int] = None, period: Optional[int] = None, trend: Optional[int] = None,
                  period_interval: Optional[int] = None, trend_interval: Optional[int] = None,
                  steps_per_day: Optional[int] = None, calendar: Optional[bool] = None,
                  holidays: Any = None, external: Sequence[str] = (), external_data: Optional[str] = None,
-                 external_range: Optional[Dict[str, List[List[float]]]] = None, automatic: bool = False) -> None:
+                 external_range: Optional[Dict[str, List[List[float]]]] = None, model_takes_streams: bool = False,
+                 automatic: Optional[bool] = None) -> None:
         self.closeness, self.period, self.trend = closeness, period, trend
         self.period_interval, self.trend_interval, self.steps_per_day = period_interval, trend_interval, steps_per_day
         self.calendar = calendar
@@ -77,42 +84,39 @@ class MultiScale:
         self.external = list(external or ())
         self.external_data = external_data
         self.external_range = dict(external_range or {})
-        self.automatic = bool(automatic)   # None options resolved by auto_streams (a model that uses them)
+        # None options resolved by auto_streams: the run's model takes streams and features
+        self.model_takes_streams = bool(model_takes_streams if automatic is None else automatic)
         self.streams: Tuple[int, int, int] = (0, 0, 0)
         self.num_features = 0
         self.feature_names: List[str] = []
         self.features: Optional[np.ndarray] = None
-        self.active = False
-        self._train: Tuple[int, int] = (0, 0)
+        self.in_use = False                             # resolve() chose multi-scale samples
+        self._train_range: Tuple[int, int] = (0, 0)    # external series are scaled with its range
 
     @property
-    def explicit(self) -> bool:
-        """True when an option asks for multi-scale samples whatever the data."""
+    def requested(self) -> bool:
+        """True when an option asks for multi-scale samples whatever the data and the model."""
         return (self.closeness is not None or bool(self.period) or bool(self.trend) or bool(self.calendar)
                 or self.holidays is not None or bool(self.external))
 
     def resolve(self, n_time: int, times: Optional[np.ndarray], input_steps: int, gap: int, train: Tuple[int, int],
                 path: Optional[str]) -> bool:
         """Fix the streams, intervals and features for a series of ``n_time`` steps with
-        ``times`` (or None) whose training part is ``train``; returns :attr:`active`."""
-        spd = self.steps_per_day
-        if spd is None and times is not None:
-            try:
-                spd = _data.steps_per_day(times)
-            except ValueError:
-                spd = None
-        auto_p, auto_t = auto_streams(spd, train[1] - train[0]) if self.automatic else (0, 0)
-        period = auto_p if self.period is None else self.period
-        trend = auto_t if self.trend is None else self.trend
+        ``times`` (or None) whose training part is ``train``; returns :attr:`in_use`."""
+        steps_per_day = self._steps_per_day(times)
+        auto_period, auto_trend = (auto_streams(steps_per_day, train[1] - train[0]) if self.model_takes_streams
+                                   else (0, 0))
+        period = auto_period if self.period is None else self.period
+        trend = auto_trend if self.trend is None else self.trend
         calendar = self.calendar
         if calendar is None:
-            calendar = bool(self.automatic and times is not None and (period or trend))
-        if not (self.explicit or period or trend):
+            calendar = bool(self.model_takes_streams and times is not None and (period or trend))
+        if not (self.requested or period or trend):
             return False
-        closeness = input_steps if self.closeness is None else self.closeness
-        p_int = self.period_interval if self.period_interval is not None else spd
-        t_int = self.trend_interval if self.trend_interval is not None else (None if spd is None else 7 * spd)
-        for name, count, interval in (("period", period, p_int), ("trend", trend, t_int)):
+        period_interval = self.period_interval if self.period_interval is not None else steps_per_day
+        trend_interval = (self.trend_interval if self.trend_interval is not None
+                          else None if steps_per_day is None else 7 * steps_per_day)
+        for name, count, interval in (("period", period, period_interval), ("trend", trend, trend_interval)):
             if count and interval is None:
                 raise ValueError(f"--{name} {count} needs the {name}'s interval: the data has no time stamps "
                                  f"that give the length of a day; give --{name}-interval STEPS or --steps-per-day N")
@@ -120,16 +124,26 @@ class MultiScale:
             raise ValueError("--calendar and --holidays need time stamps in the data file (an array named time, "
                              "times, date, dates, timestamp or timestamps, one per step, as datetime64 or "
                              "YYYYMMDDhhmm / DeepST YYYYMMDDss / ISO strings); this data has none that can be read")
+        closeness = input_steps if self.closeness is None else self.closeness
         self.streams = (int(closeness), int(period), int(trend))
-        self.period_interval = int(p_int) if period else self.period_interval
-        self.trend_interval = int(t_int) if trend else self.trend_interval
-        self.steps_per_day = spd
+        self.period_interval = int(period_interval) if period else self.period_interval
+        self.trend_interval = int(trend_interval) if trend else self.trend_interval
+        self.steps_per_day = steps_per_day
         self.calendar = bool(calendar or self.holidays is not None)
-        self._train = train
+        self._train_range = train
         self.features, self.feature_names = self.feature_rows(np.arange(n_time), times, n_time, gap, path)
         self.num_features = len(self.feature_names)
-        self.active = True
+        self.in_use = True
         return True
+
+    def _steps_per_day(self, times: Optional[np.ndarray]) -> Optional[int]:
+        """The option, else the one the time stamps give, else ``None``."""
+        if self.steps_per_day is not None or times is None:
+            return self.steps_per_day
+        try:
+            return _data.steps_per_day(times)
+        except ValueError:
+            return None
 
     def feature_rows(self, targets: np.ndarray, times: Optional[np.ndarray], n_time: int, gap: int,
                      path: Optional[str]) -> Tuple[Optional[np.ndarray], List[str]]:
@@ -169,7 +183,7 @@ class MultiScale:
         if not np.isfinite(values).all():
             raise ValueError(f"--external {key}: the series holds NaN or inf values; fill them first")
         if key not in self.external_range:
-            part = values[self._train[0]:self._train[1]]
+            part = values[self._train_range[0]:self._train_range[1]]
             self.external_range[key] = [part.min(axis=0).tolist(), part.max(axis=0).tolist()]
         lo, hi = (np.asarray(v, dtype=np.float64) for v in self.external_range[key])
         return (values - lo) / np.where(hi > lo, hi - lo, 1.0)
@@ -179,14 +193,6 @@ class MultiScale:
         c, p, t = self.streams
         return _data.stacked_lags(_data.multiscale_offsets(c, p, t, period_interval=self.period_interval,
                                                            trend_interval=self.trend_interval, gap=gap))
-
-    def dataset(self, series: Any, output_steps: int, start: int, stop: int, stride: int, gap: int,
-                scaler: Any) -> "_data.MultiScaleWindowDataset":
-        c, p, t = self.streams
-        return _data.MultiScaleWindowDataset(series, output_steps, closeness=c, period=p, trend=t,
-                                             period_interval=self.period_interval, trend_interval=self.trend_interval,
-                                             start=start, stop=stop, stride=stride, gap=gap, scaler=scaler,
-                                             features=self.features)
 
     def describe(self, datasets: Dict[str, Any]) -> str:
         """One line for the log: streams, intervals, features and samples per part (dropped)."""
