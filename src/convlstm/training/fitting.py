@@ -209,7 +209,7 @@ def datamodule_from_config(cfg: FitConfig) -> GridDataModule:
                           multiscale=MultiScale(cfg.closeness, cfg.period, cfg.trend, cfg.period_interval,
                                                 cfg.trend_interval, cfg.steps_per_day, cfg.calendar, cfg.holidays,
                                                 cfg.external, cfg.external_data,
-                                                automatic=_takes_streams_and_features(cfg.model)))
+                                                model_takes_streams=_takes_streams_and_features(cfg.model)))
 
 
 def _takes_streams_and_features(model: str) -> bool:

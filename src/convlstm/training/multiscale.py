@@ -60,7 +60,7 @@ def auto_streams(steps_per_day: Optional[int], train_steps: int) -> Tuple[int, i
 class MultiScale:
     """The multi-scale options of a run. ``None`` options are automatic (:func:`auto_streams`) when
     ``model_takes_streams`` is True (the run's model takes streams and features), else off (0,
-    False). ``automatic`` is the former name of ``model_takes_streams``, still accepted.
+    False).
 
     :meth:`resolve` fixes them on the data; :attr:`in_use` then says whether the run's samples
     are multi-scale, and :attr:`streams`, :attr:`num_features`, :attr:`features` what they hold.
@@ -70,8 +70,7 @@ class MultiScale:
                  period_interval: Optional[int] = None, trend_interval: Optional[int] = None,
                  steps_per_day: Optional[int] = None, calendar: Optional[bool] = None,
                  holidays: Any = None, external: Sequence[str] = (), external_data: Optional[str] = None,
-                 external_range: Optional[Dict[str, List[List[float]]]] = None, model_takes_streams: bool = False,
-                 automatic: Optional[bool] = None) -> None:
+                 external_range: Optional[Dict[str, List[List[float]]]] = None, model_takes_streams: bool = False) -> None:
         self.closeness, self.period, self.trend = closeness, period, trend
         self.period_interval, self.trend_interval, self.steps_per_day = period_interval, trend_interval, steps_per_day
         self.calendar = calendar
@@ -85,7 +84,7 @@ class MultiScale:
         self.external_data = external_data
         self.external_range = dict(external_range or {})
         # None options resolved by auto_streams: the run's model takes streams and features
-        self.model_takes_streams = bool(model_takes_streams if automatic is None else automatic)
+        self.model_takes_streams = bool(model_takes_streams)
         self.streams: Tuple[int, int, int] = (0, 0, 0)
         self.num_features = 0
         self.feature_names: List[str] = []
