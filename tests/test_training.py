@@ -189,12 +189,14 @@ def test_config_yaml_round_trip_and_errors(tmp_path):
 
 
 def test_small_frames_are_scored_without_ssim(tmp_path):
-    """A 6x5 grid (smaller than SSIM's window) still trains and gets MSE/MAE beside the baselines."""
+    """A 6x5 grid (smaller than SSIM's window) still trains and gets every score but SSIM beside the
+    baselines, CSI at the run's thresholds included."""
     np.save(tmp_path / "grid.npy", make_series(40, size=12)[:, :6, :5])
-    run = fit(tiny_config(tmp_path, run_dir=str(tmp_path / "r"), max_epochs=1))
+    run = fit(tiny_config(tmp_path, run_dir=str(tmp_path / "r"), max_epochs=1, thresholds=[20.0]))
     metrics = json.loads((Path(run) / "metrics.json").read_text())
     assert {"model", "persistence", "climatology"} <= set(metrics)
     assert len(metrics["climatology"]["per_lead_time"]["mse"]) == 2
+    assert "ssim" not in metrics["model"] and "psnr" in metrics["model"]
     # by hand: the test part is steps [32, 40); windows start at 32..35; persistence = last input frame
     s = make_series(40, size=12)[:, :6, :5].astype(np.float64)
     errs = [(s[t + 2] - s[t + 3 + k]) ** 2 for t in range(32, 36) for k in range(2)]
@@ -202,6 +204,11 @@ def test_small_frames_are_scored_without_ssim(tmp_path):
     clim = s[:24].mean(0)
     errs = [(clim - s[t + 3 + k]) ** 2 for t in range(32, 36) for k in range(2)]
     assert metrics["climatology"]["mse"] == pytest.approx(np.mean(errs), rel=1e-4)
+    pers = np.stack([s[t + 2] for t in range(32, 36) for k in range(2)])
+    true = np.stack([s[t + 3 + k] for t in range(32, 36) for k in range(2)])
+    h, m, f = [np.sum(a & b) for a, b in (((pers >= 20), (true >= 20)), ((pers < 20), (true >= 20)),
+                                           ((pers >= 20), (true < 20)))]
+    assert metrics["persistence"]["csi@20"] == pytest.approx(h / (h + m + f), rel=1e-12)
 
 
 def test_datamodule_errors(tmp_path):
