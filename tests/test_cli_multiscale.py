@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("lightning")
+import lightning  # noqa: F401  (the train extra: every test here needs it)
 
 from convlstm.training import GridDataModule, load_config
 from convlstm.training.multiscale import MultiScale
