@@ -137,14 +137,34 @@ def test_bad_policy_is_refused_naming_it(monkeypatch):
     assert _auto_timing._policy is None  # nothing changed
 
 
-def test_timing_is_real_under_fake_tensors(measure):
+def test_timing_steps_out_of_dispatch_modes(monkeypatch, measure):
     """``convlstm fit``'s memory guard first runs a step on fake tensors, where a convolution takes
-    no time: the measurement steps out of the fake mode, so what it remembers is the real timing."""
-    from torch._subclasses.fake_tensor import FakeTensorMode
+    no time: the measurement steps out of the fake mode, so that what it remembers for the real run
+    is a timing of real convolutions. Checked without a clock: the timer is replaced by one that
+    calls the timed function once and looks at it (a real tensor comes out, no dispatch mode is
+    active; a fake one would "take no time"), and the real call after the fake one measures
+    nothing again and runs on what the fake one remembered."""
+    from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+    from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
 
-    args = (4, 16, 32, (32, 32), (5, 5), "fft", torch.device("cpu"))
-    real = _auto_timing._step_timings(*args)
-    with FakeTensorMode():
-        under_fake = _auto_timing._step_timings(*args)
-    # a 1.3 GFLOP direct convolution: milliseconds for real, a tenth of that as a fake kernel
-    assert real["concat"] > 5e-4 and under_fake["concat"] > 0.3 * real["concat"], (real, under_fake)
+    timed = []
+
+    def inspecting_timer(run):  # in place of _fastest
+        out = run()
+        timed.append((isinstance(out, torch.Tensor), isinstance(out, FakeTensor),
+                      len(_get_current_dispatch_mode_stack())))
+        return 0.0 if isinstance(out, FakeTensor) else 1.0
+
+    monkeypatch.setattr(_auto_timing, "_fastest", inspecting_timer)
+    monkeypatch.setattr(_paths, "AUTO_FAST_CONV_MIN_FLOPS", 0)  # the rule sends the layer to "fft"
+    auto, ref = _layers()
+    x = torch.randn(2, 3, 3, 6, 5)  # (B, T, C, H, W), as the paths see it
+    with FakeTensorMode() as mode:   # what the layer's call under the memory guard asks
+        path, timings = _auto_timing.measured_choice(auto, mode.from_tensor(x), (6, 5), "fft")
+    assert timed == [(True, False, 0), (True, False, 0)], timed  # both ways, on real tensors, outside the mode
+    assert timings == {"concat": 1.0, "fft": 1.0}
+    with torch.no_grad():  # the real call: channels last, as the layer takes it
+        out = auto(x.permute(0, 1, 3, 4, 2))
+    assert len(timed) == 2, timed  # remembered from the call under the fake mode
+    assert auto.last_path_detail["auto_timings"] == {"concat": 1.0, "fft": 1.0}
+    torch.testing.assert_close(out, ref(x.permute(0, 1, 3, 4, 2)).detach(), rtol=0, atol=1e-5)

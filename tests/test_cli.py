@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-pytest.importorskip("lightning")
+import lightning  # noqa: F401  (the train extra: every test here needs it)
 
 from convlstm.training import FitConfig, load_config
 from _helpers import run_cli_captured as run

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("lightning")
+import lightning  # noqa: F401  (the train extra: every test here needs it)
 
 from convlstm.training import GridDataModule, load_config
 from convlstm.training.multiscale import MultiScale
@@ -144,6 +144,31 @@ def test_datamodule_datasets_pickle_the_file_not_the_frames(tmp_path):
                 assert len(blob) < 10_000
                 for a, b in zip(ds[len(ds) - 1], pickle.loads(blob)[len(ds) - 1]):
                     np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_data_module_hands_out_external_features_of_the_last_observed_step(tmp_path):
+    """Through GridDataModule: temp[t] = 10 + 2 t with a spike of 1e6 at step 35 (the test part);
+    min-max scaled with the training part's range (steps 0..27: 10 .. 64), a sample gets the
+    value of its last observed step t - gap - 1, so the target at 35 does not see the spike and
+    the target right after the gap following it does."""
+    n, gap = 40, 1
+    temp = 10.0 + 2.0 * np.arange(n)
+    temp[35] = 1e6
+    series = np.broadcast_to(np.arange(n, dtype=np.float32)[:, None, None], (n, 3, 3)).copy()
+    np.savez(tmp_path / "s.npz", data=series, temp=temp)
+    dm = GridDataModule(path=str(tmp_path / "s.npz"), key="data", layout="THW", input_steps=2, output_steps=1,
+                        gap=gap, split=(0.7, 0.15, 0.15), multiscale=MultiScale(closeness=2, external=["temp"]))
+    dm.setup()
+    assert dm.num_features == 1 and dm.multiscale.external_range == {"temp": [[10.0], [64.0]]}
+    seen = {}
+    for ds in dm.datasets.values():
+        for i, t in enumerate(ds.targets.tolist()):
+            seen[t] = ds[i][2].item()
+    assert {35, 36 + gap} <= set(seen)
+    for t, f in seen.items():
+        assert f == pytest.approx((temp[t - gap - 1] - 10.0) / 54.0, rel=1e-6), t
+    assert seen[35] == pytest.approx(2 * (35 - gap - 1) / 54.0, rel=1e-6)   # not the spike at its own step
+    assert seen[36 + gap] == pytest.approx((1e6 - 10.0) / 54.0, rel=1e-6)   # the spike, once observed
 
 
 def test_docstring_examples():

@@ -157,3 +157,37 @@ def test_holiday_file(tmp_path):
 
 def test_calendar_docstring_examples():
     assert doctest.testmod(calendar, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE).failed == 0
+
+
+# ------------------------------------------------------------------ external features
+def _external_file(tmp_path, n=40, spike_at=35):
+    """A ramp series and an external series temp[t] = 10 + 2 t with a spike of 1e6 at ``spike_at``
+    (after the training part): a sample whose target is ``spike_at`` must not see it, the sample
+    two steps later must, and it must not widen the training range the values are scaled with."""
+    temp = 10.0 + 2.0 * np.arange(n)
+    temp[spike_at] = 1e6
+    path = tmp_path / "series.npz"
+    np.savez(path, data=ramp(n)[..., 0], temp=temp)
+    return path, temp
+
+
+@pytest.mark.parametrize("gap", [0, 2])
+def test_external_features_are_the_last_observed_step_scaled_by_the_training_range(tmp_path, gap):
+    from convlstm.training.multiscale import MultiScale
+
+    n, train = 40, 28
+    path, temp = _external_file(tmp_path, n)
+    ms = MultiScale(closeness=2, external=["temp"], external_data=str(path))
+    assert ms.resolve(n, None, 2, gap, (0, train), None)
+    assert ms.external_range == {"temp": [[10.0], [10.0 + 2 * (train - 1)]]}  # 10 .. 64: the training part only
+    ds = ms.dataset(ramp(n), 1, start=train, stop=n, stride=1, gap=gap, scaler=None)
+    for target in (29 + gap, 35, 36 + gap, 39):
+        x, y, f = ds[int(np.flatnonzero(ds.targets == target)[0])]
+        last = target - gap - 1                                 # the last observed step
+        assert y.item() == target and x[-1].max().item() == last
+        assert f.tolist() == [pytest.approx((temp[last] - 10.0) / 54.0, rel=1e-6)]
+    # by hand: the target at the spike sees (10 + 2 * (34 - gap) - 10) / 54; the one after it, the spike
+    x, y, f = ds[int(np.flatnonzero(ds.targets == 35)[0])]
+    assert f.item() == pytest.approx(2 * (34 - gap) / 54.0, rel=1e-6)
+    x, y, f = ds[int(np.flatnonzero(ds.targets == 36 + gap)[0])]
+    assert f.item() == pytest.approx((1e6 - 10.0) / 54.0, rel=1e-6)

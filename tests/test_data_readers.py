@@ -180,7 +180,7 @@ def test_window_dataset_reads_lazily_from_hdf5(tmp_path):
 
 # -------------------------------------------------------------------------------------- netCDF
 def test_netcdf4_variable_via_h5netcdf(tmp_path):
-    h5netcdf = pytest.importorskip("h5netcdf")
+    import h5netcdf
     raw = (np.arange(6 * 4 * 5).reshape(6, 4, 5) % 50).astype(np.int16)
     raw[2, 1, 1] = -999
     with h5netcdf.File(tmp_path / "g.nc", "w") as f:
@@ -203,7 +203,7 @@ def test_netcdf4_variable_via_h5netcdf(tmp_path):
 
 
 def test_netcdf3_classic_via_scipy(tmp_path):
-    netcdf = pytest.importorskip("scipy.io")
+    import scipy.io as netcdf
     x = grid(t=5, c=1)[..., 0].astype(np.float32)
     f = netcdf.netcdf_file(tmp_path / "c.nc", "w")
     f.createDimension("time", 5)

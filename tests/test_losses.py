@@ -222,10 +222,10 @@ def test_bad_names_and_options():
 
 
 # ---------------------------------------------------------------------------------- training
-pytest.importorskip("lightning")
-
-
+# (these need the train extra's Lightning; the tests above need only torch)
 def test_config_cli_and_module_take_loss_options(tmp_path):
+    import lightning  # noqa: F401
+
     from convlstm import cli
     from convlstm.training import FitConfig, ForecastModule, load_config, save_config
 

@@ -34,7 +34,7 @@ def test_object_arrays_are_refused_without_suggesting_to_unpickle(tmp_path):
 
 
 def test_the_command_line_says_not_a_npy_file(tmp_path):
-    pytest.importorskip("lightning")
+    import lightning  # noqa: F401
     (tmp_path / "notes.npy").write_text("1 2 3\n")
     code, _, err = run("fit", tmp_path / "notes.npy", "--no-progress")
     assert code == 2 and "is not a .npy file" in err and "pickle" not in err and "Traceback" not in err
@@ -49,7 +49,7 @@ def _with_nan(tmp_path):
 
 
 def test_nan_from_the_command_line_names_fill_nan(tmp_path):
-    pytest.importorskip("lightning")
+    import lightning  # noqa: F401
     code, _, err = run("fit", _with_nan(tmp_path), "--layout", "THW", "--no-progress")
     assert code == 2
     assert "1 non-finite value(s) (1 NaN, 0 inf); the first at time 5, row 2, col 3" in err
@@ -57,7 +57,7 @@ def test_nan_from_the_command_line_names_fill_nan(tmp_path):
 
 
 def test_nan_from_python_names_the_parameter_of_the_call(tmp_path):
-    pytest.importorskip("lightning")
+    import lightning  # noqa: F401
     from convlstm.training import GridDataModule
 
     with pytest.raises(ValueError, match=r"Give fill_nan=<number>"):
@@ -68,7 +68,7 @@ def test_nan_from_python_names_the_parameter_of_the_call(tmp_path):
 
 # ---------------------------------------------------------------------------------- flags, not Python names
 def test_every_fit_option_has_a_flag_to_name():
-    pytest.importorskip("lightning")
+    import lightning  # noqa: F401
     import dataclasses
 
     from convlstm import cli
@@ -96,7 +96,7 @@ def test_every_fit_option_has_a_flag_to_name():
     (["--fss-scales", "3"], "--fss-scales", "fss_scales"),
 ])
 def test_config_errors_from_the_command_line_name_the_flag(tmp_path, argv, flag, field):
-    pytest.importorskip("lightning")
+    import lightning  # noqa: F401
     code, _, err = run("fit", "x.npy", *argv, "--save-config", tmp_path / "c.yaml")
     assert code == 2 and flag in err, err
     assert not re.search(rf"(?<![\w-]){field}(?!\w)", err), err  # the Python name, not inside the flag
@@ -105,7 +105,7 @@ def test_config_errors_from_the_command_line_name_the_flag(tmp_path, argv, flag,
 
 
 def test_key_and_split_errors_name_flags(tmp_path):
-    pytest.importorskip("lightning")
+    import lightning  # noqa: F401
     np.savez(tmp_path / "two.npz", rain=np.zeros((30, 8, 8), np.float32), mask=np.zeros((30, 8, 8), np.float32))
     code, _, err = run("fit", tmp_path / "two.npz", "--layout", "THW", "--no-progress")
     assert code == 2 and "choose one with --key NAME" in err and "key=" not in err, err
@@ -122,7 +122,7 @@ def test_key_and_split_errors_name_flags(tmp_path):
 def test_filters_alone_set_the_number_of_layers(name, filters):
     from convlstm.training.module import build_model  # what --model-option filters=[...] builds
 
-    pytest.importorskip("lightning")
+    import lightning  # noqa: F401
     model = build_model(name, {"filters": filters}, input_steps=2, output_steps=2, frame_shape=(16, 16, 1))
     assert len(model.kernel_sizes) == len(filters)
     with torch.no_grad():

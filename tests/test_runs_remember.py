@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-pytest.importorskip("lightning")
+import lightning  # noqa: F401  (the train extra: every test here needs it)
 
 from convlstm.training import load_config
 from _helpers import run_cli as run

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("lightning")
+import lightning  # noqa: F401  (the train extra: every test here needs it)
 
 from convlstm.training import (AtomicCheckpointIO, FitConfig, ForecastModule, GridDataModule, evaluate, fit,
                                load_checkpoint, load_config, predict, save_config)
