@@ -19,7 +19,8 @@ from . import constraints as _constraints
 from . import initializers as _initializers
 from . import regularizers as _regularizers
 from . import _paths
-from .cell import DATA_FORMATS, ConvLSTMCell, check_choice, check_positive_int
+from ._checks import check_choice, check_positive_int
+from .cell import DATA_FORMATS, ConvLSTMCell
 
 __all__ = ["ConvLSTM", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D", "regularization_loss", "apply_constraints"]
 
@@ -88,8 +89,8 @@ class ConvLSTM(nn.Module):
                  implementation: str = "auto", checkpoint_chunk=None, device=None, dtype=None):
         super().__init__()
         rank = self.rank
-        self.data_format = check_choice("channels_last" if data_format is None else data_format,
-                                        DATA_FORMATS, "data_format", lower=True)
+        self.data_format = check_choice("data_format", "channels_last" if data_format is None else data_format,
+                                        DATA_FORMATS, lower=True)
         # Everything the cell checks is checked here too, at construction, through a cell-shaped
         # dry run on one input channel when in_channels is not known yet.
         self._cell_kwargs: Dict[str, Any] = dict(
@@ -130,7 +131,7 @@ class ConvLSTM(nn.Module):
         self._factory = {"device": device, "dtype": dtype}
         self.cell: Optional[ConvLSTMCell] = None
         if in_channels is not None:
-            self.build(check_positive_int(in_channels, "in_channels"))
+            self.build(check_positive_int("in_channels", in_channels))
         else:  # torch's lazy-module placeholders, materialized by build()
             self.uninitialized = _UninitializedWeights([n for n, _ in probe.named_parameters()], **self._factory)
         self._states: Optional[Tuple[torch.Tensor, torch.Tensor]] = None

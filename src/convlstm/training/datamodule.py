@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .. import data as _data
+from .._checks import check_fractions
 from .._errors import ParameterError
 from .multiscale import MultiScale, load_times
 
@@ -46,17 +47,6 @@ class SequenceDataset(Dataset):
             x, y = self.scaler.transform(x), self.scaler.transform(y)
         return (torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32),
                 torch.as_tensor(np.ascontiguousarray(y), dtype=torch.float32))
-
-
-def _check_fractions(split: Sequence[float]) -> Tuple[float, float, float]:
-    try:
-        fr = tuple(float(f) for f in split)
-    except (TypeError, ValueError):
-        raise ValueError(f"split must be three fractions (train, val, test), got {split!r}") from None
-    if len(fr) != 3 or any(f < 0 or not math.isfinite(f) for f in fr) or abs(sum(fr) - 1) > 1e-6 or fr[0] <= 0:
-        raise ValueError(f"split must be three fractions (train, val, test) >= 0 summing to 1 with "
-                         f"train > 0, got {split!r}")
-    return fr
 
 
 def _frame_stats(series: Any, start: int, stop: int) -> Tuple[np.ndarray, float, float]:
@@ -158,7 +148,7 @@ class GridDataModule(pl.LightningDataModule):
         self.sequences = sequences
         self.input_steps, self.output_steps = int(input_steps), int(output_steps)
         self.stride, self.gap = int(stride), int(gap)
-        self.split = _check_fractions(split)
+        self.split = check_fractions("split", split)
         self.scaler_name = scaler.lower()
         self.fill_nan = fill_nan
         self.batch_size, self.num_workers = int(batch_size), int(num_workers)
