@@ -7,14 +7,17 @@ import argparse
 import os
 import re
 import sys
-from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence, Tuple
 
 if TYPE_CHECKING:
     from .training.config import FitConfig
 
 __all__ = ["main", "build_parser"]
 
-_EXPECTED_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, KeyError, NotADirectoryError)
+# The user's mistakes (exit status 2, one line naming the flag): a value the library refuses (a
+# ValueError; ParameterError and ParameterTypeError name the parameter, as the flag that set it) and
+# a path that does not exist, already exists, or is a file where a folder is needed or the reverse.
+_USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError)
 
 MAIN_EPILOG = """\
 examples:
@@ -531,7 +534,7 @@ def _flag_names(parser: argparse.ArgumentParser) -> Dict[str, str]:
 def _cli_message(exc: BaseException, flag_names: Dict[str, str]) -> str:
     """The message of ``exc``; for a :class:`~convlstm._errors.ParameterError`, with the
     parameters it names spelled as this command's flags (``fill_nan=0`` -> ``--fill-nan 0``)."""
-    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    text = str(exc)
     for name in getattr(exc, "parameters", ()):
         flag = flag_names.get(name)
         if flag:
@@ -680,27 +683,44 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the command line; returns the exit status (0 on success, 2 for a bad argument)."""
+    """Run the command line and return its exit status.
+
+    0 on success; 2 for a mistake of the user's (a bad argument, a missing file: one line that
+    names the flag); 1 for a file the system refuses to read or write (permission denied, disk
+    full: one line that names the path and why); 130 when interrupted. Any other exception is a
+    bug and propagates with its traceback, as every exception does when the environment variable
+    ``CONVLSTM_DEBUG`` is set.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except _EXPECTED_ERRORS as exc:
-        if os.environ.get("CONVLSTM_DEBUG"):
-            raise
-        print(f"convlstm {args.command}: error: {_cli_message(exc, getattr(args, 'flag_names', {}))}", file=sys.stderr)
-        return 2
-    except ImportError as exc:
-        if os.environ.get("CONVLSTM_DEBUG"):
-            raise
-        from .training import missing_train_extra
-
-        print(f"convlstm {args.command}: error: {missing_train_extra(exc, f'convlstm {args.command}')}",
-              file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"convlstm {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        report = None if os.environ.get("CONVLSTM_DEBUG") else _error_report(exc, args)
+        if report is None:  # a bug: its traceback
+            raise
+        message, status = report
+        print(f"convlstm {args.command}: error: {message}", file=sys.stderr)
+        return status
+
+
+def _error_report(exc: Exception, args: argparse.Namespace) -> Optional[Tuple[str, int]]:
+    """The one-line message and the exit status of ``exc``, or ``None`` for a bug."""
+    if isinstance(exc, OSError) and exc.filename is not None:  # the system's, about a path
+        paths = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+        return f"{paths}: {exc.strerror or exc}", 2 if isinstance(exc, _USER_ERRORS) else 1
+    if isinstance(exc, _USER_ERRORS):
+        return _cli_message(exc, getattr(args, "flag_names", {})), 2
+    if isinstance(exc, OSError):  # that names no path
+        return str(exc), 1
+    if isinstance(exc, ImportError) and (exc.name or "").split(".")[0] != "convlstm":  # a package not installed
+        from .training import missing_train_extra
+
+        return str(missing_train_extra(exc, f"convlstm {args.command}")), 2
+    return None
 
 
 if __name__ == "__main__":  # python -m convlstm.cli
