@@ -41,6 +41,7 @@ def test_a_bad_flag_value_is_one_line_naming_the_flag(capsys, tmp_path):
 
 @pytest.mark.parametrize("option, message", [
     ("filters=[2.5]", "filters[0] must be a positive int, got 2.5"),  # a TypeError to Python callers
+    ("output_activation=5", "output_activation must be an activation name, None or a callable, got int"),
     ("nosuch=1", "unknown option(s) nosuch"),
 ])
 def test_a_model_option_of_the_wrong_type_or_name_is_a_user_error(capsys, tmp_path, option, message):

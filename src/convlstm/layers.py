@@ -21,6 +21,7 @@ from . import regularizers as _regularizers
 from . import _paths
 from ._checks import check_choice, check_positive_int
 from .cell import DATA_FORMATS, ConvLSTMCell
+from ._errors import ParameterTypeError
 
 __all__ = ["ConvLSTM", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D", "regularization_loss", "apply_constraints"]
 
@@ -29,7 +30,7 @@ _SPATIAL_NAMES = {1: "steps", 2: "rows, cols", 3: "dim1, dim2, dim3"}
 
 def _check_rate(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{name} must be a float in [0, 1], got {value!r}")
+        raise ParameterTypeError(name, f"{name} must be a float in [0, 1], got {value!r}")
     if not 0.0 <= float(value) <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {value}")
     return float(value)
@@ -118,7 +119,7 @@ class ConvLSTM(nn.Module):
         self.dropout = _check_rate(dropout, "dropout")
         self.recurrent_dropout = _check_rate(recurrent_dropout, "recurrent_dropout")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-            raise TypeError(f"seed must be an int or None, got {seed!r}")
+            raise ParameterTypeError("seed", f"seed must be an int or None, got {seed!r}")
         self.seed = None if seed is None else int(seed)
         self.return_sequences = bool(return_sequences)
         self.return_state = bool(return_state)
