@@ -250,12 +250,13 @@ class FitConfig:
         _integer(self, "period_interval", 1, optional=True); _integer(self, "trend_interval", 1, optional=True)
         _integer(self, "steps_per_day", 1, optional=True)
         if self.calendar is not None and not isinstance(self.calendar, bool):
-            raise ValueError(f"calendar must be true, false or null (automatic); got {self.calendar!r}")
+            raise ParameterError("calendar", f"calendar must be true, false or null (automatic); "
+                                             f"got {self.calendar!r}")
         _text(self, "holidays"); _text(self, "external_data")
         ext = [self.external] if isinstance(self.external, str) else (self.external or [])
         if not isinstance(ext, (list, tuple)) or not all(isinstance(k, str) and k for k in ext):
-            raise ValueError(f"external must be a list of keys (arrays in the data file or external_data); "
-                             f"got {self.external!r}")
+            raise ParameterError("external", f"external must be a list of keys (arrays in the data file or "
+                                             f"external_data); got {self.external!r}", also=("external_data",))
         self.external = list(ext)
 
     def _check_values(self) -> None:
