@@ -4,6 +4,7 @@ that fails, and a writer process killed with SIGKILL in the middle of a large fi
 The truth each test checks is the file system itself: the previous file's bytes, and the list of
 files in the folder.
 """
+import errno
 import json
 import os
 import signal
@@ -64,6 +65,27 @@ def test_a_failing_sync_or_rename_keeps_the_previous_file_and_leaves_no_temp(tmp
     with pytest.raises(OSError, match="injected"):
         with _io.atomic_write(target, "wb") as fh:
             fh.write(b"new content")
+    monkeypatch.undo()
+    assert target.read_bytes() == OLD
+    assert sorted(p.name for p in target.parent.iterdir()) == ["data.bin"]
+
+
+def test_an_error_writing_the_temporary_file_names_the_file_asked_for(tmp_path, monkeypatch):
+    """A full disk (a write that names no file) or a folder that is not writable (the temporary
+    file cannot be made) is reported about the target, the path the caller knows."""
+    target = _folder(tmp_path)
+    with pytest.raises(OSError) as info:
+        with _io.atomic_write(target, "wb"):
+            raise OSError(errno.ENOSPC, "No space left on device (injected)")
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
+
+    def refuse(prefix, suffix, dir):
+        raise PermissionError(errno.EACCES, "Permission denied (injected)", os.path.join(dir, prefix + suffix))
+
+    monkeypatch.setattr(_io.tempfile, "mkstemp", refuse)
+    with pytest.raises(PermissionError) as info:
+        _io.write_text(target, "new")
+    assert info.value.filename == str(target) and "injected" in str(info.value)
     monkeypatch.undo()
     assert target.read_bytes() == OLD
     assert sorted(p.name for p in target.parent.iterdir()) == ["data.bin"]

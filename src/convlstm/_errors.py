@@ -1,9 +1,9 @@
-"""The error for a bad value of a named parameter, so that each front end can name it its own way."""
+"""The errors for a bad value of a named parameter, so that each front end can name it its own way."""
 from __future__ import annotations
 
 from typing import Sequence, Tuple
 
-__all__ = ["ParameterError"]
+__all__ = ["ParameterError", "ParameterTypeError"]
 
 
 class ParameterError(ValueError):
@@ -29,3 +29,20 @@ class ParameterError(ValueError):
         super().__init__(message)
         self.parameter = parameter
         self.parameters: Tuple[str, ...] = (parameter,) + tuple(also)
+
+
+class ParameterTypeError(ParameterError, TypeError):
+    """A :class:`ParameterError` for a value of the wrong type (``filters=2.5``,
+    ``split="0.7 0.1 0.2"``).
+
+    It is a ``TypeError``, as Python reports a wrong argument type, and, through
+    :class:`ParameterError`, a ``ValueError`` too: a front end that reports bad values to the
+    user (the command line, which reads values from flags and YAML files) reports it the same way,
+    while a plain ``TypeError`` stays a programming error there.
+
+    Example::
+
+        >>> err = ParameterTypeError("filters", "filters must be a positive int, got 2.5")
+        >>> isinstance(err, TypeError), isinstance(err, ValueError), err.parameter
+        (True, True, 'filters')
+    """

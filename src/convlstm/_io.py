@@ -29,6 +29,12 @@ def _umask() -> int:
     return mask
 
 
+def _about(path: Path, exc: OSError) -> OSError:
+    """``exc`` (an error writing the temporary file of ``path``, or writing without naming a
+    file, as on a full disk) as the same error about ``path``, the file the caller asked for."""
+    return OSError(exc.errno, exc.strerror, str(path))  # of the errno's subclass: PermissionError, ...
+
+
 @contextlib.contextmanager
 def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed to ``path``.
@@ -40,7 +46,12 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # the folder is not writable, the disk is full, ...
+        if exc.errno is None:
+            raise
+        raise _about(path, exc) from exc
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -49,6 +60,10 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp_path, path)
+    except OSError as exc:
+        if exc.errno is None or exc.filename not in (None, str(tmp_path)):  # another file the writer used
+            raise
+        raise _about(path, exc) from exc
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

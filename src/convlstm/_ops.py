@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils._pytree import tree_leaves
 
+from ._errors import ParameterTypeError
+
 CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 
@@ -32,19 +34,20 @@ def channels_last_format(rank: int) -> Optional[torch.memory_format]:
 def normalize_tuple(value, rank: int, name: str, *, minimum: int = 1) -> Tuple[int, ...]:
     """An int or a sequence of ``rank`` ints, each ``>= minimum``, as a tuple (Keras's rules)."""
     if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int or a tuple of {rank} ints, got {value!r}")
+        raise ParameterTypeError(name, f"{name} must be an int or a tuple of {rank} ints, got {value!r}")
     if isinstance(value, int):
         values = (value,) * rank
     else:
         try:
             values = tuple(value)
         except TypeError:
-            raise TypeError(f"{name} must be an int or a tuple of {rank} ints, got {value!r}") from None
+            raise ParameterTypeError(name, f"{name} must be an int or a tuple of {rank} ints, "
+                                           f"got {value!r}") from None
         if len(values) != rank:
             raise ValueError(f"{name} must be an int or a tuple of {rank} ints, got {value!r} "
                              f"({len(values)} values)")
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-            raise TypeError(f"{name} must hold ints, got {value!r}")
+            raise ParameterTypeError(name, f"{name} must hold ints, got {value!r}")
     if any(v < minimum for v in values):
         raise ValueError(f"{name} values must be >= {minimum}, got {value!r}")
     return values

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, Dict, Mapping
 
+from ._errors import ParameterTypeError
+
 
 def snake_case(name: str) -> str:
     """``"GlorotUniform"`` -> ``"glorot_uniform"``, ``"L1L2"`` -> ``"l1_l2"``."""
@@ -46,7 +48,7 @@ def resolve(identifier: Any, table: Mapping[str, Callable[..., Any]], *, kind: s
             raise ValueError(f"{parameter}: bad config for {kind} {name!r}: {err}") from None
     if callable(identifier):
         return identifier
-    raise TypeError(
-        f"{parameter} must be a {kind} name, a config dict, an object or a callable, "
-        f"got {type(identifier).__name__}"
+    raise ParameterTypeError(
+        parameter, f"{parameter} must be a {kind} name, a config dict, an object or a callable, "
+                   f"got {type(identifier).__name__}"
     )

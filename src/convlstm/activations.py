@@ -17,6 +17,8 @@ from typing import Callable, Union
 import torch
 import torch.nn.functional as F
 
+from ._errors import ParameterTypeError
+
 __all__ = ["get", "name_of", "keras2_hard_sigmoid", "hard_sigmoid", "linear", "ACTIVATIONS"]
 
 
@@ -130,8 +132,8 @@ def get(identifier: Union[str, Callable, None], *, parameter: str = "activation"
         return fn
     if callable(identifier):
         return identifier
-    raise TypeError(
-        f"{parameter} must be an activation name, None or a callable, got {type(identifier).__name__}"
+    raise ParameterTypeError(
+        parameter, f"{parameter} must be an activation name, None or a callable, got {type(identifier).__name__}"
     )
 
 

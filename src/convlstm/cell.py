@@ -23,6 +23,7 @@ import torch.nn as nn
 
 from . import activations as _activations
 from . import initializers as _initializers
+from ._checks import check_choice, check_positive_int
 from ._ops import ConvPlan, cached_plan, keras_to_torch_kernel, normalize_tuple, output_size, torch_to_keras_kernel
 from ._workspace import Workspace
 
@@ -30,6 +31,7 @@ __all__ = ["ConvLSTMCell"]
 
 PADDINGS = ("valid", "same")
 DATA_FORMATS = ("channels_last", "channels_first")
+_PADDING_NOTES = {"causal": "'causal' padding is not supported by ConvLSTM, as in Keras"}
 
 
 class ConvLSTMCell(nn.Module):
@@ -86,16 +88,16 @@ class ConvLSTMCell(nn.Module):
         if rank not in (1, 2, 3):
             raise ValueError(f"rank must be 1, 2 or 3, got {rank!r}")
         self.rank = rank
-        self.filters = check_filters(filters)
-        self.in_channels = check_positive_int(in_channels, "in_channels")
+        self.filters = check_positive_int("filters", filters)
+        self.in_channels = check_positive_int("in_channels", in_channels)
         self.kernel_size = normalize_tuple(kernel_size, rank, "kernel_size")
         self.strides = normalize_tuple(strides, rank, "strides")
         self.dilation_rate = normalize_tuple(dilation_rate, rank, "dilation_rate")
-        self.padding = check_choice(padding, PADDINGS, "padding", lower=True)
+        self.padding = check_choice("padding", padding, PADDINGS, lower=True, notes=_PADDING_NOTES)
         if max(self.strides) > 1 and max(self.dilation_rate) > 1:
             raise ValueError(f"strides={self.strides} and dilation_rate={self.dilation_rate}: strides > 1 "
                              "cannot be combined with dilation_rate > 1 (as in Keras); set one of them to 1")
-        self.data_format = check_choice(data_format, DATA_FORMATS, "data_format", lower=True)
+        self.data_format = check_choice("data_format", data_format, DATA_FORMATS, lower=True)
         self.activation = _activations.get(activation, parameter="activation")
         self.recurrent_activation = _activations.get(recurrent_activation, parameter="recurrent_activation")
         self.use_bias = bool(use_bias)
@@ -305,25 +307,3 @@ def _initialize(init, shape: Tuple[int, ...], name: str) -> torch.Tensor:
     if tuple(value.shape) != tuple(shape):
         raise ValueError(f"{name} returned shape {tuple(value.shape)}, expected {tuple(shape)} (Keras layout)")
     return value
-
-
-def check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be a positive int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive int (>= 1), got {value}")
-    return int(value)
-
-
-def check_filters(value) -> int:
-    return check_positive_int(value, "filters")
-
-
-def check_choice(value, allowed: Sequence[str], name: str, *, lower: bool = False) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
-    v = value.lower() if lower else value
-    if v not in allowed:
-        hint = " ('causal' padding is not supported by ConvLSTM, as in Keras)" if v == "causal" else ""
-        raise ValueError(f"{name}={value!r} is not allowed; allowed: {', '.join(map(repr, allowed))}{hint}")
-    return v

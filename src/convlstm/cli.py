@@ -7,11 +7,17 @@ import argparse
 import os
 import re
 import sys
-from typing import Any, Dict, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence, Tuple
+
+if TYPE_CHECKING:
+    from .training.config import FitConfig
 
 __all__ = ["main", "build_parser"]
 
-_EXPECTED_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, KeyError, NotADirectoryError)
+# The user's mistakes (exit status 2, one line naming the flag): a value the library refuses (a
+# ValueError; ParameterError and ParameterTypeError name the parameter, as the flag that set it) and
+# a path that does not exist, already exists, or is a file where a folder is needed or the reverse.
+_USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError)
 
 MAIN_EPILOG = """\
 examples:
@@ -126,146 +132,210 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: {d})"
 
 
+def _option(group: Any, *flags: str, default: Any = None, **kw: Any) -> None:
+    """Add a ``convlstm fit`` option to ``group``. Only the options given are parsed
+    (``argparse.SUPPRESS``), so that only they override the config file; ``default``, the
+    :class:`~convlstm.training.FitConfig` default, is shown in the help."""
+    if "help" in kw and default is not None and not kw.get("action"):
+        kw["help"] += f" (default: {default})"
+    group.add_argument(*flags, default=argparse.SUPPRESS, **kw)
+
+
 def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
-    from .extrapolation import MOTION_METHODS
-    from .data.units import TRANSFORMS
-    from .metrics import BASELINES
-    from .training.config import LAYOUTS, LOSSES, PRECISIONS, SCALER_NAMES, SCHEDULERS, FitConfig
+    """``convlstm fit``'s arguments: DATA, ``--config``, ``--save-config``, then one flag per
+    :class:`~convlstm.training.FitConfig` field, by group."""
+    from .training.config import FitConfig
 
-    d = FitConfig()
-    S = argparse.SUPPRESS  # only flags that are given override the config file
-
-    def add(group, *flags: str, default: Any = None, **kw: Any) -> None:
-        if "help" in kw and default is not None and not kw.get("action"):
-            kw["help"] += f" (default: {default})"
-        group.add_argument(*flags, default=S, **kw)
-
-    p.add_argument("data", nargs="?", default=S, metavar="DATA",
+    defaults = FitConfig()
+    p.add_argument("data", nargs="?", default=argparse.SUPPRESS, metavar="DATA",
                    help="the grid file: .npy, .npz, .h5/.hdf5 or .nc, with time first")
     p.add_argument("--config", default=None, metavar="YAML|NAME",
                    help="read options from this YAML file, or a bundled config's name (`convlstm config` lists "
                         "them); flags given here override it")
     p.add_argument("--save-config", default=None, metavar="YAML",
                    help="write the resulting options to this YAML file and exit without training")
+    _add_fit_data_options(p, defaults)
+    _add_fit_multiscale_options(p)
+    _add_fit_unit_options(p, defaults)
+    _add_fit_model_options(p, defaults)
+    _add_fit_optimisation_options(p, defaults)
+    _add_fit_hardware_options(p, defaults)
+    _add_fit_output_options(p, defaults)
+
+
+def _add_fit_data_options(p: argparse.ArgumentParser, defaults: "FitConfig") -> None:
+    """The data file's key and layout, the samples' windows and split, scaling, loading."""
+    from .training.config import LAYOUTS, SCALER_NAMES
+
     g = p.add_argument_group("data")
-    add(g, "--key", metavar="NAME", help="array (.npz), dataset path (.h5) or variable (.nc) in the file")
-    add(g, "--layout", choices=LAYOUTS, default=d.layout,
-        help="how the file's axes are stored: time, rows, cols, channels / time, channels, rows, cols / "
-             "time, rows, cols (one channel)")
-    add(g, "--input-steps", type=int, metavar="N", default=d.input_steps, help="frames the model sees")
-    add(g, "--output-steps", type=int, metavar="N", default=d.output_steps, help="frames it forecasts")
-    add(g, "--stride", type=int, metavar="N", default=d.stride, help="steps between the starts of samples")
-    add(g, "--gap", type=int, metavar="N", default=d.gap,
-        help="steps skipped between the last input and the first forecast frame")
-    add(g, "--split", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"), default=" ".join(map(str, d.split)),
-        help="chronological fractions of the time axis; no sample crosses a boundary")
-    add(g, "--scaler", choices=SCALER_NAMES, default=d.scaler,
-        help="per-channel scaling fitted on the training part only (log1p for counts and rain; db: pysteps's "
-             "decibel transform with a no-rain threshold, for rain rates)")
-    add(g, "--fill-nan", type=float, metavar="VALUE", help="replace NaN/inf by VALUE (otherwise they are an error)")
-    add(g, "--batch-size", type=int, metavar="N", default=d.batch_size, help="samples per batch (per device)")
-    add(g, "--num-workers", type=int, metavar="N", default=d.num_workers, help="data loader worker processes")
+    _option(g, "--key", metavar="NAME", help="array (.npz), dataset path (.h5) or variable (.nc) in the file")
+    _option(g, "--layout", choices=LAYOUTS, default=defaults.layout,
+            help="how the file's axes are stored: time, rows, cols, channels / time, channels, rows, cols / "
+                 "time, rows, cols (one channel)")
+    _option(g, "--input-steps", type=int, metavar="N", default=defaults.input_steps, help="frames the model sees")
+    _option(g, "--output-steps", type=int, metavar="N", default=defaults.output_steps, help="frames it forecasts")
+    _option(g, "--stride", type=int, metavar="N", default=defaults.stride,
+            help="steps between the starts of samples")
+    _option(g, "--gap", type=int, metavar="N", default=defaults.gap,
+            help="steps skipped between the last input and the first forecast frame")
+    _option(g, "--split", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"),
+            default=" ".join(map(str, defaults.split)),
+            help="chronological fractions of the time axis; no sample crosses a boundary")
+    _option(g, "--scaler", choices=SCALER_NAMES, default=defaults.scaler,
+            help="per-channel scaling fitted on the training part only (log1p for counts and rain; db: pysteps's "
+                 "decibel transform with a no-rain threshold, for rain rates)")
+    _option(g, "--fill-nan", type=float, metavar="VALUE",
+            help="replace NaN/inf by VALUE (otherwise they are an error)")
+    _option(g, "--batch-size", type=int, metavar="N", default=defaults.batch_size,
+            help="samples per batch (per device)")
+    _option(g, "--num-workers", type=int, metavar="N", default=defaults.num_workers,
+            help="data loader worker processes")
+
+
+def _add_fit_multiscale_options(p: argparse.ArgumentParser) -> None:
+    """Closeness, period and trend samples, calendar and external features."""
     g = p.add_argument_group("multi-scale samples and features (crowd flow; docs/crowd-flow.md)")
-    add(g, "--closeness", type=int, metavar="N",
-        help="the last N frames (default: --input-steps); any option of this group switches to multi-scale "
-             "samples: a sample belongs to the part of its target, its inputs may reach back into earlier parts")
-    add(g, "--period", type=int, metavar="N",
-        help="frames at the target's time on the N previous days (default with --model st-convlstm: 1, with "
-             "--trend 1 and --calendar, when the file's time stamps give the day and training holds two weeks; "
-             "else 0)")
-    add(g, "--trend", type=int, metavar="N", help="frames at the target's time in the N previous weeks (default: "
-                                                  "as --period)")
-    add(g, "--period-interval", type=int, metavar="STEPS", help="steps between period frames (default: one day)")
-    add(g, "--trend-interval", type=int, metavar="STEPS", help="steps between trend frames (default: one week)")
-    add(g, "--steps-per-day", type=int, metavar="N", help="steps in a day, for files without time stamps")
-    add(g, "--calendar", action=argparse.BooleanOptionalAction,
-        help="hour of day and day of week (sin/cos), weekend and holiday of the target time as features (needs "
-             "time stamps and --model st-convlstm; default: as --period)")
-    add(g, "--holidays", metavar="FILE", help="text file of holiday dates, one per line (YYYY-MM-DD); implies "
-                                              "--calendar")
-    add(g, "--external", nargs="+", metavar="KEY",
-        help="external series (T,) or (T, F) in the data file (or --external-data), e.g. temperature")
-    add(g, "--external-data", metavar="FILE", help="the file that holds the --external series")
+    _option(g, "--closeness", type=int, metavar="N",
+            help="the last N frames (default: --input-steps); any option of this group switches to multi-scale "
+                 "samples: a sample belongs to the part of its target, its inputs may reach back into earlier parts")
+    _option(g, "--period", type=int, metavar="N",
+            help="frames at the target's time on the N previous days (default with --model st-convlstm: 1, with "
+                 "--trend 1 and --calendar, when the file's time stamps give the day and training holds two weeks; "
+                 "else 0)")
+    _option(g, "--trend", type=int, metavar="N",
+            help="frames at the target's time in the N previous weeks (default: as --period)")
+    _option(g, "--period-interval", type=int, metavar="STEPS",
+            help="steps between period frames (default: one day)")
+    _option(g, "--trend-interval", type=int, metavar="STEPS", help="steps between trend frames (default: one week)")
+    _option(g, "--steps-per-day", type=int, metavar="N", help="steps in a day, for files without time stamps")
+    _option(g, "--calendar", action=argparse.BooleanOptionalAction,
+            help="hour of day and day of week (sin/cos), weekend and holiday of the target time as features (needs "
+                 "time stamps and --model st-convlstm; default: as --period)")
+    _option(g, "--holidays", metavar="FILE",
+            help="text file of holiday dates, one per line (YYYY-MM-DD); implies --calendar")
+    _option(g, "--external", nargs="+", metavar="KEY",
+            help="external series (T,) or (T, F) in the data file (or --external-data), e.g. temperature")
+    _option(g, "--external-data", metavar="FILE", help="the file that holds the --external series")
+
+
+def _add_fit_unit_options(p: argparse.ArgumentParser, defaults: "FitConfig") -> None:
+    """The physical units of the data: scale, offset and transform."""
+    from .data.units import TRANSFORMS
+
     g = p.add_argument_group("physical units (value = stored * scale + offset, then --transform; thresholds, "
                              "metrics, pictures and forecasts are in these units)")
-    add(g, "--scale", type=float, metavar="S", default=d.scale, help="multiply the stored values by S")
-    add(g, "--offset", type=float, metavar="O", default=d.offset, help="then add O")
-    add(g, "--transform", choices=TRANSFORMS, default=d.transform,
-        help="then convert: dBZ <-> rain rate in mm/h through Z = a R^b, or an accumulation per interval "
-             "<-> mm/h")
-    add(g, "--zr-a", type=float, metavar="A", default=d.zr_a, help="a of Z = a R^b (Marshall-Palmer)")
-    add(g, "--zr-b", type=float, metavar="B", default=d.zr_b, help="b of Z = a R^b (Marshall-Palmer)")
-    add(g, "--interval-minutes", type=float, metavar="MIN",
-        help="the accumulation interval, for accumulation-to-rate and rate-to-accumulation")
-    add(g, "--nonnegative", action=argparse.BooleanOptionalAction,
-        help="clamp forecasts at 0 in data units, or not (default: on when the training part has no negative "
-             "value, as counts and rain; the log says which)")
+    _option(g, "--scale", type=float, metavar="S", default=defaults.scale,
+            help="multiply the stored values by S")
+    _option(g, "--offset", type=float, metavar="O", default=defaults.offset, help="then add O")
+    _option(g, "--transform", choices=TRANSFORMS, default=defaults.transform,
+            help="then convert: dBZ <-> rain rate in mm/h through Z = a R^b, or an accumulation per interval "
+                 "<-> mm/h")
+    _option(g, "--zr-a", type=float, metavar="A", default=defaults.zr_a,
+            help="a of Z = a R^b (Marshall-Palmer)")
+    _option(g, "--zr-b", type=float, metavar="B", default=defaults.zr_b,
+            help="b of Z = a R^b (Marshall-Palmer)")
+    _option(g, "--interval-minutes", type=float, metavar="MIN",
+            help="the accumulation interval, for accumulation-to-rate and rate-to-accumulation")
+    _option(g, "--nonnegative", action=argparse.BooleanOptionalAction,
+            help="clamp forecasts at 0 in data units, or not (default: on when the training part has no negative "
+                 "value, as counts and rain; the log says which)")
+
+
+def _add_fit_model_options(p: argparse.ArgumentParser, defaults: "FitConfig") -> None:
+    """The model and its options."""
     g = p.add_argument_group("model")
-    add(g, "--model", metavar="NAME", default=d.model, help="a model name; `convlstm models` lists them")
-    p.add_argument("--model-option", dest="model_option", action="append", type=_model_option, default=S,
-                   metavar="NAME=VALUE", help="an option of the model, repeatable: --model-option filters=[32,32] "
-                                             "--model-option kernel_sizes=[3,3]")
+    _option(g, "--model", metavar="NAME", default=defaults.model,
+            help="a model name; `convlstm models` lists them")
+    p.add_argument("--model-option", dest="model_option", action="append", type=_model_option,
+                   default=argparse.SUPPRESS, metavar="NAME=VALUE",
+                   help="an option of the model, repeatable: --model-option filters=[32,32] "
+                        "--model-option kernel_sizes=[3,3]")
+
+
+def _add_fit_optimisation_options(p: argparse.ArgumentParser, defaults: "FitConfig") -> None:
+    """The loss, the optimiser and its schedule, the length of the training."""
+    from .training.config import LOSSES, SCHEDULERS
+
     g = p.add_argument_group("optimisation")
-    add(g, "--loss", choices=LOSSES, default=d.loss,
-        help="training loss: mse, mae, bce (for data in [0, 1] after scaling), mse+ssim (MSE + w(1 - SSIM), "
-             "sharper; frames of 11x11 or more), balanced (Shi et al. 2017's weighted MSE + MAE for rare heavy "
-             "values); formulas in convlstm.losses")
-    g.add_argument("--loss-option", dest="loss_option", action="append", type=_loss_option, default=S,
-                   metavar="NAME=VALUE",
+    _option(g, "--loss", choices=LOSSES, default=defaults.loss,
+            help="training loss: mse, mae, bce (for data in [0, 1] after scaling), mse+ssim (MSE + w(1 - SSIM), "
+                 "sharper; frames of 11x11 or more), balanced (Shi et al. 2017's weighted MSE + MAE for rare heavy "
+                 "values); formulas in convlstm.losses")
+    g.add_argument("--loss-option", dest="loss_option", action="append", type=_loss_option,
+                   default=argparse.SUPPRESS, metavar="NAME=VALUE",
                    help="an option of the loss, repeatable: mse+ssim takes ssim_weight (1.0) and data_range (1.0, "
                         "scaled units); balanced takes thresholds ([2,5,10,30], the data's units) and weights "
                         "([1,2,5,10,30]): --loss balanced --loss-option thresholds=[0.5,2,5] "
                         "--loss-option weights=[1,2,5,10]")
-    add(g, "--lr", type=float, metavar="RATE", default=d.lr, help="AdamW learning rate")
-    add(g, "--weight-decay", type=float, metavar="W", default=d.weight_decay, help="AdamW weight decay")
-    add(g, "--scheduler", choices=SCHEDULERS, default=d.scheduler, help="learning-rate schedule")
-    add(g, "--scheduled-sampling", type=float, metavar="S", default=d.scheduled_sampling,
-        help="scheduled sampling: over the first fraction S of training, the chance of feeding the model the "
-             "true frame instead of its own forecast falls from 1 to 0 (0 = off; models that feed back their "
-             "forecasts, e.g. convlstm-warp)")
-    add(g, "--max-epochs", type=int, metavar="N", default=d.max_epochs, help="epochs to train")
-    add(g, "--patience", type=int, metavar="N",
-        help="stop early after N epochs without a better validation loss (default: off)")
-    add(g, "--gradient-clip", type=float, metavar="NORM", help="clip the gradient norm (default: off)")
-    add(g, "--limit-train-batches", type=_number_or_int, metavar="N|F",
-        help="batches per epoch: a count or a fraction (for quick tries)")
-    add(g, "--limit-val-batches", type=_number_or_int, metavar="N|F", help="validation batches per epoch")
+    _option(g, "--lr", type=float, metavar="RATE", default=defaults.lr, help="AdamW learning rate")
+    _option(g, "--weight-decay", type=float, metavar="W", default=defaults.weight_decay,
+            help="AdamW weight decay")
+    _option(g, "--scheduler", choices=SCHEDULERS, default=defaults.scheduler,
+            help="learning-rate schedule")
+    _option(g, "--scheduled-sampling", type=float, metavar="S", default=defaults.scheduled_sampling,
+            help="scheduled sampling: over the first fraction S of training, the chance of feeding the model the "
+                 "true frame instead of its own forecast falls from 1 to 0 (0 = off; models that feed back their "
+                 "forecasts, e.g. convlstm-warp)")
+    _option(g, "--max-epochs", type=int, metavar="N", default=defaults.max_epochs,
+            help="epochs to train")
+    _option(g, "--patience", type=int, metavar="N",
+            help="stop early after N epochs without a better validation loss (default: off)")
+    _option(g, "--gradient-clip", type=float, metavar="NORM", help="clip the gradient norm (default: off)")
+    _option(g, "--limit-train-batches", type=_number_or_int, metavar="N|F",
+            help="batches per epoch: a count or a fraction (for quick tries)")
+    _option(g, "--limit-val-batches", type=_number_or_int, metavar="N|F", help="validation batches per epoch")
+
+
+def _add_fit_hardware_options(p: argparse.ArgumentParser, defaults: "FitConfig") -> None:
+    """Precision, seed, accelerator, devices, nodes, strategy and memory limit."""
+    from .training.config import ACCELERATORS, PRECISIONS
+
     g = p.add_argument_group("hardware and reproducibility")
-    add(g, "--precision", choices=PRECISIONS, default=d.precision,
-        help="32 (float32), 16-mixed (GPU), bf16-mixed (recent GPUs and CPUs), 64")
-    add(g, "--seed", type=int, metavar="N", default=d.seed, help="random seed (data order, initial weights)")
-    add(g, "--deterministic", action="store_true", help="use deterministic algorithms only (slower on GPU)")
-    add(g, "--accelerator", choices=("auto", "cpu", "gpu", "cuda", "mps", "tpu"), default=d.accelerator,
-        help="hardware to train on")
-    add(g, "--devices", type=_devices, metavar="N|IDS", default=d.devices,
-        help="devices per node: a count, -1 for all, or indices like 0,1")
-    add(g, "--num-nodes", type=int, metavar="N", default=d.num_nodes, help="machines (run the command on each)")
-    add(g, "--strategy", metavar="NAME", default=d.strategy,
-        help="Lightning strategy: auto, ddp, ddp_spawn, fsdp, ...")
-    add(g, "--memory-limit", metavar="SIZE",
-        help="memory a CPU training step may use: a size such as 8GB, 512MB or 16GiB, or 'off' for no check "
-             "(default: auto, 80%% of the memory available). Before training, a step's peak is estimated "
-             "(about a second); a --batch-size over the limit is lowered to the largest that fits, and a run "
-             "whose batch size 1 does not fit stops with the estimate")
+    _option(g, "--precision", choices=PRECISIONS, default=defaults.precision,
+            help="32 (float32), 16-mixed (GPU), bf16-mixed (recent GPUs and CPUs), 64")
+    _option(g, "--seed", type=int, metavar="N", default=defaults.seed,
+            help="random seed (data order, initial weights)")
+    _option(g, "--deterministic", action="store_true", help="use deterministic algorithms only (slower on GPU)")
+    _option(g, "--accelerator", choices=ACCELERATORS, default=defaults.accelerator, help="hardware to train on")
+    _option(g, "--devices", type=_devices, metavar="N|IDS", default=defaults.devices,
+            help="devices per node: a count, -1 for all, or indices like 0,1")
+    _option(g, "--num-nodes", type=int, metavar="N", default=defaults.num_nodes,
+            help="machines (run the command on each)")
+    _option(g, "--strategy", metavar="NAME", default=defaults.strategy,
+            help="Lightning strategy: auto, ddp, ddp_spawn, fsdp, ...")
+    _option(g, "--memory-limit", metavar="SIZE",
+            help="memory a CPU training step may use: a size such as 8GB, 512MB or 16GiB, or 'off' for no check "
+                 "(default: auto, 80%% of the memory available). Before training, a step's peak is estimated "
+                 "(about a second); a --batch-size over the limit is lowered to the largest that fits, and a run "
+                 "whose batch size 1 does not fit stops with the estimate")
+
+
+def _add_fit_output_options(p: argparse.ArgumentParser, defaults: "FitConfig") -> None:
+    """The run folder, resuming, and what the test part is scored with and drawn."""
+    from .extrapolation import MOTION_METHODS
+    from .metrics import BASELINES
+
     g = p.add_argument_group("outputs")
-    add(g, "--run-dir", metavar="DIR", help="the run folder (default: runs/fit-DATE-TIME)")
-    add(g, "--resume", action="store_true",
-        help="continue the run in --run-dir from checkpoints/last.ckpt, with the data and options of its "
-             "config.yaml (flags given here override them; a new --max-epochs is honoured)")
-    add(g, "--no-evaluate", dest="evaluate", action="store_false",
-        help="do not score the test part nor draw pictures after training")
-    add(g, "--thresholds", type=float, nargs="+", metavar="T",
-        help="event thresholds (data units) for CSI, POD, FAR, ETS and FSS (an event is a value >= T)")
-    add(g, "--fss-scales", type=int, nargs="+", metavar="PIXELS",
-        help="window widths in pixels for the fractions skill score at each threshold")
-    add(g, "--baselines", nargs="+", choices=BASELINES, metavar="NAME", default=" ".join(d.baselines),
-        help=f"forecasts scored beside the model: {', '.join(BASELINES)} (pysteps's optical-flow nowcast; "
-             f"pip install \"convlstm[radar]\")")
-    add(g, "--extrapolation-method", choices=MOTION_METHODS, metavar="METHOD", default=d.extrapolation_method,
-        help=f"pysteps's motion method for the extrapolation baseline: {', '.join(MOTION_METHODS)}")
-    add(g, "--units", metavar="TEXT", help="units of the data, for the colour bars (e.g. mm/h)")
-    add(g, "--samples", type=int, metavar="N", default=d.samples, help="samples drawn in forecast.png")
-    add(g, "--no-progress", dest="progress", action="store_false", help="no progress bar")
+    _option(g, "--run-dir", metavar="DIR", help="the run folder (default: runs/fit-DATE-TIME)")
+    _option(g, "--resume", action="store_true",
+            help="continue the run in --run-dir from checkpoints/last.ckpt, with the data and options of its "
+                 "config.yaml (flags given here override them; a new --max-epochs is honoured)")
+    _option(g, "--no-evaluate", dest="evaluate", action="store_false",
+            help="do not score the test part nor draw pictures after training")
+    _option(g, "--thresholds", type=float, nargs="+", metavar="T",
+            help="event thresholds (data units) for CSI, POD, FAR, ETS and FSS (an event is a value >= T)")
+    _option(g, "--fss-scales", type=int, nargs="+", metavar="PIXELS",
+            help="window widths in pixels for the fractions skill score at each threshold")
+    _option(g, "--baselines", nargs="+", choices=BASELINES, metavar="NAME", default=" ".join(defaults.baselines),
+            help=f"forecasts scored beside the model: {', '.join(BASELINES)} (pysteps's optical-flow nowcast; "
+                 f"pip install \"convlstm[radar]\")")
+    _option(g, "--extrapolation-method", choices=MOTION_METHODS, metavar="METHOD",
+            default=defaults.extrapolation_method,
+            help=f"pysteps's motion method for the extrapolation baseline: {', '.join(MOTION_METHODS)}")
+    _option(g, "--units", metavar="TEXT", help="units of the data, for the colour bars (e.g. mm/h)")
+    _option(g, "--samples", type=int, metavar="N", default=defaults.samples,
+            help="samples drawn in forecast.png")
+    _option(g, "--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -275,14 +345,21 @@ def build_parser() -> argparse.ArgumentParser:
         description="ConvLSTM forecasting for grid time series: train, evaluate and forecast from the shell.",
         epilog=MAIN_EPILOG)
     from . import __version__
-    from .extrapolation import MOTION_METHODS
-    from .metrics import BASELINES
-    from .training.config import LAYOUTS
 
     parser.add_argument("--version", action="version", version=f"convlstm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    for add_command in (_add_demo_command, _add_fit_command, _add_evaluate_command, _add_predict_command,
+                        _add_convert_command, _add_export_command, _add_models_command, _add_config_command):
+        add_command(sub)
+    # room for more commands (e.g. `bench`): an _add_..._command function and a _cmd_ function that calls the library
+    for p in sub.choices.values():  # how each command spells the parameters its errors name
+        p.set_defaults(flag_names=_flag_names(p))
+    return parser
 
+
+def _add_demo_command(sub: "argparse._SubParsersAction") -> None:
+    """``convlstm demo``: train and evaluate on Moving MNIST."""
     p = sub.add_parser("demo", formatter_class=_Formatter, help="train and evaluate on Moving MNIST",
                        description="Generate Moving MNIST from the bundled MNIST digits, train a small ConvLSTM "
                                    "encoder-forecaster, evaluate it on held-out sequences against persistence "
@@ -301,6 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "on a CPU with avx512_bf16 or amx_bf16, else 32")
     p.set_defaults(func=_cmd_demo)
 
+
+def _add_fit_command(sub: "argparse._SubParsersAction") -> None:
+    """``convlstm fit``: train a model on a grid file."""
     p = sub.add_parser("fit", formatter_class=argparse.RawDescriptionHelpFormatter,
                        help="train a model on a grid file",
                        description="Train a ConvLSTM forecaster on a grid time series (time first), with "
@@ -308,6 +388,13 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=FIT_EPILOG)
     _add_fit_arguments(p)
     p.set_defaults(func=_cmd_fit)
+
+
+def _add_evaluate_command(sub: "argparse._SubParsersAction") -> None:
+    """``convlstm evaluate``: score a trained model against baselines."""
+    from .extrapolation import MOTION_METHODS
+    from .metrics import BASELINES
+    from .training.config import LAYOUTS
 
     p = sub.add_parser("evaluate", formatter_class=_Formatter, help="score a trained model against baselines",
                        description="Score a trained model on the test part of its data (or another file) beside "
@@ -345,6 +432,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.set_defaults(func=_cmd_evaluate)
 
+
+def _add_predict_command(sub: "argparse._SubParsersAction") -> None:
+    """``convlstm predict``: forecast from a grid file."""
+    from .training.config import LAYOUTS
+
     p = sub.add_parser("predict", formatter_class=_Formatter, help="forecast from a grid file",
                        description="Forecast the frames after the end of a grid series (or after every window "
                                    "with --all-windows) and write them in the data's units to .npy or netCDF "
@@ -366,6 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="clamp the forecasts at 0, or not (default: as decided in training)")
     p.set_defaults(func=_cmd_predict)
 
+
+def _add_convert_command(sub: "argparse._SubParsersAction") -> None:
+    """``convlstm convert``: convert a Keras model file."""
     p = sub.add_parser("convert", formatter_class=_Formatter, help="convert a Keras model file",
                        description="Convert a Keras .h5 / .keras model holding ConvLSTM layers to PyTorch "
                                    "(no TensorFlow needed); see convlstm.keras.convert.",
@@ -376,6 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", dest="out", default=None, metavar="OUT_DIR", help="the same as OUT_DIR")
     p.set_defaults(func=_cmd_convert)
 
+
+def _add_export_command(sub: "argparse._SubParsersAction") -> None:
+    """``convlstm export``: export a model to ONNX."""
     p = sub.add_parser("export", formatter_class=_Formatter, help="export a model to ONNX",
                        description="Export the model of a run, a checkpoint or a Keras file to one ONNX file "
                                    "that runs on any batch size and number of input steps (onnxruntime, "
@@ -394,10 +492,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "(convlstm-warp: 3); the file then needs T >= N")
     p.set_defaults(func=_cmd_export)
 
+
+def _add_models_command(sub: "argparse._SubParsersAction") -> None:
+    """``convlstm models``: list the ready models."""
     p = sub.add_parser("models", formatter_class=_Formatter, help="list the ready models",
                        description="List the models `--model` accepts, with their descriptions.")
     p.set_defaults(func=_cmd_models)
 
+
+def _add_config_command(sub: "argparse._SubParsersAction") -> None:
+    """``convlstm config``: list or print the bundled example configs."""
     p = sub.add_parser("config", formatter_class=_Formatter, help="list or print the bundled example configs",
                        description="List the example configs shipped with the package, or print one (to save "
                                    "and edit). `convlstm fit --config NAME` uses one as it is.",
@@ -405,10 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "  convlstm fit --config my-run.yaml")
     p.add_argument("name", nargs="?", default=None, metavar="NAME", help="the config to print (default: list them)")
     p.set_defaults(func=_cmd_config)
-    # room for more commands (e.g. `bench`): add a sub-parser and a _cmd_ function that calls the library
-    for p in sub.choices.values():  # how each command spells the parameters its errors name
-        p.set_defaults(flag_names=_flag_names(p))
-    return parser
+
 
 
 # fit's flags whose destination is not the FitConfig field of the same name
@@ -433,7 +534,7 @@ def _flag_names(parser: argparse.ArgumentParser) -> Dict[str, str]:
 def _cli_message(exc: BaseException, flag_names: Dict[str, str]) -> str:
     """The message of ``exc``; for a :class:`~convlstm._errors.ParameterError`, with the
     parameters it names spelled as this command's flags (``fill_nan=0`` -> ``--fill-nan 0``)."""
-    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    text = str(exc)
     for name in getattr(exc, "parameters", ()):
         flag = flag_names.get(name)
         if flag:
@@ -582,27 +683,44 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the command line; returns the exit status (0 on success, 2 for a bad argument)."""
+    """Run the command line and return its exit status.
+
+    0 on success; 2 for a mistake of the user's (a bad argument, a missing file: one line that
+    names the flag); 1 for a file the system refuses to read or write (permission denied, disk
+    full: one line that names the path and why); 130 when interrupted. Any other exception is a
+    bug and propagates with its traceback, as every exception does when the environment variable
+    ``CONVLSTM_DEBUG`` is set.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except _EXPECTED_ERRORS as exc:
-        if os.environ.get("CONVLSTM_DEBUG"):
-            raise
-        print(f"convlstm {args.command}: error: {_cli_message(exc, getattr(args, 'flag_names', {}))}", file=sys.stderr)
-        return 2
-    except ImportError as exc:
-        if os.environ.get("CONVLSTM_DEBUG"):
-            raise
-        from .training import missing_train_extra
-
-        print(f"convlstm {args.command}: error: {missing_train_extra(exc, f'convlstm {args.command}')}",
-              file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"convlstm {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        report = None if os.environ.get("CONVLSTM_DEBUG") else _error_report(exc, args)
+        if report is None:  # a bug: its traceback
+            raise
+        message, status = report
+        print(f"convlstm {args.command}: error: {message}", file=sys.stderr)
+        return status
+
+
+def _error_report(exc: Exception, args: argparse.Namespace) -> Optional[Tuple[str, int]]:
+    """The one-line message and the exit status of ``exc``, or ``None`` for a bug."""
+    if isinstance(exc, OSError) and exc.filename is not None:  # the system's, about a path
+        paths = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+        return f"{paths}: {exc.strerror or exc}", 2 if isinstance(exc, _USER_ERRORS) else 1
+    if isinstance(exc, _USER_ERRORS):
+        return _cli_message(exc, getattr(args, "flag_names", {})), 2
+    if isinstance(exc, OSError):  # that names no path
+        return str(exc), 1
+    if isinstance(exc, ImportError) and (exc.name or "").split(".")[0] != "convlstm":  # a package not installed
+        from .training import missing_train_extra
+
+        return str(missing_train_extra(exc, f"convlstm {args.command}")), 2
+    return None
 
 
 if __name__ == "__main__":  # python -m convlstm.cli

@@ -19,7 +19,9 @@ from . import constraints as _constraints
 from . import initializers as _initializers
 from . import regularizers as _regularizers
 from . import _paths
-from .cell import DATA_FORMATS, ConvLSTMCell, check_choice, check_positive_int
+from ._checks import check_choice, check_positive_int
+from .cell import DATA_FORMATS, ConvLSTMCell
+from ._errors import ParameterTypeError
 
 __all__ = ["ConvLSTM", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D", "regularization_loss", "apply_constraints"]
 
@@ -28,7 +30,7 @@ _SPATIAL_NAMES = {1: "steps", 2: "rows, cols", 3: "dim1, dim2, dim3"}
 
 def _check_rate(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{name} must be a float in [0, 1], got {value!r}")
+        raise ParameterTypeError(name, f"{name} must be a float in [0, 1], got {value!r}")
     if not 0.0 <= float(value) <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {value}")
     return float(value)
@@ -88,8 +90,8 @@ class ConvLSTM(nn.Module):
                  implementation: str = "auto", checkpoint_chunk=None, device=None, dtype=None):
         super().__init__()
         rank = self.rank
-        self.data_format = check_choice("channels_last" if data_format is None else data_format,
-                                        DATA_FORMATS, "data_format", lower=True)
+        self.data_format = check_choice("data_format", "channels_last" if data_format is None else data_format,
+                                        DATA_FORMATS, lower=True)
         # Everything the cell checks is checked here too, at construction, through a cell-shaped
         # dry run on one input channel when in_channels is not known yet.
         self._cell_kwargs: Dict[str, Any] = dict(
@@ -117,7 +119,7 @@ class ConvLSTM(nn.Module):
         self.dropout = _check_rate(dropout, "dropout")
         self.recurrent_dropout = _check_rate(recurrent_dropout, "recurrent_dropout")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-            raise TypeError(f"seed must be an int or None, got {seed!r}")
+            raise ParameterTypeError("seed", f"seed must be an int or None, got {seed!r}")
         self.seed = None if seed is None else int(seed)
         self.return_sequences = bool(return_sequences)
         self.return_state = bool(return_state)
@@ -130,7 +132,7 @@ class ConvLSTM(nn.Module):
         self._factory = {"device": device, "dtype": dtype}
         self.cell: Optional[ConvLSTMCell] = None
         if in_channels is not None:
-            self.build(check_positive_int(in_channels, "in_channels"))
+            self.build(check_positive_int("in_channels", in_channels))
         else:  # torch's lazy-module placeholders, materialized by build()
             self.uninitialized = _UninitializedWeights([n for n, _ in probe.named_parameters()], **self._factory)
         self._states: Optional[Tuple[torch.Tensor, torch.Tensor]] = None

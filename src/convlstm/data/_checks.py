@@ -1,34 +1,12 @@
-"""Argument checks shared by the data modules: each error names the parameter, the value given
-and what is allowed."""
+"""Helpers shared by the data modules: array-likes as numpy arrays, and the shape of a series
+(the argument checks are :mod:`convlstm._checks`)."""
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import numpy as np
 
-__all__ = ["check_int", "check_number", "to_numpy", "series_shape"]
-
-
-def check_int(name: str, value: Any, minimum: int = 0) -> int:
-    """Return ``value`` as an ``int`` if it is an integer ``>= minimum``; raise otherwise."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r} "
-                        f"(type {type(value).__name__})")
-    value = int(value)
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
-    return value
-
-
-def check_number(name: str, value: Any) -> float:
-    """Return ``value`` as a finite ``float``; raise for bools, non-numbers, NaN and inf."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r} (type {type(value).__name__})")
-    value = float(value)
-    if not np.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value}")
-    return value
+__all__ = ["to_numpy", "series_shape"]
 
 
 def to_numpy(x: Any) -> np.ndarray:

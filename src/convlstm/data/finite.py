@@ -5,7 +5,9 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from ._checks import check_number, series_shape, to_numpy
+from .._checks import check_number
+from .._errors import ParameterError
+from ._checks import series_shape, to_numpy
 
 __all__ = ["check_finite"]
 
@@ -57,9 +59,9 @@ def check_finite(series: Any, *, fill: Optional[Union[str, float]] = None, remed
         else:
             try:
                 fill = check_number("fill", fill)
-            except (TypeError, ValueError) as err:
-                raise type(err)(f"fill must be None, 'zero', 'ffill' or a finite number, "
-                                f"got {fill!r}") from None
+            except ParameterError as err:  # a ParameterTypeError for a wrong type, as check_number's
+                raise type(err)("fill", f"fill must be None, 'zero', 'ffill' or a finite number, "
+                                        f"got {fill!r}") from None
 
     dtype = to_numpy(series[:0]).dtype
     if dtype.kind not in "fc":

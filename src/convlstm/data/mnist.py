@@ -14,7 +14,7 @@ from typing import Any, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from ._checks import check_int, check_number
+from .._checks import check_int, check_number
 
 __all__ = ["read_idx", "load_mnist_digits", "moving_mnist", "load_mnist_test_seq"]
 

@@ -7,7 +7,8 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 import numpy as np
 import torch
 
-from ._checks import check_int, check_number, series_shape, to_numpy
+from .._checks import check_int, check_number
+from ._checks import series_shape, to_numpy
 
 __all__ = ["Scaler", "MinMaxScaler", "StandardScaler", "Log1pScaler", "DBScaler", "NoScaler", "make_scaler",
            "scaler_from_state_dict", "SCALERS"]

@@ -43,7 +43,8 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from ._checks import check_number, series_shape, to_numpy
+from .._checks import check_number
+from ._checks import series_shape, to_numpy
 from ._memmap import SeriesByReference
 
 __all__ = ["TRANSFORMS", "UnitConversion", "ConvertedSeries", "reflectivity_to_rate", "rate_to_reflectivity",

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ._checks import check_int, series_shape, to_numpy
+from .._checks import check_fractions, check_int
+from ._checks import series_shape, to_numpy
 from ._memmap import SeriesByReference
 
 __all__ = ["num_windows", "sliding_windows", "WindowDataset", "chronological_split", "STREAMS",
@@ -248,16 +249,7 @@ def chronological_split(n_time: int, input_steps: int, output_steps: int, *,
     """
     n_time = check_int("n_time", n_time, 1)
     input_steps, output_steps, _, gap = _check_window(input_steps, output_steps, 1, gap)
-    try:
-        fr = [float(f) for f in fractions]
-    except (TypeError, ValueError):
-        raise TypeError(f"fractions must be three numbers (train, val, test), "
-                        f"got {fractions!r}") from None
-    if len(fr) != 3 or any(isinstance(f, bool) for f in fractions):
-        raise ValueError(f"fractions must be three numbers (train, val, test), got {fractions!r}")
-    if any(not math.isfinite(f) or f < 0 for f in fr) or abs(sum(fr) - 1.0) > 1e-6 or fr[0] == 0:
-        raise ValueError(f"fractions must be >= 0, sum to 1 and give train a positive share, "
-                         f"got {tuple(fractions)} (sum {sum(fr):.6g})")
+    fr = check_fractions("fractions", fractions)
     a = int(round(n_time * fr[0]))
     b = n_time if fr[2] == 0 else int(round(n_time * (fr[0] + fr[1])))
     if fr[1] == 0:

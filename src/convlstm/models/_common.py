@@ -3,25 +3,26 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 
-from ..cell import check_positive_int
+from .._checks import check_positive_int, is_integer
+from .._errors import ParameterTypeError
 
 
-def optional_positive_int(value: Any, name: str) -> Optional[int]:
-    return None if value is None else check_positive_int(value, name)
+def optional_positive_int(name: str, value: Any) -> Optional[int]:
+    """``None``, or ``value`` as an ``int`` if it is an integer ``>= 1``."""
+    return None if value is None else check_positive_int(name, value)
 
 
-def int_tuple(value: Any, name: str, length: Optional[int] = None) -> Tuple[int, ...]:
+def int_tuple(name: str, value: Any, length: Optional[int] = None) -> Tuple[int, ...]:
     """An int or a sequence of positive ints as a tuple (of ``length`` when an int is given)."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+    if is_integer(value):
         if length is None:
-            return (check_positive_int(value, name),)
-        return (check_positive_int(value, name),) * length
+            return (check_positive_int(name, value),)
+        return (check_positive_int(name, value),) * length
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise TypeError(f"{name} must be an int or a sequence of positive ints, got {value!r}")
-    values = tuple(check_positive_int(v, f"{name}[{i}]") for i, v in enumerate(value))
+        raise ParameterTypeError(name, f"{name} must be an int or a sequence of positive ints, got {value!r}")
+    values = tuple(check_positive_int(f"{name}[{i}]", v) for i, v in enumerate(value))
     if not values:
         raise ValueError(f"{name} must hold at least one value, got {value!r}")
     if length is not None and len(values) != length:

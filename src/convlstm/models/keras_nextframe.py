@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from .. import activations as _activations
 from .. import initializers as _initializers
 from .._ops import keras_to_torch_kernel
-from ..cell import check_choice, check_positive_int
+from .._checks import check_bool, check_choice, check_positive_int
 from ..layers import ConvLSTM2D
 from ._common import check_model_input, int_tuple, optional_positive_int
 from .registry import register_model
@@ -101,21 +101,20 @@ class KerasNextFrame(nn.Module):
                  head_kernel_size: Union[int, Sequence[int]] = 3, head_padding: str = "same",
                  output_activation: Any = "sigmoid", output_steps: Optional[int] = None):
         super().__init__()
-        self.in_channels = check_positive_int(in_channels, "in_channels")
-        self.filters = int_tuple(filters, "filters")
+        self.in_channels = check_positive_int("in_channels", in_channels)
+        self.filters = int_tuple("filters", filters)
         if kernel_sizes is None:
             n = len(self.filters)
             kernel_sizes = (_EXAMPLE_KERNEL_SIZES + _EXAMPLE_KERNEL_SIZES[-1:] * n)[:n]
-        self.kernel_sizes = int_tuple(kernel_sizes, "kernel_sizes", len(self.filters))
-        self.out_channels = self.in_channels if out_channels is None else check_positive_int(out_channels, "out_channels")
-        self.head_kernel_size = int_tuple(head_kernel_size, "head_kernel_size", 3)
-        self.head_padding = check_choice(head_padding, ("same", "causal"), "head_padding", lower=True)
+        self.kernel_sizes = int_tuple("kernel_sizes", kernel_sizes, len(self.filters))
+        self.out_channels = self.in_channels if out_channels is None else check_positive_int("out_channels", out_channels)
+        self.head_kernel_size = int_tuple("head_kernel_size", head_kernel_size, 3)
+        self.head_padding = check_choice("head_padding", head_padding, ("same", "causal"), lower=True)
         self.output_activation = _activations.get(output_activation, parameter="output_activation")
-        self.output_steps = optional_positive_int(output_steps, "output_steps")
+        self.output_steps = optional_positive_int("output_steps", output_steps)
         self.input_steps = None
-        for flag, name in ((batch_norm, "batch_norm"), (batch_norm_last, "batch_norm_last")):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be True or False, got {flag!r}")
+        check_bool("batch_norm", batch_norm)
+        check_bool("batch_norm_last", batch_norm_last)
         self.recurrent = nn.ModuleList()
         self.norms = nn.ModuleList()
         channels = self.in_channels
@@ -151,7 +150,7 @@ class KerasNextFrame(nn.Module):
         """Roll the model out for ``output_steps`` frames after the input, as the keras-io example
         does: predict, append the last predicted frame to the sequence, run the whole sequence
         again. Needs ``out_channels == in_channels``. Returns :math:`(B, L, H, W, C)`."""
-        steps = check_positive_int(output_steps, "output_steps")
+        steps = check_positive_int("output_steps", output_steps)
         if self.out_channels != self.in_channels:
             raise ValueError(f"forecast feeds predictions back as inputs, so out_channels ({self.out_channels}) "
                              f"must equal in_channels ({self.in_channels})")

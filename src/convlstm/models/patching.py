@@ -4,14 +4,14 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..cell import check_positive_int
+from .._checks import check_positive_int
 
 __all__ = ["SpaceToDepth", "DepthToSpace", "space_to_depth", "depth_to_space"]
 
 
 def space_to_depth(x: torch.Tensor, block_size: int) -> torch.Tensor:
     """Functional form of :class:`SpaceToDepth`."""
-    p = check_positive_int(block_size, "block_size")
+    p = check_positive_int("block_size", block_size)
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"space_to_depth expects a torch.Tensor, got {type(x).__name__}")
     if x.dim() < 3:
@@ -27,7 +27,7 @@ def space_to_depth(x: torch.Tensor, block_size: int) -> torch.Tensor:
 
 def depth_to_space(x: torch.Tensor, block_size: int) -> torch.Tensor:
     """Functional form of :class:`DepthToSpace`."""
-    p = check_positive_int(block_size, "block_size")
+    p = check_positive_int("block_size", block_size)
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"depth_to_space expects a torch.Tensor, got {type(x).__name__}")
     if x.dim() < 3:
@@ -62,7 +62,7 @@ class SpaceToDepth(nn.Module):
 
     def __init__(self, block_size: int):
         super().__init__()
-        self.block_size = check_positive_int(block_size, "block_size")
+        self.block_size = check_positive_int("block_size", block_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return space_to_depth(x, self.block_size)
@@ -87,7 +87,7 @@ class DepthToSpace(nn.Module):
 
     def __init__(self, block_size: int):
         super().__init__()
-        self.block_size = check_positive_int(block_size, "block_size")
+        self.block_size = check_positive_int("block_size", block_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return depth_to_space(x, self.block_size)

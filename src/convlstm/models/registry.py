@@ -6,6 +6,8 @@ from typing import Any, Callable, Dict, List, Optional, TypeVar
 
 import torch.nn as nn
 
+from .._errors import ParameterTypeError
+
 __all__ = ["register_model", "create", "list_models", "model_info"]
 
 _MODELS: Dict[str, Callable[..., nn.Module]] = {}
@@ -81,6 +83,6 @@ def create(name: str, **overrides: Any) -> nn.Module:
                    and p != "self"]
         unknown = sorted(set(overrides) - set(allowed))
         if unknown:
-            raise TypeError(f"create({name!r}): unknown option(s) {', '.join(unknown)}; "
-                            f"allowed: {', '.join(allowed)}")
+            raise ParameterTypeError("overrides", f"create({name!r}): unknown option(s) {', '.join(unknown)}; "
+                                                  f"allowed: {', '.join(allowed)}")
     return factory(**overrides)

@@ -35,7 +35,8 @@ import torch
 import torch.nn as nn
 
 from .. import activations as _activations
-from ..cell import ConvLSTMCell, check_positive_int
+from .._checks import check_bool, check_positive_int
+from ..cell import ConvLSTMCell
 from ..layers import ConvLSTM2D
 from ._common import check_model_input, int_tuple, optional_positive_int
 from .patching import depth_to_space, space_to_depth
@@ -79,7 +80,7 @@ class InputFreeConvLSTM(nn.Module):
         self.filters = self.cell.filters
 
     def forward(self, h0: torch.Tensor, c0: torch.Tensor, steps: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        steps = check_positive_int(steps, "steps")
+        steps = check_positive_int("steps", steps)
         if h0.dim() != 4 or h0.shape != c0.shape or h0.shape[-1] != self.filters:
             raise ValueError(f"InputFreeConvLSTM: h0 and c0 must both be (batch, rows, cols, {self.filters}), "
                              f"got {tuple(h0.shape)} and {tuple(c0.shape)}")
@@ -151,20 +152,19 @@ class ShiEncoderForecaster(nn.Module):
                  input_steps: Optional[int] = 10, output_steps: int = 10, output_activation: Any = "sigmoid",
                  peephole: bool = True, activation: Any = "tanh", recurrent_activation: Any = "sigmoid"):
         super().__init__()
-        self.filters = int_tuple(filters, "filters")
-        self.kernel_sizes = int_tuple(kernel_size, "kernel_size", len(self.filters))
-        self.patch_size = check_positive_int(patch_size, "patch_size")
+        self.filters = int_tuple("filters", filters)
+        self.kernel_sizes = int_tuple("kernel_size", kernel_size, len(self.filters))
+        self.patch_size = check_positive_int("patch_size", patch_size)
         if frame_size is None:
             self.frame_size = None
         else:
-            self.frame_size = int_tuple(frame_size, "frame_size", 2)
+            self.frame_size = int_tuple("frame_size", frame_size, 2)
             if any(n % self.patch_size for n in self.frame_size):
                 raise ValueError(f"frame_size={self.frame_size} must be multiples of patch_size={self.patch_size}")
-        self.in_channels = self.out_channels = check_positive_int(channels, "channels")
-        self.input_steps = optional_positive_int(input_steps, "input_steps")
-        self.output_steps = check_positive_int(output_steps, "output_steps")
-        if not isinstance(peephole, bool):
-            raise TypeError(f"peephole must be True or False, got {peephole!r}")
+        self.in_channels = self.out_channels = check_positive_int("channels", channels)
+        self.input_steps = optional_positive_int("input_steps", input_steps)
+        self.output_steps = check_positive_int("output_steps", output_steps)
+        check_bool("peephole", peephole)
         self.output_activation = _activations.get(output_activation, parameter="output_activation")
         patch_channels = self.patch_size ** 2 * self.in_channels
         rnn = dict(padding="same", return_sequences=True, peephole=peephole, activation=activation,

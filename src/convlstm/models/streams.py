@@ -29,7 +29,7 @@ from typing import Any, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 
-from ..cell import check_choice, check_positive_int
+from .._checks import check_choice, check_positive_int
 from ..layers import ConvLSTM2D
 from ._common import check_model_input, int_tuple
 from .registry import register_model
@@ -99,8 +99,8 @@ class MultiStreamConvLSTM(nn.Module):
         super().__init__()
         if in_channels is not None and in_channels != channels and channels != 1:
             raise ValueError(f"in_channels={in_channels!r} and channels={channels!r} disagree; give one")
-        self.in_channels = self.out_channels = check_positive_int(in_channels if in_channels is not None else channels,
-                                                                  "channels")
+        self.in_channels = self.out_channels = check_positive_int(
+            "channels", in_channels if in_channels is not None else channels)
         if streams is None:
             if input_steps is None:
                 raise ValueError("give streams=(closeness, period, trend) or input_steps (one closeness stream)")
@@ -108,24 +108,24 @@ class MultiStreamConvLSTM(nn.Module):
         if isinstance(streams, (str, bytes)) or not isinstance(streams, Sequence) or len(streams) != 3:
             raise ValueError(f"streams must be three frame counts (closeness, period, trend), got {streams!r}")
         self.streams: Tuple[int, int, int] = tuple(
-            0 if v == 0 else check_positive_int(v, f"streams[{i}]") for i, v in enumerate(streams))
+            0 if v == 0 else check_positive_int(f"streams[{i}]", v) for i, v in enumerate(streams))
         if sum(self.streams) == 0:
             raise ValueError(f"streams={list(streams)} has no frame; give at least one")
-        if input_steps is not None and check_positive_int(input_steps, "input_steps") != sum(self.streams):
+        if input_steps is not None and check_positive_int("input_steps", input_steps) != sum(self.streams):
             raise ValueError(f"input_steps={input_steps} disagrees with streams={list(self.streams)} (sum "
                              f"{sum(self.streams)})")
         self.input_steps = sum(self.streams)
-        self.output_steps = check_positive_int(output_steps, "output_steps")
-        self.fusion = check_choice(fusion, FUSIONS, "fusion", lower=True)
-        self.filters = int_tuple(filters, "filters")
-        self.kernel_sizes = int_tuple(kernel_size, "kernel_size", len(self.filters))
+        self.output_steps = check_positive_int("output_steps", output_steps)
+        self.fusion = check_choice("fusion", fusion, FUSIONS, lower=True)
+        self.filters = int_tuple("filters", filters)
+        self.kernel_sizes = int_tuple("kernel_size", kernel_size, len(self.filters))
         if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 0:
             raise ValueError(f"num_features must be an integer >= 0, got {num_features!r}")
         self.num_features = num_features
         if frame_size is None:
             raise ValueError("frame_size=(rows, cols) is needed (the fusion weights and the feature embedding are "
                              "per cell); the toolkit passes it from the data")
-        self.frame_size = int_tuple(frame_size, "frame_size", 2)
+        self.frame_size = int_tuple("frame_size", frame_size, 2)
         out = self.output_steps * self.in_channels
         # stream order in the input: trend, period, closeness
         order = (("trend", self.streams[2]), ("period", self.streams[1]), ("closeness", self.streams[0]))
@@ -144,7 +144,7 @@ class MultiStreamConvLSTM(nn.Module):
                                                     for name, _, _ in self._slices})
         self.embedding = None
         if num_features:
-            width = check_positive_int(feature_width, "feature_width")
+            width = check_positive_int("feature_width", feature_width)
             self.embedding = nn.Sequential(nn.Linear(num_features, width), nn.ReLU(),
                                            nn.Linear(width, out * self.frame_size[0] * self.frame_size[1]))
             # start with no effect (as convlstm-warp's decoder): the features add what they explain

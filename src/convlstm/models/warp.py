@@ -67,7 +67,7 @@ import torch.nn.functional as F
 
 from .. import activations as _activations
 from .._ops import box_sum
-from ..cell import check_choice, check_positive_int
+from .._checks import check_bool, check_choice, check_positive_int
 from ..layers import ConvLSTM2D
 from ._common import check_model_input, int_tuple, optional_positive_int
 from .registry import register_model
@@ -97,7 +97,7 @@ def auto_patch_size(rows: int, cols: int, max_cells: int = AUTO_MAX_CELLS) -> in
         >>> auto_patch_size(256, 256), auto_patch_size(32, 32), auto_patch_size(16, 8)
         (4, 1, 1)
     """
-    rows, cols = check_positive_int(rows, "rows"), check_positive_int(cols, "cols")
+    rows, cols = check_positive_int("rows", rows), check_positive_int("cols", cols)
     p = 1
     while math.ceil(rows / p) * math.ceil(cols / p) > max_cells:
         p *= 2
@@ -205,8 +205,8 @@ def block_matching(previous: torch.Tensor, current: torch.Tensor, radius: int,
         >>> [round(float(v)) for v in block_matching(prev, cur, 3)[0, :, 5, 6]]   # look back 2 columns
         [-2, 0]
     """
-    r = check_positive_int(radius, "radius")
-    win = 2 * r + 1 if window is None else check_positive_int(window, "window")
+    r = check_positive_int("radius", radius)
+    win = 2 * r + 1 if window is None else check_positive_int("window", window)
     b, _, h, w = current.shape
     n = 2 * r + 1
     cur, prev = current.float(), previous.float()
@@ -361,34 +361,32 @@ class MotionWarpForecaster(nn.Module):
         super().__init__()
         if in_channels is not None and in_channels != channels and channels != 1:
             raise ValueError(f"in_channels={in_channels!r} and channels={channels!r} disagree; give one")
-        self.in_channels = self.out_channels = check_positive_int(in_channels if in_channels is not None else channels,
-                                                                  "channels")
-        self.filters = int_tuple(filters, "filters")
-        self.kernel_sizes = int_tuple(kernel_size, "kernel_size", len(self.filters))
+        self.in_channels = self.out_channels = check_positive_int(
+            "channels", in_channels if in_channels is not None else channels)
+        self.filters = int_tuple("filters", filters)
+        self.kernel_sizes = int_tuple("kernel_size", kernel_size, len(self.filters))
         if patch_size == "auto":
             self.patch_size: Optional[int] = None
         else:
-            p = check_positive_int(patch_size, "patch_size")
+            p = check_positive_int("patch_size", patch_size)
             if p & (p - 1):
                 raise ValueError(f"patch_size must be a power of two (1, 2, 4, 8, ...) or 'auto', got {patch_size!r}")
             self.patch_size = p
-        self.encoder_width = check_positive_int(encoder_width, "encoder_width")
-        self.head = check_choice(head, HEADS, "head", lower=True)
-        self.flow = check_choice(flow, FLOWS, "flow", lower=True)
-        if not isinstance(correction, bool):
-            raise TypeError(f"correction must be True or False, got {correction!r}")
-        self.correction = correction
-        self.kernel_radius = check_positive_int(kernel_radius, "kernel_radius")
-        self.motion = check_choice(motion, MOTIONS, "motion", lower=True)
-        self.motion_radius = check_positive_int(motion_radius, "motion_radius")
+        self.encoder_width = check_positive_int("encoder_width", encoder_width)
+        self.head = check_choice("head", head, HEADS, lower=True)
+        self.flow = check_choice("flow", flow, FLOWS, lower=True)
+        self.correction = check_bool("correction", correction)
+        self.kernel_radius = check_positive_int("kernel_radius", kernel_radius)
+        self.motion = check_choice("motion", motion, MOTIONS, lower=True)
+        self.motion_radius = check_positive_int("motion_radius", motion_radius)
         if self.head not in ("warp", "kernel") and not correction:
             raise ValueError(f"correction=False leaves head={self.head!r} nothing to forecast; it applies to "
                              f"head='warp' or 'kernel' only")
-        self.input_steps = optional_positive_int(input_steps, "input_steps")
-        self.output_steps = check_positive_int(output_steps, "output_steps")
-        self.padding_mode = check_choice(padding_mode, PADDING_MODES, "padding_mode", lower=True)
+        self.input_steps = optional_positive_int("input_steps", input_steps)
+        self.output_steps = check_positive_int("output_steps", output_steps)
+        self.padding_mode = check_choice("padding_mode", padding_mode, PADDING_MODES, lower=True)
         self.output_activation = _activations.get(output_activation, parameter="output_activation")
-        self.frame_size = None if frame_size is None else int_tuple(frame_size, "frame_size", 2)
+        self.frame_size = None if frame_size is None else int_tuple("frame_size", frame_size, 2)
         if self.patch_size is None and self.frame_size is not None:
             self.patch_size = auto_patch_size(*self.frame_size)
         self._built = False

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
+from .._checks import check_fractions, is_integer, is_real
 from .._errors import ParameterError
 from ..data.readers import LAYOUTS as _READER_LAYOUTS
 from ..data.units import TRANSFORMS, UnitConversion
 from ..extrapolation import MOTION_METHODS
-from ..metrics import BASELINES
+from ..baselines import baseline_names
 from ..losses import LOSS_NAMES as _LOSS_NAMES
 from ..losses import get_loss as _get_loss
 
@@ -36,12 +36,92 @@ _CONVERSION_FIELDS = ("scale", "offset", "transform", "zr_a", "zr_b", "interval_
 _CONFIGS = resources.files("convlstm").joinpath("configs")  # the example configs shipped in the package
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+# ---------------------------------------------------------------------------------- field checks
+# Each checks the field ``name`` of a config, stores its normalised value (``int``, ``float``, the
+# lower-case spelling) and raises a ParameterError that names the field, the value and what is allowed.
+def _choice(config: "FitConfig", name: str, allowed: Sequence[str], lower: bool = True) -> None:
+    v = getattr(config, name)
+    if not isinstance(v, str) or (v.lower() if lower else v) not in allowed:
+        raise ParameterError(name, f"{name} must be one of {', '.join(allowed)}; got {v!r}")
+    setattr(config, name, v.lower() if lower else v)
 
 
-def _is_num(v: Any) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+def _integer(config: "FitConfig", name: str, minimum: int, optional: bool = False) -> None:
+    v = getattr(config, name)
+    if v is None and optional:
+        return
+    if not is_integer(v) or v < minimum:
+        raise ParameterError(name, f"{name} must be an integer >= {minimum}{' or None' if optional else ''}; "
+                                   f"got {v!r}")
+    setattr(config, name, int(v))
+
+
+def _number(config: "FitConfig", name: str, minimum: Optional[float] = None, optional: bool = False,
+            strict: bool = False) -> None:
+    """A finite number, ``>= minimum`` (``> minimum`` when ``strict``)."""
+    v = getattr(config, name)
+    if v is None and optional:
+        return
+    if not is_real(v) or not math.isfinite(float(v)) or (
+            minimum is not None and (float(v) <= minimum if strict else float(v) < minimum)):
+        bound = "" if minimum is None else f" {'>' if strict else '>='} {minimum}"
+        raise ParameterError(name, f"{name} must be a finite number{bound}{' or None' if optional else ''}; "
+                                   f"got {v!r}")
+    setattr(config, name, float(v))
+
+
+def _flag(config: "FitConfig", name: str) -> None:
+    v = getattr(config, name)
+    if not isinstance(v, bool):
+        raise ParameterError(name, f"{name} must be true or false; got {v!r}")
+
+
+def _text(config: "FitConfig", name: str, optional: bool = True) -> None:
+    v = getattr(config, name)
+    if v is None and optional:
+        return
+    if not isinstance(v, (str, Path)):
+        raise ParameterError(name, f"{name} must be a string{' or None' if optional else ''}; got {v!r}")
+    setattr(config, name, str(v))
+
+
+def _options(config: "FitConfig", name: str) -> None:
+    """A mapping of option name to value (``None``: none)."""
+    v = getattr(config, name)
+    if v is None:
+        v = {}
+    if not isinstance(v, dict) or not all(isinstance(k, str) for k in v):
+        raise ParameterError(name, f"{name} must be a mapping of option name to value; got {v!r}")
+    setattr(config, name, v)
+
+
+def _batches(config: "FitConfig", name: str) -> None:
+    """A fraction of the batches in (0, 1], or a whole number of them (``None``: all)."""
+    v = getattr(config, name)
+    if v is None:
+        return
+    if is_integer(v) and v >= 1:
+        setattr(config, name, int(v))
+    elif is_real(v) and 0 < float(v) <= 1:
+        setattr(config, name, float(v))
+    else:
+        raise ParameterError(name, f"{name} must be a fraction in (0, 1] or a whole number of batches >= 1; "
+                                   f"got {v!r}")
+
+
+def _devices(value: Any) -> Union[int, str, List[int]]:
+    """``devices`` normalised: ``"auto"``, a count >= 1, -1 (all) or a list of device indices."""
+    d = value
+    if isinstance(d, str) and d.strip().lstrip("-").isdigit():
+        d = int(d)
+    if isinstance(d, (list, tuple)) and d and all(is_integer(i) and i >= 0 for i in d):
+        return [int(i) for i in d]
+    if is_integer(d) and (d >= 1 or d == -1):
+        return int(d)
+    if isinstance(d, str) and d == "auto":
+        return d
+    raise ParameterError("devices", f"devices must be 'auto', a count >= 1, -1 (all) or a list of device "
+                                    f"indices; got {d!r}")
 
 
 @dataclass
@@ -118,6 +198,7 @@ class FitConfig:
         (colour-bar label), samples (samples drawn in forecast.png), progress (progress bar).
     """
 
+    # ------------------------------------------------------------------ data
     data: Optional[str] = None
     key: Optional[str] = None
     layout: str = "THWC"
@@ -147,8 +228,76 @@ class FitConfig:
     nonnegative: Optional[bool] = None
     batch_size: int = 16
     num_workers: int = 0
+
+    def _check_source(self) -> None:
+        """``data``, ``key`` and ``layout``: the file and how to read it."""
+        _text(self, "data"); _text(self, "key")
+        if isinstance(self.layout, str):
+            self.layout = self.layout.upper()
+        _choice(self, "layout", LAYOUTS, lower=False)
+
+    def _check_windows(self) -> None:
+        """``input_steps``, ``output_steps``, ``stride``, ``gap`` and ``split``: the samples and
+        the train, validation and test parts."""
+        _integer(self, "input_steps", 1); _integer(self, "output_steps", 1)
+        _integer(self, "stride", 1); _integer(self, "gap", 0)
+        self.split = list(check_fractions("split", self.split))
+
+    def _check_multiscale(self) -> None:
+        """``closeness`` to ``external_data``: the multi-scale samples and their features."""
+        _integer(self, "closeness", 1, optional=True)
+        _integer(self, "period", 0, optional=True); _integer(self, "trend", 0, optional=True)
+        _integer(self, "period_interval", 1, optional=True); _integer(self, "trend_interval", 1, optional=True)
+        _integer(self, "steps_per_day", 1, optional=True)
+        if self.calendar is not None and not isinstance(self.calendar, bool):
+            raise ParameterError("calendar", f"calendar must be true, false or null (automatic); "
+                                             f"got {self.calendar!r}")
+        _text(self, "holidays"); _text(self, "external_data")
+        ext = [self.external] if isinstance(self.external, str) else (self.external or [])
+        if not isinstance(ext, (list, tuple)) or not all(isinstance(k, str) and k for k in ext):
+            raise ParameterError("external", f"external must be a list of keys (arrays in the data file or "
+                                             f"external_data); got {self.external!r}", also=("external_data",))
+        self.external = list(ext)
+
+    def _check_values(self) -> None:
+        """``scaler``, ``fill_nan``, the physical units (``scale`` to ``interval_minutes``) and
+        ``nonnegative``: how the values are read, scaled and clamped."""
+        _choice(self, "scaler", SCALER_NAMES)
+        _number(self, "fill_nan", optional=True)
+        _number(self, "scale"); _number(self, "offset")
+        _number(self, "zr_a", 0.0, strict=True); _number(self, "zr_b", 0.0, strict=True)
+        _number(self, "interval_minutes", 0.0, optional=True, strict=True)
+        _choice(self, "transform", TRANSFORMS)
+        self.conversion()  # scale != 0, interval_minutes given exactly for the accumulation transforms
+        if self.nonnegative is not None and not isinstance(self.nonnegative, bool):
+            raise ParameterError("nonnegative", f"nonnegative must be true, false or null (auto: on when the "
+                                 f"training data has no negative value); got {self.nonnegative!r}")
+
+    def _check_loaders(self) -> None:
+        """``batch_size`` and ``num_workers``."""
+        _integer(self, "batch_size", 1); _integer(self, "num_workers", 0)
+
+    def conversion(self) -> UnitConversion:
+        """The :class:`convlstm.data.UnitConversion` of ``scale``, ``offset``, ``transform``,
+        ``zr_a``, ``zr_b`` and ``interval_minutes``."""
+        try:
+            return UnitConversion(self.scale, self.offset, self.transform, zr_a=self.zr_a, zr_b=self.zr_b,
+                                  interval_minutes=self.interval_minutes)
+        except (TypeError, ValueError) as exc:
+            raise ParameterError("scale", str(exc), also=_CONVERSION_FIELDS[1:]) from None
+
+    # ------------------------------------------------------------------ model
     model: str = "convlstm-warp"
     model_options: Dict[str, Any] = field(default_factory=dict)
+
+    def _check_model(self) -> None:
+        """``model`` and ``model_options`` (the model checks the options when it is built)."""
+        if not isinstance(self.model, str) or not self.model:
+            raise ParameterError("model", f"model must be a model name (see `convlstm models`); "
+                                          f"got {self.model!r}")
+        _options(self, "model_options")
+
+    # ------------------------------------------------------------------ optimisation
     loss: str = "mse"
     loss_options: Dict[str, Any] = field(default_factory=dict)
     lr: float = 1e-3
@@ -160,6 +309,30 @@ class FitConfig:
     gradient_clip: Optional[float] = None
     limit_train_batches: Optional[float] = None
     limit_val_batches: Optional[float] = None
+
+    def _check_loss(self) -> None:
+        """``loss`` and ``loss_options``, checked by building the loss."""
+        _choice(self, "loss", LOSSES)
+        _options(self, "loss_options")
+        self.loss_options = _plain(self.loss_options)  # tuples -> lists, as YAML gives them back
+        try:
+            _get_loss(self.loss, **self.loss_options)  # names and values checked by the loss itself
+        except (ValueError, TypeError) as exc:
+            raise ParameterError("loss_options", f"loss_options: {exc}") from None
+
+    def _check_schedule(self) -> None:
+        """``lr`` to ``limit_val_batches``: the optimiser, its schedule and the training's length."""
+        _choice(self, "scheduler", SCHEDULERS)
+        _number(self, "scheduled_sampling", 0.0)
+        if self.scheduled_sampling > 1:
+            raise ParameterError("scheduled_sampling", f"scheduled_sampling must be a fraction of the training in "
+                                                       f"[0, 1] (0 = off); got {self.scheduled_sampling!r}")
+        _number(self, "lr", 0.0, strict=True); _number(self, "weight_decay", 0.0)
+        _integer(self, "max_epochs", 1); _integer(self, "patience", 1, optional=True)
+        _number(self, "gradient_clip", 0.0, optional=True, strict=True)
+        _batches(self, "limit_train_batches"); _batches(self, "limit_val_batches")
+
+    # ------------------------------------------------------------------ hardware and reproducibility
     precision: str = "32"
     seed: int = 0
     deterministic: bool = False
@@ -168,6 +341,36 @@ class FitConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     memory_limit: Union[None, int, str] = None
+
+    def _check_hardware(self) -> None:
+        """``precision`` to ``strategy``: where and how the training runs."""
+        if is_integer(self.precision):
+            self.precision = str(self.precision)
+        if self.precision in ("32-true", "64-true"):
+            self.precision = self.precision[:-len("-true")]
+        _choice(self, "precision", PRECISIONS)
+        _integer(self, "seed", 0)
+        _flag(self, "deterministic")
+        _choice(self, "accelerator", ACCELERATORS)
+        self.devices = _devices(self.devices)
+        _integer(self, "num_nodes", 1)
+        if not isinstance(self.strategy, str) or not self.strategy:
+            raise ParameterError("strategy", f"strategy must be a Lightning strategy name such as auto, ddp, "
+                                             f"ddp_spawn, fsdp, deepspeed; got {self.strategy!r}")
+
+    def _check_memory_limit(self) -> None:
+        """``memory_limit``: ``None``, ``"off"``, a number of bytes or a size (``"8GB"``, kept so)."""
+        if self.memory_limit is None:
+            return
+        from .memory import parse_memory_limit
+
+        limit = parse_memory_limit(self.memory_limit)  # raises naming memory_limit
+        if limit is None or limit == "off":
+            self.memory_limit = limit
+        else:  # keep the spelling given ("8GB") when it was text
+            self.memory_limit = self.memory_limit.strip() if isinstance(self.memory_limit, str) else limit
+
+    # ------------------------------------------------------------------ outputs and scoring
     run_dir: Optional[str] = None
     resume: bool = False
     evaluate: bool = True
@@ -179,164 +382,24 @@ class FitConfig:
     samples: int = 3
     progress: bool = True
 
-    def __post_init__(self) -> None:
-        self.validate()
+    def _check_outputs(self) -> None:
+        """``run_dir``, ``resume``, ``evaluate``, ``units``, ``samples`` and ``progress``."""
+        _text(self, "run_dir"); _text(self, "units", optional=False)
+        _flag(self, "resume"); _flag(self, "evaluate"); _flag(self, "progress")
+        _integer(self, "samples", 1)
 
-    # ------------------------------------------------------------------ checks
-    def validate(self) -> "FitConfig":
-        """Check every field; raise ``ValueError``/``TypeError`` naming the field, the value and
-        what is allowed. Normalises a few spellings (``precision=32`` -> ``"32"``)."""
-        def choice(name: str, allowed: Sequence[str], lower: bool = True) -> None:
-            v = getattr(self, name)
-            if not isinstance(v, str) or (v.lower() if lower else v) not in allowed:
-                raise ParameterError(name, f"{name} must be one of {', '.join(allowed)}; got {v!r}")
-            setattr(self, name, v.lower() if lower else v)
-
-        def integer(name: str, minimum: int, optional: bool = False) -> None:
-            v = getattr(self, name)
-            if v is None and optional:
-                return
-            if not _is_int(v) or v < minimum:
-                raise ParameterError(name, f"{name} must be an integer >= {minimum}{' or None' if optional else ''}; "
-                                 f"got {v!r}")
-            setattr(self, name, int(v))
-
-        def number(name: str, minimum: Optional[float] = None, optional: bool = False,
-                   strict: bool = False) -> None:
-            v = getattr(self, name)
-            if v is None and optional:
-                return
-            if not _is_num(v) or not math.isfinite(float(v)) or (
-                    minimum is not None and (float(v) <= minimum if strict else float(v) < minimum)):
-                bound = "" if minimum is None else f" {'>' if strict else '>='} {minimum}"
-                raise ParameterError(name, f"{name} must be a finite number{bound}{' or None' if optional else ''}; "
-                                 f"got {v!r}")
-            setattr(self, name, float(v))
-
-        def flag(name: str) -> None:
-            v = getattr(self, name)
-            if not isinstance(v, bool):
-                raise ParameterError(name, f"{name} must be true or false; got {v!r}")
-
-        def text(name: str, optional: bool = True) -> None:
-            v = getattr(self, name)
-            if v is None and optional:
-                return
-            if not isinstance(v, (str, Path)):
-                raise ParameterError(name, f"{name} must be a string{' or None' if optional else ''}; got {v!r}")
-            setattr(self, name, str(v))
-
-        text("data"); text("key"); text("run_dir"); text("units", optional=False)
-        if self.layout is not None and isinstance(self.layout, str):
-            self.layout = self.layout.upper()
-        choice("layout", LAYOUTS, lower=False)
-        integer("input_steps", 1); integer("output_steps", 1); integer("stride", 1); integer("gap", 0)
-        integer("closeness", 1, optional=True); integer("period", 0, optional=True); integer("trend", 0, optional=True)
-        integer("period_interval", 1, optional=True); integer("trend_interval", 1, optional=True)
-        integer("steps_per_day", 1, optional=True)
-        if self.calendar is not None and not isinstance(self.calendar, bool):
-            raise ValueError(f"calendar must be true, false or null (automatic); got {self.calendar!r}")
-        text("holidays"); text("external_data")
-        ext = [self.external] if isinstance(self.external, str) else (self.external or [])
-        if not isinstance(ext, (list, tuple)) or not all(isinstance(k, str) and k for k in ext):
-            raise ValueError(f"external must be a list of keys (arrays in the data file or external_data); "
-                             f"got {self.external!r}")
-        self.external = list(ext)
-        split = self.split
-        if (not isinstance(split, (list, tuple)) or len(split) != 3 or not all(_is_num(f) for f in split)
-                or any(f < 0 for f in split) or abs(sum(split) - 1.0) > 1e-6 or split[0] <= 0):
-            raise ParameterError("split", f"split must be three fractions (train, val, test) >= 0 summing to 1 "
-                                          f"with train > 0, e.g. [0.7, 0.1, 0.2]; got {split!r}")
-        self.split = [float(f) for f in split]
-        choice("scaler", SCALER_NAMES)
-        number("fill_nan", optional=True)
-        number("scale"); number("offset"); number("zr_a", 0.0, strict=True); number("zr_b", 0.0, strict=True)
-        number("interval_minutes", 0.0, optional=True, strict=True)
-        choice("transform", TRANSFORMS)
-        self.conversion()  # scale != 0, interval_minutes given exactly for the accumulation transforms
-        if self.nonnegative is not None and not isinstance(self.nonnegative, bool):
-            raise ParameterError("nonnegative", f"nonnegative must be true, false or null (auto: on when the "
-                                 f"training data has no negative value); got {self.nonnegative!r}")
-        integer("batch_size", 1); integer("num_workers", 0)
-        if not isinstance(self.model, str) or not self.model:
-            raise ParameterError("model", f"model must be a model name (see `convlstm models`); "
-                                          f"got {self.model!r}")
-        if self.model_options is None:
-            self.model_options = {}
-        if not isinstance(self.model_options, dict) or not all(isinstance(k, str) for k in self.model_options):
-            raise ParameterError("model_options", f"model_options must be a mapping of option name to value; "
-                                                  f"got {self.model_options!r}")
-        choice("loss", LOSSES); choice("scheduler", SCHEDULERS)
-        number("scheduled_sampling", 0.0)
-        if self.scheduled_sampling > 1:
-            raise ParameterError("scheduled_sampling", f"scheduled_sampling must be a fraction of the training in "
-                                                       f"[0, 1] (0 = off); got {self.scheduled_sampling!r}")
-        if self.loss_options is None:
-            self.loss_options = {}
-        if not isinstance(self.loss_options, dict) or not all(isinstance(k, str) for k in self.loss_options):
-            raise ParameterError("loss_options", f"loss_options must be a mapping of option name to value; "
-                                                 f"got {self.loss_options!r}")
-        self.loss_options = _plain(self.loss_options)  # tuples -> lists, as YAML gives them back
-        try:
-            _get_loss(self.loss, **self.loss_options)  # names and values checked by the loss itself
-        except (ValueError, TypeError) as exc:
-            raise ParameterError("loss_options", f"loss_options: {exc}") from None
-        number("lr", 0.0, strict=True); number("weight_decay", 0.0)
-        integer("max_epochs", 1); integer("patience", 1, optional=True)
-        number("gradient_clip", 0.0, optional=True, strict=True)
-        for name in ("limit_train_batches", "limit_val_batches"):
-            v = getattr(self, name)
-            if v is None:
-                continue
-            if _is_int(v) and v >= 1:
-                setattr(self, name, int(v))
-            elif _is_num(v) and 0 < float(v) <= 1:
-                setattr(self, name, float(v))
-            else:
-                raise ParameterError(name, f"{name} must be a fraction in (0, 1] or a whole number of batches >= 1; "
-                                           f"got {v!r}")
-        if _is_int(self.precision):
-            self.precision = str(self.precision)
-        if self.precision == "32-true":
-            self.precision = "32"
-        if self.precision == "64-true":
-            self.precision = "64"
-        choice("precision", PRECISIONS)
-        integer("seed", 0)
-        flag("deterministic"); flag("resume"); flag("evaluate"); flag("progress")
-        choice("accelerator", ACCELERATORS)
-        d = self.devices
-        if isinstance(d, str) and d.strip().lstrip("-").isdigit():
-            d = int(d)
-        bad_devices = ParameterError("devices", f"devices must be 'auto', a count >= 1, -1 (all) or a list of "
-                                                f"device indices; got {d!r}")
-        if isinstance(d, (list, tuple)):
-            if not d or not all(_is_int(i) and i >= 0 for i in d):
-                raise bad_devices
-            d = [int(i) for i in d]
-        elif _is_int(d):
-            if d == 0 or d < -1:
-                raise bad_devices
-            d = int(d)
-        elif d != "auto":
-            raise bad_devices
-        self.devices = d
-        integer("num_nodes", 1)
-        if not isinstance(self.strategy, str) or not self.strategy:
-            raise ParameterError("strategy", f"strategy must be a Lightning strategy name such as auto, ddp, "
-                                             f"ddp_spawn, fsdp, deepspeed; got {self.strategy!r}")
+    def _check_scoring(self) -> None:
+        """``thresholds``, ``fss_scales``, ``baselines`` and ``extrapolation_method``: what the
+        test part is scored with, and against."""
         th = self.thresholds
-        if th is None:
-            th = []
-        if _is_num(th):
-            th = [th]
-        if not isinstance(th, (list, tuple)) or not all(_is_num(t) and math.isfinite(float(t)) for t in th):
+        th = [] if th is None else ([th] if is_real(th) else th)
+        if not isinstance(th, (list, tuple)) or not all(is_real(t) and math.isfinite(float(t)) for t in th):
             raise ParameterError("thresholds", f"thresholds must be a list of numbers (in the data's units); "
                                                f"got {self.thresholds!r}")
         self.thresholds = [float(t) for t in th]
         sc = self.fss_scales
-        sc = [] if sc is None else ([sc] if _is_int(sc) else sc)
-        if not isinstance(sc, (list, tuple)) or not all(_is_int(v) and v >= 1 for v in sc):
+        sc = [] if sc is None else ([sc] if is_integer(sc) else sc)
+        if not isinstance(sc, (list, tuple)) or not all(is_integer(v) and v >= 1 for v in sc):
             raise ParameterError("fss_scales", f"fss_scales must be a list of FSS window widths in pixels "
                                                f"(integers >= 1); got {self.fss_scales!r}")
         if sc and not self.thresholds:
@@ -345,32 +408,26 @@ class FitConfig:
                                  also=("thresholds",))
         self.fss_scales = [int(v) for v in sc]
         b = [self.baselines] if isinstance(self.baselines, str) else self.baselines
-        if b is None:
-            b = []
-        if not isinstance(b, (list, tuple)) or not all(isinstance(v, str) and v.lower() in BASELINES for v in b):
+        b = [] if b is None else b
+        known = baseline_names()   # the built-in baselines and any registered one
+        if not isinstance(b, (list, tuple)) or not all(isinstance(v, str) and v.lower() in known for v in b):
             raise ParameterError("baselines",
-                                 f"baselines must be a list of {', '.join(BASELINES)}; got {self.baselines!r}")
+                                 f"baselines must be a list of {', '.join(known)}; got {self.baselines!r}")
         self.baselines = list(dict.fromkeys(v.lower() for v in b))
-        choice("extrapolation_method", MOTION_METHODS)
-        integer("samples", 1)
-        if self.memory_limit is not None:
-            from .memory import parse_memory_limit
+        _choice(self, "extrapolation_method", MOTION_METHODS)
 
-            limit = parse_memory_limit(self.memory_limit)  # raises naming memory_limit
-            if limit is None or limit == "off":
-                self.memory_limit = limit
-            else:  # keep the spelling given ("8GB") when it was text
-                self.memory_limit = self.memory_limit.strip() if isinstance(self.memory_limit, str) else limit
+    # ------------------------------------------------------------------ all checks
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> "FitConfig":
+        """Check every field; raise ``ValueError``/``TypeError`` naming the field, the value and
+        what is allowed. Normalises a few spellings (``precision=32`` -> ``"32"``)."""
+        for check in (self._check_source, self._check_windows, self._check_multiscale, self._check_values,
+                      self._check_loaders, self._check_model, self._check_loss, self._check_schedule,
+                      self._check_hardware, self._check_memory_limit, self._check_outputs, self._check_scoring):
+            check()
         return self
-
-    def conversion(self) -> UnitConversion:
-        """The :class:`convlstm.data.UnitConversion` of ``scale``, ``offset``, ``transform``,
-        ``zr_a``, ``zr_b`` and ``interval_minutes``."""
-        try:
-            return UnitConversion(self.scale, self.offset, self.transform, zr_a=self.zr_a, zr_b=self.zr_b,
-                                  interval_minutes=self.interval_minutes)
-        except (TypeError, ValueError) as exc:
-            raise ParameterError("scale", str(exc), also=_CONVERSION_FIELDS[1:]) from None
 
     # ------------------------------------------------------------------ dict / YAML
     def to_dict(self) -> Dict[str, Any]:

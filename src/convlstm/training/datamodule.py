@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .. import data as _data
+from .._checks import check_fractions
 from .._errors import ParameterError
 from ..data.units import UnitConversion
 from .climatology import hour_of_day_means, mean_frame, target_hours, unseen_hours
@@ -26,15 +27,6 @@ from .multiscale import MultiScale, load_times
 __all__ = ["GridDataModule", "SequenceDataset", "run_source_options"]
 
 
-def _check_fractions(split: Sequence[float]) -> Tuple[float, float, float]:
-    try:
-        fr = tuple(float(f) for f in split)
-    except (TypeError, ValueError):
-        raise ValueError(f"split must be three fractions (train, val, test), got {split!r}") from None
-    if len(fr) != 3 or any(f < 0 or not math.isfinite(f) for f in fr) or abs(sum(fr) - 1) > 1e-6 or fr[0] <= 0:
-        raise ValueError(f"split must be three fractions (train, val, test) >= 0 summing to 1 with "
-                         f"train > 0, got {split!r}")
-    return fr
 
 
 class GridDataModule(pl.LightningDataModule):
@@ -102,7 +94,7 @@ class GridDataModule(pl.LightningDataModule):
         self.sequences = sequences
         self.input_steps, self.output_steps = int(input_steps), int(output_steps)
         self.stride, self.gap = int(stride), int(gap)
-        self.split = _check_fractions(split)
+        self.split = check_fractions("split", split)
         self.scaler_name = scaler.lower()
         self.fill_nan = fill_nan
         self.batch_size, self.num_workers = int(batch_size), int(num_workers)
