@@ -180,7 +180,10 @@ def test_external_features_are_the_last_observed_step_scaled_by_the_training_ran
     ms = MultiScale(closeness=2, external=["temp"], external_data=str(path))
     assert ms.resolve(n, None, 2, gap, (0, train), None)
     assert ms.external_range == {"temp": [[10.0], [10.0 + 2 * (train - 1)]]}  # 10 .. 64: the training part only
-    ds = ms.dataset(ramp(n), 1, start=train, stop=n, stride=1, gap=gap, scaler=None)
+    from convlstm.training.datasets import MultiScaleBuilder
+
+    builder = MultiScaleBuilder(ramp(n), ms, 1, stride=1, gap=gap, split=(train / n, 0.0, 1 - train / n))
+    ds = builder.dataset(train, n, scaler=None)
     for target in (29 + gap, 35, 36 + gap, 39):
         x, y, f = ds[int(np.flatnonzero(ds.targets == target)[0])]
         last = target - gap - 1                                 # the last observed step
