@@ -29,7 +29,9 @@ def _run_with_conftest(pytester, monkeypatch, test_source: str, hidden: str):
     """Run ``test_source`` under this suite's conftest with the package ``hidden`` not importable."""
     pytester.makeconftest((TESTS / "conftest.py").read_text())
     pytester.makepyfile(test_it=textwrap.dedent(test_source))
-    monkeypatch.setitem(sys.modules, hidden, None)  # as if it were not installed
+    for name in [hidden] + [m for m in sys.modules if m.startswith(hidden + ".")]:
+        monkeypatch.setitem(sys.modules, name, None)  # as if it were not installed (submodules too,
+        # which earlier tests of the same run may have imported)
     return pytester.runpytest_inprocess("-p", "no:cacheprovider")
 
 
