@@ -21,6 +21,7 @@ import torch.nn as nn
 
 from .._errors import ParameterError
 from .._io import write_json
+from ..scoring import write_metrics
 from .config import FitConfig, load_config, save_config
 from .datamodule import GridDataModule
 from .evaluation import evaluate
@@ -378,13 +379,41 @@ def _remove_unstarted_run(files: Sequence[Path], created: Sequence[Path]) -> Non
 
 def _evaluate_after_fit(run: _Run, dm: GridDataModule, model: Optional[nn.Module],
                         history: HistoryCallback) -> Optional[Dict[str, Any]]:
+    """The validation check (is a baseline ahead of the model?), then the test scores and pictures;
+    ``metrics.json`` holds both."""
     cfg = run.cfg
+    check = _validation_check(run, dm, model)
     if dm.datasets.get("test") is None:
         print(f"convlstm: no test part (split={cfg.split}); skipping evaluation")
         return None
-    return evaluate(run.folder, datamodule=dm, model=model, thresholds=cfg.thresholds, units=cfg.units,
-                    samples=cfg.samples, history=history.history, baselines=cfg.baselines,
-                    fss_scales=cfg.fss_scales, extrapolation_method=cfg.extrapolation_method)
+    results = evaluate(run.folder, datamodule=dm, model=model, thresholds=cfg.thresholds, units=cfg.units,
+                       samples=cfg.samples, history=history.history, baselines=cfg.baselines,
+                       fss_scales=cfg.fss_scales, extrapolation_method=cfg.extrapolation_method)
+    if check is not None:
+        results["validation"] = check
+        write_metrics(results, run.folder)
+    return results
+
+
+def _validation_check(run: _Run, dm: GridDataModule, model: Optional[nn.Module]) -> Optional[Dict[str, Any]]:
+    """:func:`~convlstm.training.validation_check.compare_on_validation` for the best checkpoint;
+    prints a line for each baseline ahead of the model, and the options that usually help."""
+    from .runs import find_checkpoint, load_module
+    from .validation_check import advice, compare_on_validation
+
+    cfg = run.cfg
+    dm.setup("test")
+    module, _ = load_module(find_checkpoint(run.folder), model=model)
+    check = compare_on_validation(module, dm, cfg.baselines, extrapolation_method=cfg.extrapolation_method,
+                                  clamp=bool(dm.nonnegative))
+    if check is None:
+        return None
+    lines = advice(check["baselines_ahead"], cfg.units or dm.units)
+    for line in lines:
+        print(f"convlstm fit: {line}")
+    if not lines:
+        print(f"convlstm fit: on the validation part the model is ahead of {', '.join(cfg.baselines)} in MSE and MAE")
+    return check
 
 
 # ---------------------------------------------------------------------------------- Lightning's output
