@@ -136,6 +136,7 @@ def test_run_file_on_raw_windows_equals_predict(runs, case, tmp_path):
     assert got.shape == expected.shape
     assert np.abs(got - expected).max() <= TOL * np.abs(expected).max()
     meta = conx.metadata(out)
+    assert not [k for k in meta if k.startswith("convlstm.input_steps.")]  # one input_steps, the run's
     state = load_module(run)[1]["GridDataModule"]
     assert meta["convlstm.units"] == "data" and meta["convlstm.scaler"] == state["scaler"]["name"]
     assert meta["convlstm.nonnegative"] == str(bool(state["nonnegative"])).lower()

@@ -210,8 +210,8 @@ def export(module: nn.Module, path: PathLike, example_inputs, *, input_names: Op
             metadata records it (``convlstm.min_time``) and fewer steps are the caller's to avoid.
             The example needs at least ``min_time`` steps.
         metadata: more ``metadata_props`` of the file (key to text), written after the ones
-            :func:`export` writes (``convlstm.min_time``, ``convlstm.input_steps``...), which
-            they replace where the keys are the same.
+            :func:`export` writes (``convlstm.min_time``...), which they replace where the keys
+            are the same; a ``convlstm.input_steps`` given here replaces the submodules' ones.
 
     Returns:
         the path written.
@@ -247,7 +247,8 @@ def export(module: nn.Module, path: PathLike, example_inputs, *, input_names: Op
     if not dynamic_time:
         dynamic_spatial = False
     written = {"convlstm.dynamic_time": str(bool(dynamic_time)), "convlstm.min_time": str(min_time)}
-    written.update({f"convlstm.input_steps{'.' + k if k else ''}": str(v) for k, v in lifted.items()})
+    if "convlstm.input_steps" not in (metadata or {}):  # the caller's, for the whole model, replaces them
+        written.update({f"convlstm.input_steps{'.' + k if k else ''}": str(v) for k, v in lifted.items()})
     written.update({str(k): str(v) for k, v in (metadata or {}).items()})
     context = _paths.scan_time_loops if dynamic_time else contextlib.nullcontext
 
