@@ -95,8 +95,8 @@ def test_fit_evaluate_predict_from_the_command_line(capsys, tmp_path):
     code, _, err = run(capsys, "predict", str(run_dir), str(data), "--layout", "THWC", "--out", str(tmp_path / "g.npy"))
     assert code == 2 and "layout" in err
 
-    # the run's network as one ONNX file for any batch and T, equal to the checkpoint's network
-    code, out, err = run(capsys, "export", str(run_dir), "-o", str(tmp_path / "run.onnx"))
+    # the run's bare network (--scaled) as one ONNX file for any batch and T, equal to the checkpoint's
+    code, out, err = run(capsys, "export", str(run_dir), "-o", str(tmp_path / "run.onnx"), "--scaled")
     assert code == 0, err
     assert "(batch, time, " in out
     import onnxruntime as ort

@@ -148,19 +148,19 @@ def test_registry_encoder_forecaster_any_input_steps(tmp_path):
         _check(path, model, (torch.rand(b, t, 8, 8, 1),))
 
 
-def test_motion_warp_refuses_any_time_and_exports_from_three_steps(tmp_path):
-    """convlstm-warp branches on T (one frame, two frames): a clear refusal naming min_time and
-    --static-time; with min_time=3 one file serves every T >= 3 (frame size fixed: its block
-    matching depends on it), grid_sample included."""
+def test_motion_warp_exports_from_three_steps_by_default(tmp_path):
+    """convlstm-warp branches on T (one frame, two frames): by default (its min_input_steps) one
+    file serves every T >= 3 (frame size fixed: its block matching depends on it), grid_sample
+    included; min_time=1 is refused clearly, naming min_time and --static-time."""
     torch.manual_seed(4)
     model = models.create("convlstm-warp", filters=(4,), encoder_width=4, output_steps=2, patch_size=4).eval()
     x = torch.rand(1, 3, 16, 16, 1)
     with pytest.raises(ValueError, match="min_time=N.*--static-time"):
-        conx.export(model, tmp_path / "w.onnx", x, dynamic_spatial=False)
+        conx.export(model, tmp_path / "w.onnx", x, dynamic_spatial=False, min_time=1)
     assert not (tmp_path / "w.onnx").exists()
     with pytest.raises(ValueError, match="fewer than min_time=3"):
-        conx.export(model, tmp_path / "w.onnx", x[:, :2], min_time=3)
-    path = conx.export(model, tmp_path / "w.onnx", x, min_time=3, dynamic_spatial=False)
+        conx.export(model, tmp_path / "w.onnx", x[:, :2])
+    path = conx.export(model, tmp_path / "w.onnx", x, dynamic_spatial=False)
     assert _dims(path)["input_0"] == ["batch", "time", 16, 16, 1]
     meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     assert meta["convlstm.min_time"] == "3"
@@ -226,6 +226,21 @@ def test_step_module_refuses_what_cannot_stream():
         conx.StepModule(convlstm.ConvLSTM2D(2, 3, go_backwards=True, in_channels=1))
     with pytest.raises(TypeError, match="Bidirectional"):
         conx.StepModule(convlstm.Bidirectional(convlstm.ConvLSTM2D(2, 3, in_channels=1)))
+
+
+def test_model_reading_frames_by_position_keeps_time_fixed(tmp_path):
+    """st-convlstm reads its stacked lags by position: a dynamic time axis is refused (one graph
+    would read the wrong frames at another T); the unrolled graph with its features exports."""
+    torch.manual_seed(5)
+    model = models.create("st-convlstm", channels=1, streams=(2, 1, 0), frame_size=(4, 4), filters=(3,),
+                          num_features=2).eval()
+    args = (torch.rand(1, 3, 4, 4, 1), torch.rand(1, 2))
+    with pytest.raises(ValueError, match="MultiStreamConvLSTM reads its input frames by position.*dynamic_time"):
+        conx.export(model, tmp_path / "st.onnx", args)
+    path = conx.export(model, tmp_path / "st.onnx", args, dynamic_time=False, input_names=["x", "features"])
+    assert _dims(path) == {"x": ["batch", 3, 4, 4, 1], "features": ["batch", 2]}
+    for b in (1, 3):
+        _check(path, model, (torch.rand(b, 3, 4, 4, 1), torch.rand(b, 2)))
 
 
 def test_export_refuses_bad_arguments(tmp_path):

@@ -477,19 +477,26 @@ def _add_export_command(sub: "argparse._SubParsersAction") -> None:
     p = sub.add_parser("export", formatter_class=_Formatter, help="export a model to ONNX",
                        description="Export the model of a run, a checkpoint or a Keras file to one ONNX file "
                                    "that runs on any batch size and number of input steps (onnxruntime, "
-                                   "OpenVINO); prints its inputs and outputs. See docs/export.md.",
-                       epilog="examples:\n  convlstm export runs/flow -o flow.onnx\n"
+                                   "OpenVINO); prints its inputs and outputs and what they hold. A run's file "
+                                   "reads and writes the data's units (its scaler and clamp at 0 are in the "
+                                   "graph) unless --scaled. See docs/export.md.",
+                       epilog="examples:\n  convlstm export runs/flow flow.onnx\n"
+                              "  convlstm export runs/flow -o flow-scaled.onnx --scaled\n"
                               "  convlstm export model.keras -o model.onnx --static-time")
     p.add_argument("source", metavar="RUN|CKPT|KERAS_FILE",
                    help="a run folder, a .ckpt file, or a Keras .h5 / .keras file")
-    p.add_argument("-o", "--out", required=True, metavar="FILE", help="the .onnx file to write")
+    p.add_argument("out_file", metavar="OUT", nargs="?", default=None, help="the .onnx file to write")
+    p.add_argument("-o", "--out", default=None, metavar="FILE", help="the same as OUT")
     p.add_argument("--opset", type=int, default=18, metavar="N", help="ONNX opset (18 or more)")
+    p.add_argument("--scaled", action="store_true",
+                   help="a run's bare network: it reads and writes scaled values (apply the run's scaler "
+                        "around it, as the file's metadata describes) instead of the data's units")
     p.add_argument("--static-time", action="store_true",
                    help="the unrolled graph, fixed at the example's time steps (a run's input_steps, a Keras "
                         "file's input shape), for runtimes that need static shapes; the batch stays dynamic")
-    p.add_argument("--min-time", type=int, default=1, metavar="N",
-                   help="trace for at least N input steps, for models whose code branches on fewer "
-                        "(convlstm-warp: 3); the file then needs T >= N")
+    p.add_argument("--min-time", type=int, default=None, metavar="N",
+                   help="trace for at least N input steps; the file then needs T >= N (default: the "
+                        "model's own minimum, 3 for convlstm-warp, else 1)")
     p.set_defaults(func=_cmd_export)
 
 
@@ -667,8 +674,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .onnx import describe
     from .onnx.sources import export_file
 
-    out = export_file(args.source, args.out, opset_version=args.opset, dynamic_time=not args.static_time,
-                      min_time=args.min_time)
+    if args.out and args.out_file and args.out != args.out_file:
+        raise ValueError(f"two output files given: OUT={args.out_file!r} and -o {args.out!r}; give one")
+    if not (args.out or args.out_file):
+        raise ValueError("no output file: give OUT or -o OUT (e.g. convlstm export runs/flow flow.onnx)")
+    out = export_file(args.source, args.out or args.out_file, opset_version=args.opset,
+                      dynamic_time=not args.static_time, min_time=args.min_time, units=not args.scaled)
     print(f"wrote {out}")
     print(describe(out))
     return 0

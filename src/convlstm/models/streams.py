@@ -92,6 +92,10 @@ class MultiStreamConvLSTM(nn.Module):
         torch.Size([4, 1, 16, 8, 2])
     """
 
+    #: the input's frames are lags at fixed offsets, read by position (``streams``): the number of
+    #: input steps is part of the model, not a free axis (:func:`convlstm.onnx.export` keeps it fixed).
+    fixed_input_steps = True
+
     def __init__(self, channels: int = 1, streams: Optional[Sequence[int]] = None, fusion: str = "parametric",
                  filters: Union[int, Sequence[int]] = (32,), kernel_size: Union[int, Sequence[int]] = 3,
                  num_features: int = 0, feature_width: int = 10, frame_size: Optional[Sequence[int]] = None,

@@ -350,6 +350,10 @@ class MotionWarpForecaster(nn.Module):
     """
 
     accepts_targets = True
+    #: ``forward`` handles one input frame and two apart (no motion, one step of motion); from
+    #: three on its code is the same for every :math:`T`: the fewest steps one exported graph serves
+    #: (:func:`convlstm.onnx.export`'s ``min_time``).
+    min_input_steps = 3
 
     def __init__(self, channels: int = 1, filters: Union[int, Sequence[int]] = (32,),
                  kernel_size: Union[int, Sequence[int]] = 3, patch_size: Union[int, str] = "auto",

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import io
 import logging
+import sys
 import warnings
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
@@ -19,8 +21,10 @@ from .graph import name_axes
 # Loggers of torch's exporter and of onnx_ir that report on the exporter's internals, not on the
 # user's model: "torchvision is not installed. Skipping torchvision::nms" (four times: the exporter
 # registers torchvision's ops when it can) and "Attribute type is ambiguous because it is an
-# empty sequence" (an empty attribute of torch's own Scan translation).
-_NOISY_LOGGERS = ("torch.onnx._internal.exporter._registration", "onnx_ir._convenience")
+# empty sequence" (an empty attribute of torch's own Scan translation); and torch's shape solver's
+# "Unable to find user code corresponding to {u0}" before a refusal whose error says the same.
+_NOISY_LOGGERS = ("torch.onnx._internal.exporter._registration", "onnx_ir._convenience",
+                  "torch.fx.experimental.symbolic_shapes")
 # Warnings raised inside the exporter by torch's own code: a FutureWarning of its pytree code
 # (``LeafSpec``) and a DeprecationWarning of TorchScript modules it imports.
 _NOISY_WARNINGS = ((r".*LeafSpec.*", FutureWarning), (r".*torch\.jit\.script_method.*", DeprecationWarning))
@@ -45,7 +49,22 @@ def quiet_exporter() -> Iterator[None]:
 
 
 class TraceError(RuntimeError):
-    """torch.export failed on the model (its ``__cause__`` is torch's error)."""
+    """torch.export failed on the model (its ``__cause__`` is torch's error; ``torch_output`` what
+    torch printed meanwhile, e.g. the partial graph of a data-dependent branch)."""
+
+    torch_output = ""
+
+
+@contextlib.contextmanager
+def _stderr_kept_on_failure() -> Iterator[io.StringIO]:
+    """Collect what is printed to ``sys.stderr`` inside: passed on if the block succeeds, kept in
+    the buffer (not printed) if it raises: torch.export prints the partial graph of a model it
+    cannot trace to stderr, which would bury the one-line refusal."""
+    buffer = io.StringIO()
+    real = sys.stderr
+    with contextlib.redirect_stderr(buffer):
+        yield buffer
+    real.write(buffer.getvalue())
 
 
 def check_arguments(opset) -> None:
@@ -76,12 +95,15 @@ def run_exporter(module: nn.Module, args: Tuple, path: PathLike, *, input_names:
             # object for every layer) outlives an export: after several exports it stopped keeping
             # the time axis symbolic ("specialized to a constant"). Each export starts clean.
             torch._dynamo.reset()
+            printed = io.StringIO()
             try:
-                with context():
+                with context(), _stderr_kept_on_failure() as printed:
                     exported = torch.export.export(module, args, strict=False,
                                                    dynamic_shapes=_bind(module, args, dynamic_shapes))
             except Exception as err:
-                raise TraceError(f"torch.export could not trace {type(module).__name__}: {err}") from err
+                error = TraceError(f"torch.export could not trace {type(module).__name__}: {err}")
+                error.torch_output = printed.getvalue()
+                raise error from err
             n_outputs = len(exported.graph_signature.user_outputs)
             if output_names is None:
                 output_names = [f"output_{i}" for i in range(n_outputs)]

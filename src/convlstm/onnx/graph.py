@@ -1,4 +1,4 @@
-"""Reading an exported file back: its inputs and outputs with their symbolic axes."""
+"""Reading an exported file back: its inputs and outputs with their symbolic axes, its metadata."""
 from __future__ import annotations
 
 import re
@@ -7,7 +7,7 @@ from typing import Dict, List, Tuple, Union
 from ._deps import require
 from .._io import PathLike
 
-__all__ = ["signature", "describe", "name_axes"]
+__all__ = ["signature", "describe", "metadata", "name_axes"]
 
 Dim = Union[int, str]
 
@@ -34,15 +34,31 @@ def signature(path: PathLike) -> Tuple[List[Tuple[str, str, Tuple[Dim, ...]]], L
     return rows(model.graph.input), rows(model.graph.output)
 
 
+def metadata(path: PathLike) -> Dict[str, str]:
+    """The ``metadata_props`` of the ONNX file ``path`` as a dict, e.g. ``convlstm.min_time``;
+    for a run's file (``convlstm export``) also ``convlstm.units`` (``data`` or ``scaled``),
+    ``convlstm.scaler``, ``convlstm.input.x``, ``convlstm.output.forecast``..."""
+    require(("onnx",), purpose="reading an ONNX file")
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in model.metadata_props}
+
+
 def describe(path: PathLike) -> str:
     """A printable summary of :func:`signature`, one line per input and output, e.g.
-    ``input  x  float32  (batch, time, s0, s1, 1)``."""
+    ``input  x  float32  (batch, time, s0, s1, 1)``; then, for a file that records what its
+    inputs and outputs hold (a run's, ``convlstm.input.NAME`` / ``convlstm.output.NAME`` in its
+    :func:`metadata`), one line ``NAME: meaning`` each."""
     inputs, outputs = signature(path)
-    lines = []
+    meta = metadata(path)
+    lines, meanings = [], []
     for kind, rows in (("input", inputs), ("output", outputs)):
         for name, dtype, shape in rows:
             lines.append(f"{kind:<7}{name:<12} {dtype:<8} ({', '.join(map(str, shape))})")
-    return "\n".join(lines)
+            if f"convlstm.{kind}.{name}" in meta:
+                meanings.append(f"{name}: {meta[f'convlstm.{kind}.{name}']}")
+    return "\n".join(lines + meanings)
 
 
 def name_axes(model, names: Dict[Tuple[int, int], str]) -> None:

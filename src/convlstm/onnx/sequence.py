@@ -33,7 +33,7 @@ from ..layers import ConvLSTM
 from .._io import PathLike
 from ._exporter import TraceError, check_arguments, run_exporter
 
-__all__ = ["export", "DEFAULT_OPSET"]
+__all__ = ["export", "DEFAULT_OPSET", "model_min_time", "fixed_time_model"]
 
 DEFAULT_OPSET = 18
 
@@ -54,6 +54,21 @@ def _input_steps(module: nn.Module) -> Dict[str, int]:
     """The registry models' ``input_steps`` (the :math:`T` they check for) by submodule name."""
     return {name: sub.input_steps for name, sub in module.named_modules()
             if isinstance(getattr(sub, "input_steps", None), int) and not isinstance(sub, ConvLSTM)}
+
+
+def model_min_time(module: nn.Module) -> int:
+    """The fewest time steps one graph of ``module`` can serve: the largest ``min_input_steps`` of
+    its submodules (``convlstm-warp``: 3), else 1."""
+    return max([int(getattr(sub, "min_input_steps", 1)) for sub in module.modules()] + [1])
+
+
+def fixed_time_model(module: nn.Module) -> Optional[str]:
+    """The class name of a submodule whose number of input steps is part of the model
+    (``fixed_input_steps``: ``st-convlstm`` reads its stacked lags by position), else ``None``."""
+    for sub in module.modules():
+        if getattr(sub, "fixed_input_steps", False):
+            return type(sub).__name__
+    return None
 
 
 @contextlib.contextmanager
@@ -114,7 +129,12 @@ def _at_least_two(t: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def _channels_last(module: nn.Module) -> bool:
-    """The data format of the model's first ConvLSTM layer (the registry's models are channels_last)."""
+    """The module's own ``channels_last`` attribute where it has one (a run's
+    :class:`~convlstm.onnx.units.DataUnits`, :class:`~convlstm.onnx.StepModule`), else the data
+    format of its first ConvLSTM layer (the registry's models are channels_last)."""
+    own = getattr(module, "channels_last", None)
+    if isinstance(own, bool):
+        return own
     for sub in module.modules():
         if isinstance(sub, ConvLSTM):
             return sub.data_format == "channels_last"
@@ -158,7 +178,7 @@ def dynamic_examples(args: tuple, *, batch: bool, time: bool, spatial: bool, cha
 def export(module: nn.Module, path: PathLike, example_inputs, *, input_names: Optional[Sequence[str]] = None,
            output_names: Optional[Sequence[str]] = None, opset_version: int = DEFAULT_OPSET,
            dynamic_batch: bool = True, dynamic_time: bool = True, dynamic_spatial: Union[bool, str] = "auto",
-           min_time: int = 1):
+           min_time: Optional[int] = None, metadata: Optional[Dict[str, str]] = None):
     r"""Export ``module`` (in eval mode) to an ONNX file that runs on any batch size and any
     number of time steps.
 
@@ -183,11 +203,15 @@ def export(module: nn.Module, path: PathLike, example_inputs, *, input_names: Op
             the model's code depends on the frame size, as ``convlstm-warp``'s block matching
             does), ``False`` fixed at the example's, ``"auto"`` (default) symbolic when the model
             allows it, else fixed with a warning that says why.
-        min_time: the fewest time steps the graph is traced for (default 1). A model whose code
-            branches on small :math:`T` (``convlstm-warp``: one frame, two frames) exports for
-            :math:`T \ge` ``min_time`` (3 for ``convlstm-warp``); the graph cannot check it, so
-            the file's metadata records it (``convlstm.min_time``) and fewer steps are the
-            caller's to avoid. The example needs at least ``min_time`` steps.
+        min_time: the fewest time steps the graph is traced for. ``None`` (default): the model's
+            own minimum (:func:`model_min_time`: ``min_input_steps`` of its submodules, 3 for
+            ``convlstm-warp``, whose code handles one frame and two apart; else 1). The file
+            serves every :math:`T \ge` ``min_time``; the graph cannot check it, so the file's
+            metadata records it (``convlstm.min_time``) and fewer steps are the caller's to avoid.
+            The example needs at least ``min_time`` steps.
+        metadata: more ``metadata_props`` of the file (key to text), written after the ones
+            :func:`export` writes (``convlstm.min_time``...), which they replace where the keys
+            are the same; a ``convlstm.input_steps`` given here replaces the submodules' ones.
 
     Returns:
         the path written.
@@ -219,15 +243,13 @@ def export(module: nn.Module, path: PathLike, example_inputs, *, input_names: Op
     lifted = _input_steps(module) if dynamic_time else {}
     if dynamic_spatial not in (True, False, "auto"):
         raise ValueError(f"dynamic_spatial must be True, False or 'auto', got {dynamic_spatial!r}")
-    if isinstance(min_time, bool) or not isinstance(min_time, int) or min_time < 1:
-        raise ValueError(f"min_time (CLI: --min-time) must be an int >= 1, got {min_time!r}")
+    min_time = _check_time(module, args, dynamic_time, min_time)
     if not dynamic_time:
         dynamic_spatial = False
-    steps = int(next(t for t in pytree.tree_leaves(args) if isinstance(t, torch.Tensor)).shape[1])
-    if dynamic_time and steps < min_time:
-        raise ValueError(f"the example has {steps} time steps, fewer than min_time={min_time}")
-    metadata = {"convlstm.dynamic_time": str(bool(dynamic_time)), "convlstm.min_time": str(min_time)}
-    metadata.update({f"convlstm.input_steps{'.' + k if k else ''}": str(v) for k, v in lifted.items()})
+    written = {"convlstm.dynamic_time": str(bool(dynamic_time)), "convlstm.min_time": str(min_time)}
+    if "convlstm.input_steps" not in (metadata or {}):  # the caller's, for the whole model, replaces them
+        written.update({f"convlstm.input_steps{'.' + k if k else ''}": str(v) for k, v in lifted.items()})
+    written.update({str(k): str(v) for k, v in (metadata or {}).items()})
     context = _paths.scan_time_loops if dynamic_time else contextlib.nullcontext
 
     @contextlib.contextmanager
@@ -243,16 +265,16 @@ def export(module: nn.Module, path: PathLike, example_inputs, *, input_names: Op
         try:
             return run_exporter(module, examples, path, input_names=input_names, output_names=output_names,
                                 opset=opset_version, dynamic_shapes=shapes if dynamic_batch or dynamic_time else None,
-                                metadata=metadata, context=tracing,
+                                metadata=written, context=tracing,
                                 axis_names=_axis_names(dynamic_batch, dynamic_time))
         except TraceError as err:
             for axis, flag in (("time", "dynamic_time"), ("batch", "dynamic_batch")):
                 if f"Constraints violated ({axis})" in str(err):
                     raise ValueError(
-                        f"convlstm.onnx.export: {type(module).__name__}'s code depends on the {axis} axis's size "
+                        f"convlstm.onnx.export: {_model_name(module)}'s code depends on the {axis} axis's size "
                         f"(torch.export: {_first_guard(err)}), so one graph cannot serve every {axis} size; "
-                        + ("pass min_time=N (CLI: --min-time N) if the guard holds from N steps on "
-                           "(convlstm-warp: 3), or dynamic_time=False (CLI: --static-time) for a graph fixed at "
+                        + ("pass min_time=N (CLI: --min-time N) if the guard holds from N steps on (a model "
+                           "class declares it as min_input_steps = N), or dynamic_time=False (CLI: --static-time) for a graph fixed at "
                            "the example's" if axis == "time" else
                            f"export with {flag}=False for a graph fixed at the example's")) from err
             raise
@@ -265,19 +287,43 @@ def export(module: nn.Module, path: PathLike, example_inputs, *, input_names: Op
         return _fixed_spatial(module, err.__cause__ or err, run)
 
 
+def _check_time(module: nn.Module, args: tuple, dynamic_time: bool, min_time: Optional[int]) -> int:
+    """``min_time`` checked (``None``: :func:`model_min_time`) against the example and the model."""
+    if min_time is None:
+        min_time = model_min_time(module)
+    if isinstance(min_time, bool) or not isinstance(min_time, int) or min_time < 1:
+        raise ValueError(f"min_time (CLI: --min-time) must be an int >= 1, got {min_time!r}")
+    fixed = fixed_time_model(module) if dynamic_time else None
+    if fixed is not None:
+        raise ValueError(f"convlstm.onnx.export: {fixed} reads its input frames by position (its input_steps are "
+                         "part of the model), so the time axis cannot be dynamic; export with dynamic_time=False "
+                         "(CLI: --static-time)")
+    steps = int(next(t for t in pytree.tree_leaves(args) if isinstance(t, torch.Tensor)).shape[1])
+    if dynamic_time and steps < min_time:
+        raise ValueError(f"the example has {steps} time steps, fewer than min_time={min_time}")
+    return min_time
+
+
+def _model_name(module: nn.Module) -> str:
+    """The class name of ``module``, or of the network it wraps (a run's ``DataUnits``)."""
+    inner = getattr(module, "network", None)
+    return type(inner if isinstance(inner, nn.Module) else module).__name__
+
+
 def _first_guard(err: Exception) -> str:
     lines = [ln.strip(" -") for ln in str(err).splitlines() if "guard" in ln]
     return lines[0] if lines else str(err).splitlines()[0]
 
 
 def _fixed_spatial(module: nn.Module, err: Exception, run):
-    """``dynamic_spatial='auto'``: torch.export could not keep the spatial axes symbolic; say why
-    and export them fixed."""
+    """``dynamic_spatial='auto'``: torch.export could not keep the spatial axes symbolic; export
+    them fixed and, when that works (else the reason was not the frame size), say why."""
+    path = run(False)
     reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    warnings.warn(f"convlstm.onnx.export: {type(module).__name__} depends on the frame size ({reason}); the "
+    warnings.warn(f"convlstm.onnx.export: {_model_name(module)} depends on the frame size ({reason}); the "
                   f"spatial axes are fixed at the example's (dynamic_spatial='auto'; pass "
                   f"dynamic_spatial=False to skip the attempt)", stacklevel=3)
-    return run(False)
+    return path
 
 
 def _axis_names(batch: bool, time: bool) -> Dict[Tuple[int, int], str]:

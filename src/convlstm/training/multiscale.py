@@ -22,6 +22,11 @@ from .. import data as _data
 __all__ = ["MultiScale", "auto_streams", "load_times"]
 
 
+def _column_names(key: str, columns: int) -> List[str]:
+    """The feature names of an external series with ``columns`` columns: ``key``, or ``key[i]``."""
+    return [key] if columns == 1 else [f"{key}[{i}]" for i in range(columns)]
+
+
 def load_times(path: Optional[str], n_time: int) -> Optional[np.ndarray]:
     """The file's time stamps as ``datetime64[m]``, or ``None`` when it has none (or they cannot
     be read, or their count is not the series' length)."""
@@ -166,7 +171,7 @@ class MultiScale:
             ok = last >= 0
             rows[ok] = values[last[ok]]
             columns.append(rows)
-            names += [key] if values.shape[1] == 1 else [f"{key}[{i}]" for i in range(values.shape[1])]
+            names += _column_names(key, values.shape[1])
         return (np.concatenate(columns, axis=1).astype(np.float32) if columns else None), names
 
     def _external(self, key: str, n_time: int, path: Optional[str]) -> np.ndarray:
@@ -184,8 +189,30 @@ class MultiScale:
         if key not in self.external_range:
             part = values[self._train_range[0]:self._train_range[1]]
             self.external_range[key] = [part.min(axis=0).tolist(), part.max(axis=0).tolist()]
+        lo, span = self._external_scaling(key)
+        return (values - lo) / span
+
+    def _external_scaling(self, key: str) -> Tuple[np.ndarray, np.ndarray]:
+        """``(low, span)`` of the external series ``key``: its training part's minimum and range
+        (1 where the range is 0), per column."""
         lo, hi = (np.asarray(v, dtype=np.float64) for v in self.external_range[key])
-        return (values - lo) / np.where(hi > lo, hi - lo, 1.0)
+        return lo, np.where(hi > lo, hi - lo, 1.0)
+
+    def feature_scaling(self) -> Tuple[np.ndarray, np.ndarray, List[str]]:
+        """``(low, span, names)`` per feature column, such that a feature row is
+        ``(value - low) / span`` of the values in their own units: 0 and 1 for the calendar columns
+        (already features), each external series' training range (as :meth:`feature_rows` scales
+        it) for the others; ``names`` as :meth:`feature_rows` gives them. Needs
+        :attr:`external_range` (fitted, or read back from a checkpoint)."""
+        n = len(_data.CALENDAR_FEATURES)
+        low, span = ([np.zeros(n)], [np.ones(n)]) if self.calendar else ([], [])
+        names = list(_data.CALENDAR_FEATURES) if self.calendar else []
+        for key in self.external:
+            lo, sp = self._external_scaling(key)
+            low.append(lo.reshape(-1))
+            span.append(sp.reshape(-1))
+            names += _column_names(key, lo.size)
+        return np.concatenate(low or [np.zeros(0)]), np.concatenate(span or [np.ones(0)]), names
 
     def lags(self, gap: int) -> np.ndarray:
         """The stacked input offsets (trend, period, closeness) relative to the first target."""
