@@ -169,9 +169,9 @@ def _add_fit_data_options(p: argparse.ArgumentParser, defaults: "FitConfig") -> 
 
     g = p.add_argument_group("data")
     _option(g, "--key", metavar="NAME", help="array (.npz), dataset path (.h5) or variable (.nc) in the file")
-    _option(g, "--layout", choices=LAYOUTS, default=defaults.layout,
-            help="how the file's axes are stored: time, rows, cols, channels / time, channels, rows, cols / "
-                 "time, rows, cols (one channel)")
+    _option(g, "--layout", type=str.upper, choices=LAYOUTS, default=defaults.layout,
+            help="how the file's axes are stored (any case): THWC time, rows, cols, channels / TCHW time, "
+                 "channels, rows, cols / THW time, rows, cols (one channel); fit prints how it reads the file")
     _option(g, "--input-steps", type=int, metavar="N", default=defaults.input_steps, help="frames the model sees")
     _option(g, "--output-steps", type=int, metavar="N", default=defaults.output_steps, help="frames it forecasts")
     _option(g, "--stride", type=int, metavar="N", default=defaults.stride,
@@ -408,7 +408,8 @@ def _add_evaluate_command(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--data", default=None, metavar="FILE", help="evaluate on this grid file instead of the training file")
     p.add_argument("--key", default=None, help="array / dataset / variable in --data (default: the run's, unless "
                                                 "--data is a .npy file)")
-    p.add_argument("--layout", default=None, choices=LAYOUTS, help="layout of --data (default: the run's)")
+    p.add_argument("--layout", default=None, type=str.upper, choices=LAYOUTS,
+                   help="layout of --data (default: the run's)")
     p.add_argument("--part", default="test", choices=("train", "val", "test"), help="which part to score")
     p.add_argument("--out-dir", default=None, metavar="DIR", help="where to write (default: the run folder)")
     p.add_argument("--thresholds", type=float, nargs="+", default=None, metavar="T",
@@ -449,7 +450,8 @@ def _add_predict_command(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--out", required=True, metavar="FILE", help="output file, .npy or .nc")
     p.add_argument("--key", default=None, help="array / dataset / variable in FILE (default: the run's, unless "
                                                 "FILE is a .npy file)")
-    p.add_argument("--layout", default=None, choices=LAYOUTS, help="layout of FILE (default: the run's)")
+    p.add_argument("--layout", default=None, type=str.upper, choices=LAYOUTS,
+                   help="layout of FILE (default: the run's)")
     p.add_argument("--all-windows", action="store_true", help="a forecast from every window, not only the last")
     p.add_argument("--stride", type=int, default=1, help="steps between windows with --all-windows")
     p.add_argument("--batch-size", type=int, default=16, help="samples per batch")

@@ -90,7 +90,8 @@ class GridDataModule(pl.LightningDataModule):
         self.units = units
         self.nonnegative: Optional[bool] = nonnegative
         self.nonnegative_reason = "" if nonnegative is None else f"nonnegative={nonnegative} was given"
-        self.series, self.path, self.key, self.layout = series, path, key, layout
+        self.series, self.path, self.key = series, path, key
+        self.layout = layout.upper() if isinstance(layout, str) else layout  # load_grid checks it
         self.sequences = sequences
         self.input_steps, self.output_steps = int(input_steps), int(output_steps)
         self.stride, self.gap = int(stride), int(gap)
@@ -99,7 +100,7 @@ class GridDataModule(pl.LightningDataModule):
         self.fill_nan = fill_nan
         self.batch_size, self.num_workers = int(batch_size), int(num_workers)
         if source is None:
-            source = ({"kind": "file", "path": str(Path(path).resolve()), "key": key, "layout": layout}
+            source = ({"kind": "file", "path": str(Path(path).resolve()), "key": key, "layout": self.layout}
                       if path is not None else {"kind": "sequences" if sequences is not None else "array"})
         self.source = dict(source)
         self.multiscale = multiscale if multiscale is not None else MultiScale(period=0, trend=0)
@@ -384,14 +385,15 @@ def run_source_options(state: Dict[str, Any], path: Any, key: Optional[str] = No
     """``(key, layout)`` to read the grid file ``path`` with, for the run whose data state
     (:meth:`GridDataModule.state_dict`) is ``state``: those given, else the run's own (the key
     only where ``path`` can hold several arrays: not for a ``.npy`` file), else ``None`` and
-    ``"THWC"``."""
+    ``"THWC"``. The layout comes in capitals (``"thw"`` -> ``"THW"``)."""
     src = state.get("source") or {}
     if src.get("kind") == "file":
         if key is None and Path(str(path)).suffix.lower() != ".npy":
             key = src.get("key")
         if layout is None:
             layout = src.get("layout")
-    return key, layout or "THWC"
+    layout = layout or "THWC"
+    return key, layout.upper() if isinstance(layout, str) else layout
 
 
 def _check_options(series: Any, path: Any, sequences: Any, scaler: Any, nonnegative: Any, units: Any,
