@@ -214,6 +214,21 @@ def test_evaluate_scores_as_fit_did_unless_told_otherwise(tmp_path):
     assert "climatology" in told
 
 
+def test_a_gap_in_the_inputs_is_named_by_its_time_steps_in_the_file(radar_run, tmp_path):
+    """NaN in the last window of a 36-step file: the message gives the file's time steps (not the
+    position in the window) and what to do with what predict has (no Python function, no
+    --fill-nan for predict: the run's fit takes it)."""
+    d, s = radar_run
+    gappy = s.copy()
+    gappy[-2:, 3, 4] = np.nan
+    np.savez(tmp_path / "gappy.npz", rain=gappy, other=np.zeros(3))
+    code, _, err = run("predict", d / "run", tmp_path / "gappy.npz", "--out", tmp_path / "f.npy")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "time steps 34, 35 of the file (of 36) hold non-finite values (NaN or inf)" in err, err
+    assert "Fill the gaps in the file, or train again with `convlstm fit ... --fill-nan VALUE`" in err
+    assert "check_finite" not in err and "time 1," not in err and "window" not in err
+
+
 def test_predict_handles_gaps_as_the_run_did(radar_run, tmp_path):
     """A run trained without --fill-nan refuses NaN in the frames a forecast reads (naming the
     flag) and ignores NaN in frames it does not read; a run trained with --fill-nan fills them."""
