@@ -88,6 +88,39 @@ def test_evaluate_reuses_the_runs_key_layout_and_units(radar_run, monkeypatch):
     assert code == 0 and drawn[-1] == "mm per h"
 
 
+def test_evaluate_scores_every_window_of_another_file(radar_run, tmp_path):
+    """A 12-step event is too short for the run's 0.6/0.2/0.2 split (its validation part would get
+    2 steps, a window needs 5); a file the model never saw needs no split: with --data, evaluate
+    scores all of its 8 windows, with the run's scaler (not one fitted on the event)."""
+    import torch
+
+    from convlstm.training import GridDataModule, evaluate
+
+    d, s = radar_run
+    event = s[10:22] * 1.5
+    np.savez(tmp_path / "event.npz", rain=event, other=np.zeros(3))
+    code, out, err = run("evaluate", d / "run", "--data", tmp_path / "event.npz", "--baselines", "persistence",
+                         "--out-dir", tmp_path / "all")
+    assert code == 0, err
+    assert f"scoring every window of {tmp_path / 'event.npz'} (8 samples, not split)" in out
+    metrics = json.loads((tmp_path / "all" / "metrics.json").read_text())
+    x = np.stack([event[i:i + 3] for i in range(8)]) * 0.5             # the run's --scale 0.5: mm/h
+    y = np.stack([event[i + 3:i + 5] for i in range(8)]) * 0.5
+    expected = np.mean((np.repeat(x[:, -1:], 2, axis=1) - y) ** 2)    # persistence over every window
+    assert metrics["persistence"]["mse"] == pytest.approx(expected, rel=1e-6)
+    assert evaluate(d / "run", data=tmp_path / "event.npz", baselines=["persistence"], plots=False,
+                    out_dir=tmp_path / "python") == metrics            # part=None: "all" with data
+    code, _, err = run("evaluate", d / "run", "--data", tmp_path / "event.npz", "--part", "all",
+                       "--baselines", "persistence", "--out-dir", tmp_path / "told")
+    assert code == 0 and json.loads((tmp_path / "told" / "metrics.json").read_text()) == metrics, err
+    code, _, err = run("evaluate", d / "run", "--data", tmp_path / "event.npz", "--part", "train")
+    assert code == 2 and "--part 'all' scores every window of" in err, err   # the run's split is still there
+    state = torch.load(d / "run" / "checkpoints" / "best.ckpt", weights_only=True)["GridDataModule"]
+    dm = GridDataModule.from_state(state, path=str(tmp_path / "event.npz"), whole=True)
+    dm.setup()
+    assert list(dm.datasets) == ["all"] and dm.scaler.state_dict() == state["scaler"]  # not refitted on the event
+
+
 def test_resume_needs_neither_data_nor_config(radar_run):
     d, _ = radar_run
     before = load_config(d / "run" / "config.yaml")

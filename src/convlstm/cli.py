@@ -397,7 +397,7 @@ def _add_evaluate_command(sub: "argparse._SubParsersAction") -> None:
     from .training.config import LAYOUTS
 
     p = sub.add_parser("evaluate", formatter_class=_Formatter, help="score a trained model against baselines",
-                       description="Score a trained model on the test part of its data (or another file) beside "
+                       description="Score a trained model on the test part of its data (or all of another file) beside "
                                    "persistence and climatology, in the data's units; write metrics.json, "
                                    "metrics_per_lead_time.csv, forecast.png, forecast.gif.",
                        epilog="examples:\n  convlstm evaluate runs/flow\n"
@@ -410,7 +410,10 @@ def _add_evaluate_command(sub: "argparse._SubParsersAction") -> None:
                                                 "--data is a .npy file)")
     p.add_argument("--layout", default=None, type=str.upper, choices=LAYOUTS,
                    help="layout of --data (default: the run's)")
-    p.add_argument("--part", default="test", choices=("train", "val", "test"), help="which part to score")
+    p.add_argument("--part", default=None, choices=("all", "train", "val", "test"),
+                   help="what to score: all, every window of the file, not split (the default with --data: a file "
+                        "the model never saw), or the train, val or test part of the run's split (the default "
+                        "without --data: test)")
     p.add_argument("--out-dir", default=None, metavar="DIR", help="where to write (default: the run folder)")
     p.add_argument("--thresholds", type=float, nargs="+", default=None, metavar="T",
                    help="event thresholds (data units) for CSI, POD, FAR, ETS and FSS (an event is a value >= T) "
