@@ -116,6 +116,20 @@ def test_key_and_split_errors_name_flags(tmp_path):
     assert "fractions=" not in err and "n_time" not in err
 
 
+def test_a_series_too_short_is_told_the_length_every_part_needs_at_once(tmp_path):
+    """10 frames for windows of 9: every part is short, and the advice is the length that gives
+    each part a window (89), not the train part's alone (13, after which val would need 90)."""
+    import lightning  # noqa: F401
+    np.save(tmp_path / "g.npy", np.zeros((10, 8, 8), np.float32))
+    code, _, err = run("fit", tmp_path / "g.npy", "--layout", "THW", "--input-steps", "6", "--output-steps", "3",
+                       "--run-dir", tmp_path / "run", "--no-progress")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert ("the train part (a fraction 0.7 of 10 time steps) gets 7 steps, the val part (0.1) gets 1 and the test "
+            "part (0.2) gets 2, fewer than one window needs (--input-steps + --gap + --output-steps = 9); use a "
+            "series of 89 steps or more, or shorter windows") in err, err
+    assert not (tmp_path / "run").exists()
+
+
 # ---------------------------------------------------------------------------------- model options
 @pytest.mark.parametrize("name", models.list_models())
 @pytest.mark.parametrize("filters", [[4], [4, 4], [4, 4, 4, 4]])
