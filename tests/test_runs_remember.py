@@ -134,6 +134,25 @@ def test_resume_needs_neither_data_nor_config(radar_run):
     assert code == 2 and "no-such-run" in err and "config.yaml" in err
 
 
+def test_resuming_a_finished_run_says_so_and_leaves_it_as_it_is(tmp_path):
+    """A run that trained its --max-epochs: --resume would train nothing and overwrite its metrics
+    and pictures; it stops at once naming --max-epochs, and a larger one trains on."""
+    np.save(tmp_path / "g.npy", series())
+    run_dir = tmp_path / "run"
+    code, _, err = run("fit", tmp_path / "g.npy", "--layout", "THW", "--max-epochs", "1", "--run-dir", run_dir, *TINY)
+    assert code == 0, err
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run_dir.rglob("*") if p.is_file()}
+    assert run_dir / "forecast.png" in before and run_dir / "metrics.json" in before
+    code, out, err = run("fit", "--resume", "--run-dir", run_dir)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert (f"--run-dir '{run_dir}' holds a finished run: it has trained 1 epoch, as many as --max-epochs 1, and is "
+            f"left as it is; to train it further, resume with a larger --max-epochs, e.g. --max-epochs 2") in err
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run_dir.rglob("*") if p.is_file()} == before
+    code, _, err = run("fit", "--resume", "--run-dir", run_dir, "--max-epochs", "2", "--no-evaluate")
+    assert code == 0, err
+    assert json.loads((run_dir / "history.json").read_text())["epoch"] == [1, 2]
+
+
 def _cosine_rates(lr, epochs):
     """torch's own CosineAnnealingLR over ``epochs``: the rate after each epoch (what history.json
     records: the scheduler steps at the end of the epoch)."""

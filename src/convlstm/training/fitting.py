@@ -26,7 +26,7 @@ from .datamodule import GridDataModule
 from .evaluation import evaluate
 from .module import AtomicCheckpointIO, ForecastModule, HistoryCallback, RandomStateCallback
 from .multiscale import MultiScale
-from .runs import RUN_DIR_ENV, PathLike, RunLock, env_rank, resolve_run_dir
+from .runs import RUN_DIR_ENV, PathLike, RunLock, env_rank, resolve_run_dir, trained_epochs
 
 __all__ = ["fit"]
 
@@ -178,8 +178,22 @@ def _check_run_folder(run: _Run) -> None:
         raise FileExistsError(f"run_dir {str(run.folder)!r} already holds a run ({run.last}); add --resume to "
                               f"continue it, or give another --run-dir")
     if cfg.resume:
+        _check_unfinished(cfg, run)
         _check_resumable(cfg, run.folder)
         _check_resumed_batch_size(cfg, run.folder)
+
+
+def _check_unfinished(cfg: FitConfig, run: _Run) -> None:
+    """Refuse to resume a run that has trained its ``max_epochs`` already: Lightning would
+    train nothing, and the evaluation would overwrite the run's metrics and pictures."""
+    done = trained_epochs(run.last)
+    if done < cfg.max_epochs:
+        return
+    raise ParameterError("max_epochs", f"run_dir {str(run.folder)!r} holds a finished run: it has trained {done} "
+                                       f"epoch{'s' * (done != 1)}, {'as many as' if done == cfg.max_epochs else 'more than'} "
+                                       f"max_epochs={cfg.max_epochs}, and is left as it is; to train it further, "
+                                       f"resume with a larger max_epochs, e.g. max_epochs={done + cfg.max_epochs}",
+                         also=("run_dir",))
 
 
 def _check_resumable(cfg: FitConfig, run_dir: Path) -> None:
