@@ -65,6 +65,18 @@ def test_predict_reuses_the_runs_key_layout_and_units(radar_run):
     assert code == 2 and "--key 'nope' is not an array" in err and "key=" not in err
 
 
+def test_predict_with_its_arguments_swapped_says_so(radar_run, tmp_path):
+    d, _ = radar_run
+    code, _, err = run("predict", d / "radar.npz", d / "run", "--out", tmp_path / "f.npy")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert (f"RUN|CKPT '{d / 'radar.npz'}' is not a run folder nor a .ckpt file, but FILE '{d / 'run'}' is: the two "
+            f"are swapped; give the run first, then the grid file") in err, err
+    assert not (tmp_path / "f.npy").exists()
+    np.save(tmp_path / "data.npy", radar_run[1])
+    code, _, err = run("predict", tmp_path / "data.npy", d / "run", "--out", tmp_path / "f.npy")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "the two are swapped" in err, err
+
+
 def test_evaluate_reuses_the_runs_key_layout_and_units(radar_run, monkeypatch):
     from convlstm import plots
 

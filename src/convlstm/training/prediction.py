@@ -19,7 +19,8 @@ from .._errors import ParameterError
 from .._io import atomic_path, atomic_write
 from .datamodule import run_source_options
 from .multiscale import MultiScale
-from .runs import PathLike, check_nonnegative_option, data_state, find_checkpoint, load_module, torch_device
+from .runs import (PathLike, check_nonnegative_option, data_state, find_checkpoint, is_run, load_module,
+                   torch_device)
 
 __all__ = ["predict"]
 
@@ -63,6 +64,10 @@ def predict(checkpoint: PathLike, inputs: PathLike, out: PathLike, *, key: Optio
     if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
         raise ParameterError("stride", f"stride must be an integer >= 1, got {stride!r}")
     check_nonnegative_option(nonnegative)
+    if not is_run(checkpoint) and is_run(inputs):
+        raise ParameterError("checkpoint", f"checkpoint={str(checkpoint)!r} is not a run folder nor a .ckpt file, "
+                                           f"but inputs={str(inputs)!r} is: the two are swapped; give the run "
+                                           f"first, then the grid file", also=("inputs",))
     ckpt_path = find_checkpoint(checkpoint)
     module, ckpt = load_module(ckpt_path, model=model)
     state = data_state(ckpt, ckpt_path, " with its scaler")

@@ -21,7 +21,7 @@ from .config import FitConfig, load_config
 from .module import ForecastModule, load_checkpoint
 
 __all__ = ["find_checkpoint", "load_module", "run_dir_of", "run_scoring_options", "resolve_run_dir", "env_rank",
-           "torch_device", "trained_epochs", "PathLike"]
+           "torch_device", "trained_epochs", "is_run", "PathLike"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 #: Environment variable through which DDP's re-launched processes learn the first one's run folder.
@@ -142,6 +142,18 @@ def find_checkpoint(source: PathLike, which: str = "best") -> Path:
         raise FileNotFoundError(f"{str(p)!r} is a folder without checkpoints/best.ckpt or last.ckpt; give a run "
                                 f"folder written by `convlstm fit` or a .ckpt file")
     raise FileNotFoundError(f"checkpoint or run folder {str(p)!r} does not exist")
+
+
+def is_run(path: PathLike) -> bool:
+    """Whether ``path`` is what :func:`find_checkpoint` takes: a ``.ckpt`` file, or a run folder
+    that holds a checkpoint."""
+    p = Path(path)
+    if p.is_file():
+        return p.suffix.lower() == ".ckpt"
+    try:
+        return p.is_dir() and find_checkpoint(p).is_file()
+    except FileNotFoundError:
+        return False
 
 
 def run_dir_of(ckpt: Path) -> Path:
