@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import re
 import sys
@@ -343,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="convlstm", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="ConvLSTM forecasting for grid time series: train, evaluate and forecast from the shell.",
-        epilog=MAIN_EPILOG)
+        epilog=MAIN_EPILOG, allow_abbrev=False)
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"convlstm {__version__}")
@@ -353,9 +354,50 @@ def build_parser() -> argparse.ArgumentParser:
                         _add_convert_command, _add_export_command, _add_models_command, _add_config_command):
         add_command(sub)
     # room for more commands (e.g. `bench`): an _add_..._command function and a _cmd_ function that calls the library
-    for p in sub.choices.values():  # how each command spells the parameters its errors name
-        p.set_defaults(flag_names=_flag_names(p))
+    for p in sub.choices.values():
+        p.set_defaults(flag_names=_flag_names(p))  # how each command spells the parameters its errors name
+        p.allow_abbrev = False  # a flag is given whole: no prefix of one is taken for it (--lr, --lr-...)
     return parser
+
+
+def _parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, but an unknown flag is reported by its command (its usage, exit
+    status 2) with the command's flag closest to it."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001
+        command = commands.choices[args.command]
+        command.error(_unrecognized(extra, command))
+    return args
+
+
+# other tools' names for flags (underscores read as dashes)
+_ALSO_CALLED = {"--learning-rate": "--lr", "--epochs": "--max-epochs", "--num-epochs": "--max-epochs"}
+
+
+def _unrecognized(extra: Sequence[str], command: argparse.ArgumentParser) -> str:
+    """What to say of the arguments ``command`` did not recognise: the flags among them, each with
+    the flags of ``command`` closest to it (``--lr-rate``: did you mean ``--lr``?), else all of them."""
+    unknown = [token.split("=", 1)[0] for token in extra if token.startswith("-") and token != "-"]
+    if not unknown:
+        return f"unrecognized argument{'s' * (len(extra) > 1)}: {' '.join(extra)}"
+    flags = [o for a in command._actions for o in a.option_strings]  # noqa: SLF001
+    said = []
+    for flag in unknown:
+        close = _closest(flag, flags)
+        said.append(flag + (f" (did you mean {' or '.join(close)}?)" if close else ""))
+    return f"unrecognized flag{'s' * (len(said) > 1)} {', '.join(said)}; `{command.prog} --help` lists them all"
+
+
+def _closest(flag: str, flags: Sequence[str]) -> list:
+    """The flags (at most 3) that ``flag`` was likely meant to be: another tool's name for one, a
+    flag it starts with (``--lr-rate``: ``--lr``) or that starts with it (``--input-step``), else
+    the most similar (:func:`difflib.get_close_matches`)."""
+    name = flag.replace("_", "-")
+    if _ALSO_CALLED.get(name) in flags:
+        return [_ALSO_CALLED[name]]
+    related = [f for f in flags if f.startswith("--") and (name.startswith(f + "-") or f.startswith(name))]
+    return related[:3] or difflib.get_close_matches(name, flags, n=1)
 
 
 def _add_demo_command(sub: "argparse._SubParsersAction") -> None:
@@ -697,7 +739,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ``CONVLSTM_DEBUG`` is set.
     """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse_args(parser, argv)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
