@@ -95,9 +95,14 @@ def test_path_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"path='.*nothere.npy': no such file"):
         load_grid(tmp_path / "nothere.npy")
     (tmp_path / "g.csv").write_text("1,2\n")
-    with pytest.raises(ValueError, match=r"unsupported file type '.csv'; load_grid reads .npy, "
-                                         r".npz, .h5"):
+    with pytest.raises(ValueError, match=r"g.csv' is a .csv file, not a grid file: grids are read from .npy, .npz, "
+                                         r".h5/.hdf5 and .nc \(netCDF\) files; to convert a .csv table, read it "
+                                         r"with numpy.loadtxt, .* numpy.save .* layout='THW'"):
         load_grid(tmp_path / "g.csv")
+    (tmp_path / "g.tif").write_bytes(b"II*")
+    with pytest.raises(ValueError, match=r"g.tif' is a .tif file, not a grid file: grids are read from .npy, .npz, "
+                                         r".h5/.hdf5 and .nc \(netCDF\) files$"):
+        load_grid(tmp_path / "g.tif")
     with pytest.raises(TypeError, match=r"path must be a str or os.PathLike, got 3"):
         load_grid(3)
 

@@ -40,6 +40,16 @@ def test_the_command_line_says_not_a_npy_file(tmp_path):
     assert code == 2 and "is not a .npy file" in err and "pickle" not in err and "Traceback" not in err
 
 
+def test_the_command_line_says_which_files_it_reads_and_how_to_convert_a_csv(tmp_path):
+    import lightning  # noqa: F401
+    (tmp_path / "rain.csv").write_text("0.0,1.5\n2.0,0.5\n")
+    code, _, err = run("fit", tmp_path / "rain.csv", "--no-progress")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert "grids are read from .npy, .npz, .h5/.hdf5 and .nc (netCDF) files" in err
+    assert "numpy.loadtxt" in err and "numpy.save" in err and "--layout 'THW'" in err
+    assert "load_grid" not in err
+
+
 # ---------------------------------------------------------------------------------- NaN
 def _with_nan(tmp_path):
     s = np.random.default_rng(0).random((40, 8, 8)).astype(np.float32)

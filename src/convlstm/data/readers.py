@@ -25,6 +25,7 @@ _NPZ_SUFFIXES = (".npz",)
 _HDF5_SUFFIXES = (".h5", ".hdf5", ".he5")
 _NC_SUFFIXES = (".nc", ".nc4", ".netcdf")
 _SUPPORTED = _NPY_SUFFIXES + _NPZ_SUFFIXES + _HDF5_SUFFIXES + _NC_SUFFIXES
+_TEXT_SUFFIXES = (".csv", ".tsv", ".txt", ".dat")  # tables of numbers, which numpy.loadtxt reads
 _TIME_KEYS = ("time", "times", "date", "dates", "timestamp", "timestamps")
 
 
@@ -514,10 +515,17 @@ def _check_path(path: Any) -> Path:
 
 
 def _format_of(p: Path) -> str:
+    """The suffix of ``p``, one of the formats read here; else an error that names them, and for a
+    text table how to convert it."""
     suffix = p.suffix.lower()
     if suffix not in _SUPPORTED:
-        raise ValueError(f"path={str(p)!r}: unsupported file type {suffix!r}; load_grid reads "
-                         f"{', '.join(_SUPPORTED)}")
+        convert = ""
+        if suffix in _TEXT_SUFFIXES:
+            convert = (f"; to convert a {suffix} table, read it with numpy.loadtxt, reshape it to (time, rows, cols) "
+                       f"and write it with numpy.save to a .npy file, then read that with layout='THW'")
+        raise ParameterError("path", f"{str(p)!r} is {f'a {suffix} file' if suffix else 'a file without a suffix'}, "
+                                     f"not a grid file: grids are read from .npy, .npz, .h5/.hdf5 and .nc (netCDF) "
+                                     f"files{convert}", also=("layout",))
     return suffix
 
 
