@@ -100,9 +100,8 @@ def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional
             on); it is read and scaled as in training (same unit conversion, the run's scaler), with
             the run's key and layout unless they are given (:func:`~convlstm.training.datamodule.run_source_options`).
         datamodule: a ready :class:`GridDataModule` instead.
-        part: ``"all"``, every window of the file, not split (the model never saw ``data``),
-            or the ``"train"``, ``"val"`` or ``"test"`` part of the run's split; ``None``: ``"all"``
-            with ``data``, else ``"test"``.
+        part: ``"all"`` (every window, no split: the default with ``data``), or the ``"train"``,
+            ``"val"`` or ``"test"`` part of the run's split (the default without).
         thresholds: CSI/POD/FAR/ETS (and FSS) thresholds in the data's units. This and
             ``baselines``, ``fss_scales``, ``extrapolation_method``: ``None`` takes the run's own
             (its ``config.yaml``, as ``fit`` scored it), else the defaults (no thresholds,

@@ -189,11 +189,11 @@ def _check_unfinished(cfg: FitConfig, run: _Run) -> None:
     done = trained_epochs(run.last)
     if done < cfg.max_epochs:
         return
+    than = "as many as" if done == cfg.max_epochs else "more than"
     raise ParameterError("max_epochs", f"run_dir {str(run.folder)!r} holds a finished run: it has trained {done} "
-                                       f"epoch{'s' * (done != 1)}, {'as many as' if done == cfg.max_epochs else 'more than'} "
-                                       f"max_epochs={cfg.max_epochs}, and is left as it is; to train it further, "
-                                       f"resume with a larger max_epochs, e.g. max_epochs={done + cfg.max_epochs}",
-                         also=("run_dir",))
+                                       f"epoch{'s' * (done != 1)}, {than} max_epochs={cfg.max_epochs}, and is left "
+                                       f"as it is; to train it further, resume with a larger max_epochs, e.g. "
+                                       f"max_epochs={done + cfg.max_epochs}", also=("run_dir",))
 
 
 def _check_resumable(cfg: FitConfig, run_dir: Path) -> None:
