@@ -114,6 +114,37 @@ def test_fit_evaluate_predict_from_the_command_line(capsys, tmp_path):
         assert got.shape == ref.shape and np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
 
 
+TINY = ("--input-steps", "3", "--output-steps", "2", "--model", "keras-nextframe", "--model-option", "filters=[2]",
+        "--max-epochs", "1", "--batch-size", "8", "--accelerator", "cpu", "--devices", "1", "--no-evaluate",
+        "--no-progress")
+
+
+def test_fit_says_how_it_reads_the_file_and_doubts_an_unusual_grid(capsys, tmp_path):
+    """A (time, channels, rows, cols) file read as the default THWC gives frames of 2x16 with 8
+    channels: fit says what it read and names the layout that reads 16x8 frames of 2 channels."""
+    data = tmp_path / "flow.npy"
+    np.save(data, np.random.default_rng(0).random((50, 2, 16, 8)).astype(np.float32))
+    code, out, err = run(capsys, "fit", str(data), *TINY, "--run-dir", str(tmp_path / "thwc"))
+    assert code == 0, err
+    assert f"convlstm fit: read {data}: (50, 2, 16, 8) as layout THWC: 50 frames of 2x16, 8 channels" in out
+    warnings = [line for line in out.splitlines() if "warning" in line]
+    assert len(warnings) == 1, out
+    assert "8 channels on frames of 2x16 (more channels than rows)" in warnings[0]
+    assert "give --layout TCHW, which reads 50 frames of 16x8, 2 channels" in warnings[0]
+    code, out, err = run(capsys, "fit", str(data), *TINY, "--layout", "tchw", "--run-dir", str(tmp_path / "tchw"))
+    assert code == 0, err
+    assert "(50, 2, 16, 8) as layout TCHW: 50 frames of 16x8, 2 channels" in out and "warning" not in out
+    assert load_config(tmp_path / "tchw" / "config.yaml").layout == "TCHW"
+
+
+@pytest.mark.parametrize("command", [["fit", "x.npy"], ["evaluate", "runs/x"],
+                                     ["predict", "runs/x", "x.npy", "--out", "f.npy"]])
+def test_layouts_are_accepted_in_any_case(command):
+    from convlstm import cli
+
+    assert cli.build_parser().parse_args([*command, "--layout", "tchw"]).layout == "TCHW"
+
+
 def test_models_command(capsys):
     code, out, _ = run(capsys, "models")
     assert code == 0 and "keras-nextframe" in out and "shi2015-2x128" in out

@@ -50,6 +50,34 @@ def test_a_model_option_of_the_wrong_type_or_name_is_a_user_error(capsys, tmp_pa
     assert code == 2 and one_line(err) and message in err, err
 
 
+@pytest.mark.parametrize("argv, said", [
+    (["fit", "x.npy", "--lr-rate", "3"], "unrecognized flag --lr-rate (did you mean --lr?)"),
+    (["fit", "x.npy", "--learning-rate", "3"], "unrecognized flag --learning-rate (did you mean --lr?)"),
+    (["fit", "x.npy", "--epochs", "3"], "unrecognized flag --epochs (did you mean --max-epochs?)"),
+    (["fit", "x.npy", "--batchsize", "4"], "unrecognized flag --batchsize (did you mean --batch-size?)"),
+    (["fit", "x.npy", "--limit", "4"],
+     "unrecognized flag --limit (did you mean --limit-train-batches or --limit-val-batches?)"),
+    (["evaluate", "runs/x", "--thresold", "3"], "unrecognized flag --thresold (did you mean --thresholds?)"),
+    (["predict", "runs/x", "x.npy", "--out", "f.npy", "--all-window"],
+     "unrecognized flag --all-window (did you mean --all-windows?)"),
+    (["fit", "x.npy", "other.npy"], "unrecognized argument: other.npy"),
+])
+def test_a_mistyped_flag_is_named_with_the_closest_flags_of_its_command(capsys, argv, said):
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert f"usage: convlstm {argv[0]}" in err, err  # the command's usage, not the top level's
+    assert err.strip().splitlines()[-1].startswith(f"convlstm {argv[0]}: error: {said}"), err
+
+
+def test_a_prefix_of_a_flag_is_not_taken_for_it(capsys, tmp_path):
+    """--input-step is not silently --input-steps (nor --lr a prefix of another flag's name)."""
+    code, _, err = run(capsys, "fit", "x.npy", "--input-step", "3", "--save-config", str(tmp_path / "c.yaml"))
+    assert code == 2 and "unrecognized flag --input-step (did you mean --input-steps?)" in err, err
+    assert not (tmp_path / "c.yaml").exists()
+    code, _, err = run(capsys, "evaluate", "runs/x", "--out", "f")  # predict's --out; evaluate has --out-dir
+    assert code == 2 and "unrecognized flag --out (did you mean --out-dir?)" in err, err
+
+
 def test_a_missing_file_is_a_user_error(capsys, tmp_path):
     code, _, err = run(capsys, "fit", str(tmp_path / "missing.npy"), "--no-progress")
     assert code == 2 and one_line(err) and "missing.npy" in err, err

@@ -45,6 +45,40 @@ def test_npy_layouts(tmp_path):
     np.testing.assert_array_equal(g[..., 0], x[..., 0])
 
 
+def test_layouts_in_any_case(tmp_path):
+    x = grid()
+    np.save(tmp_path / "tchw.npy", to_tchw(x))
+    np.testing.assert_array_equal(load_grid(tmp_path / "tchw.npy", layout="tchw"), x)
+    with pytest.raises(ValueError) as info:
+        load_grid(tmp_path / "tchw.npy", layout="NCHW")
+    assert info.value.parameters == ("layout",)  # the command line names --layout
+
+
+@pytest.mark.parametrize("stored, layout, why, better", [
+    ((500, 16, 8, 2), "THWC", "", None),                                                # flow: a plausible grid
+    ((500, 2, 16, 8), "THWC", "8 channels on frames of 2x16 (more channels than rows)", "TCHW"),
+    ((92, 64, 64, 1), "TCHW", "64 channels on frames of 64x1 (more channels than columns and one column wide)",
+     "THWC"),                                                                           # THWC rain read as TCHW
+    ((92, 1, 64, 64), "THWC", "64 channels on frames of 1x64 (more channels than rows and one row wide)", "TCHW"),
+    ((92, 64, 64, 3), "THWC", "", None),
+    ((50, 1, 30), "THW", "1 channel on frames of 1x30 (one row wide)", None),           # no other layout for 3-D
+    ((50, 3, 1, 1), "THWC", "1 channel on frames of 3x1 (one column wide)", None),      # TCHW: 1x1 frames, no better
+])
+def test_layout_doubts(stored, layout, why, better):
+    from convlstm.data.readers import layout_doubt
+
+    assert layout_doubt(stored, layout) == (why, better)
+
+
+def test_describe_layout_and_stored_shape():
+    from convlstm.data.readers import describe_layout, stored_shape
+
+    assert describe_layout((500, 2, 16, 8), "tchw") == "500 frames of 16x8, 2 channels"
+    assert describe_layout((92, 64, 64), "THW") == "92 frames of 64x64, 1 channel"
+    for layout, stored in (("THWC", (5, 4, 3, 2)), ("TCHW", (5, 2, 4, 3)), ("THW", (5, 4, 3))):
+        assert stored_shape((5, 4, 3, 2 if layout != "THW" else 1), layout) == stored
+
+
 def test_layout_errors(tmp_path):
     np.save(tmp_path / "thw.npy", grid()[..., 0])
     with pytest.raises(ValueError, match=r"layout='THWC' expects a 4-D array, but .*thw.npy has "
@@ -61,9 +95,14 @@ def test_path_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"path='.*nothere.npy': no such file"):
         load_grid(tmp_path / "nothere.npy")
     (tmp_path / "g.csv").write_text("1,2\n")
-    with pytest.raises(ValueError, match=r"unsupported file type '.csv'; load_grid reads .npy, "
-                                         r".npz, .h5"):
+    with pytest.raises(ValueError, match=r"g.csv' is a .csv file, not a grid file: grids are read from .npy, .npz, "
+                                         r".h5/.hdf5 and .nc \(netCDF\) files; to convert a .csv table, read it "
+                                         r"with numpy.loadtxt, .* numpy.save .* layout='THW'"):
         load_grid(tmp_path / "g.csv")
+    (tmp_path / "g.tif").write_bytes(b"II*")
+    with pytest.raises(ValueError, match=r"g.tif' is a .tif file, not a grid file: grids are read from .npy, .npz, "
+                                         r".h5/.hdf5 and .nc \(netCDF\) files$"):
+        load_grid(tmp_path / "g.tif")
     with pytest.raises(TypeError, match=r"path must be a str or os.PathLike, got 3"):
         load_grid(3)
 

@@ -191,8 +191,12 @@ def test_chronological_split_partitions_in_order():
 
 @pytest.mark.parametrize("args, kwargs, exc, match", [
     ((20, 3, 2), {}, ValueError,
-     r"the val part \(a fraction 0.1 of 20 time steps\) gets 2 steps, fewer than one "
-     r"window needs \(input_steps \+ gap \+ output_steps = 5\); use a series of about 50 steps"),
+     r"the val part \(a fraction 0.1 of 20 time steps\) gets 2 steps and the test part \(0.2\) gets 4, fewer than "
+     r"one window needs \(input_steps \+ gap \+ output_steps = 5\); use a series of 49 steps or more, larger val "
+     r"and test fractions, or shorter windows"),
+    ((4, 3, 2), dict(fractions=(1, 0, 0)), ValueError,
+     r"the series has 4 time steps, fewer than one window needs \(input_steps \+ gap \+ output_steps = 5\); use "
+     r"a series of 5 steps or more, or shorter windows"),
     ((100, 3, 2), dict(fractions=(0.5, 0.5)), ValueError, r"fractions must be three numbers"),
     ((100, 3, 2), dict(fractions=(0.5, 0.4, 0.2)), ValueError,
      r"fractions must be >= 0, sum to 1 .* got \(0.5, 0.4, 0.2\) \(sum 1.1\)"),
@@ -203,6 +207,26 @@ def test_chronological_split_partitions_in_order():
 def test_chronological_split_errors(args, kwargs, exc, match):
     with pytest.raises(exc, match=match):
         chronological_split(*args, **kwargs)
+
+
+@pytest.mark.parametrize("fractions", [(0.7, 0.1, 0.2), (0.6, 0.2, 0.2), (0.8, 0.0, 0.2), (0.5, 0.45, 0.05),
+                                       (0.9, 0.1, 0.0), (1.0, 0.0, 0.0)])
+@pytest.mark.parametrize("n, span", [(10, 9), (13, 9), (20, 5), (3, 2), (40, 12)])
+def test_a_series_too_short_is_told_the_length_every_part_needs_at_once(fractions, n, span):
+    """The length the message asks for is enough for every part (and every longer series is),
+    and one step fewer is not: following the advice never meets another part that is short."""
+    import re
+
+    try:
+        chronological_split(n, span - 1, 1, fractions=fractions)
+    except ValueError as exc:
+        need = int(re.search(r"use a series of (\d+) steps or more", str(exc)).group(1))
+    else:
+        return
+    for longer in range(need, need + 200):
+        chronological_split(longer, span - 1, 1, fractions=fractions)
+    with pytest.raises(ValueError):
+        chronological_split(need - 1, span - 1, 1, fractions=fractions)
 
 
 def test_no_leakage_between_split_datasets():

@@ -40,6 +40,16 @@ def test_the_command_line_says_not_a_npy_file(tmp_path):
     assert code == 2 and "is not a .npy file" in err and "pickle" not in err and "Traceback" not in err
 
 
+def test_the_command_line_says_which_files_it_reads_and_how_to_convert_a_csv(tmp_path):
+    import lightning  # noqa: F401
+    (tmp_path / "rain.csv").write_text("0.0,1.5\n2.0,0.5\n")
+    code, _, err = run("fit", tmp_path / "rain.csv", "--no-progress")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert "grids are read from .npy, .npz, .h5/.hdf5 and .nc (netCDF) files" in err
+    assert "numpy.loadtxt" in err and "numpy.save" in err and "--layout 'THW'" in err
+    assert "load_grid" not in err
+
+
 # ---------------------------------------------------------------------------------- NaN
 def _with_nan(tmp_path):
     s = np.random.default_rng(0).random((40, 8, 8)).astype(np.float32)
@@ -114,6 +124,20 @@ def test_key_and_split_errors_name_flags(tmp_path):
     code, _, err = run("fit", tmp_path / "two.npz", "--key", "rain", "--layout", "THW", "--no-progress")
     assert code == 2 and "--split [0.7, 0.1, 0.2]" in err and "--input-steps + --gap + --output-steps" in err, err
     assert "fractions=" not in err and "n_time" not in err
+
+
+def test_a_series_too_short_is_told_the_length_every_part_needs_at_once(tmp_path):
+    """10 frames for windows of 9: every part is short, and the advice is the length that gives
+    each part a window (89), not the train part's alone (13, after which val would need 90)."""
+    import lightning  # noqa: F401
+    np.save(tmp_path / "g.npy", np.zeros((10, 8, 8), np.float32))
+    code, _, err = run("fit", tmp_path / "g.npy", "--layout", "THW", "--input-steps", "6", "--output-steps", "3",
+                       "--run-dir", tmp_path / "run", "--no-progress")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert ("the train part (a fraction 0.7 of 10 time steps) gets 7 steps, the val part (0.1) gets 1 and the test "
+            "part (0.2) gets 2, fewer than one window needs (--input-steps + --gap + --output-steps = 9); use a "
+            "series of 89 steps or more, or shorter windows") in err, err
+    assert not (tmp_path / "run").exists()
 
 
 # ---------------------------------------------------------------------------------- model options

@@ -65,6 +65,18 @@ def test_predict_reuses_the_runs_key_layout_and_units(radar_run):
     assert code == 2 and "--key 'nope' is not an array" in err and "key=" not in err
 
 
+def test_predict_with_its_arguments_swapped_says_so(radar_run, tmp_path):
+    d, _ = radar_run
+    code, _, err = run("predict", d / "radar.npz", d / "run", "--out", tmp_path / "f.npy")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert (f"RUN|CKPT '{d / 'radar.npz'}' is not a run folder nor a .ckpt file, but FILE '{d / 'run'}' is: the two "
+            f"are swapped; give the run first, then the grid file") in err, err
+    assert not (tmp_path / "f.npy").exists()
+    np.save(tmp_path / "data.npy", radar_run[1])
+    code, _, err = run("predict", tmp_path / "data.npy", d / "run", "--out", tmp_path / "f.npy")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "the two are swapped" in err, err
+
+
 def test_evaluate_reuses_the_runs_key_layout_and_units(radar_run, monkeypatch):
     from convlstm import plots
 
@@ -88,6 +100,39 @@ def test_evaluate_reuses_the_runs_key_layout_and_units(radar_run, monkeypatch):
     assert code == 0 and drawn[-1] == "mm per h"
 
 
+def test_evaluate_scores_every_window_of_another_file(radar_run, tmp_path):
+    """A 12-step event is too short for the run's 0.6/0.2/0.2 split (its validation part would get
+    2 steps, a window needs 5); a file the model never saw needs no split: with --data, evaluate
+    scores all of its 8 windows, with the run's scaler (not one fitted on the event)."""
+    import torch
+
+    from convlstm.training import GridDataModule, evaluate
+
+    d, s = radar_run
+    event = s[10:22] * 1.5
+    np.savez(tmp_path / "event.npz", rain=event, other=np.zeros(3))
+    code, out, err = run("evaluate", d / "run", "--data", tmp_path / "event.npz", "--baselines", "persistence",
+                         "--out-dir", tmp_path / "all")
+    assert code == 0, err
+    assert f"scoring every window of {tmp_path / 'event.npz'} (8 samples, not split)" in out
+    metrics = json.loads((tmp_path / "all" / "metrics.json").read_text())
+    x = np.stack([event[i:i + 3] for i in range(8)]) * 0.5             # the run's --scale 0.5: mm/h
+    y = np.stack([event[i + 3:i + 5] for i in range(8)]) * 0.5
+    expected = np.mean((np.repeat(x[:, -1:], 2, axis=1) - y) ** 2)    # persistence over every window
+    assert metrics["persistence"]["mse"] == pytest.approx(expected, rel=1e-6)
+    assert evaluate(d / "run", data=tmp_path / "event.npz", baselines=["persistence"], plots=False,
+                    out_dir=tmp_path / "python") == metrics            # part=None: "all" with data
+    code, _, err = run("evaluate", d / "run", "--data", tmp_path / "event.npz", "--part", "all",
+                       "--baselines", "persistence", "--out-dir", tmp_path / "told")
+    assert code == 0 and json.loads((tmp_path / "told" / "metrics.json").read_text()) == metrics, err
+    code, _, err = run("evaluate", d / "run", "--data", tmp_path / "event.npz", "--part", "train")
+    assert code == 2 and "--part 'all' scores every window of" in err, err   # the run's split is still there
+    state = torch.load(d / "run" / "checkpoints" / "best.ckpt", weights_only=True)["GridDataModule"]
+    dm = GridDataModule.from_state(state, path=str(tmp_path / "event.npz"), whole=True)
+    dm.setup()
+    assert list(dm.datasets) == ["all"] and dm.scaler.state_dict() == state["scaler"]  # not refitted on the event
+
+
 def test_resume_needs_neither_data_nor_config(radar_run):
     d, _ = radar_run
     before = load_config(d / "run" / "config.yaml")
@@ -99,6 +144,25 @@ def test_resume_needs_neither_data_nor_config(radar_run):
     assert after == before.replace(max_epochs=2, resume=True, evaluate=False)
     code, _, err = run("fit", "--resume", "--run-dir", d / "no-such-run")
     assert code == 2 and "no-such-run" in err and "config.yaml" in err
+
+
+def test_resuming_a_finished_run_says_so_and_leaves_it_as_it_is(tmp_path):
+    """A run that trained its --max-epochs: --resume would train nothing and overwrite its metrics
+    and pictures; it stops at once naming --max-epochs, and a larger one trains on."""
+    np.save(tmp_path / "g.npy", series())
+    run_dir = tmp_path / "run"
+    code, _, err = run("fit", tmp_path / "g.npy", "--layout", "THW", "--max-epochs", "1", "--run-dir", run_dir, *TINY)
+    assert code == 0, err
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run_dir.rglob("*") if p.is_file()}
+    assert run_dir / "forecast.png" in before and run_dir / "metrics.json" in before
+    code, out, err = run("fit", "--resume", "--run-dir", run_dir)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert (f"--run-dir '{run_dir}' holds a finished run: it has trained 1 epoch, as many as --max-epochs 1, and is "
+            f"left as it is; to train it further, resume with a larger --max-epochs, e.g. --max-epochs 2") in err
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run_dir.rglob("*") if p.is_file()} == before
+    code, _, err = run("fit", "--resume", "--run-dir", run_dir, "--max-epochs", "2", "--no-evaluate")
+    assert code == 0, err
+    assert json.loads((run_dir / "history.json").read_text())["epoch"] == [1, 2]
 
 
 def _cosine_rates(lr, epochs):
@@ -212,6 +276,21 @@ def test_evaluate_scores_as_fit_did_unless_told_otherwise(tmp_path):
     # the thresholds given, the run's FSS scale (not given here) at them
     assert {k for k in told["model"] if "@" in k} == {"csi@75", "pod@75", "far@75", "ets@75", "fss@75/3"}
     assert "climatology" in told
+
+
+def test_a_gap_in_the_inputs_is_named_by_its_time_steps_in_the_file(radar_run, tmp_path):
+    """NaN in the last window of a 36-step file: the message gives the file's time steps (not the
+    position in the window) and what to do with what predict has (no Python function, no
+    --fill-nan for predict: the run's fit takes it)."""
+    d, s = radar_run
+    gappy = s.copy()
+    gappy[-2:, 3, 4] = np.nan
+    np.savez(tmp_path / "gappy.npz", rain=gappy, other=np.zeros(3))
+    code, _, err = run("predict", d / "run", tmp_path / "gappy.npz", "--out", tmp_path / "f.npy")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "time steps 34, 35 of the file (of 36) hold non-finite values (NaN or inf)" in err, err
+    assert "Fill the gaps in the file, or train again with `convlstm fit ... --fill-nan VALUE`" in err
+    assert "check_finite" not in err and "time 1," not in err and "window" not in err
 
 
 def test_predict_handles_gaps_as_the_run_did(radar_run, tmp_path):

@@ -324,7 +324,8 @@ class Climatology(Baseline):
                 "stamps)")
         unseen = dm.unseen_target_hours(part)
         if unseen:
-            note += (f"; hour(s) {unseen} of the {part} targets never occur in the training part, their climatology "
+            targets = "targets scored" if part == "all" else f"{part} targets"
+            note += (f"; hour(s) {unseen} of the {targets} never occur in the training part, their climatology "
                      f"is the mean training frame")
         baseline = cls(dm.climatology, lambda first, count: dm.target_climatology(part, first, count), note)
         baseline.unseen_hours = unseen

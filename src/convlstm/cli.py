@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import re
 import sys
@@ -169,9 +170,9 @@ def _add_fit_data_options(p: argparse.ArgumentParser, defaults: "FitConfig") -> 
 
     g = p.add_argument_group("data")
     _option(g, "--key", metavar="NAME", help="array (.npz), dataset path (.h5) or variable (.nc) in the file")
-    _option(g, "--layout", choices=LAYOUTS, default=defaults.layout,
-            help="how the file's axes are stored: time, rows, cols, channels / time, channels, rows, cols / "
-                 "time, rows, cols (one channel)")
+    _option(g, "--layout", type=str.upper, choices=LAYOUTS, default=defaults.layout,
+            help="how the file's axes are stored (any case): THWC time, rows, cols, channels / TCHW time, "
+                 "channels, rows, cols / THW time, rows, cols (one channel); fit prints how it reads the file")
     _option(g, "--input-steps", type=int, metavar="N", default=defaults.input_steps, help="frames the model sees")
     _option(g, "--output-steps", type=int, metavar="N", default=defaults.output_steps, help="frames it forecasts")
     _option(g, "--stride", type=int, metavar="N", default=defaults.stride,
@@ -343,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="convlstm", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="ConvLSTM forecasting for grid time series: train, evaluate and forecast from the shell.",
-        epilog=MAIN_EPILOG)
+        epilog=MAIN_EPILOG, allow_abbrev=False)
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"convlstm {__version__}")
@@ -353,9 +354,50 @@ def build_parser() -> argparse.ArgumentParser:
                         _add_convert_command, _add_export_command, _add_models_command, _add_config_command):
         add_command(sub)
     # room for more commands (e.g. `bench`): an _add_..._command function and a _cmd_ function that calls the library
-    for p in sub.choices.values():  # how each command spells the parameters its errors name
-        p.set_defaults(flag_names=_flag_names(p))
+    for p in sub.choices.values():
+        p.set_defaults(flag_names=_flag_names(p))  # how each command spells the parameters its errors name
+        p.allow_abbrev = False  # a flag is given whole: no prefix of one is taken for it (--lr, --lr-...)
     return parser
+
+
+def _parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, but an unknown flag is reported by its command (its usage, exit
+    status 2) with the command's flag closest to it."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001
+        command = commands.choices[args.command]
+        command.error(_unrecognized(extra, command))
+    return args
+
+
+# other tools' names for flags (underscores read as dashes)
+_ALSO_CALLED = {"--learning-rate": "--lr", "--epochs": "--max-epochs", "--num-epochs": "--max-epochs"}
+
+
+def _unrecognized(extra: Sequence[str], command: argparse.ArgumentParser) -> str:
+    """What to say of the arguments ``command`` did not recognise: the flags among them, each with
+    the flags of ``command`` closest to it (``--lr-rate``: did you mean ``--lr``?), else all of them."""
+    unknown = [token.split("=", 1)[0] for token in extra if token.startswith("-") and token != "-"]
+    if not unknown:
+        return f"unrecognized argument{'s' * (len(extra) > 1)}: {' '.join(extra)}"
+    flags = [o for a in command._actions for o in a.option_strings]  # noqa: SLF001
+    said = []
+    for flag in unknown:
+        close = _closest(flag, flags)
+        said.append(flag + (f" (did you mean {' or '.join(close)}?)" if close else ""))
+    return f"unrecognized flag{'s' * (len(said) > 1)} {', '.join(said)}; `{command.prog} --help` lists them all"
+
+
+def _closest(flag: str, flags: Sequence[str]) -> list:
+    """The flags (at most 3) that ``flag`` was likely meant to be: another tool's name for one, a
+    flag it starts with (``--lr-rate``: ``--lr``) or that starts with it (``--input-step``), else
+    the most similar (:func:`difflib.get_close_matches`)."""
+    name = flag.replace("_", "-")
+    if _ALSO_CALLED.get(name) in flags:
+        return [_ALSO_CALLED[name]]
+    related = [f for f in flags if f.startswith("--") and (name.startswith(f + "-") or f.startswith(name))]
+    return related[:3] or difflib.get_close_matches(name, flags, n=1)
 
 
 def _add_demo_command(sub: "argparse._SubParsersAction") -> None:
@@ -397,7 +439,7 @@ def _add_evaluate_command(sub: "argparse._SubParsersAction") -> None:
     from .training.config import LAYOUTS
 
     p = sub.add_parser("evaluate", formatter_class=_Formatter, help="score a trained model against baselines",
-                       description="Score a trained model on the test part of its data (or another file) beside "
+                       description="Score a trained model on the test part of its data (or all of another file) beside "
                                    "persistence and climatology, in the data's units; write metrics.json, "
                                    "metrics_per_lead_time.csv, forecast.png, forecast.gif.",
                        epilog="examples:\n  convlstm evaluate runs/flow\n"
@@ -408,8 +450,12 @@ def _add_evaluate_command(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--data", default=None, metavar="FILE", help="evaluate on this grid file instead of the training file")
     p.add_argument("--key", default=None, help="array / dataset / variable in --data (default: the run's, unless "
                                                 "--data is a .npy file)")
-    p.add_argument("--layout", default=None, choices=LAYOUTS, help="layout of --data (default: the run's)")
-    p.add_argument("--part", default="test", choices=("train", "val", "test"), help="which part to score")
+    p.add_argument("--layout", default=None, type=str.upper, choices=LAYOUTS,
+                   help="layout of --data (default: the run's)")
+    p.add_argument("--part", default=None, choices=("all", "train", "val", "test"),
+                   help="what to score: all, every window of the file, not split (the default with --data: a file "
+                        "the model never saw), or the train, val or test part of the run's split (the default "
+                        "without --data: test)")
     p.add_argument("--out-dir", default=None, metavar="DIR", help="where to write (default: the run folder)")
     p.add_argument("--thresholds", type=float, nargs="+", default=None, metavar="T",
                    help="event thresholds (data units) for CSI, POD, FAR, ETS and FSS (an event is a value >= T) "
@@ -449,7 +495,8 @@ def _add_predict_command(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--out", required=True, metavar="FILE", help="output file, .npy or .nc")
     p.add_argument("--key", default=None, help="array / dataset / variable in FILE (default: the run's, unless "
                                                 "FILE is a .npy file)")
-    p.add_argument("--layout", default=None, choices=LAYOUTS, help="layout of FILE (default: the run's)")
+    p.add_argument("--layout", default=None, type=str.upper, choices=LAYOUTS,
+                   help="layout of FILE (default: the run's)")
     p.add_argument("--all-windows", action="store_true", help="a forecast from every window, not only the last")
     p.add_argument("--stride", type=int, default=1, help="steps between windows with --all-windows")
     p.add_argument("--batch-size", type=int, default=16, help="samples per batch")
@@ -703,7 +750,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ``CONVLSTM_DEBUG`` is set.
     """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse_args(parser, argv)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -7,13 +7,14 @@ import os
 import struct
 import zipfile
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .._errors import ParameterError
 
-__all__ = ["LAYOUTS", "GridFileError", "LazyGrid", "load_grid", "load_timestamps", "load_array"]
+__all__ = ["LAYOUTS", "GridFileError", "LazyGrid", "load_grid", "load_timestamps", "load_array", "stored_shape",
+           "describe_layout", "layout_doubt"]
 
 #: The layouts :func:`load_grid` understands, and the number of dimensions each has on disk.
 LAYOUTS = {"THWC": 4, "TCHW": 4, "THW": 3}
@@ -24,6 +25,7 @@ _NPZ_SUFFIXES = (".npz",)
 _HDF5_SUFFIXES = (".h5", ".hdf5", ".he5")
 _NC_SUFFIXES = (".nc", ".nc4", ".netcdf")
 _SUPPORTED = _NPY_SUFFIXES + _NPZ_SUFFIXES + _HDF5_SUFFIXES + _NC_SUFFIXES
+_TEXT_SUFFIXES = (".csv", ".tsv", ".txt", ".dat")  # tables of numbers, which numpy.loadtxt reads
 _TIME_KEYS = ("time", "times", "date", "dates", "timestamp", "timestamps")
 
 
@@ -50,8 +52,10 @@ def _reading(path: Any, fmt: str):
 # --------------------------------------------------------------------------------------------
 # layout helpers
 def _check_layout(layout: Any) -> str:
+    """``layout`` in capitals (``"tchw"`` -> ``"TCHW"``); a ``ParameterError`` naming ``layout``
+    when it is none of :data:`LAYOUTS`."""
     if not isinstance(layout, str) or layout.upper() not in LAYOUTS:
-        raise ValueError(f"layout must be one of {sorted(LAYOUTS)}, got {layout!r}")
+        raise ParameterError("layout", f"layout must be one of {sorted(LAYOUTS)}, got {layout!r}")
     return layout.upper()
 
 
@@ -84,6 +88,73 @@ def _thwc_shape(shape: Sequence[int], layout: str) -> tuple:
     if layout == "TCHW":
         return (shape[0], shape[2], shape[3], shape[1])
     return shape + (1,)
+
+
+#: What each layout takes the stored axes to be, for messages.
+LAYOUT_AXES = {"THWC": "(time, rows, cols, channels)", "TCHW": "(time, channels, rows, cols)",
+               "THW": "(time, rows, cols)"}
+
+
+def stored_shape(shape: Sequence[int], layout: str) -> tuple:
+    """The shape in the file of a grid that ``layout`` read into ``shape``, ``(time, rows, cols,
+    channels)``: the inverse of the reordering :func:`load_grid` does.
+
+    Example::
+
+        >>> stored_shape((500, 16, 8, 2), "TCHW"), stored_shape((92, 64, 64, 1), "THW")
+        ((500, 2, 16, 8), (92, 64, 64))
+    """
+    t, h, w, c = (int(s) for s in shape)
+    return {"THWC": (t, h, w, c), "TCHW": (t, c, h, w), "THW": (t, h, w)}[_check_layout(layout)]
+
+
+def describe_layout(stored: Sequence[int], layout: str) -> str:
+    """What ``layout`` makes of a stored array of shape ``stored``, in words.
+
+    Example::
+
+        >>> describe_layout((500, 2, 16, 8), "THWC"), describe_layout((500, 2, 16, 8), "TCHW")
+        ('500 frames of 2x16, 8 channels', '500 frames of 16x8, 2 channels')
+    """
+    t, h, w, c = _thwc_shape(stored, _check_layout(layout))
+    return f"{t} frames of {h}x{w}, {c} channel{'s' * (c != 1)}"
+
+
+def _oddities(shape: Sequence[int]) -> List[str]:
+    """What makes frames of ``shape`` ``(time, rows, cols, channels)`` an unusual grid: more
+    channels than rows or columns, a spatial axis of size 1."""
+    _, h, w, c = shape
+    found = []
+    if c > min(h, w):
+        found.append(f"more channels than {'rows' if h <= w else 'columns'}")
+    if min(h, w) == 1:
+        found.append(f"one {'row' if h == 1 else 'column'} wide")
+    return found
+
+
+def layout_doubt(stored: Sequence[int], layout: str) -> Tuple[str, Optional[str]]:
+    """Why reading a stored array of shape ``stored`` with ``layout`` looks wrong, and another
+    layout that reads it as a plausible grid: ``("", None)`` when it looks right, ``(why, None)``
+    when no other layout reads it better. A plausible grid has no more channels than rows or
+    columns and no spatial axis of size 1 (counts and rain have 1 or 2 channels on grids of 8x8
+    and more).
+
+    Example::
+
+        >>> layout_doubt((500, 2, 16, 8), "THWC")
+        ('8 channels on frames of 2x16 (more channels than rows)', 'TCHW')
+        >>> layout_doubt((500, 16, 8, 2), "THWC")
+        ('', None)
+    """
+    layout = _check_layout(layout)
+    _, h, w, c = shape = _thwc_shape(stored, layout)
+    found = _oddities(shape)
+    if not found:
+        return "", None
+    better = [other for other, ndim in LAYOUTS.items()
+              if other != layout and ndim == len(stored) and not _oddities(_thwc_shape(stored, other))]
+    return (f"{c} channel{'s' * (c != 1)} on frames of {h}x{w} ({' and '.join(found)})",
+            better[0] if better else None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -444,10 +515,17 @@ def _check_path(path: Any) -> Path:
 
 
 def _format_of(p: Path) -> str:
+    """The suffix of ``p``, one of the formats read here; else an error that names them, and for a
+    text table how to convert it."""
     suffix = p.suffix.lower()
     if suffix not in _SUPPORTED:
-        raise ValueError(f"path={str(p)!r}: unsupported file type {suffix!r}; load_grid reads "
-                         f"{', '.join(_SUPPORTED)}")
+        convert = ""
+        if suffix in _TEXT_SUFFIXES:
+            convert = (f"; to convert a {suffix} table, read it with numpy.loadtxt, reshape it to (time, rows, cols) "
+                       f"and write it with numpy.save to a .npy file, then read that with layout='THW'")
+        raise ParameterError("path", f"{str(p)!r} is {f'a {suffix} file' if suffix else 'a file without a suffix'}, "
+                                     f"not a grid file: grids are read from .npy, .npz, .h5/.hdf5 and .nc (netCDF) "
+                                     f"files{convert}", also=("layout",))
     return suffix
 
 

@@ -250,20 +250,64 @@ def chronological_split(n_time: int, input_steps: int, output_steps: int, *,
     n_time = check_int("n_time", n_time, 1)
     input_steps, output_steps, _, gap = _check_window(input_steps, output_steps, 1, gap)
     fr = check_fractions("fractions", fractions)
+    span = input_steps + gap + output_steps
+    parts = _split_bounds(n_time, fr)
+    short = _short_parts(parts, fr, span)
+    if short:
+        raise ValueError(_too_short_for_split(n_time, fr, span, short, parts))
+    return parts
+
+
+def _split_bounds(n_time: int, fr: Sequence[float]) -> Dict[str, Tuple[int, int]]:
+    """The train, val and test ranges of ``n_time`` steps split by the fractions ``fr``."""
     a = int(round(n_time * fr[0]))
     b = n_time if fr[2] == 0 else int(round(n_time * (fr[0] + fr[1])))
     if fr[1] == 0:
         b = a
-    parts = {"train": (0, a), "val": (a, b), "test": (b, n_time)}
-    span = input_steps + gap + output_steps
-    for (name, (lo, hi)), f in zip(parts.items(), fr):
-        if f > 0 and hi - lo < span:
-            need = math.ceil(span / f)
-            raise ValueError(
-                f"the {name} part (a fraction {f:g} of {n_time} time steps) gets {hi - lo} steps, "
-                f"fewer than one window needs (input_steps + gap + output_steps = {span}); use a "
-                f"series of about {need} steps or more, a larger {name} fraction, or shorter windows")
-    return parts
+    return {"train": (0, a), "val": (a, b), "test": (b, n_time)}
+
+
+def _short_parts(parts: Dict[str, Tuple[int, int]], fr: Sequence[float], span: int) -> list:
+    """The parts with a positive fraction that get fewer than ``span`` steps."""
+    return [name for (name, (lo, hi)), f in zip(parts.items(), fr) if f > 0 and hi - lo < span]
+
+
+def _steps_for_split(fr: Sequence[float], span: int) -> int:
+    r"""The fewest time steps :math:`m` such that every series of :math:`m` steps or more gives each
+    part with a positive fraction in ``fr`` at least ``span`` steps (one window).
+
+    Rounding moves each boundary by at most half a step, so a part of fraction :math:`f` gets at
+    least :math:`n f - 1` steps and every :math:`n \ge \lceil (\text{span} + 1) / f \rceil` is
+    enough; from that bound the search goes down while every length still is."""
+    m = max(math.ceil((span + 1) / f) for f in fr if f > 0)
+    while m > 1 and not _short_parts(_split_bounds(m - 1, fr), fr, span):
+        m -= 1
+    return m
+
+
+def _too_short_for_split(n_time: int, fr: Sequence[float], span: int, short: list,
+                         parts: Dict[str, Tuple[int, int]]) -> str:
+    """What :func:`chronological_split` says when the parts ``short`` get fewer steps than a
+    window needs: every such part at once, and the length that gives every part a window."""
+    need = _steps_for_split(fr, span)
+    windows = f"one window needs (input_steps + gap + output_steps = {span})"
+    if fr[0] == 1:  # a single part: nothing is split off
+        return (f"the series has {n_time} time steps, fewer than {windows}; use a series of {need} steps or "
+                f"more, or shorter windows")
+    fraction = dict(zip(("train", "val", "test"), fr))
+    got = []
+    for k, name in enumerate(short):
+        steps = parts[name][1] - parts[name][0]
+        got.append(f"the {name} part (a fraction {fraction[name]:g} of {n_time} time steps) gets {steps} "
+                   f"step{'s' * (steps != 1)}" if k == 0 else f"the {name} part ({fraction[name]:g}) gets {steps}")
+    larger = ("" if len(short) == sum(f > 0 for f in fr) else f" a larger {short[0]} fraction," if len(short) == 1
+              else f" larger {_and(short)} fractions,")
+    return f"{_and(got)}, fewer than {windows}; use a series of {need} steps or more,{larger} or shorter windows"
+
+
+def _and(items: Sequence[str]) -> str:
+    """``"a"``, ``"a and b"``, ``"a, b and c"``."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
 # --------------------------------------------------------------------------------------------

@@ -90,7 +90,8 @@ class GridDataModule(pl.LightningDataModule):
         self.units = units
         self.nonnegative: Optional[bool] = nonnegative
         self.nonnegative_reason = "" if nonnegative is None else f"nonnegative={nonnegative} was given"
-        self.series, self.path, self.key, self.layout = series, path, key, layout
+        self.series, self.path, self.key = series, path, key
+        self.layout = layout.upper() if isinstance(layout, str) else layout  # load_grid checks it
         self.sequences = sequences
         self.input_steps, self.output_steps = int(input_steps), int(output_steps)
         self.stride, self.gap = int(stride), int(gap)
@@ -99,7 +100,7 @@ class GridDataModule(pl.LightningDataModule):
         self.fill_nan = fill_nan
         self.batch_size, self.num_workers = int(batch_size), int(num_workers)
         if source is None:
-            source = ({"kind": "file", "path": str(Path(path).resolve()), "key": key, "layout": layout}
+            source = ({"kind": "file", "path": str(Path(path).resolve()), "key": key, "layout": self.layout}
                       if path is not None else {"kind": "sequences" if sequences is not None else "array"})
         self.source = dict(source)
         self.multiscale = multiscale if multiscale is not None else MultiScale(period=0, trend=0)
@@ -119,6 +120,8 @@ class GridDataModule(pl.LightningDataModule):
         self.datasets: Dict[str, Dataset] = {}
         self._builder: Optional[DatasetBuilder] = None    # the data mode's dataset builder, after setup
         self._restored_scaler: Optional[Dict[str, Any]] = None
+        # one part, "all", of every sample, scored with a checkpoint's statistics (from_state(whole=True))
+        self.whole = False
         self._ready = False
 
     # ------------------------------------------------------------------ building
@@ -137,6 +140,8 @@ class GridDataModule(pl.LightningDataModule):
         self.parts, self.input_steps = builder.parts, builder.input_steps
         self._fit_scaler_and_statistics(*builder.training_frames())
         self.datasets = builder.build(self.scaler)
+        if self.whole:  # split (1, 0, 0): the "train" part is every sample
+            self.parts, self.datasets = {"all": self.parts["train"]}, {"all": self.datasets["train"]}
         self._builder = builder
         self._fit_climatology_by_hour()
         self._ready = True
@@ -222,7 +227,7 @@ class GridDataModule(pl.LightningDataModule):
         if self.mode != "series" or self.times is None:
             return
         self.hours = _data.hours_of_day(self.times)
-        if self.climatology_by_hour is None:
+        if self.climatology_by_hour is None and not self.whole:  # never fitted on the data it scores
             self.climatology_by_hour, self.climatology_hour_counts = hour_of_day_means(
                 self.series, self.hours, *self.parts["train"])
 
@@ -265,9 +270,11 @@ class GridDataModule(pl.LightningDataModule):
         return self._loader("test", False)
 
     def dataloader(self, part: str) -> DataLoader:
-        """The loader of ``part`` (``"train"``, ``"val"`` or ``"test"``), in order."""
-        if part not in ("train", "val", "test"):
-            raise ValueError(f"part must be 'train', 'val' or 'test', got {part!r}")
+        """The loader of ``part`` (``"train"``, ``"val"`` or ``"test"``; ``"all"`` for a module
+        built with ``from_state(whole=True)``), in order."""
+        parts = ("all",) if self.whole else ("train", "val", "test")
+        if part not in parts:
+            raise ValueError(f"part must be {' or '.join(map(repr, parts))}, got {part!r}")
         return self._loader(part, False)
 
     # ------------------------------------------------------------------ units
@@ -345,11 +352,14 @@ class GridDataModule(pl.LightningDataModule):
     @classmethod
     def from_state(cls, state: Dict[str, Any], *, series: Any = None, path: Optional[str] = None,
                    key: Optional[str] = None, layout: Optional[str] = None, sequences: Any = None,
-                   batch_size: Optional[int] = None) -> "GridDataModule":
+                   batch_size: Optional[int] = None, whole: bool = False) -> "GridDataModule":
         """Rebuild the data module a checkpoint was trained with (its file, unless another
         ``series``/``path``/``sequences`` is given), with the checkpoint's scaler, statistics, unit
         conversion and units. Another ``path`` is read with the run's ``key`` and ``layout`` unless
-        they are given (:func:`run_source_options`)."""
+        they are given (:func:`run_source_options`).
+
+        ``whole=True``: no split, one part ``"all"`` of every sample of the data (a file the model
+        never saw), with the checkpoint's scaler and statistics; nothing is fitted on it."""
         src = state.get("source", {})
         if series is None and path is None and sequences is None and src.get("kind") == "moving_mnist":
             sequences = _data.moving_mnist(
@@ -364,7 +374,8 @@ class GridDataModule(pl.LightningDataModule):
         if path is not None:
             key, layout = run_source_options(state, path, key, layout)
         kw: Dict[str, Any] = dict(input_steps=state["input_steps"], output_steps=state["output_steps"],
-                                  stride=state["stride"], gap=state["gap"], split=state["split"],
+                                  stride=state["stride"], gap=state["gap"],
+                                  split=(1.0, 0.0, 0.0) if whole else state["split"],
                                   scaler=state["scaler_name"], fill_nan=state.get("fill_nan"),
                                   batch_size=batch_size or state.get("batch_size", 16),
                                   conversion=state.get("conversion"),
@@ -375,6 +386,7 @@ class GridDataModule(pl.LightningDataModule):
             dm = cls(series, **kw)
         else:
             dm = cls(path=path, key=key, layout=layout, **kw)
+        dm.whole = bool(whole)
         dm.load_state_dict(state)
         return dm
 
@@ -384,14 +396,15 @@ def run_source_options(state: Dict[str, Any], path: Any, key: Optional[str] = No
     """``(key, layout)`` to read the grid file ``path`` with, for the run whose data state
     (:meth:`GridDataModule.state_dict`) is ``state``: those given, else the run's own (the key
     only where ``path`` can hold several arrays: not for a ``.npy`` file), else ``None`` and
-    ``"THWC"``."""
+    ``"THWC"``. The layout comes in capitals (``"thw"`` -> ``"THW"``)."""
     src = state.get("source") or {}
     if src.get("kind") == "file":
         if key is None and Path(str(path)).suffix.lower() != ".npy":
             key = src.get("key")
         if layout is None:
             layout = src.get("layout")
-    return key, layout or "THWC"
+    layout = layout or "THWC"
+    return key, layout.upper() if isinstance(layout, str) else layout
 
 
 def _check_options(series: Any, path: Any, sequences: Any, scaler: Any, nonnegative: Any, units: Any,

@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
+from .._errors import ParameterError
 from ..baselines import Baseline, Batch, baseline_names, build_baselines
 from ..scoring import MetricAccumulator, format_results, ssim_applies, write_metrics
 from .datamodule import GridDataModule
@@ -27,7 +28,7 @@ from .runs import (PathLike, check_nonnegative_option, data_state, find_checkpoi
 
 __all__ = ["evaluate", "format_results"]
 
-_PARTS = ("train", "val", "test")
+_PARTS = ("all", "train", "val", "test")
 
 
 @dataclass
@@ -77,14 +78,14 @@ class _Samples:
 
 def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional[str] = None,
              layout: Optional[str] = None, datamodule: Optional[GridDataModule] = None,
-             model: Optional[nn.Module] = None, part: str = "test", out_dir: Optional[PathLike] = None,
+             model: Optional[nn.Module] = None, part: Optional[str] = None, out_dir: Optional[PathLike] = None,
              thresholds: Optional[Sequence[float]] = None, units: Optional[str] = None, samples: int = 3,
              batch_size: Optional[int] = None,
              device: Optional[str] = None, plots: bool = True, history: Optional[Dict[str, Any]] = None,
              baselines: Optional[Sequence[str]] = None, fss_scales: Optional[Sequence[int]] = None,
              extrapolation_method: Optional[str] = None, nonnegative: Optional[bool] = None) -> Dict[str, Any]:
-    """Score a trained model on the ``part`` (``"test"``) of its data, beside the ``baselines``,
-    in the data's own (physical) units; write ``metrics.json``,
+    """Score a trained model on the ``part`` of its data (or every window of another file),
+    beside the ``baselines``, in the data's own (physical) units; write ``metrics.json``,
     ``metrics_per_lead_time.csv``, ``forecast.png``, ``forecast.gif`` and ``learning_curve.png``
     into ``out_dir`` (default: the run folder). Returns the metrics dict
     (:meth:`convlstm.scoring.MetricAccumulator.compute`'s).
@@ -96,9 +97,11 @@ def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional
     Args:
         source: a run folder or a ``.ckpt`` file.
         data, key, layout: another grid file to evaluate on (default: the file it was trained
-            on); it is read, split and scaled as in training (same unit conversion), with the
-            run's key and layout unless they are given (:func:`~convlstm.training.datamodule.run_source_options`).
+            on); it is read and scaled as in training (same unit conversion, the run's scaler), with
+            the run's key and layout unless they are given (:func:`~convlstm.training.datamodule.run_source_options`).
         datamodule: a ready :class:`GridDataModule` instead.
+        part: ``"all"`` (every window, no split: the default with ``data``), or the ``"train"``,
+            ``"val"`` or ``"test"`` part of the run's split (the default without).
         thresholds: CSI/POD/FAR/ETS (and FSS) thresholds in the data's units. This and
             ``baselines``, ``fss_scales``, ``extrapolation_method``: ``None`` takes the run's own
             (its ``config.yaml``, as ``fit`` scored it), else the defaults (no thresholds,
@@ -114,8 +117,7 @@ def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional
         nonnegative: clamp the model's forecasts at 0 (in data units); ``None``: as the
             checkpoint's data state says (decided at training, see :class:`GridDataModule`).
     """
-    if part not in _PARTS:
-        raise ValueError(f"part must be 'train', 'val' or 'test', got {part!r}")
+    part = _check_part(part, data, datamodule)
     check_nonnegative_option(nonnegative)
     ckpt_path = find_checkpoint(source)
     options = ScoringOptions.resolve(ckpt_path, thresholds, baselines, fss_scales, extrapolation_method)
@@ -123,7 +125,7 @@ def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional
     dm = _evaluation_data(ckpt, ckpt_path, datamodule, data, key, layout, batch_size, part)
     forecasters = build_baselines(options.baselines, dm, part, extrapolation_method=options.extrapolation_method)
     clamp = _clamp_forecasts(dm, nonnegative)
-    _say_what_is_scored(dm, forecasters)
+    _say_what_is_scored(dm, part, forecasters)
     acc = MetricAccumulator(data_range=_data_range(dm), thresholds=tuple(options.thresholds),
                             scales=tuple(options.fss_scales))
     kept = _Samples(samples)
@@ -137,6 +139,18 @@ def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional
     return results
 
 
+def _check_part(part: Optional[str], data: Optional[PathLike], datamodule: Optional[GridDataModule]) -> str:
+    """``part``, or its default: ``"all"`` for another file (``data``), else ``"test"``."""
+    if part is None:
+        return "all" if data is not None else "test"
+    if part not in _PARTS:
+        raise ParameterError("part", f"part must be one of {', '.join(_PARTS)}; got {part!r}")
+    if part == "all" and datamodule is not None:
+        raise ParameterError("part", "part='all' scores every window of a file rebuilt from the checkpoint; give "
+                                     "the file as data=FILE instead of datamodule=")
+    return part
+
+
 def _evaluation_data(ckpt: Dict[str, Any], ckpt_path: Path, datamodule: Optional[GridDataModule],
                      data: Optional[PathLike], key: Optional[str], layout: Optional[str],
                      batch_size: Optional[int], part: str) -> GridDataModule:
@@ -146,10 +160,16 @@ def _evaluation_data(ckpt: Dict[str, Any], ckpt_path: Path, datamodule: Optional
     if datamodule is None:
         state = data_state(ckpt, ckpt_path, "; pass datamodule=")
         datamodule = GridDataModule.from_state(state, path=None if data is None else str(data), key=key,
-                                               layout=layout, batch_size=batch_size)
+                                               layout=layout, batch_size=batch_size, whole=part == "all")
     elif state:
         datamodule.load_state_dict(state)
-    datamodule.setup("test")
+    try:
+        datamodule.setup("test")
+    except ParameterError as exc:  # the run's split does not fit the file: it needs none
+        if exc.parameter != "split" or data is None or part == "all":
+            raise
+        raise ParameterError("part", f"{exc}; part='all' scores every window of {data} without a split",
+                             also=exc.parameters) from None
     if part not in datamodule.datasets:
         raise ValueError(f"the {part} part of the data is empty (split={list(datamodule.split)})")
     return datamodule
@@ -168,7 +188,10 @@ def _data_range(dm: GridDataModule) -> float:
     return float(hi - lo) if hi > lo else 1.0
 
 
-def _say_what_is_scored(dm: GridDataModule, forecasters: Dict[str, Baseline]) -> None:
+def _say_what_is_scored(dm: GridDataModule, part: str, forecasters: Dict[str, Baseline]) -> None:
+    if part == "all":
+        print(f"convlstm evaluate: scoring every window of {dm.path or 'the data'} ({len(dm.datasets[part])} "
+              f"samples, not split), scaled with the run's scaler")
     rows, cols = dm.sample_shape[:2]
     if not ssim_applies(rows, cols):
         print(f"convlstm evaluate: frames of {rows}x{cols} are smaller than SSIM's 11x11 window; every score but "

@@ -27,7 +27,7 @@ from .datamodule import GridDataModule
 from .evaluation import evaluate
 from .module import AtomicCheckpointIO, ForecastModule, HistoryCallback, RandomStateCallback
 from .multiscale import MultiScale
-from .runs import RUN_DIR_ENV, PathLike, RunLock, env_rank, resolve_run_dir
+from .runs import RUN_DIR_ENV, PathLike, RunLock, env_rank, resolve_run_dir, trained_epochs
 
 __all__ = ["fit"]
 
@@ -179,8 +179,22 @@ def _check_run_folder(run: _Run) -> None:
         raise FileExistsError(f"run_dir {str(run.folder)!r} already holds a run ({run.last}); add --resume to "
                               f"continue it, or give another --run-dir")
     if cfg.resume:
+        _check_unfinished(cfg, run)
         _check_resumable(cfg, run.folder)
         _check_resumed_batch_size(cfg, run.folder)
+
+
+def _check_unfinished(cfg: FitConfig, run: _Run) -> None:
+    """Refuse to resume a run that has trained its ``max_epochs`` already: Lightning would
+    train nothing, and the evaluation would overwrite the run's metrics and pictures."""
+    done = trained_epochs(run.last)
+    if done < cfg.max_epochs:
+        return
+    than = "as many as" if done == cfg.max_epochs else "more than"
+    raise ParameterError("max_epochs", f"run_dir {str(run.folder)!r} holds a finished run: it has trained {done} "
+                                       f"epoch{'s' * (done != 1)}, {than} max_epochs={cfg.max_epochs}, and is left "
+                                       f"as it is; to train it further, resume with a larger max_epochs, e.g. "
+                                       f"max_epochs={done + cfg.max_epochs}", also=("run_dir",))
 
 
 def _check_resumable(cfg: FitConfig, run_dir: Path) -> None:
@@ -229,6 +243,7 @@ def _prepare_data(run: _Run, datamodule: Optional[GridDataModule]) -> GridDataMo
     if cfg.units and not dm.units:
         dm.units = cfg.units  # kept in the checkpoint: `evaluate` labels the pictures the same
     dm.setup("fit")
+    _say_how_the_file_is_read(run, dm)
     if not dm.conversion.is_identity:
         run.log(f"convlstm fit: data in physical units: {dm.conversion.describe()}")
     run.log(f"convlstm fit: forecasts {'are' if dm.nonnegative else 'are not'} clamped at 0 "
@@ -236,6 +251,30 @@ def _prepare_data(run: _Run, datamodule: Optional[GridDataModule]) -> GridDataMo
     if dm.streams is not None:
         run.log(f"convlstm fit: {dm.multiscale.describe(dm.datasets)}")
     return dm
+
+
+def _say_how_the_file_is_read(run: _Run, dm: GridDataModule) -> None:
+    """The shape read from the data file and what the layout makes of it; a warning when that is
+    an unusual grid (:func:`~convlstm.data.readers.layout_doubt`), with a layout that reads it
+    better."""
+    from ..data.readers import LAYOUT_AXES, describe_layout, layout_doubt, stored_shape
+
+    if dm.path is None or dm.mode != "series":
+        return
+    stored = stored_shape(dm.series.shape, dm.layout)
+    key = "" if dm.key is None else f" (key {dm.key})"
+    run.log(f"convlstm fit: read {dm.path}{key}: {stored} as layout {dm.layout}: "
+            f"{describe_layout(stored, dm.layout)}")
+    why, better = layout_doubt(stored, dm.layout)
+    if not why:
+        return
+    if better is not None:
+        advice = (f"if the file is stored {LAYOUT_AXES[better]}, give --layout {better}, which reads "
+                  f"{describe_layout(stored, better)}")
+    else:
+        advice = "check that --layout matches the file's axes: " + ", ".join(
+            f"{name} {axes}" for name, axes in LAYOUT_AXES.items())
+    run.log(f"convlstm fit: warning: --layout {dm.layout} reads {why}, an unusual grid; {advice}")
 
 
 def _build_module(cfg: FitConfig, dm: GridDataModule, model: Optional[nn.Module]) -> ForecastModule:

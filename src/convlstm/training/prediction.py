@@ -19,7 +19,8 @@ from .._errors import ParameterError
 from .._io import atomic_path, atomic_write
 from .datamodule import run_source_options
 from .multiscale import MultiScale
-from .runs import PathLike, check_nonnegative_option, data_state, find_checkpoint, load_module, torch_device
+from .runs import (PathLike, check_nonnegative_option, data_state, find_checkpoint, is_run, load_module,
+                   torch_device)
 
 __all__ = ["predict"]
 
@@ -63,6 +64,10 @@ def predict(checkpoint: PathLike, inputs: PathLike, out: PathLike, *, key: Optio
     if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
         raise ParameterError("stride", f"stride must be an integer >= 1, got {stride!r}")
     check_nonnegative_option(nonnegative)
+    if not is_run(checkpoint) and is_run(inputs):
+        raise ParameterError("checkpoint", f"checkpoint={str(checkpoint)!r} is not a run folder nor a .ckpt file, "
+                                           f"but inputs={str(inputs)!r} is: the two are swapped; give the run "
+                                           f"first, then the grid file", also=("inputs",))
     ckpt_path = find_checkpoint(checkpoint)
     module, ckpt = load_module(ckpt_path, model=model)
     state = data_state(ckpt, ckpt_path, " with its scaler")
@@ -120,19 +125,35 @@ def _choose_windows(state: Dict[str, Any], series: Any, inputs: PathLike, all_wi
 def _finite_inputs(series: Any, windows: Sequence[np.ndarray], fill_nan: Any, name: str) -> Any:
     """The input frames of a forecast, with non-finite values handled as in training: filled
     as the run's ``fill_nan`` says (over the whole series, as ``fit`` filled it), or, when the
-    run had none, refused if any frame the ``windows`` read holds one."""
+    run had none, refused if any frame the ``windows`` read holds one; the message names those
+    frames' time steps in the file."""
     from .. import data as _data
 
     if fill_nan is not None:
         return _data.check_finite(series, fill=fill_nan)
     used = np.unique(np.concatenate([np.asarray(w) for w in windows]))
-    try:
-        _data.check_finite(np.asarray(series[used]))
-    except ValueError as exc:
-        raise ValueError(f"inputs {name!r}: the frames the forecast reads hold non-finite values, and the run "
-                         f"was trained without --fill-nan, so nothing says how to fill them ({exc}). Fill the "
-                         f"gaps in the file, or train with --fill-nan VALUE") from None
+    bad = _nonfinite_steps(series, used)
+    if bad.size:
+        raise ValueError(f"inputs {name!r}: time step{'s' * (bad.size > 1)} {_some(bad)} of the file (of "
+                         f"{int(series.shape[0])}) hold{'s' * (bad.size == 1)} non-finite values (NaN or inf), and the "
+                         f"forecast reads {'them' if bad.size > 1 else 'it'}; the run was trained without "
+                         f"--fill-nan, so nothing says how to fill them. Fill the gaps in the file, or train "
+                         f"again with `convlstm fit ... --fill-nan VALUE` (predict then fills them with VALUE)")
     return series
+
+
+def _nonfinite_steps(series: Any, steps: np.ndarray) -> np.ndarray:
+    """The time ``steps`` of ``series`` whose frames hold a NaN or infinite value."""
+    frames = np.asarray(series[steps])
+    if frames.dtype.kind not in "fc":
+        return steps[:0]
+    return steps[~np.isfinite(frames.reshape(len(steps), -1)).all(axis=1)]
+
+
+def _some(values: np.ndarray, shown: int = 5) -> str:
+    """``"3, 4, 9"``, or the first ``shown`` values and how many more."""
+    text = ", ".join(str(int(v)) for v in values[:shown])
+    return text if len(values) <= shown else f"{text} and {len(values) - shown} more"
 
 
 def _forecast(module: nn.Module, state: Dict[str, Any], series: Any, windows: _Windows, batch_size: int,

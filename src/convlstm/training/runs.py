@@ -21,7 +21,7 @@ from .config import FitConfig, load_config
 from .module import ForecastModule, load_checkpoint
 
 __all__ = ["find_checkpoint", "load_module", "run_dir_of", "run_scoring_options", "resolve_run_dir", "env_rank",
-           "torch_device", "PathLike"]
+           "torch_device", "trained_epochs", "is_run", "PathLike"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 #: Environment variable through which DDP's re-launched processes learn the first one's run folder.
@@ -144,6 +144,18 @@ def find_checkpoint(source: PathLike, which: str = "best") -> Path:
     raise FileNotFoundError(f"checkpoint or run folder {str(p)!r} does not exist")
 
 
+def is_run(path: PathLike) -> bool:
+    """Whether ``path`` is what :func:`find_checkpoint` takes: a ``.ckpt`` file, or a run folder
+    that holds a checkpoint."""
+    p = Path(path)
+    if p.is_file():
+        return p.suffix.lower() == ".ckpt"
+    try:
+        return p.is_dir() and find_checkpoint(p).is_file()
+    except FileNotFoundError:
+        return False
+
+
 def run_dir_of(ckpt: Path) -> Path:
     """The run folder a checkpoint file belongs to."""
     return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
@@ -170,6 +182,14 @@ def load_module(checkpoint: PathLike, *, model: Optional[nn.Module] = None) -> T
     module.load_state_dict(ckpt["state_dict"])
     module.eval()
     return module, ckpt
+
+
+def trained_epochs(checkpoint: PathLike) -> int:
+    """The epochs a Lightning checkpoint has completed (its fit loop's count; a checkpoint written
+    at the end of epoch ``e``, counted from 0, has completed ``e + 1``)."""
+    ckpt = load_checkpoint(checkpoint)
+    progress = (((ckpt.get("loops") or {}).get("fit_loop") or {}).get("epoch_progress") or {}).get("total") or {}
+    return int(progress["processed"]) if "processed" in progress else int(ckpt.get("epoch", -1)) + 1
 
 
 def data_state(ckpt: Dict[str, Any], ckpt_path: Path, what: str = "") -> Dict[str, Any]:

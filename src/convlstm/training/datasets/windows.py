@@ -14,12 +14,12 @@ __all__ = ["WindowBuilder", "split_series"]
 def split_series(n_time: int, input_steps: int, output_steps: int, gap: int,
                  split: Sequence[float]) -> Dict[str, Tuple[int, int]]:
     """:func:`convlstm.data.chronological_split` of ``n_time`` steps, its errors naming ``split``
-    (and the window options)."""
+    (and the window options; a split of ``(1, 0, 0)``, one part, is not shown)."""
     try:
         return _data.chronological_split(n_time, input_steps, output_steps, fractions=split, gap=gap)
     except ValueError as exc:
-        raise ParameterError("split", f"split={list(split)}: {exc}",
-                             also=("input_steps", "gap", "output_steps")) from None
+        shown = "" if split[0] == 1 else f"split={list(split)}: "
+        raise ParameterError("split", f"{shown}{exc}", also=("input_steps", "gap", "output_steps")) from None
 
 
 class WindowBuilder(DatasetBuilder):
