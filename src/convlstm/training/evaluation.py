@@ -106,7 +106,7 @@ def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional
         units: the units' name for the colour bars; ``None``: the run's (``units`` of its fit).
         baselines: registered baseline names (:func:`convlstm.baselines.baseline_names`:
             ``persistence``, ``climatology``, ``extrapolation`` (pysteps's optical-flow
-            extrapolation, ``pip install "convlstm[radar]"``), and any registered with
+            extrapolation, the ``radar`` extra), and any registered with
             :func:`~convlstm.baselines.register_baseline`), each a row in the metrics; the
             extrapolation is drawn in ``forecast.png``.
         fss_scales: FSS window widths in pixels (FSS at every threshold and scale).
