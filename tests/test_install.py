@@ -188,3 +188,21 @@ def test_every_message_about_an_extra_is_built_by_install_hint():
     assert training.TRAIN_EXTRA_INSTALL == install_hint("train")
     assert onnx.INSTALL_HINT == install_hint("onnx")
     assert extrapolation._INSTALL == install_hint("radar")
+
+
+def test_the_install_pages_give_commands_that_work_without_the_package_index():
+    """README.md and docs/install.md install from a clone, a built wheel of this version, or the git
+    URL; no command asks the package index for convlstm."""
+    root = Path(convlstm.__file__).resolve().parents[2]
+    pages = [root / "README.md", root / "docs" / "install.md"]
+    if not all(p.is_file() for p in pages):
+        pytest.skip("not a source checkout")
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        commands = [line.split("#")[0].strip() for line in text.splitlines() if line.startswith("pip install")]
+        assert 'pip install ".[train]"' in commands, page
+        assert f'pip install "dist/convlstm-{convlstm.__version__}-py3-none-any.whl[train]"' in commands, page
+        assert 'pip install "convlstm[train] @ git+https://github.com/OWNER/convlstm"' in commands, page
+        from_index = [c for c in commands if c.startswith(("pip install convlstm", 'pip install "convlstm['))
+                      and " @ git+" not in c]
+        assert from_index == [], page
