@@ -23,7 +23,7 @@ import numpy as np
 
 from ._io import atomic_path
 
-__all__ = ["plot_forecast", "animate_forecast", "plot_learning_curve", "channel_label"]
+__all__ = ["plot_forecast", "animate_forecast", "plot_learning_curve"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 _STATIC_FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
@@ -124,7 +124,7 @@ def _names(names: Any, count: int, what: str) -> Optional[List[str]]:
     return [str(n) for n in names]
 
 
-def channel_label(channel: int, channels: int, names: Optional[Sequence[str]] = None) -> str:
+def _channel_label(channel: int, channels: int, names: Optional[Sequence[str]] = None) -> str:
     """How a picture names one channel of data with ``channels`` of them: ``"channel 1 of 2"``,
     or ``"outflow (channel 1 of 2)"`` with ``names``."""
     where = f"channel {channel} of {channels}"
@@ -242,7 +242,7 @@ def plot_forecast(inputs: Any, true: Any, pred: Any, path: PathLike, *, samples:
         _draw_channel(sub, frames, {n: e[idx, ..., ch] for n, e in extra.items()}, rows_of, input_labels,
                       cmap, units)
         if n_channels > 1:
-            sub.suptitle(channel_label(ch, n_channels, names), fontsize=10)
+            sub.suptitle(_channel_label(ch, n_channels, names), fontsize=10)
     if title:
         fig.suptitle(title)
     with atomic_path(out) as tmp:
@@ -291,7 +291,7 @@ def animate_forecast(true: Any, pred: Any, path: PathLike, *, sample: int = 0, c
     ch, names = _channel(channel, y.shape[-1]), _names(channel_names, y.shape[-1], "channel_names")
     heading = [title] if title else []
     if y.shape[-1] > 1:
-        heading.append(channel_label(ch, y.shape[-1], names))
+        heading.append(_channel_label(ch, y.shape[-1], names))
     y, p = y[sample, ..., ch], p[sample, ..., ch]
     vmin, vmax = _finite_range(y, p)
     from PIL import Image
