@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 # Torch's idle OpenMP threads spin by default, which slows everything when the machine is busy.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: test demo docs venv clean
+.PHONY: test demo docs venv clean wheel-check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,25 @@ $(VENV)/.installed-docs: pyproject.toml | $(PY)
 
 docs: $(VENV)/.installed-docs
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
+# the wheel and the source archive as a user gets them: built (python -m build), checked (twine check),
+# the wheel installed with [train] and the pinned torch into a fresh environment, and its `convlstm`
+# command run from an empty folder (tools/wheel_smoke.sh: --version, models, config, fit --help, a
+# 1-epoch fit with its evaluation, a forecast)
+VERSION    := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+WHEEL_VENV ?= build/wheel-check-venv
+
+$(VENV)/.installed-build: | $(PY)
+	$(PY) -m pip install -q build twine
+	touch $@
+
+wheel-check: $(VENV)/.installed-build
+	rm -rf dist $(WHEEL_VENV)
+	$(PY) -m build --outdir dist .
+	$(VENV)/bin/twine check --strict dist/*
+	$(PYTHON) -m venv $(WHEEL_VENV)
+	$(WHEEL_VENV)/bin/python -m pip install -q "$(TORCH)" "dist/convlstm-$(VERSION)-py3-none-any.whl[train]"
+	bash tools/wheel_smoke.sh $(WHEEL_VENV) $(VERSION)
 
 demo: $(VENV)/.installed-train
 	$(VENV)/bin/convlstm demo

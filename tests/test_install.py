@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import convlstm
+from convlstm._extras import install_hint
 from _helpers import run_cli_captured as run
 
 # the import names of the packages the train extra installs (pyproject.toml's [train])
@@ -88,7 +89,7 @@ def test_base_install_help_version_models_config_and_a_clear_message(tmp_path):
                  "fit x.npy --model-option filters=[8,8]"):
         r = res[argv]
         assert r["code"] not in (0, None), r
-        assert 'pip install "convlstm[train]"' in r["err"], r
+        assert install_hint("train") in r["err"], r
         assert "Traceback" not in r["err"], r
 
 
@@ -156,3 +157,52 @@ def test_config_command_lists_and_prints_and_fit_takes_a_name(capsys, tmp_path, 
     assert cfg.data == "mine.npy" and cfg.input_steps == 9
     bundled = load_config(Path(convlstm.__file__).parent / "configs" / "flow.yaml")
     assert cfg.model == FitConfig().model != bundled.model  # nothing of the bundled flow.yaml
+
+
+# ---------------------------------------------------------------------------------- install hints
+def test_install_hint_names_a_command_that_works_without_the_package_index():
+    from convlstm import _extras
+
+    for extra in _extras.EXTRAS:
+        hint = install_hint(extra)
+        assert hint.startswith(f'pip install ".[{extra}]"') and "clone" in hint
+        assert f'"dist/convlstm-{convlstm.__version__}-py3-none-any.whl[{extra}]"' in hint
+    with pytest.raises(ValueError, match="unknown extra 'gpu'"):
+        install_hint("gpu")
+    pyproject = Path(convlstm.__file__).resolve().parents[2] / "pyproject.toml"
+    if pyproject.is_file():  # a source checkout: the extras named are those pyproject.toml declares
+        tomllib = pytest.importorskip("tomllib")
+        declared = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]
+        assert sorted(declared) == sorted(_extras.EXTRAS)
+
+
+def test_every_message_about_an_extra_is_built_by_install_hint():
+    """No source file spells out an install command of its own: ``pip install "convlstm[...]"``
+    (which the package index cannot serve) appears nowhere but in the helper's explanation."""
+    package = Path(convlstm.__file__).resolve().parent
+    spelled = [f"{p.relative_to(package)}:{n}" for p in sorted(package.rglob("*.py")) if p.name != "_extras.py"
+               for n, line in enumerate(p.read_text().splitlines(), 1) if "convlstm[" in line]
+    assert spelled == []
+    from convlstm import extrapolation, onnx, training
+
+    assert training.TRAIN_EXTRA_INSTALL == install_hint("train")
+    assert onnx.INSTALL_HINT == install_hint("onnx")
+    assert extrapolation._INSTALL == install_hint("radar")
+
+
+def test_the_install_pages_give_commands_that_work_without_the_package_index():
+    """README.md and docs/install.md install from a clone, a built wheel of this version, or the git
+    URL; no command asks the package index for convlstm."""
+    root = Path(convlstm.__file__).resolve().parents[2]
+    pages = [root / "README.md", root / "docs" / "install.md"]
+    if not all(p.is_file() for p in pages):
+        pytest.skip("not a source checkout")
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        commands = [line.split("#")[0].strip() for line in text.splitlines() if line.startswith("pip install")]
+        assert 'pip install ".[train]"' in commands, page
+        assert f'pip install "dist/convlstm-{convlstm.__version__}-py3-none-any.whl[train]"' in commands, page
+        assert 'pip install "convlstm[train] @ git+https://github.com/OWNER/convlstm"' in commands, page
+        from_index = [c for c in commands if c.startswith(("pip install convlstm", 'pip install "convlstm['))
+                      and " @ git+" not in c]
+        assert from_index == [], page

@@ -10,6 +10,8 @@ import re
 import sys
 from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence, Tuple
 
+from ._extras import install_hint
+
 if TYPE_CHECKING:
     from .training.config import FitConfig
 
@@ -43,7 +45,7 @@ examples:
   convlstm fit radar.nc --key rain --layout THW --scaler log1p --thresholds 0.5 2 5 --units mm/h
 
   # radar stored as integers (mm per 5 minutes x 100) -> mm/h; CSI/ETS at 1 and 5 mm/h, FSS over
-  # 10 pixels, beside pysteps's optical-flow extrapolation (pip install "convlstm[radar]")
+  # 10 pixels, beside pysteps's optical-flow extrapolation (the radar extra: see --baselines)
   convlstm fit knmi.npz --key precip_mm_x100 --layout THW --scale 0.01 --transform accumulation-to-rate \\
       --interval-minutes 5 --scaler db --thresholds 1 5 --fss-scales 10 --units mm/h \\
       --baselines persistence climatology extrapolation
@@ -102,7 +104,7 @@ def _name_value(text: str, what: str, example: str) -> Any:
         import yaml
     except ImportError:
         raise argparse.ArgumentTypeError(f"reading {what} {text!r} needs PyYAML, part of the train extra: "
-                                         f"pip install \"convlstm[train]\"") from None
+                                         f"{install_hint('train')}") from None
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"invalid {what} {text!r}: write NAME=VALUE, e.g. {example}")
     name, value = text.split("=", 1)
@@ -329,7 +331,7 @@ def _add_fit_output_options(p: argparse.ArgumentParser, defaults: "FitConfig") -
             help="window widths in pixels for the fractions skill score at each threshold")
     _option(g, "--baselines", nargs="+", choices=BASELINES, metavar="NAME", default=" ".join(defaults.baselines),
             help=f"forecasts scored beside the model: {', '.join(BASELINES)} (pysteps's optical-flow nowcast; "
-                 f"pip install \"convlstm[radar]\")")
+                 f"needs the radar extra: {install_hint('radar')})")
     _option(g, "--extrapolation-method", choices=MOTION_METHODS, metavar="METHOD",
             default=defaults.extrapolation_method,
             help=f"pysteps's motion method for the extrapolation baseline: {', '.join(MOTION_METHODS)}")
@@ -465,8 +467,8 @@ def _add_evaluate_command(sub: "argparse._SubParsersAction") -> None:
                         "run's)")
     p.add_argument("--baselines", nargs="+", choices=BASELINES, default=None,
                    metavar="NAME", help=f"forecasts scored beside the model: {', '.join(BASELINES)} (pysteps's "
-                                        f"optical-flow nowcast; pip install \"convlstm[radar]\") (default: the "
-                                        f"run's; persistence climatology)")
+                                        f"optical-flow nowcast; needs the radar extra: {install_hint('radar')}) "
+                                        f"(default: the run's; persistence climatology)")
     p.add_argument("--extrapolation-method", choices=MOTION_METHODS, default=None, metavar="METHOD",
                    help=f"pysteps's motion method for the extrapolation baseline: {', '.join(MOTION_METHODS)} "
                         f"(default: the run's; lucaskanade)")

@@ -26,7 +26,7 @@ Choices, all pysteps's own:
 
 It runs on the CPU: 1.8 s for 10 KNMI samples of 256 x 256 with 6 inputs and Lucas-Kanade on one
 core of an idle machine (0.18 s per sample; three times that on a busy one), so it is computed for
-the test part only. Install with ``pip install "convlstm[radar]"`` (pysteps and OpenCV, which its
+the test part only. It needs the ``radar`` extra (pysteps and OpenCV, which its
 Lucas-Kanade needs); ``tests/test_radar.py`` passes with pysteps 1.18.1, 1.20.0 and 1.21.5.
 
 Example::
@@ -42,11 +42,13 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
+from ._extras import install_hint
+
 __all__ = ["extrapolation_forecast", "MOTION_METHODS", "require_pysteps", "pysteps_version"]
 
 #: The optical-flow methods of ``pysteps.motion.get_method`` (``"lk"`` is ``"lucaskanade"``).
 MOTION_METHODS = ("lucaskanade", "lk", "vet", "darts", "proesmans", "farneback", "constant")
-_INSTALL = 'pip install "convlstm[radar]"'
+_INSTALL = install_hint("radar")
 
 
 def require_pysteps() -> Tuple[Any, Any]:
@@ -102,7 +104,7 @@ def extrapolation_forecast(inputs: Any, lead_time: int, *, method: str = "lucask
         float64 numpy array :math:`(N, L, H, W, C)`.
 
     Raises:
-        ImportError: pysteps is not installed (the message says ``pip install "convlstm[radar]"``).
+        ImportError: pysteps is not installed (the message says how to install the ``radar`` extra).
     """
     method = _check_method(method)
     if isinstance(lead_time, bool) or not isinstance(lead_time, (int, np.integer)) or lead_time < 1:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -82,11 +82,11 @@ def _sample_indices(samples: Any, n: int) -> list:
     return [i % n for i in idx]
 
 
-def _figure(width: float, height: float):
+def _figure(width: float, height: float, layout: Optional[str] = None):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), dpi=100)
+    fig = Figure(figsize=(width, height), dpi=100, layout=layout)
     FigureCanvasAgg(fig)
     return fig
 
@@ -104,34 +104,35 @@ def _finite_range(*arrays: np.ndarray) -> tuple:
     return lo, hi
 
 
-def plot_forecast(inputs: Any, true: Any, pred: Any, path: PathLike, *, samples: Union[int, Sequence[int]] = 3,
-                  units: str = "", channel: int = 0, title: Optional[str] = None, cmap: str = "viridis",
-                  baselines: Optional[Mapping[str, Any]] = None,
-                  input_labels: Optional[Sequence[str]] = None) -> Path:
-    r"""Save a PNG grid comparing forecasts with the truth.
+def _channels(channel: Any, channels: int) -> List[int]:
+    """``channel`` (``None``: all, an int, or a sequence of ints) -> the channel indices drawn."""
+    if channel is None:
+        return list(range(channels))
+    if isinstance(channel, (list, tuple, np.ndarray)):
+        if len(channel) == 0:
+            raise ValueError("channel is an empty sequence; give at least one channel index, or None for all")
+        return [_channel(c, channels) for c in channel]
+    return [_channel(channel, channels)]
 
-    For each chosen sample three rows: the input frames, the true frames and the forecast frames
-    (one column per time step / lead time), then one row per entry of ``baselines`` (e.g. the
-    extrapolation nowcast), all on one colour scale (the finite min and max of everything shown)
-    with one colour bar labelled ``units``.
 
-    Args:
-        inputs: :math:`(N, T_{in}, H, W, C)`.
-        true, pred: :math:`(N, L, H, W, C)`.
-        path: the file (``.png``; ``.pdf`` and ``.svg`` work too).
-        samples: how many samples from the first (at most N), or a list of sample indices.
-        units: label of the colour bar (e.g. ``"mm/h"``).
-        channel: the channel shown.
-        title: figure title.
-        cmap: matplotlib colour map name.
-        baselines: ``{name: forecast}`` with forecasts shaped like ``pred``, drawn as extra rows
-            labelled ``name`` below the model's forecast.
-        input_labels: one title per input frame (default ``t-{T_in-1}`` ... ``t``: consecutive
-            steps); e.g. ``["t-167", "t-23", "t-2", "t-1", "t"]`` for trend, period and closeness.
+def _names(names: Any, count: int, what: str) -> Optional[List[str]]:
+    """``names``: ``None`` or one str per item (``count`` of them)."""
+    if names is None:
+        return None
+    if isinstance(names, str) or not isinstance(names, Sequence) or len(names) != count:
+        raise ValueError(f"{what} must hold {count} name(s), one per {what.split('_')[0]}, got {names!r}")
+    return [str(n) for n in names]
 
-    Returns:
-        The path written.
-    """
+
+def _channel_label(channel: int, channels: int, names: Optional[Sequence[str]] = None) -> str:
+    """How a picture names one channel of data with ``channels`` of them: ``"channel 1 of 2"``,
+    or ``"outflow (channel 1 of 2)"`` with ``names``."""
+    where = f"channel {channel} of {channels}"
+    return f"{names[channel]} ({where})" if names else where
+
+
+def _forecast_arrays(inputs: Any, true: Any, pred: Any, baselines: Any) -> tuple:
+    """The arrays of :func:`plot_forecast`, checked: ``x, y, p`` and ``{name: forecast}``."""
     x, y, p = _array(inputs, "inputs"), _array(true, "true"), _array(pred, "pred")
     if y.shape != p.shape:
         raise ValueError(f"true and pred must have the same shape, got {y.shape} and {p.shape}")
@@ -146,6 +147,81 @@ def plot_forecast(inputs: Any, true: Any, pred: Any, path: PathLike, *, samples:
             raise ValueError(f"baselines[{name!r}] must be shaped like pred {p.shape}, got {extra[name].shape}")
     if x.shape[0] != y.shape[0] or x.shape[2:] != y.shape[2:]:
         raise ValueError(f"inputs {x.shape} and true {y.shape} must agree in samples, rows, cols and channels")
+    return x, y, p, extra
+
+
+def _step_title(c: int, count: int, is_input: bool, input_labels: Optional[Sequence[str]]) -> str:
+    if not is_input:
+        return f"+{c + 1}"
+    if input_labels is not None:
+        return str(input_labels[c])
+    back = count - 1 - c
+    return f"t-{back}" if back else "t"
+
+
+def _draw_channel(fig: Any, frames: Sequence[np.ndarray], extra: Mapping[str, np.ndarray],
+                  sample_labels: Sequence[str], input_labels: Optional[Sequence[str]], cmap: str,
+                  units: str) -> None:
+    """One channel's rows (inputs, truth, forecast, each baseline; per sample) on one colour
+    scale with its colour bar, into ``fig`` (a figure or subfigure)."""
+    x, y, p = frames
+    vmin, vmax = _finite_range(x, y, p, *extra.values())
+    cols, per_sample = max(x.shape[1], y.shape[1]), 3 + len(extra)
+    axes = fig.subplots(per_sample * len(sample_labels), cols, squeeze=False)
+    image = None
+    for k, sample in enumerate(sample_labels):
+        panels = [("inputs", x[k], True), ("truth", y[k], False), ("forecast", p[k], False)]
+        panels += [(name, e[k], False) for name, e in extra.items()]
+        for r, (label, seq, is_input) in enumerate(panels):
+            for c, ax in enumerate(axes[per_sample * k + r]):
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if c >= seq.shape[0]:
+                    ax.set_axis_off()
+                    continue
+                image = ax.imshow(seq[c], vmin=vmin, vmax=vmax, cmap=cmap, interpolation="nearest")
+                ax.set_title(_step_title(c, seq.shape[0], is_input, input_labels), fontsize=7)
+                if c == 0:
+                    ax.set_ylabel(f"{sample}\n{label}", fontsize=8)
+    cbar = fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, aspect=40)
+    if units:
+        cbar.set_label(units)
+
+
+def plot_forecast(inputs: Any, true: Any, pred: Any, path: PathLike, *, samples: Union[int, Sequence[int]] = 3,
+                  units: str = "", channel: Union[None, int, Sequence[int]] = None, title: Optional[str] = None,
+                  cmap: str = "viridis", baselines: Optional[Mapping[str, Any]] = None,
+                  input_labels: Optional[Sequence[str]] = None, sample_labels: Optional[Sequence[str]] = None,
+                  channel_names: Optional[Sequence[str]] = None) -> Path:
+    r"""Save a PNG grid comparing forecasts with the truth.
+
+    For each chosen sample three rows: the input frames, the true frames and the forecast frames
+    (one column per time step / lead time), then one row per entry of ``baselines`` (e.g. the
+    extrapolation nowcast). Each channel drawn is a block of columns on its own colour scale (the
+    finite min and max of everything shown of it) with its own colour bar labelled ``units``; data
+    with several channels name the channel above its block ("channel 1 of 2").
+
+    Args:
+        inputs: :math:`(N, T_{in}, H, W, C)`.
+        true, pred: :math:`(N, L, H, W, C)`.
+        path: the file (``.png``; ``.pdf`` and ``.svg`` work too).
+        samples: how many samples from the first (at most N), or a list of sample indices.
+        units: label of the colour bars (e.g. ``"mm/h"``).
+        channel: the channel drawn, a list of them, or ``None``: every channel.
+        title: figure title.
+        cmap: matplotlib colour map name.
+        baselines: ``{name: forecast}`` with forecasts shaped like ``pred``, drawn as extra rows
+            labelled ``name`` below the model's forecast.
+        input_labels: one title per input frame (default ``t-{T_in-1}`` ... ``t``: consecutive
+            steps); e.g. ``["t-167", "t-23", "t-2", "t-1", "t"]`` for trend, period and closeness.
+        sample_labels: one row label per sample drawn (default ``#i``, the index in ``inputs``),
+            e.g. the samples' indices in the data they come from.
+        channel_names: one name per channel of the data (e.g. ``["inflow", "outflow"]``).
+
+    Returns:
+        The path written.
+    """
+    x, y, p, extra = _forecast_arrays(inputs, true, pred, baselines)
     if not isinstance(units, str):
         raise TypeError(f"units must be a str, got {units!r}")
     if title is not None and not isinstance(title, str):
@@ -153,50 +229,43 @@ def plot_forecast(inputs: Any, true: Any, pred: Any, path: PathLike, *, samples:
     if input_labels is not None and (isinstance(input_labels, str) or len(input_labels) != x.shape[1]):
         raise ValueError(f"input_labels must hold one title per input frame ({x.shape[1]}), got {input_labels!r}")
     out, fmt = _path(path, _STATIC_FORMATS)
-    ch = _channel(channel, y.shape[-1])
+    n_channels = y.shape[-1]
+    chs, names = _channels(channel, n_channels), _names(channel_names, n_channels, "channel_names")
     idx = _sample_indices(samples, y.shape[0])
-    x, y, p = x[idx, ..., ch], y[idx, ..., ch], p[idx, ..., ch]
-    extra = {name: e[idx, ..., ch] for name, e in extra.items()}
-    vmin, vmax = _finite_range(x, y, p, *extra.values())
-    t_in, lead = x.shape[1], y.shape[1]
-    cols = max(t_in, lead)
-    per_sample = 3 + len(extra)
-    rows = per_sample * len(idx)
-    aspect = y.shape[3] / y.shape[2]
-    fig = _figure(1.4 * cols * aspect + 1.2, 1.4 * rows + (0.5 if title else 0.2))
-    axes = fig.subplots(rows, cols, squeeze=False)
-    image = None
-    for k, s in enumerate(idx):
-        panels = [("inputs", x[k], "t"), ("truth", y[k], "+"), ("forecast", p[k], "+")]
-        panels += [(name, e[k], "+") for name, e in extra.items()]
-        for r, (label, frames, prefix) in enumerate(panels):
-            for c in range(cols):
-                ax = axes[per_sample * k + r, c]
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if c >= frames.shape[0]:
-                    ax.set_axis_off()
-                    continue
-                image = ax.imshow(frames[c], vmin=vmin, vmax=vmax, cmap=cmap, interpolation="nearest")
-                back = frames.shape[0] - 1 - c
-                step = (f"t-{back}" if back else "t") if prefix == "t" else f"+{c + 1}"
-                if prefix == "t" and input_labels is not None:
-                    step = str(input_labels[c])
-                ax.set_title(step, fontsize=7)
-                if c == 0:
-                    ax.set_ylabel(f"#{s} {label}", fontsize=8)
+    rows_of = _names(sample_labels, len(idx), "sample_labels") or [f"#{s}" for s in idx]
+    cols, rows = max(x.shape[1], y.shape[1]), (3 + len(extra)) * len(idx)
+    block_width = 1.4 * cols * y.shape[3] / y.shape[2] + 1.4
+    fig = _figure(block_width * len(chs), 1.4 * rows + 0.3 + (0.5 if title else 0) + (0.3 if n_channels > 1 else 0),
+                  layout="constrained")
+    for sub, ch in zip(fig.subfigures(1, len(chs), squeeze=False).ravel(), chs):
+        frames = [a[idx, ..., ch] for a in (x, y, p)]
+        _draw_channel(sub, frames, {n: e[idx, ..., ch] for n, e in extra.items()}, rows_of, input_labels,
+                      cmap, units)
+        if n_channels > 1:
+            sub.suptitle(_channel_label(ch, n_channels, names), fontsize=10)
     if title:
         fig.suptitle(title)
-    cbar = fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8)
-    if units:
-        cbar.set_label(units)
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format=fmt)
     return out
 
 
+def _check_gif_options(sample: Any, samples: int, fps: Any, title: Any) -> None:
+    if isinstance(sample, bool) or not isinstance(sample, (int, np.integer)):
+        raise TypeError(f"sample must be an int, got {sample!r}")
+    if not -samples <= sample < samples:
+        raise ValueError(f"sample={sample} is out of range for {samples} sample(s)")
+    if isinstance(fps, bool) or not isinstance(fps, (int, float, np.integer, np.floating)):
+        raise TypeError(f"fps must be a positive number, got {fps!r}")
+    if not (math.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps must be a positive number, got {fps!r}")
+    if title is not None and not isinstance(title, str):
+        raise TypeError(f"title must be a str or None, got {title!r}")
+
+
 def animate_forecast(true: Any, pred: Any, path: PathLike, *, sample: int = 0, channel: int = 0, fps: float = 4,
-                     cmap: str = "viridis", units: str = "") -> Path:
+                     cmap: str = "viridis", units: str = "", title: Optional[str] = None,
+                     channel_names: Optional[Sequence[str]] = None) -> Path:
     r"""Save a GIF with the truth beside the forecast, one GIF frame per lead time (looping).
 
     Args:
@@ -207,6 +276,9 @@ def animate_forecast(true: Any, pred: Any, path: PathLike, *, sample: int = 0, c
         fps: frames per second (> 0).
         cmap: matplotlib colour map name; both panels share one colour scale.
         units: label of the colour bar.
+        title: a line above the panels (e.g. which sample it is); data with several channels
+            also name the channel drawn ("channel 0 of 2").
+        channel_names: one name per channel of the data.
 
     Returns:
         The path written. The GIF has :math:`L` frames.
@@ -215,22 +287,20 @@ def animate_forecast(true: Any, pred: Any, path: PathLike, *, sample: int = 0, c
     if y.shape != p.shape:
         raise ValueError(f"true and pred must have the same shape, got {y.shape} and {p.shape}")
     out, _ = _path(path, {".gif": "gif"})
-    if isinstance(sample, bool) or not isinstance(sample, (int, np.integer)):
-        raise TypeError(f"sample must be an int, got {sample!r}")
-    if not -y.shape[0] <= sample < y.shape[0]:
-        raise ValueError(f"sample={sample} is out of range for {y.shape[0]} sample(s)")
-    if isinstance(fps, bool) or not isinstance(fps, (int, float, np.integer, np.floating)):
-        raise TypeError(f"fps must be a positive number, got {fps!r}")
-    if not (math.isfinite(fps) and fps > 0):
-        raise ValueError(f"fps must be a positive number, got {fps!r}")
-    ch = _channel(channel, y.shape[-1])
+    _check_gif_options(sample, y.shape[0], fps, title)
+    ch, names = _channel(channel, y.shape[-1]), _names(channel_names, y.shape[-1], "channel_names")
+    heading = [title] if title else []
+    if y.shape[-1] > 1:
+        heading.append(_channel_label(ch, y.shape[-1], names))
     y, p = y[sample, ..., ch], p[sample, ..., ch]
     vmin, vmax = _finite_range(y, p)
     from PIL import Image
 
     aspect = y.shape[2] / y.shape[1]
-    fig = _figure(2 * 2.4 * aspect + 0.9, 2.6)
+    fig = _figure(2 * 2.4 * aspect + 0.9, 2.6 + 0.3 * len(heading))
     ax_t, ax_p = fig.subplots(1, 2)
+    if heading:
+        fig.suptitle(", ".join(heading), fontsize=10)
     im_t = ax_t.imshow(y[0], vmin=vmin, vmax=vmax, cmap=cmap, interpolation="nearest")
     im_p = ax_p.imshow(p[0], vmin=vmin, vmax=vmax, cmap=cmap, interpolation="nearest")
     for ax in (ax_t, ax_p):
@@ -285,8 +355,11 @@ def plot_learning_curve(history: Dict[str, Sequence[float]], path: PathLike, *, 
         curves[key] = arr
     if not curves or all(a.size == 0 for a in curves.values()):
         raise ValueError(f"history has no 'train_loss' or 'val_loss' values (keys: {sorted(history)})")
-    fig = _figure(6, 4)
+    from matplotlib.ticker import MaxNLocator
+
+    fig = _figure(6, 4, layout="constrained")   # the layout keeps the tick labels and axis labels inside
     ax = fig.add_subplot(1, 1, 1)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     finite = np.concatenate([a[np.isfinite(a)] for a in curves.values()])
     for key, arr in curves.items():
         epochs = np.arange(1, arr.size + 1)

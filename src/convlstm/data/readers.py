@@ -12,6 +12,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .._errors import ParameterError
+from .._extras import install_hint
 
 __all__ = ["LAYOUTS", "GridFileError", "LazyGrid", "load_grid", "load_timestamps", "load_array", "stored_shape",
            "describe_layout", "layout_doubt"]
@@ -386,7 +387,7 @@ def _import_h5netcdf():
         import h5netcdf
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError("reading netCDF-4 files needs the h5netcdf package: "
-                          "pip install h5netcdf (or pip install 'convlstm[train]')") from err
+                          f"pip install h5netcdf, or the train extra: {install_hint('train')}") from err
     return h5netcdf
 
 

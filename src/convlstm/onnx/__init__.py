@@ -9,7 +9,7 @@
   :func:`metadata`: its ``metadata_props`` (a run's file records its units, scaler and time steps).
 
 The files run in onnxruntime and OpenVINO (``docs/export.md``). Exporting needs the ``onnx``
-extra (``pip install "convlstm[onnx]"``: onnx, onnxscript, onnxruntime); without it these
+extra (:data:`INSTALL_HINT`: onnx, onnxscript, onnxruntime); without it these
 functions raise an :class:`ImportError` that says so, and importing this module still works.
 """
 from ._deps import INSTALL_HINT

@@ -4,7 +4,9 @@ from __future__ import annotations
 import importlib
 from typing import Sequence
 
-INSTALL_HINT = 'pip install "convlstm[onnx]"'
+from .._extras import install_hint
+
+INSTALL_HINT = install_hint("onnx")
 
 
 def require(modules: Sequence[str] = ("onnx", "onnxscript"), *, purpose: str = "ONNX export") -> None:

@@ -136,7 +136,7 @@ def _used_names(graph, used: set) -> set:
 
 def _drop_unused_initializers(graph) -> None:
     """Remove the constants no node reads (torch's exporter leaves one behind around ``Scan``;
-    onnxruntime warns about it at every session)."""
+    onnxruntime warns about it each time it loads the file)."""
     used = _used_names(graph, {o.name for o in graph.output})
     keep = [t for t in graph.initializer if t.name in used]
     if len(keep) != len(graph.initializer):

@@ -3,7 +3,7 @@
 :func:`fit`, :func:`evaluate`, :func:`predict`, :func:`demo`.
 
 Everything but the options (:class:`FitConfig`) needs the ``train`` extra
-(``pip install "convlstm[train]"``: Lightning, matplotlib, Pillow, PyYAML, h5netcdf); its names are
+(:func:`convlstm._extras.install_hint`: Lightning, matplotlib, Pillow, PyYAML, h5netcdf); its names are
 imported on first use, so that ``convlstm --help`` and the configs work without it, and a missing
 package is reported as an ``ImportError`` that says what to install.
 
@@ -16,13 +16,14 @@ Example::
 """
 import importlib
 
+from .._extras import install_hint
 from .config import (FitConfig, ParameterError, bundled_configs, load_config, load_run_config,
                      read_bundled_config, save_config)
 
 #: The modules the ``train`` extra installs (top-level import names).
 TRAIN_EXTRA_MODULES = ("lightning", "lightning_fabric", "pytorch_lightning", "matplotlib", "PIL", "yaml",
                        "h5netcdf")
-TRAIN_EXTRA_INSTALL = 'pip install "convlstm[train]"'
+TRAIN_EXTRA_INSTALL = install_hint("train")
 
 # name -> the submodule that defines it (imported on first use: they need the train extra)
 _LAZY = {
@@ -39,7 +40,7 @@ _LAZY = {
 
 def missing_train_extra(exc: ImportError, what: str) -> ImportError:
     """``exc`` (a failed import) as an ``ImportError`` that names the package missing and says
-    ``pip install "convlstm[train]"`` when that package belongs to the train extra; ``exc``
+    how to install the train extra (:data:`TRAIN_EXTRA_INSTALL`) when that package belongs to the train extra; ``exc``
     itself otherwise."""
     name = (getattr(exc, "name", None) or "").split(".")[0]
     if name not in TRAIN_EXTRA_MODULES:

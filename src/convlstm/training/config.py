@@ -193,7 +193,7 @@ class FitConfig:
         ``run_dir/checkpoints/last.ckpt``), evaluate (score the test part and draw the pictures
         after training), thresholds (CSI/POD/FAR/ETS/FSS thresholds in data units), fss_scales
         (FSS window widths in pixels), baselines (scored beside the model: ``persistence``,
-        ``climatology``, ``extrapolation``; the last needs ``convlstm[radar]``),
+        ``climatology``, ``extrapolation``; the last needs the ``radar`` extra),
         extrapolation_method (pysteps's optical flow: ``lucaskanade``, ``vet``, ...), units
         (colour-bar label), samples (samples drawn in forecast.png), progress (progress bar).
     """

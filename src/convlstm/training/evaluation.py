@@ -10,9 +10,10 @@ pictures.
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -54,26 +55,54 @@ class ScoringOptions:
                    run.extrapolation_method if extrapolation_method is None else extrapolation_method)
 
 
+def _variances(truth: np.ndarray) -> np.ndarray:
+    """The variance of each sample's finite values; ``-inf`` for a sample without any."""
+    flat = np.where(np.isfinite(truth), truth, np.nan).reshape(len(truth), -1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # all-NaN samples
+        return np.nan_to_num(np.nanvar(flat, axis=1), nan=-np.inf)
+
+
 @dataclass
 class _Samples:
-    """The first few samples of a part, kept for the pictures (data units, numpy)."""
+    """The samples of a part kept for the pictures (data units, numpy): ``wanted`` of them spread
+    evenly over the part's ``total`` (its first and last included), and the busiest sample (the
+    largest variance of its truth) in place of the spread one nearest to it. Batches arrive in
+    the part's order; each kept sample remembers its index in the part."""
     wanted: int
-    inputs: List[np.ndarray] = field(default_factory=list)
-    truth: List[np.ndarray] = field(default_factory=list)
-    model: List[np.ndarray] = field(default_factory=list)
-    extrapolation: List[np.ndarray] = field(default_factory=list)
-    kept: int = 0
+    total: int
+    seen: int = 0
+    spread: Dict[int, tuple] = field(default_factory=dict)
+    busiest: Optional[tuple] = None   # (variance, index, arrays)
+
+    def __post_init__(self) -> None:
+        count = max(1, min(self.wanted, self.total))
+        self.targets = set(np.linspace(0, max(self.total - 1, 0), count).round().astype(int).tolist())
 
     def keep(self, x: torch.Tensor, y: torch.Tensor, p: torch.Tensor, forecasts: Dict[str, torch.Tensor]) -> None:
-        n = min(self.wanted - self.kept, x.shape[0])
-        if n <= 0:
-            return
-        self.inputs.append(x[:n].float().cpu().numpy())
-        self.truth.append(y[:n].float().cpu().numpy())
-        self.model.append(p[:n].float().cpu().numpy())
-        if "extrapolation" in forecasts:
-            self.extrapolation.append(forecasts["extrapolation"][:n].float().cpu().numpy())
-        self.kept += n
+        batch = [x, y, p] + ([forecasts["extrapolation"]] if "extrapolation" in forecasts else [])
+        arrays = [a.float().cpu().numpy() for a in batch]
+        variance = _variances(arrays[1])
+        b = int(np.argmax(variance))
+        if self.busiest is None or variance[b] > self.busiest[0]:
+            self.busiest = (variance[b], self.seen + b, tuple(a[b].copy() for a in arrays))
+        for i in range(len(variance)):
+            if self.seen + i in self.targets:
+                self.spread[self.seen + i] = tuple(a[i].copy() for a in arrays)
+        self.seen += len(variance)
+
+    def chosen(self) -> Tuple[List[int], List[str], List[np.ndarray], int]:
+        """The kept samples in the part's order: their indices, their row labels (``#i``, the
+        busiest marked), the stacked inputs, truth, model forecast (and extrapolation), and the
+        busiest one's position among them."""
+        picks = dict(self.spread)
+        _, top, arrays = self.busiest
+        if top not in picks:
+            picks.pop(min(picks, key=lambda i: abs(i - top)), None)
+            picks[top] = arrays
+        indices = sorted(picks)
+        labels = [f"#{i}, busiest" if i == top else f"#{i}" for i in indices]
+        return indices, labels, [np.stack(a) for a in zip(*(picks[i] for i in indices))], indices.index(top)
 
 
 def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional[str] = None,
@@ -109,7 +138,7 @@ def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional
         units: the units' name for the colour bars; ``None``: the run's (``units`` of its fit).
         baselines: registered baseline names (:func:`convlstm.baselines.baseline_names`:
             ``persistence``, ``climatology``, ``extrapolation`` (pysteps's optical-flow
-            extrapolation, ``pip install "convlstm[radar]"``), and any registered with
+            extrapolation, the ``radar`` extra), and any registered with
             :func:`~convlstm.baselines.register_baseline`), each a row in the metrics; the
             extrapolation is drawn in ``forecast.png``.
         fss_scales: FSS window widths in pixels (FSS at every threshold and scale).
@@ -128,13 +157,13 @@ def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional
     _say_what_is_scored(dm, part, forecasters)
     acc = MetricAccumulator(data_range=_data_range(dm), thresholds=tuple(options.thresholds),
                             scales=tuple(options.fss_scales))
-    kept = _Samples(samples)
+    kept = _Samples(samples, len(dm.datasets[part]))
     _score_part(module.to(torch_device(device)), dm, part, forecasters, acc, kept, clamp)
     results = _finish_results(acc.compute(), forecasters)
     out = Path(out_dir) if out_dir is not None else run_dir_of(ckpt_path)
     write_metrics(results, out)
     if plots:
-        _draw(dm, part, kept, out, samples, units if units is not None else dm.units,
+        _draw(dm, part, kept, out, units if units is not None else dm.units,
               history if history is not None else (ckpt.get("callbacks") or {}).get("HistoryCallback"))
     return results
 
@@ -248,18 +277,22 @@ def _finish_results(results: Dict[str, Any], forecasters: Dict[str, Baseline]) -
     return results
 
 
-def _draw(dm: GridDataModule, part: str, kept: _Samples, out: Path, samples: int, units: Optional[str],
+def _draw(dm: GridDataModule, part: str, kept: _Samples, out: Path, units: Optional[str],
           history: Optional[Dict[str, Any]]) -> None:
     from .. import plots as _plots
 
-    xs, ys, ps = (np.concatenate(a) for a in (kept.inputs, kept.truth, kept.model))
-    rows_extra = {"extrapolation": np.concatenate(kept.extrapolation)} if kept.extrapolation else None
+    indices, rows, arrays, busiest = kept.chosen()
+    xs, ys, ps = arrays[:3]
+    rows_extra = {"extrapolation": arrays[3]} if len(arrays) > 3 else None
     labels = None
     if dm.streams is not None:   # trend, period, closeness frames: steps back from the newest input
         lags = dm.datasets[part].lags
         labels = [f"t-{int(lags.max() - o)}" if o != lags.max() else "t" for o in lags]
-    _plots.plot_forecast(xs, ys, ps, out / "forecast.png", samples=min(samples, len(xs)), units=units,
-                         baselines=rows_extra, input_labels=labels)
-    _plots.animate_forecast(ys, ps, out / "forecast.gif", units=units)
+    title = (f"{len(indices)} of the {kept.total} {part} samples, spread over the part\n"
+             f"busiest: the largest variance of its truth")
+    _plots.plot_forecast(xs, ys, ps, out / "forecast.png", samples=len(xs), units=units, title=title,
+                         baselines=rows_extra, input_labels=labels, sample_labels=rows)
+    _plots.animate_forecast(ys, ps, out / "forecast.gif", units=units, sample=busiest,
+                            title=f"{part} sample {rows[busiest]}")
     if history and history.get("train_loss"):
         _plots.plot_learning_curve(history, out / "learning_curve.png")

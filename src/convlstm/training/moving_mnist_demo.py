@@ -125,7 +125,7 @@ def _print_summary(run_dir: Path, results: Dict[str, Any], test_sequences: int) 
         print(f"  {run_dir / name}")
 
 
-# The demo's settings trained on this project's 2-core AMD EPYC (avx512_bf16, no AMX), 2026-11-30,
+# The demo's settings trained on a 2-core AMD EPYC (avx512_bf16, no AMX), 2026-11-30,
 # both runs side by side, seed 1 (docs/precision.md): test MSE 948.3 in float32, 933.3 with
 # bf16-mixed (SSIM 0.728 and 0.732), 2070 s and 1925 s on a shared machine.
 DEMO_BF16_EVIDENCE = "the demo measured test MSE 933 with bf16-mixed vs 948 in float32 on such a CPU"
