@@ -491,12 +491,13 @@ class MotionWarpForecaster(nn.Module):
         last = frames[:, -1]
         skips = [f.unflatten(0, (b, t_in))[:, -1] for f in feats]
         h = seq[:, -1]
-        fed, fed_before = last, frames[:, -2] if t_in > 1 else last
+        # the two newest frames the network has been given (observed, then its own forecasts)
+        newest_input, previous_input = last, frames[:, -2] if t_in > 1 else last
         # block matching: start from the observed motion continued (extrapolation); learned: from rest
         observed = None
         if self.head == "warp" and self.motion == "block-matching" and t_in > 1:
             observed = self._motion(frames[:, -1], frames[:, -2])
-        learned = traced = None
+        learned = observed_displacement = None
         outputs = []
         for k in range(self.output_steps):
             head, top = self.decoder(h, skips)
@@ -511,15 +512,16 @@ class MotionWarpForecaster(nn.Module):
                 learned = delta if learned is None else learned + delta
                 displacement = learned
                 if observed is not None:
-                    # semi-Lagrangian: follow the observed motion back one step at a time
-                    traced = observed if traced is None else traced + warp_frame(observed, traced, "border")
-                    displacement = learned + traced
+                    # semi-Lagrangian: follow the observed motion back one step at a time; the
+                    # displacement that carries the last frame k + 1 steps ahead
+                    observed_displacement = observed if observed_displacement is None else observed_displacement + warp_frame(observed, observed_displacement, "border")
+                    displacement = learned + observed_displacement
                 pred = warp_frame(last, displacement, self.padding_mode)
                 if self.correction:
                     pred = pred + head_rest
             elif self.head == "kernel":
                 n = (2 * self.kernel_radius + 1) ** 2
-                pred = apply_local_kernels(fed, head[:, :n], self.kernel_radius, self.padding_mode)
+                pred = apply_local_kernels(newest_input, head[:, :n], self.kernel_radius, self.padding_mode)
                 if self.correction:
                     pred = pred + head[:, n:]
             elif self.head == "residual":
@@ -534,8 +536,8 @@ class MotionWarpForecaster(nn.Module):
             if targets is not None and teacher_forcing > 0:
                 use_truth = torch.rand(b, 1, 1, 1, device=x.device) < teacher_forcing
                 nxt = torch.where(use_truth, truth[:, k].to(pred.dtype), pred)
-            fed_before, fed = fed, nxt
-            feats = self._encode(fed, fed_before)
+            previous_input, newest_input = newest_input, nxt
+            feats = self._encode(newest_input, previous_input)
             skips = feats
             seq, states = self._rnn(feats[-1].unsqueeze(1), states)
             h = seq[:, -1]

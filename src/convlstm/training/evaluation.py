@@ -242,8 +242,9 @@ def _unscaled_loader(dm: GridDataModule, part: str) -> DataLoader:
 
 
 def _score_part(module: nn.Module, dm: GridDataModule, part: str, forecasters: Dict[str, Baseline],
-                acc: MetricAccumulator, kept: _Samples, clamp: bool) -> None:
-    """Score the model and every baseline on each batch of ``part``: the model reads the scaled
+                acc: MetricAccumulator, kept: Optional[_Samples], clamp: bool) -> None:
+    """Score the model and every baseline on each batch of ``part`` (keeping samples for the
+    pictures in ``kept``, unless it is ``None``): the model reads the scaled
     samples, everything is scored against the unscaled ones."""
     dev = next(module.parameters()).device
     first = 0
@@ -261,7 +262,8 @@ def _score_part(module: nn.Module, dm: GridDataModule, part: str, forecasters: D
             acc.add("model", p_u, y_u)
             for name, f in forecasts.items():
                 acc.add(name, f, y_u)
-            kept.keep(x_u, y_u, p_u, forecasts)
+            if kept is not None:
+                kept.keep(x_u, y_u, p_u, forecasts)
             first += int(x.shape[0])
 
 

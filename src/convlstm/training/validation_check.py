@@ -23,7 +23,7 @@ import torch.nn as nn
 from ..baselines import build_baselines
 from ..scoring import MetricAccumulator
 from .datamodule import GridDataModule
-from .evaluation import _data_range, _Samples, _score_part
+from .evaluation import _data_range, _score_part
 
 __all__ = ["compare_on_validation", "baselines_ahead", "advice"]
 
@@ -49,7 +49,7 @@ def compare_on_validation(module: nn.Module, dm: GridDataModule, baselines: Sequ
         return None
     forecasters = build_baselines(baselines, dm, "val", extrapolation_method=extrapolation_method)
     acc = MetricAccumulator(data_range=_data_range(dm))
-    _score_part(module, dm, "val", forecasters, acc, _Samples(0), clamp)
+    _score_part(module, dm, "val", forecasters, acc, None, clamp)
     results = acc.compute()
     summary: Dict[str, Any] = {"part": "val", "samples": len(dm.datasets["val"])}
     for name, scores in results.items():
