@@ -514,7 +514,11 @@ class MotionWarpForecaster(nn.Module):
                 if observed is not None:
                     # semi-Lagrangian: follow the observed motion back one step at a time; the
                     # displacement that carries the last frame k + 1 steps ahead
-                    observed_displacement = observed if observed_displacement is None else observed_displacement + warp_frame(observed, observed_displacement, "border")
+                    if observed_displacement is None:
+                        observed_displacement = observed
+                    else:
+                        observed_displacement = observed_displacement + warp_frame(observed, observed_displacement,
+                                                                                   "border")
                     displacement = learned + observed_displacement
                 pred = warp_frame(last, displacement, self.padding_mode)
                 if self.correction:
