@@ -165,7 +165,8 @@ def _open_run(cfg: FitConfig) -> _Run:
         _check_run_folder(run)
     except BaseException:
         run.close()
-        _remove_unstarted_run([], run.created)
+        if rank == 0:
+            _remove_unstarted_run([], run.created)
         raise
     return run
 
