@@ -452,7 +452,9 @@ def _validation_check(run: _Run, dm: GridDataModule, model: Optional[nn.Module])
     for line in lines:
         print(f"convlstm fit: {line}")
     if not lines:
-        print(f"convlstm fit: on the validation part the model is ahead of {', '.join(cfg.baselines)} in MSE and MAE")
+        names = list(cfg.baselines)
+        listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+        print(f"convlstm fit: on the validation part the model is ahead of {listed} in MSE and MAE")
     return check
 
 
