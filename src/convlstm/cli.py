@@ -436,6 +436,7 @@ def _add_fit_command(sub: "argparse._SubParsersAction") -> None:
 
 def _add_evaluate_command(sub: "argparse._SubParsersAction") -> None:
     """``convlstm evaluate``: score a trained model against baselines."""
+    from .conventions import CONVENTIONS
     from .extrapolation import MOTION_METHODS
     from .metrics import BASELINES
     from .training.config import LAYOUTS
@@ -475,6 +476,10 @@ def _add_evaluate_command(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--nonnegative", action=argparse.BooleanOptionalAction, default=None,
                    help="clamp the forecasts at 0, or not (default: as decided in training)")
     p.add_argument("--units", default=None, help="units for the colour bars (default: the run's --units)")
+    p.add_argument("--convention", default=None, type=str.lower, choices=CONVENTIONS,
+                   help="also print the scores in a published paper's convention: st-resnet (RMSE over the active "
+                        "cells, DeepST's), st-ssl (MAE/MAPE per channel over values above 5), openstl (per-frame "
+                        "sums on [0, 1] data)")
     p.add_argument("--samples", type=int, default=3, help="samples drawn in forecast.png")
     p.add_argument("--batch-size", type=int, default=None, help="samples per batch (default: training's)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
@@ -673,8 +678,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                        out_dir=args.out_dir, thresholds=args.thresholds, units=args.units, samples=args.samples,
                        batch_size=args.batch_size, device=args.device, baselines=args.baselines,
                        fss_scales=args.fss_scales, extrapolation_method=args.extrapolation_method,
-                       nonnegative=args.nonnegative)
+                       nonnegative=args.nonnegative, convention=args.convention)
     print(format_results(results))
+    if args.convention:
+        from .conventions import format_convention
+
+        print()
+        print(format_convention(results, args.convention, args.units))
     from .training.runs import find_checkpoint, run_dir_of
 
     print(f"wrote metrics and pictures to {args.out_dir or run_dir_of(find_checkpoint(args.checkpoint))}")

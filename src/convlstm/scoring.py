@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from ._io import atomic_write, write_json
+from .conventions import ConventionScores, check_convention
 from .baselines import Batch, Climatology, Extrapolation, Persistence
 from .metrics import (_CONTINGENCY, BASELINES, METRIC_NAMES, SKILL_METRICS, _SSIM_WIN, ArrayLike, _as_tensor, _check_data_range, _check_scale,
                       _check_threshold, _contingency, _frame_psnr, _frame_sq_abs, _frame_ssim, _fss_from_sums,
@@ -222,6 +223,9 @@ class MetricAccumulator:
             from each batch's ``inputs`` (pysteps needed); ``None``: only when :meth:`update` is
             given one.
         gap (int): steps between the last input and the first target (for the extrapolation).
+        conventions (sequence of str): published conventions to score every forecast in as well
+            (:data:`convlstm.conventions.CONVENTIONS`), under ``results[name]["conventions"]``.
+        active: ``(rows, cols)`` mask of the cells that count, for the ``st-resnet`` convention.
 
     Shape (``update``):
         - pred, true: :math:`(N, \text{lead}, H, W, C)`; inputs: :math:`(N, T_{in}, H, W, C)` or
@@ -237,7 +241,8 @@ class MetricAccumulator:
     """
 
     def __init__(self, *, data_range: float, thresholds: Iterable[float] = (), climatology: Any = None,
-                 scales: Iterable[int] = (), extrapolation: Optional[str] = None, gap: int = 0):
+                 scales: Iterable[int] = (), extrapolation: Optional[str] = None, gap: int = 0,
+                 conventions: Iterable[str] = (), active: Any = None):
         if data_range is None:
             raise ValueError("data_range=None: MetricAccumulator needs the data's range (max - min) for SSIM and "
                              "PSNR, e.g. data_range=1.0 for data scaled to [0, 1]")
@@ -254,11 +259,14 @@ class MetricAccumulator:
             raise ValueError(f"gap must be an int >= 0, got {gap!r}")
         self.gap = int(gap)
         self.extrapolation = None if extrapolation is None else Extrapolation(extrapolation)
+        self.conventions = tuple(dict.fromkeys(check_convention(c) for c in conventions))
+        self.active = active
         self.reset()
 
     def reset(self) -> None:
         """Forget everything accumulated."""
         self._scores: Dict[str, ForecastScores] = {}
+        self._in_conventions: Dict[str, Dict[str, ConventionScores]] = {}
         self._shape: Optional[Tuple[int, ...]] = None
 
     @property
@@ -284,7 +292,11 @@ class MetricAccumulator:
             rows, cols = p.shape[2:4]
             self._scores[name] = ForecastScores(p.shape[1], self.data_range, self.thresholds, self.scales,
                                                 with_ssim=ssim_applies(rows, cols))
+            self._in_conventions[name] = {c: ConventionScores(c, active=self.active, data_range=self.data_range)
+                                          for c in self.conventions}
         self._scores[name].accumulate(p, y)
+        for scores in self._in_conventions[name].values():
+            scores.accumulate(p, y)
 
     def update(self, pred: ArrayLike, true: ArrayLike, inputs: Optional[ArrayLike] = None, *,
                climatology: Optional[ArrayLike] = None, extrapolation: Optional[ArrayLike] = None) -> None:
@@ -337,8 +349,11 @@ class MetricAccumulator:
         for name, scores in other._scores.items():
             if name in self._scores:
                 self._scores[name].merge(scores)
+                for c, conv in other._in_conventions.get(name, {}).items():
+                    self._in_conventions[name][c].merge(conv)
             else:
                 self._scores[name] = scores
+                self._in_conventions[name] = other._in_conventions.get(name, {})
             self._shape = self._shape or other._shape
         return self
 
@@ -351,6 +366,9 @@ class MetricAccumulator:
         order = ["model"] + [n for n in BASELINES if n in self._scores]
         order += [n for n in self._scores if n not in order]
         results: Dict[str, Any] = {name: self._scores[name].compute() for name in order}
+        for name in order:
+            if self._in_conventions.get(name):
+                results[name]["conventions"] = {c: s.compute() for c, s in self._in_conventions[name].items()}
         for name in _SKILL_REFERENCES:
             if name in results:
                 results[f"skill_vs_{name}"] = {

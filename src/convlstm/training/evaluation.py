@@ -112,7 +112,8 @@ def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional
              batch_size: Optional[int] = None,
              device: Optional[str] = None, plots: bool = True, history: Optional[Dict[str, Any]] = None,
              baselines: Optional[Sequence[str]] = None, fss_scales: Optional[Sequence[int]] = None,
-             extrapolation_method: Optional[str] = None, nonnegative: Optional[bool] = None) -> Dict[str, Any]:
+             extrapolation_method: Optional[str] = None, nonnegative: Optional[bool] = None,
+             convention: Optional[str] = None) -> Dict[str, Any]:
     """Score a trained model on the ``part`` of its data (or every window of another file),
     beside the ``baselines``, in the data's own (physical) units; write ``metrics.json``,
     ``metrics_per_lead_time.csv``, ``forecast.png``, ``forecast.gif`` and ``learning_curve.png``
@@ -145,6 +146,10 @@ def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional
         extrapolation_method: pysteps's optical-flow method for the extrapolation baseline.
         nonnegative: clamp the model's forecasts at 0 (in data units); ``None``: as the
             checkpoint's data state says (decided at training, see :class:`GridDataModule`).
+        convention: also score every forecast in a published paper's convention
+            (:mod:`convlstm.conventions`: ``"st-resnet"``, ``"st-ssl"``, ``"openstl"``), under
+            ``results[name]["conventions"]``; :func:`convlstm.conventions.format_convention`
+            prints them as the paper does.
     """
     part = _check_part(part, data, datamodule)
     check_nonnegative_option(nonnegative)
@@ -156,7 +161,8 @@ def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional
     clamp = _clamp_forecasts(dm, nonnegative)
     _say_what_is_scored(dm, part, forecasters)
     acc = MetricAccumulator(data_range=_data_range(dm), thresholds=tuple(options.thresholds),
-                            scales=tuple(options.fss_scales))
+                            scales=tuple(options.fss_scales), conventions=(convention,) if convention else (),
+                            active=_active_cells(dm) if convention == "st-resnet" else None)
     kept = _Samples(samples, len(dm.datasets[part]))
     _score_part(module.to(torch_device(device)), dm, part, forecasters, acc, kept, clamp)
     results = _finish_results(acc.compute(), forecasters)
@@ -166,6 +172,19 @@ def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional
         _draw(dm, part, kept, out, units if units is not None else dm.units,
               history if history is not None else (ckpt.get("callbacks") or {}).get("HistoryCallback"))
     return results
+
+
+def _active_cells(dm: GridDataModule, chunk: int = 256) -> np.ndarray:
+    """The ``(rows, cols)`` cells with any nonzero value anywhere in ``dm``'s series (ST-ResNet's
+    active cells: on BikeNYC the 81 of 128 that hold a station), read ``chunk`` frames at a time."""
+    series = getattr(dm, "series", None)
+    if series is None:
+        raise ParameterError("convention", "the st-resnet convention scores a grid series' active cells; this run's "
+                                           "data are separate sequences")
+    active = np.zeros(tuple(series.shape[1:3]), dtype=bool)
+    for t0 in range(0, int(series.shape[0]), chunk):
+        active |= np.any(np.nan_to_num(np.asarray(series[t0:t0 + chunk])) != 0, axis=(0, 3))
+    return active
 
 
 def _check_part(part: Optional[str], data: Optional[PathLike], datamodule: Optional[GridDataModule]) -> str:
