@@ -1,5 +1,11 @@
 """Side-by-side ConvLSTM benchmark: this library (each path and the automatic choice), a plain
-PyTorch ConvLSTM (``plain_convlstm.py``) and Keras 3 with the torch backend.
+PyTorch ConvLSTM (``plain_convlstm.py``), Keras 3 with the torch backend and, with
+``--keras-tf-python``, Keras 3 on TensorFlow (``keras-tf``).
+
+``keras-tf`` runs in the Python given by ``--keras-tf-python`` (an environment with the
+``bench-tf`` extra, ``tensorflow-cpu`` and ``keras``, and ``torch==2.13.0`` for the harness), each
+step as a ``tf.function`` (graph mode, no XLA: what ``model.fit`` / ``model.predict`` run); a
+training step is ``tf.GradientTape``, the same loss and ``keras.optimizers.SGD``.
 
 Every (implementation, configuration, mode) runs in its own Python process so that imports,
 allocator state and peak memory do not leak between them. The dense-matmul rate of the machine
@@ -62,6 +68,7 @@ CONFIGS = [
     (8, 12, 32, 32, 2, 64, 3),
     (2, 20, 128, 128, 1, 64, 5),
 ]
+KERAS_TF_PYTHON = None  # --keras-tf-python: the interpreter that runs the "keras-tf" implementation
 CONFIG_NAMES = ["video 64x64", "Moving MNIST 16x16 (4x4 patches)", "TaxiBJ-like 32x32", "radar 128x128"]
 
 DEFAULT_IMPLS = ["ours:auto", "ours:reference", "ours:fused", "ours:concat", "ours:nnpack", "ours:fft", "plain",
@@ -156,9 +163,46 @@ def _build_fp32(impl: str, cfg, seq_len=None):
     raise ValueError(f"unknown implementation {impl!r}")
 
 
+def _keras_tf_step(cfg, mode: str, seq_len=None):
+    """Keras 3 on TensorFlow: one ``tf.function`` step (inference, or forward + backward + SGD)."""
+    os.environ["KERAS_BACKEND"] = "tensorflow"
+    import keras
+    import tensorflow as tf
+
+    b, t, rows, cols, cin, f, k = cfg
+    t = seq_len or t
+    keras.utils.set_random_seed(0)
+    model = keras.layers.ConvLSTM2D(f, k, padding="same", return_sequences=True)
+    x = tf.random.normal((b, t, rows, cols, cin))
+    model(x[:1, :1])  # build
+    opt = keras.optimizers.SGD(1e-3)
+
+    @tf.function
+    def infer():
+        return model(x, training=False)
+
+    @tf.function
+    def train():
+        with tf.GradientTape() as tape:
+            y = model(x, training=True)
+            loss = tf.reduce_sum(y) / tf.cast(tf.size(y), y.dtype)
+        opt.apply_gradients(zip(tape.gradient(loss, model.trainable_weights), model.trainable_weights))
+        return loss
+
+    step = train if mode == "train" else infer
+
+    def once():
+        step().numpy()  # .numpy(): wait for the result
+
+    once.model = model
+    return once
+
+
 def _step_fn(impl: str, cfg, mode: str, seq_len=None):
     """Build one implementation and return the function that runs one measured step: inference
     under no_grad, or forward + backward + SGD step."""
+    if impl == "keras-tf":
+        return _keras_tf_step(cfg, mode, seq_len)
     import torch
 
     model, params, x, call = _build(impl, cfg, seq_len)
@@ -245,7 +289,8 @@ def _spawn(args: list, timeout: float, exact_memory: bool = False) -> dict:
         # every allocation above 64 KiB is its own mmap, returned to the system when freed, so the
         # resident size follows the live tensors (glibc otherwise keeps freed heap memory)
         env.update(MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker"] + args
+    cmd = [_python(args[1] if len(args) > 1 and args[0] == "run" else ""), str(Path(__file__).resolve()),
+           "--worker"] + args
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
@@ -294,7 +339,18 @@ def _env(impl: str = "") -> dict:
     src = BASELINE_SRC if impl.startswith("base") else str(ROOT / "src")
     if impl.startswith("base") and not src:
         raise ValueError(f"{impl} needs --baseline-src")
-    return dict(os.environ, KERAS_BACKEND="torch", PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    backend = "tensorflow" if impl == "keras-tf" else "torch"
+    return dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def _python(impl: str) -> str:
+    """The interpreter of ``impl``'s worker: ``--keras-tf-python`` for ``keras-tf``."""
+    if impl != "keras-tf":
+        return sys.executable
+    if not KERAS_TF_PYTHON:
+        raise ValueError("keras-tf needs --keras-tf-python: a Python with tensorflow-cpu and keras (the bench-tf "
+                         "extra) and torch==2.13.0")
+    return KERAS_TF_PYTHON
 
 
 def run_interleaved(impls, ci: int, mode: str, reps: int, budget: float, paths: Optional[dict] = None) -> dict:
@@ -304,7 +360,7 @@ def run_interleaved(impls, ci: int, mode: str, reps: int, budget: float, paths: 
     when given, receives the path each of ours ran (``last_path``)."""
     procs = {}
     for impl in impls:
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "serve", impl, str(ci), mode]
+        cmd = [_python(impl), str(Path(__file__).resolve()), "--worker", "serve", impl, str(ci), mode]
         procs[impl] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                        text=True, env=_env(impl))
     times = {impl: [] for impl in impls}
@@ -612,11 +668,15 @@ def main(argv=None):
                    help="float32 and bfloat16 autocast: ours, plain and keras-torch interleaved, per configuration")
     p.add_argument("--baseline-src", default=None,
                    help="another checkout's src folder, imported by the 'base:<path>' implementations")
+    p.add_argument("--keras-tf-python", default=None, metavar="PYTHON",
+                   help="a Python with tensorflow-cpu and keras (and torch==2.13.0): adds Keras 3 on TensorFlow "
+                        "(keras-tf) to the default implementations")
     p.add_argument("--no-memory-pass", action="store_true",
                    help="skip the second, memory-only process per run (peak from the timed process)")
     args = p.parse_args(argv)
-    global BASELINE_SRC
+    global BASELINE_SRC, KERAS_TF_PYTHON
     BASELINE_SRC = str(Path(args.baseline_src).resolve()) if args.baseline_src else None
+    KERAS_TF_PYTHON = args.keras_tf_python
 
     if args.worker:
         w = args.worker
@@ -645,7 +705,7 @@ def main(argv=None):
         print()
         print(render_precision(result))
         return
-    args.impls = args.impls or DEFAULT_IMPLS
+    args.impls = args.impls or DEFAULT_IMPLS + (["keras-tf"] if KERAS_TF_PYTHON else [])
     result = run_all(args)
     print()
     print(render(result))
