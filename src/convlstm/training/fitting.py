@@ -181,8 +181,11 @@ def _check_run_folder(run: _Run) -> None:
                               f"continue it, or give another --run-dir")
     if cfg.resume:
         _check_unfinished(cfg, run)
-        _check_resumable(cfg, run.folder)
-        _check_resumed_batch_size(cfg, run.folder)
+        previous = run.folder / "config.yaml"
+        if previous.is_file():
+            old = load_config(previous)
+            _check_resumable(cfg, old)
+            _check_resumed_batch_size(cfg, old)
 
 
 def _check_unfinished(cfg: FitConfig, run: _Run) -> None:
@@ -198,12 +201,9 @@ def _check_unfinished(cfg: FitConfig, run: _Run) -> None:
                                        f"max_epochs={done + cfg.max_epochs}", also=("run_dir",))
 
 
-def _check_resumable(cfg: FitConfig, run_dir: Path) -> None:
-    """Refuse a resume whose ``max_epochs`` the run's learning-rate schedule cannot follow."""
-    previous = run_dir / "config.yaml"
-    if not previous.is_file():
-        return
-    old = load_config(previous)
+def _check_resumable(cfg: FitConfig, old: FitConfig) -> None:
+    """Refuse a resume whose ``max_epochs`` the run's learning-rate schedule (``old``, the run's
+    own config) cannot follow."""
     if cfg.scheduler == "onecycle" and old.scheduler == "onecycle" and old.max_epochs != cfg.max_epochs:
         raise ParameterError("max_epochs", f"max_epochs={cfg.max_epochs} differs from the run's {old.max_epochs}, "
                                            f"but its onecycle schedule laid out its warm-up and decay over the "
@@ -321,16 +321,12 @@ def _guard_memory(run: _Run, dm: GridDataModule, module: ForecastModule, model: 
     return cfg
 
 
-def _check_resumed_batch_size(cfg: FitConfig, run_dir: Path) -> None:
-    """A resumed run keeps the batch size it trained with (its epochs, schedule and optimiser
-    state were made with it): another one is refused."""
-    previous = run_dir / "config.yaml"
-    if not previous.is_file():
-        return
-    old = load_config(previous).batch_size
-    if cfg.batch_size != old:
-        raise ParameterError("batch_size", f"batch_size={cfg.batch_size} differs from the run's {old}: a resumed "
-                                           f"run keeps the batch size it trained with; resume without "
+def _check_resumed_batch_size(cfg: FitConfig, old: FitConfig) -> None:
+    """A resumed run keeps the batch size it trained with (``old``, the run's own config: its
+    epochs, schedule and optimiser state were made with it): another one is refused."""
+    if cfg.batch_size != old.batch_size:
+        raise ParameterError("batch_size", f"batch_size={cfg.batch_size} differs from the run's {old.batch_size}: "
+                                           f"a resumed run keeps the batch size it trained with; resume without "
                                            f"--batch-size, or start a new run (another --run-dir)")
 
 
