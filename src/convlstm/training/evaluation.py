@@ -10,7 +10,6 @@ pictures.
 from __future__ import annotations
 
 import copy
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -21,7 +20,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from .._errors import ParameterError
-from ..baselines import Baseline, Batch, baseline_names, build_baselines
+from ..baselines import Baseline, Batch, build_baselines, get_baseline
 from ..scoring import MetricAccumulator, format_results, ssim_applies, write_metrics
 from .datamodule import GridDataModule
 from .runs import (PathLike, check_nonnegative_option, data_state, find_checkpoint, load_module, run_dir_of,
@@ -47,20 +46,22 @@ class ScoringOptions:
         run = run_scoring_options(ckpt_path)
         baselines = run.baselines if baselines is None else baselines
         baselines = [baselines] if isinstance(baselines, str) else list(baselines)
-        unknown = [b for b in baselines if b not in baseline_names()]
-        if unknown:
-            raise ValueError(f"baselines: unknown baseline(s) {unknown}; choose from {', '.join(baseline_names())}")
+        for name in baselines:   # before the model is loaded: an unknown name is refused at once
+            get_baseline(name)
         return cls(list(run.thresholds if thresholds is None else thresholds), baselines,
                    list(run.fss_scales if fss_scales is None else fss_scales),
                    run.extrapolation_method if extrapolation_method is None else extrapolation_method)
 
 
-def _variances(truth: np.ndarray) -> np.ndarray:
-    """The variance of each sample's finite values; ``-inf`` for a sample without any."""
-    flat = np.where(np.isfinite(truth), truth, np.nan).reshape(len(truth), -1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)   # all-NaN samples
-        return np.nan_to_num(np.nanvar(flat, axis=1), nan=-np.inf)
+def _variances(truth: torch.Tensor) -> torch.Tensor:
+    """The variance of each sample's finite values (float64); ``-inf`` for a sample without any."""
+    flat = truth.reshape(len(truth), -1).double()
+    finite = torch.isfinite(flat)
+    count = finite.sum(1)
+    values = torch.where(finite, flat, torch.zeros_like(flat))
+    mean = values.sum(1) / count.clamp_min(1)
+    spread = torch.where(finite, (flat - mean[:, None]) ** 2, torch.zeros_like(flat)).sum(1) / count.clamp_min(1)
+    return torch.where(count > 0, spread, torch.full_like(spread, -np.inf))
 
 
 @dataclass
@@ -81,14 +82,17 @@ class _Samples:
 
     def keep(self, x: torch.Tensor, y: torch.Tensor, p: torch.Tensor, forecasts: Dict[str, torch.Tensor]) -> None:
         batch = [x, y, p] + ([forecasts["extrapolation"]] if "extrapolation" in forecasts else [])
-        arrays = [a.float().cpu().numpy() for a in batch]
-        variance = _variances(arrays[1])
-        b = int(np.argmax(variance))
-        if self.busiest is None or variance[b] > self.busiest[0]:
-            self.busiest = (variance[b], self.seen + b, tuple(a[b].copy() for a in arrays))
+
+        def row(i: int) -> tuple:   # only the samples kept are copied out of the batch
+            return tuple(a[i].float().cpu().numpy() for a in batch)
+
+        variance = _variances(y)
+        b = int(torch.argmax(variance))
+        if self.busiest is None or float(variance[b]) > self.busiest[0]:
+            self.busiest = (float(variance[b]), self.seen + b, row(b))
         for i in range(len(variance)):
             if self.seen + i in self.targets:
-                self.spread[self.seen + i] = tuple(a[i].copy() for a in arrays)
+                self.spread[self.seen + i] = row(i)
         self.seen += len(variance)
 
     def chosen(self) -> Tuple[List[int], List[str], List[np.ndarray], int]:
