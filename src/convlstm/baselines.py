@@ -309,9 +309,7 @@ class Climatology(Baseline):
     def __init__(self, mean_frame: Optional[ArrayLike] = None,
                  per_target: Optional[Callable[[int, int], Optional[np.ndarray]]] = None,
                  note: Optional[str] = None) -> None:
-        self.mean_frame = None if mean_frame is None else torch.as_tensor(np.asarray(mean_frame, dtype=np.float64)
-                                                                          if not isinstance(mean_frame, torch.Tensor)
-                                                                          else mean_frame).double()
+        self.mean_frame = None if mean_frame is None else torch.as_tensor(mean_frame).double()
         self.per_target = per_target
         self.note = note
 

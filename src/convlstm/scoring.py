@@ -45,7 +45,7 @@ import torch
 
 from ._io import atomic_write, write_json
 from .conventions import ConventionScores, check_convention
-from .baselines import Batch, Climatology, Extrapolation, Persistence
+from .baselines import Batch, Extrapolation, Persistence, climatology_forecast
 from .metrics import (_CONTINGENCY, BASELINES, METRIC_NAMES, SKILL_METRICS, _SSIM_WIN, ArrayLike, _as_tensor, _check_data_range, _check_scale,
                       _check_threshold, _contingency, _frame_psnr, _frame_sq_abs, _frame_ssim, _fss_from_sums,
                       _fss_sums, _pair, _scores_from_counts)
@@ -336,7 +336,7 @@ class MetricAccumulator:
             if tuple(clim.shape) != tuple(p.shape[2:]):
                 raise ValueError(f"climatology frame must have shape (rows, cols, channels) = "
                                  f"{tuple(p.shape[2:])}, got {tuple(clim.shape)}")
-            return Climatology(clim).forecast(Batch(p[:, :1], int(p.shape[1])))
+            return climatology_forecast(clim, int(p.shape[0]), int(p.shape[1]))
         if tuple(clim.shape) != tuple(p.shape):
             raise ValueError(f"climatology must be a (rows, cols, channels) frame {tuple(p.shape[2:])} or a "
                              f"forecast shaped like pred {tuple(p.shape)}, got {tuple(clim.shape)}")
