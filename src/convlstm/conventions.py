@@ -127,9 +127,7 @@ def format_convention(results: Dict[str, Any], convention: str, units: Optional[
     if not names:
         raise ValueError(f"results hold no {convention!r} scores: evaluate with convention={convention!r}")
     scores = results[names[0]]["conventions"][convention]
-    extra: Dict[str, Any] = {}
-    if convention == "openstl":
-        extra = {"ssim": "ssim", "psnr": "psnr"}
+    extra = ("ssim", "psnr") if convention == "openstl" else ()   # the toolkit's own, as OpenSTL reports them
     keys: List[str] = [k for k in scores if not k.startswith(("active_cells", "values_above", "data_range"))]
     header = _header(convention, scores)
     if units and convention != "openstl":
@@ -138,6 +136,6 @@ def format_convention(results: Dict[str, Any], convention: str, units: Optional[
     lines = [header, f"{'forecast':<14}" + "".join(f"{k:>18}" for k in cols)]
     for n in names:
         conv = results[n]["conventions"][convention]
-        row = [conv[k] for k in keys] + [results[n].get(v) for v in extra.values()]
+        row = [conv[k] for k in keys] + [results[n].get(k) for k in extra]
         lines.append(f"{n:<14}" + "".join(f"{'-' if v is None else format(float(v), '.4g'):>18}" for v in row))
     return "\n".join(lines)
