@@ -246,9 +246,15 @@ def _add_fit_unit_options(p: argparse.ArgumentParser, defaults: "FitConfig") -> 
 
 def _add_fit_model_options(p: argparse.ArgumentParser, defaults: "FitConfig") -> None:
     """The model and its options."""
+    from .models.baseline_start import STARTS
+
     g = p.add_argument_group("model")
     _option(g, "--model", metavar="NAME", default=defaults.model,
             help="a model name; `convlstm models` lists them")
+    _option(g, "--start-from", metavar="BASELINE", default=defaults.start_from, choices=STARTS,
+            help="the baseline the model corrects, so the untrained model forecasts exactly it: auto (persistence "
+                 "for models without one of their own; convlstm-warp starts from block-matching extrapolation), "
+                 "persistence, seasonal (same time one period before; st-convlstm with a period stream) or none")
     p.add_argument("--model-option", dest="model_option", action="append", type=_model_option,
                    default=argparse.SUPPRESS, metavar="NAME=VALUE",
                    help="an option of the model, repeatable: --model-option filters=[32,32] "

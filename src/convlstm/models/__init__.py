@@ -27,6 +27,9 @@ Example::
     >>> models.list_models()
     ['convlstm-warp', 'keras-nextframe', 'shi2015-128-64-64', 'shi2015-1x256', 'shi2015-2x128', 'st-convlstm']
     >>> model = models.create("keras-nextframe", in_channels=2, filters=(16, 16))
+
+Any of them can start from a baseline that the untrained model equals (``start_from=``, see
+:class:`StartFromBaseline`); ``convlstm fit`` does this by default (``--start-from auto``).
 """
 from .registry import create, list_models, model_info, register_model
 from .patching import DepthToSpace, SpaceToDepth, depth_to_space, space_to_depth
@@ -34,9 +37,11 @@ from .keras_nextframe import KERAS_BN_EPSILON, KERAS_BN_MOMENTUM, KerasNextFrame
 from .shi2015 import InputFreeConvLSTM, ShiEncoderForecaster
 from .warp import MotionWarpForecaster, auto_patch_size, warp_frame
 from .streams import FUSIONS, MultiStreamConvLSTM
+from .baseline_start import STARTS, StartFromBaseline, resolve_start, start_from_baseline
 
 __all__ = [
     "create", "list_models", "model_info", "register_model", "SpaceToDepth", "DepthToSpace", "space_to_depth",
     "depth_to_space", "KerasNextFrame", "KERAS_BN_MOMENTUM", "KERAS_BN_EPSILON", "ShiEncoderForecaster",
     "InputFreeConvLSTM", "MotionWarpForecaster", "auto_patch_size", "warp_frame", "MultiStreamConvLSTM", "FUSIONS",
+    "StartFromBaseline", "STARTS", "resolve_start", "start_from_baseline",
 ]

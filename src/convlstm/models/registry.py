@@ -63,8 +63,13 @@ def _check_name(name: Any) -> None:
         raise ValueError(f"unknown model name={name!r}; registered models: {', '.join(list_models())}")
 
 
-def create(name: str, **overrides: Any) -> nn.Module:
+def create(name: str, *, start_from: str = "none", **overrides: Any) -> nn.Module:
     """Build the registered model ``name`` with its defaults, changed by ``overrides``.
+
+    ``start_from`` writes the model as a correction of a baseline that an untrained model equals
+    (:class:`convlstm.models.StartFromBaseline`): ``"none"`` (default: the model as published),
+    ``"persistence"``, ``"seasonal"`` or ``"auto"`` (what ``convlstm fit`` uses: nothing for a
+    model that starts from a baseline by construction, such as ``convlstm-warp``, else persistence).
 
     Example::
 
@@ -85,4 +90,6 @@ def create(name: str, **overrides: Any) -> nn.Module:
         if unknown:
             raise ParameterTypeError("overrides", f"create({name!r}): unknown option(s) {', '.join(unknown)}; "
                                                   f"allowed: {', '.join(allowed)}")
-    return factory(**overrides)
+    from .baseline_start import start_from_baseline  # the wrapper imports the registry's package
+
+    return start_from_baseline(factory(**overrides), start_from)

@@ -390,6 +390,11 @@ class MotionWarpForecaster(nn.Module):
         self.output_steps = check_positive_int("output_steps", output_steps)
         self.padding_mode = check_choice("padding_mode", padding_mode, PADDING_MODES, lower=True)
         self.output_activation = _activations.get(output_activation, parameter="output_activation")
+        #: the baseline an untrained model forecasts (its decoder's last convolutions start at zero), or
+        #: None: ``fit --start-from auto`` wraps only models without one (:class:`StartFromBaseline`)
+        self.starts_from = None if self.output_activation is not _activations.linear else {
+            "warp": "extrapolation" if self.motion == "block-matching" else "persistence",
+            "residual": "persistence", "kernel": "persistence"}.get(self.head)
         self.frame_size = None if frame_size is None else int_tuple("frame_size", frame_size, 2)
         if self.patch_size is None and self.frame_size is not None:
             self.patch_size = auto_patch_size(*self.frame_size)

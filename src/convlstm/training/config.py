@@ -21,6 +21,7 @@ from ..extrapolation import MOTION_METHODS
 from ..baselines import baseline_names
 from ..losses import LOSS_NAMES as _LOSS_NAMES
 from ..losses import get_loss as _get_loss
+from ..models.baseline_start import STARTS
 
 __all__ = ["FitConfig", "ParameterError", "load_config", "save_config", "load_run_config", "bundled_configs",
            "read_bundled_config", "LOSSES", "SCHEDULERS", "PRECISIONS", "LAYOUTS",
@@ -168,6 +169,12 @@ class FitConfig:
     Model:
         model: a name from ``convlstm.models.list_models()``.
         model_options: keyword overrides for ``convlstm.models.create``.
+        start_from: the baseline the model is a correction of, so that the untrained model
+            forecasts exactly it (:class:`convlstm.models.StartFromBaseline`): ``auto`` (default:
+            nothing for a model that starts from one by construction, ``convlstm-warp``'s
+            block-matching extrapolation; persistence for the others), ``persistence``,
+            ``seasonal`` (the same time one period before: ``st-convlstm`` with a period stream)
+            or ``none`` (the model as published).
     Optimisation:
         loss (``mse``, ``mae``, ``bce``, ``mse+ssim``, ``balanced``; see :mod:`convlstm.losses`),
         loss_options (keyword options of that loss, checked against it: ``mse+ssim`` takes
@@ -289,13 +296,16 @@ class FitConfig:
     # ------------------------------------------------------------------ model
     model: str = "convlstm-warp"
     model_options: Dict[str, Any] = field(default_factory=dict)
+    start_from: str = "auto"
 
     def _check_model(self) -> None:
-        """``model`` and ``model_options`` (the model checks the options when it is built)."""
+        """``model``, ``model_options`` (the model checks the options when it is built) and
+        ``start_from``."""
         if not isinstance(self.model, str) or not self.model:
             raise ParameterError("model", f"model must be a model name (see `convlstm models`); "
                                           f"got {self.model!r}")
         _options(self, "model_options")
+        _choice(self, "start_from", STARTS)
 
     # ------------------------------------------------------------------ optimisation
     loss: str = "mse"
@@ -530,7 +540,17 @@ def load_run_config(run_dir: Union[str, Path]) -> FitConfig:
     if not p.is_file():
         raise FileNotFoundError(f"{str(p)!r} does not exist: give the run folder of an earlier `convlstm fit` "
                                 f"(--run-dir), or the data and options again")
-    return load_config(p)
+    config = load_config(p)
+    if "start_from" not in _read_yaml_keys(p):
+        config.start_from = "none"  # runs from before the option trained their models as published
+    return config
+
+
+def _read_yaml_keys(path: Path) -> set:
+    import yaml
+
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return set(data) if isinstance(data, dict) else set()
 
 
 def save_config(config: FitConfig, path: Union[str, Path]) -> Path:

@@ -283,7 +283,8 @@ def _build_module(cfg: FitConfig, dm: GridDataModule, model: Optional[nn.Module]
                           input_steps=dm.input_steps, output_steps=dm.output_steps, frame_shape=dm.sample_shape,
                           loss=cfg.loss, loss_options=cfg.loss_options, lr=cfg.lr, weight_decay=cfg.weight_decay,
                           scheduler=cfg.scheduler, scheduled_sampling=cfg.scheduled_sampling,
-                          streams=dm.streams, num_features=dm.num_features)
+                          streams=dm.streams, num_features=dm.num_features,
+                          start_from=cfg.start_from if model is None else "none")
 
 
 def _guard_memory(run: _Run, dm: GridDataModule, module: ForecastModule, model: Optional[nn.Module]) -> FitConfig:

@@ -41,16 +41,21 @@ def _factory_params(name: str) -> Optional[set]:
 
 def build_model(name: str, options: Optional[Dict[str, Any]] = None, *, input_steps: Optional[int] = None,
                 output_steps: Optional[int] = None, frame_shape: Optional[Sequence[int]] = None,
-                streams: Optional[Sequence[int]] = None, num_features: int = 0) -> nn.Module:
+                streams: Optional[Sequence[int]] = None, num_features: int = 0,
+                start_from: str = "none") -> nn.Module:
     """``convlstm.models.create(name, **options)``, with the data's shape filled in where the model
     takes it and ``options`` does not set it: ``in_channels``/``channels`` from the frames'
     channels, ``frame_size`` from their rows and cols, ``input_steps`` and ``output_steps``, and
     for multi-scale samples ``streams`` (closeness, period, trend) and ``num_features``. A model
     that does not take ``streams`` reads the stacked frames as one sequence; one that does not
-    take ``num_features`` cannot be given features (an error says which model can)."""
+    take ``num_features`` cannot be given features (an error says which model can).
+    ``start_from``: the baseline the model starts from (:class:`convlstm.models.StartFromBaseline`;
+    ``"auto"``: persistence for a model that does not start from one by construction)."""
     from .. import models
 
     options = dict(options or {})
+    if "start_from" in options:
+        raise ValueError("start_from is an option of the run (--start-from / start_from:), not of model_options")
     if name not in models.list_models():
         raise ValueError(f"model={name!r} is not a registered model; choose one of {', '.join(models.list_models())}")
     accepted = _factory_params(name)
@@ -72,7 +77,7 @@ def build_model(name: str, options: Optional[Dict[str, Any]] = None, *, input_st
     for k, v in auto.items():
         if k not in options and (accepted is None or k in accepted):
             options[k] = v
-    return models.create(name, **options)
+    return models.create(name, start_from=start_from, **options)
 
 
 class ForecastModule(pl.LightningModule):
@@ -104,6 +109,9 @@ class ForecastModule(pl.LightningModule):
             probability of feeding the model the true frame instead of its own forecast falls
             linearly from 1 to 0 (:meth:`teacher_forcing`); 0 (default) = always its own forecasts.
             Only for models with ``accepts_targets`` (``convlstm-warp``).
+        start_from: the baseline a named model starts from, ``"none"`` (default, as published),
+            ``"persistence"``, ``"seasonal"`` or ``"auto"`` (:func:`build_model`); the
+            checkpoint keeps the resolved name, so a run is rebuilt as it was trained.
 
     The hyperparameters saved in checkpoints are plain Python values only, so a checkpoint loads
     with ``torch.load(path, weights_only=True)``.
@@ -114,7 +122,8 @@ class ForecastModule(pl.LightningModule):
                  output_steps: Optional[int] = None, frame_shape: Optional[Sequence[int]] = None,
                  loss: str = "mse", loss_options: Optional[Dict[str, Any]] = None, lr: float = 1e-3,
                  weight_decay: float = 0.0, scheduler: str = "none", scheduled_sampling: float = 0.0,
-                 streams: Optional[Sequence[int]] = None, num_features: int = 0) -> None:
+                 streams: Optional[Sequence[int]] = None, num_features: int = 0,
+                 start_from: str = "none") -> None:
         super().__init__()
         if not isinstance(loss, str) or loss.lower() not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
@@ -133,7 +142,8 @@ class ForecastModule(pl.LightningModule):
             raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
         if isinstance(model, str):
             self.model = build_model(model, model_options, input_steps=input_steps, output_steps=output_steps,
-                                     frame_shape=frame_shape, streams=streams, num_features=num_features)
+                                     frame_shape=frame_shape, streams=streams, num_features=num_features,
+                                     start_from=start_from)
             model_name: Optional[str] = model
         elif isinstance(model, nn.Module):
             self.model = model
@@ -156,6 +166,7 @@ class ForecastModule(pl.LightningModule):
             "loss": loss.lower(), "loss_options": loss_options, "lr": float(lr), "weight_decay": float(weight_decay),
             "scheduler": scheduler.lower(), "scheduled_sampling": float(scheduled_sampling),
             "streams": None if streams is None else [int(v) for v in streams], "num_features": int(num_features),
+            "start_from": getattr(self.model, "start_from", "none") if model_name else "none",
         })
         self.num_features = int(num_features)
 
