@@ -255,6 +255,10 @@ def _add_fit_model_options(p: argparse.ArgumentParser, defaults: "FitConfig") ->
             help="the baseline the model corrects, so the untrained model forecasts exactly it: auto (persistence "
                  "for models without one of their own; convlstm-warp starts from block-matching extrapolation), "
                  "persistence, seasonal (same time one period before; st-convlstm with a period stream) or none")
+    _option(g, "--calibrate-blend", action=argparse.BooleanOptionalAction,
+            help="after training, blend the forecast toward the model's start (its baseline) at the lead times "
+                 "where that is better on the validation part; --no-calibrate-blend keeps the trained forecast "
+                 "(default: on)")
     p.add_argument("--model-option", dest="model_option", action="append", type=_model_option,
                    default=argparse.SUPPRESS, metavar="NAME=VALUE",
                    help="an option of the model, repeatable: --model-option filters=[32,32] "

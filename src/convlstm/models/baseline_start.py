@@ -45,6 +45,7 @@ import torch.nn as nn
 
 from .. import activations as _activations
 from .._checks import check_choice
+from .blending import BlendTowardStart
 
 __all__ = ["StartFromBaseline", "STARTS", "COMBINES", "resolve_start", "start_from_baseline"]
 
@@ -69,7 +70,7 @@ def start_from_baseline(model: nn.Module, start_from: str = "auto") -> nn.Module
     return model if start == "none" else StartFromBaseline(model, start)
 
 
-class StartFromBaseline(nn.Module):
+class StartFromBaseline(BlendTowardStart, nn.Module):
     r"""A forecaster written as a gated correction of a baseline (see the module documentation).
 
     Args:
@@ -83,6 +84,8 @@ class StartFromBaseline(nn.Module):
     Attributes:
         gate (Parameter): :math:`g`, shape ``(K, C)`` (``K`` = the model's ``output_steps``, or 1
             when it has none: one weight for every lead time), zeros at construction.
+        blend (buffer): weights toward the baseline chosen after training
+            (:class:`~convlstm.models.blending.BlendTowardStart`; ones: none), shape of ``gate``.
 
     Shape:
         - Input: :math:`(B, T_{in}, H, W, C)`
@@ -114,6 +117,7 @@ class StartFromBaseline(nn.Module):
             raise ValueError(f"StartFromBaseline needs the model's channel count (an out_channels or in_channels "
                              f"attribute); {type(model).__name__} has neither")
         self.gate = nn.Parameter(torch.zeros(int(steps or 1), int(channels)))
+        self._init_blend(int(steps or 1), int(channels))
         # what the toolkit reads from a model, passed on from the wrapped one
         for name in ("input_steps", "output_steps", "in_channels", "out_channels", "fixed_input_steps",
                      "accepts_targets", "num_features", "streams", "frame_size"):
@@ -140,13 +144,20 @@ class StartFromBaseline(nn.Module):
             return x
         return x[:, -1:]
 
+    def start_forecast(self, x: torch.Tensor, *args: Any) -> torch.Tensor:
+        """The baseline at every lead time: ``(B, K, H, W, C)`` (the input's length for a model
+        that forecasts the next frame of every input)."""
+        base = self.baseline(x)
+        steps = getattr(self.model, "output_steps", None)
+        return base if steps is None else base.expand(-1, int(steps), -1, -1, -1)
+
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         forecast = self.model(x, *args, **kwargs)
         base = self.baseline(x)
         if forecast.shape[-1] != base.shape[-1]:
             raise ValueError(f"start_from={self.start_from!r} needs as many output channels as input channels; "
                              f"{type(self.model).__name__} gives {forecast.shape[-1]} from {base.shape[-1]}")
-        gate = self.gate.to(forecast.dtype)[:, None, None, :]         # (K, 1, 1, C)
+        gate = (self.gate * self.blend if self._blending else self.gate).to(forecast.dtype)[:, None, None, :]
         change = forecast if self.combine == "residual" else forecast - base
         return base + gate * change
 

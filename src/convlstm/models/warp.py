@@ -70,6 +70,7 @@ from .._ops import box_sum
 from .._checks import check_bool, check_choice, check_positive_int
 from ..layers import ConvLSTM2D
 from ._common import check_model_input, int_tuple, optional_positive_int
+from .blending import BlendTowardStart
 from .registry import register_model
 
 __all__ = ["MotionWarpForecaster", "auto_patch_size", "warp_frame"]
@@ -295,7 +296,7 @@ class _Decoder(nn.Module):
         return self.out(z), top
 
 
-class MotionWarpForecaster(nn.Module):
+class MotionWarpForecaster(BlendTowardStart, nn.Module):
     r"""ConvLSTM encoder-forecaster with a full-resolution motion-warp head (see the module
     documentation for the equations and the heads).
 
@@ -395,6 +396,7 @@ class MotionWarpForecaster(nn.Module):
         self.starts_from = None if self.output_activation is not _activations.linear else {
             "warp": "extrapolation" if self.motion == "block-matching" else "persistence",
             "residual": "persistence", "kernel": "persistence"}.get(self.head)
+        self._init_blend(self.output_steps, self.in_channels)  # toward starts_from's forecast, chosen after training
         self.frame_size = None if frame_size is None else int_tuple("frame_size", frame_size, 2)
         if self.patch_size is None and self.frame_size is not None:
             self.patch_size = auto_patch_size(*self.frame_size)
@@ -448,6 +450,43 @@ class MotionWarpForecaster(nn.Module):
                                math.ceil(self.motion_radius / p))
         return F.interpolate(cells * p, size=frame.shape[-2:], mode="bilinear", align_corners=False)
 
+    def _channels_first_padded(self, seq: torch.Tensor) -> torch.Tensor:
+        """(B, T, H, W, C) -> (B, T, C, H', W'), rows and cols padded (edge values) to multiples of
+        the patch size."""
+        pad_r, pad_c = (-seq.shape[2]) % self.patch_size, (-seq.shape[3]) % self.patch_size
+        seq = seq.movedim(-1, 2)
+        if pad_r or pad_c:
+            seq = F.pad(seq.flatten(0, 1), (0, pad_c, 0, pad_r), mode="replicate").unflatten(0, seq.shape[:2])
+        return seq
+
+    def _start_frames(self, last: torch.Tensor, previous: torch.Tensor) -> List[torch.Tensor]:
+        """The untrained model's forecast (``starts_from``), one frame per lead time, channels first:
+        the last frame carried along the observed motion continued (block-matching
+        extrapolation), or the last frame itself."""
+        if self.starts_from != "extrapolation":
+            return [last] * self.output_steps
+        observed = self._motion(last, previous)
+        frames, displacement = [], None
+        for _ in range(self.output_steps):
+            displacement = observed if displacement is None else displacement + warp_frame(observed, displacement,
+                                                                                           "border")
+            frames.append(warp_frame(last, displacement, self.padding_mode))
+        return frames
+
+    def start_forecast(self, x: torch.Tensor, *args: Any) -> torch.Tensor:
+        """What the untrained model forecasts (``starts_from``): ``(B, T, H, W, C)`` ->
+        ``(B, K, H, W, C)``; ``ValueError`` for a head that starts from no baseline."""
+        if self.starts_from is None:
+            raise ValueError(f"head={self.head!r} with output_activation starts from no baseline forecast")
+        x = check_model_input(x, type(self).__name__, self.in_channels, self.input_steps)
+        if not self._built:
+            self._build(auto_patch_size(x.shape[2], x.shape[3]))
+            self.to(device=x.device)
+        frames = self._channels_first_padded(x)
+        previous = frames[:, -2] if frames.shape[1] > 1 else frames[:, -1]
+        start = torch.stack(self._start_frames(frames[:, -1], previous), dim=1)
+        return start[..., :x.shape[2], :x.shape[3]].movedim(2, -1)
+
     def _encode(self, frame: torch.Tensor, previous: torch.Tensor) -> List[torch.Tensor]:
         return self.encoder(torch.cat((frame, frame - previous), dim=1))
 
@@ -478,17 +517,9 @@ class MotionWarpForecaster(nn.Module):
             self.to(device=x.device)
         b, t_in, rows, cols, c = x.shape
         p = self.patch_size
-        pad_r, pad_c = (-rows) % p, (-cols) % p
-
-        def channels_first_padded(seq: torch.Tensor) -> torch.Tensor:   # (B, T, H, W, C) -> (B, T, C, H', W')
-            seq = seq.movedim(-1, 2)
-            if pad_r or pad_c:
-                seq = F.pad(seq.flatten(0, 1), (0, pad_c, 0, pad_r), mode="replicate").unflatten(0, seq.shape[:2])
-            return seq
-
-        frames = channels_first_padded(x)
+        frames = self._channels_first_padded(x)
         if targets is not None and teacher_forcing > 0:
-            truth = channels_first_padded(targets)
+            truth = self._channels_first_padded(targets)
         previous = torch.cat((frames[:, :1], frames[:, :-1]), dim=1)
         feats = self._encode(frames.flatten(0, 1), previous.flatten(0, 1))
         top = feats[-1].unflatten(0, (b, t_in))
@@ -504,6 +535,7 @@ class MotionWarpForecaster(nn.Module):
             observed = self._motion(frames[:, -1], frames[:, -2])
         learned = observed_displacement = None
         outputs = []
+        starts = self._start_frames(last, frames[:, -2] if t_in > 1 else last) if self._blending else None
         for k in range(self.output_steps):
             head, top = self.decoder(h, skips)
             if self.head == "warp":
@@ -538,7 +570,8 @@ class MotionWarpForecaster(nn.Module):
             else:
                 pred = head
             pred = self.output_activation(pred)
-            outputs.append(pred)
+            # blended toward the start on output only: the model goes on from its own forecast
+            outputs.append(self.blend_frame(pred, starts[k], k, channel_dim=1) if self._blending else pred)
             if k + 1 == self.output_steps:
                 break
             nxt = pred

@@ -175,6 +175,10 @@ class FitConfig:
             block-matching extrapolation; persistence for the others), ``persistence``,
             ``seasonal`` (the same time one period before: ``st-convlstm`` with a period stream)
             or ``none`` (the model as published).
+        calibrate_blend: after training, blend the forecast toward that start where it is better
+            on the validation part, one weight per lead time and channel chosen in closed form
+            (:mod:`convlstm.training.blend_calibration`); the weights are stored in the best
+            checkpoint and in ``metrics.json["blend"]``. Default true.
     Optimisation:
         loss (``mse``, ``mae``, ``bce``, ``mse+ssim``, ``balanced``; see :mod:`convlstm.losses`),
         loss_options (keyword options of that loss, checked against it: ``mse+ssim`` takes
@@ -297,6 +301,7 @@ class FitConfig:
     model: str = "convlstm-warp"
     model_options: Dict[str, Any] = field(default_factory=dict)
     start_from: str = "auto"
+    calibrate_blend: bool = True
 
     def _check_model(self) -> None:
         """``model``, ``model_options`` (the model checks the options when it is built) and
@@ -306,6 +311,7 @@ class FitConfig:
                                           f"got {self.model!r}")
         _options(self, "model_options")
         _choice(self, "start_from", STARTS)
+        _flag(self, "calibrate_blend")
 
     # ------------------------------------------------------------------ optimisation
     loss: str = "mse"

@@ -419,6 +419,7 @@ def _evaluate_after_fit(run: _Run, dm: GridDataModule, model: Optional[nn.Module
     """The validation check (is a baseline ahead of the model?), then the test scores and pictures;
     ``metrics.json`` holds both."""
     cfg = run.cfg
+    blend = _calibrate_blend(run, dm, model)
     check = _validation_check(run, dm, model)
     if dm.datasets.get("test") is None:
         print(f"convlstm: no test part (split={cfg.split}); skipping evaluation")
@@ -428,8 +429,31 @@ def _evaluate_after_fit(run: _Run, dm: GridDataModule, model: Optional[nn.Module
                        fss_scales=cfg.fss_scales, extrapolation_method=cfg.extrapolation_method)
     if check is not None:
         results["validation"] = check
+    if blend is not None:
+        results["blend"] = blend
+    if check is not None or blend is not None:
         write_metrics(results, run.folder)
     return results
+
+
+def _calibrate_blend(run: _Run, dm: GridDataModule, model: Optional[nn.Module]) -> Optional[Dict[str, Any]]:
+    """:func:`~convlstm.training.blend_calibration.calibrate_blend` on the best checkpoint, which
+    keeps the weights; a line in the log says what they are and what they did."""
+    from .blend_calibration import blend_summary_line, calibrate_blend, save_blend
+    from .runs import find_checkpoint, load_module
+
+    if not run.cfg.calibrate_blend:
+        return None
+    dm.setup("test")
+    path = find_checkpoint(run.folder)
+    module, _ = load_module(path, model=model)
+    summary = calibrate_blend(module, dm)
+    if summary is None:
+        return None
+    if any(v != 1.0 for row in summary["weights"] for v in row):
+        save_blend(path, module)
+    print(f"convlstm fit: {blend_summary_line(summary)}")
+    return summary
 
 
 def _validation_check(run: _Run, dm: GridDataModule, model: Optional[nn.Module]) -> Optional[Dict[str, Any]]:

@@ -1,0 +1,91 @@
+r"""After training: blend the forecast toward the model's starting forecast where that is better on
+the validation part, one weight per lead time and channel (:mod:`convlstm.models.blending`).
+
+The sums of :func:`convlstm.models.blending.blend_weights` are taken over every validation window,
+cell and sample, in the units the model trains on (the scaled values its loss sees), in float64.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+
+from .._io import atomic_path
+from ..models.blending import BlendTowardStart, blend_weights
+from .datamodule import GridDataModule
+
+__all__ = ["calibrate_blend", "save_blend", "blend_summary_line"]
+
+_START_NAMES = {"extrapolation": "block-matching extrapolation", "persistence": "persistence",
+                "seasonal": "the seasonal value"}
+
+
+def _blendable(model: torch.nn.Module) -> Optional[BlendTowardStart]:
+    return model if isinstance(model, BlendTowardStart) and getattr(model, "starts_from", None) else None
+
+
+@torch.no_grad()
+def calibrate_blend(module: torch.nn.Module, dm: GridDataModule) -> Optional[Dict[str, Any]]:
+    r"""Choose and set the blend weights of ``module.model`` on ``dm``'s validation part.
+
+    Returns ``None`` when the model has no start forecast or there is no validation part, else
+    ``{"start": name, "weights": [[w_kc]], "val_mse": {"model", "start", "blend"}}`` (MSE in the
+    model's units, over lead times and channels)."""
+    model = _blendable(module.model)
+    if model is None or "val" not in dm.datasets or not len(dm.datasets["val"]):
+        return None
+    model.set_blend(torch.ones_like(model.blend))
+    module.eval()
+    cross = squared = err_model = err_start = None
+    count = 0
+    for batch in dm.dataloader("val"):
+        x, y = batch[0], batch[1]
+        features = batch[2] if len(batch) > 2 else None
+        forecast = module(x, features).double()
+        start = model.start_forecast(x, *(() if features is None else (features,))).double()
+        y = y.double()
+        change, error = forecast - start, y - start
+        sums = [(change * error), change ** 2, (y - forecast) ** 2, error ** 2]
+        sums = [s.sum(dim=(0, 2, 3)) for s in sums]                     # (K, C)
+        if cross is None:
+            cross, squared, err_model, err_start = sums
+        else:
+            cross, squared, err_model, err_start = (a + b for a, b in zip((cross, squared, err_model, err_start), sums))
+        count += y.shape[0] * y.shape[2] * y.shape[3]
+    if model.blend.shape[0] == 1:   # one weight for every lead time
+        cross, squared, err_start_w = cross.sum(0, keepdim=True), squared.sum(0, keepdim=True), err_start.sum(0)
+    else:
+        err_start_w = err_start
+    w = blend_weights(cross, squared).to(model.blend.dtype)
+    wd = w.double()
+    # the blend's squared error from the same sums: |y - s - w (f - s)|^2 = E_s - 2 w X + w^2 S
+    blend_sse = float((err_start_w - 2 * wd * cross + wd ** 2 * squared).sum())
+    model.set_blend(w)
+    values = count * err_start.shape[0] * err_start.shape[1]
+    return {"start": _START_NAMES.get(model.starts_from, model.starts_from), "weights": w.tolist(),
+            "val_mse": {"model": float(err_model.sum()) / values, "start": float(err_start.sum()) / values,
+                        "blend": blend_sse / values}}
+
+
+def save_blend(checkpoint: Path, module: torch.nn.Module) -> None:
+    """Write ``module``'s state (with its blend weights) into ``checkpoint``, atomically."""
+    from .runs import load_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    ckpt["state_dict"] = {k: v for k, v in module.state_dict().items()}
+    with atomic_path(checkpoint) as tmp:
+        torch.save(ckpt, tmp)
+
+
+def blend_summary_line(summary: Dict[str, Any]) -> str:
+    """One line for the log: the weights by lead time and what they did to the validation MSE."""
+    weights = summary["weights"]
+    per_lead = ", ".join(f"+{k + 1} " + "/".join(f"{v:.2f}" for v in row) for k, row in enumerate(weights))
+    mse = summary["val_mse"]
+    if all(v == 1.0 for row in weights for v in row):
+        return (f"the trained forecast is kept at every lead time (validation MSE {mse['model']:.4g}, its start "
+                f"{summary['start']} {mse['start']:.4g})")
+    return (f"forecast blended toward {summary['start']} by the weights chosen on the validation part "
+            f"(1 = the trained model, 0 = its start): {per_lead}; validation MSE {mse['model']:.4g} -> "
+            f"{mse['blend']:.4g} (start alone {mse['start']:.4g})")
