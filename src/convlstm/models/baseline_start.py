@@ -21,6 +21,11 @@ With "residual", :math:`f` learns the change from the baseline; with "blend", :m
 the whole field (a sigmoid cannot paint a signed change) and :math:`g` is how far to trust it, per
 lead time and channel. At :math:`g = 0` the parameters of :math:`f` get no gradient, but :math:`g`
 does, and after the first optimizer step both move (Adam's steps do not shrink with the gate).
+The gate is stored as :math:`\gamma` with :math:`g = 30\,\gamma`: Adam moves a parameter by about
+its learning rate per step whatever the gradient's size, so a gate stored as itself would need
+hundreds of steps to reach 1, and measured on BikeNYC (``st-convlstm``, 30 epochs at lr 2e-3) it
+ended 7% behind the same model trained without a baseline (RMSE 6.45 against 6.02); stored as
+:math:`\gamma` it reaches 1 in a few dozen steps and the two tie (6.02).
 
 Baselines (:data:`STARTS`):
 
@@ -82,8 +87,9 @@ class StartFromBaseline(BlendTowardStart, nn.Module):
             has a bounded ``output_activation`` (anything but linear), else ``"residual"``.
 
     Attributes:
-        gate (Parameter): :math:`g`, shape ``(K, C)`` (``K`` = the model's ``output_steps``, or 1
-            when it has none: one weight for every lead time), zeros at construction.
+        gate (Parameter): :math:`\gamma = g / 30` (:attr:`GATE_SCALE`), shape ``(K, C)`` (``K`` =
+            the model's ``output_steps``, or 1 when it has none: one weight for every lead time),
+            zeros at construction.
         blend (buffer): weights toward the baseline chosen after training
             (:class:`~convlstm.models.blending.BlendTowardStart`; ones: none), shape of ``gate``.
 
@@ -99,6 +105,9 @@ class StartFromBaseline(BlendTowardStart, nn.Module):
         >>> torch.equal(model(x), x[:, -1:])   # untrained: exactly persistence
         True
     """
+
+    #: :math:`g = \text{GATE_SCALE} \cdot \gamma` (see the module documentation)
+    GATE_SCALE = 30.0
 
     def __init__(self, model: nn.Module, start_from: str = "persistence", combine: Optional[str] = None) -> None:
         super().__init__()
@@ -157,7 +166,8 @@ class StartFromBaseline(BlendTowardStart, nn.Module):
         if forecast.shape[-1] != base.shape[-1]:
             raise ValueError(f"start_from={self.start_from!r} needs as many output channels as input channels; "
                              f"{type(self.model).__name__} gives {forecast.shape[-1]} from {base.shape[-1]}")
-        gate = (self.gate * self.blend if self._blending else self.gate).to(forecast.dtype)[:, None, None, :]
+        gate = self.GATE_SCALE * (self.gate * self.blend if self._blending else self.gate)
+        gate = gate.to(forecast.dtype)[:, None, None, :]                 # (K, 1, 1, C)
         change = forecast if self.combine == "residual" else forecast - base
         return base + gate * change
 
