@@ -1,4 +1,5 @@
-"""Pictures of forecasts: PNG grids of inputs, truth and forecast, GIF animations, learning curves.
+"""Pictures of forecasts: PNG grids of inputs, truth and forecast, GIF animations, learning curves,
+and the rank histogram and reliability diagram of an ensemble forecast.
 
 matplotlib is imported inside the functions (``import convlstm`` stays light) and used through its
 object API on an Agg canvas, so no display is needed and the user's pyplot backend is left alone.
@@ -11,6 +12,10 @@ Example::
     >>> plot_forecast(x, y, model(x), "runs/demo/forecast.png", samples=2, units="mm/h")
     >>> animate_forecast(y, model(x), "runs/demo/forecast.gif", sample=0)
     >>> plot_learning_curve({"train_loss": [0.9, 0.5], "val_loss": [1.0, 0.7]}, "runs/demo/loss.png")
+    >>> from convlstm.ensemble_scores import evaluate_ensemble
+    >>> results = evaluate_ensemble(members, truth, thresholds=(1.0,))   # members (M, N, L, H, W, C)
+    >>> plot_rank_histogram(results["rank_histogram"], "runs/demo/rank_histogram.png")
+    >>> plot_reliability(results, "runs/demo/reliability.png")   # every reliability@THR entry
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ import numpy as np
 
 from ._io import atomic_path
 
-__all__ = ["plot_forecast", "animate_forecast", "plot_learning_curve"]
+__all__ = ["plot_forecast", "animate_forecast", "plot_learning_curve", "plot_rank_histogram", "plot_reliability"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 _STATIC_FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
@@ -129,6 +134,13 @@ def _channel_label(channel: int, channels: int, names: Optional[Sequence[str]] =
     or ``"outflow (channel 1 of 2)"`` with ``names``."""
     where = f"channel {channel} of {channels}"
     return f"{names[channel]} ({where})" if names else where
+
+
+def _save(fig: Any, out: Path, fmt: str) -> Path:
+    """Write ``fig`` to ``out`` in format ``fmt``, atomically; returns ``out``."""
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format=fmt)
+    return out
 
 
 def _forecast_arrays(inputs: Any, true: Any, pred: Any, baselines: Any) -> tuple:
@@ -373,6 +385,118 @@ def plot_learning_curve(history: Dict[str, Sequence[float]], path: PathLike, *, 
     ax.legend()
     if title:
         ax.set_title(title)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format=fmt)
-    return out
+    return _save(fig, out, fmt)
+
+
+def _title(title: Any) -> Optional[str]:
+    if title is not None and not isinstance(title, str):
+        raise TypeError(f"title must be a str or None, got {title!r}")
+    return title
+
+
+def plot_rank_histogram(hist: Sequence[float], path: PathLike, *, title: Optional[str] = None) -> Path:
+    r"""Save the rank histogram of an ensemble forecast as bars of relative frequency.
+
+    Bar :math:`r` is the share of points whose truth has rank :math:`r` among the :math:`M`
+    members (0: below every member, :math:`M`: above every one); the dashed line at
+    :math:`1/(M+1)` is the flat histogram of an ensemble whose members and truth are drawn
+    alike. A U shape says the ensemble is too narrow, a dome too wide, a slope biased.
+
+    Args:
+        hist: the :math:`M+1` counts (``rank_histogram`` of
+            :meth:`convlstm.ensemble_scores.EnsembleScores.compute`), or frequencies.
+        path: the file (``.png``; ``.pdf`` and ``.svg`` work too).
+        title: figure title.
+
+    Returns:
+        The path written.
+    """
+    try:
+        counts = np.asarray(hist, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"hist must be a sequence of counts, one per rank, got {hist!r}") from None
+    if counts.ndim != 1 or counts.size < 2:
+        raise ValueError(f"hist must hold M + 1 >= 2 counts, one per rank (1D), got shape {counts.shape}")
+    if not np.all(np.isfinite(counts)) or np.any(counts < 0) or counts.sum() <= 0:
+        raise ValueError(f"hist must hold finite counts >= 0, not all 0, got {counts.tolist()}")
+    out, fmt = _path(path, _STATIC_FORMATS)
+    title = _title(title)
+    from matplotlib.ticker import MaxNLocator
+
+    fig = _figure(6, 4, layout="constrained")
+    ax = fig.add_subplot(1, 1, 1)
+    ranks = np.arange(counts.size)
+    ax.bar(ranks, counts / counts.sum(), width=0.9, color="tab:blue", label="ensemble")
+    ax.axhline(1.0 / counts.size, color="black", linestyle="--", linewidth=1, label="flat (consistent ensemble)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlim(-0.6, counts.size - 0.4)
+    ax.set_xlabel(f"rank of the truth among the {counts.size - 1} members")
+    ax.set_ylabel("relative frequency")
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    return _save(fig, out, fmt)
+
+
+def _reliability_curves(rel_by_threshold: Any) -> Dict[str, Mapping[str, Any]]:
+    """``{label: reliability entry}`` from a ``{threshold: entry}`` mapping or a results dict."""
+    if not isinstance(rel_by_threshold, Mapping):
+        raise TypeError(f"rel_by_threshold must be a dict {{threshold: reliability}} or the results of "
+                        f"EnsembleScores.compute, got {type(rel_by_threshold).__name__}")
+    entries = {str(k)[len("reliability@"):]: v for k, v in rel_by_threshold.items()
+               if str(k).startswith("reliability@")} or {str(k): v for k, v in rel_by_threshold.items()}
+    if not entries:
+        raise ValueError("rel_by_threshold is empty: score the ensemble with thresholds to get reliability@THR")
+    for label, entry in entries.items():
+        needed = ("forecast_probability", "observed_frequency", "counts")
+        if not isinstance(entry, Mapping) or any(k not in entry for k in needed):
+            raise ValueError(f"rel_by_threshold[{label!r}] must be a reliability entry with keys {list(needed)}, "
+                             f"got {entry!r}")
+    return entries
+
+
+def plot_reliability(rel_by_threshold: Mapping[str, Any], path: PathLike, *, title: Optional[str] = None) -> Path:
+    r"""Save the reliability diagram of an ensemble forecast, one curve per event threshold.
+
+    Above: the observed frequency of the event against the mean forecast probability of each
+    bin (bins with too few points are left out), with the diagonal of perfect reliability and,
+    dotted, each threshold's base rate (the frequency of the event over all points). Below: the
+    points per bin (the forecast's sharpness), on a log scale.
+
+    Args:
+        rel_by_threshold: ``{threshold: entry}`` with the ``reliability@THR`` entries of
+            :meth:`convlstm.ensemble_scores.EnsembleScores.compute` (keys
+            ``forecast_probability``, ``observed_frequency``, ``counts``, and optionally
+            ``bin_centres`` and ``base_rate``), or those results themselves.
+        path: the file (``.png``; ``.pdf`` and ``.svg`` work too).
+        title: figure title.
+
+    Returns:
+        The path written.
+    """
+    entries = _reliability_curves(rel_by_threshold)
+    out, fmt = _path(path, _STATIC_FORMATS)
+    title = _title(title)
+    fig = _figure(6, 6.5, layout="constrained")
+    ax, ax_n = fig.subplots(2, 1, gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    ax.plot([0, 1], [0, 1], color="black", linestyle="--", linewidth=1, label="perfect reliability")
+    for i, (label, entry) in enumerate(entries.items()):
+        colour = f"C{i % 10}"
+        p = np.asarray(entry["forecast_probability"], dtype=np.float64)
+        f = np.asarray(entry["observed_frequency"], dtype=np.float64)
+        ok = np.isfinite(p) & np.isfinite(f)
+        ax.plot(p[ok], f[ok], marker="o", color=colour, label=f">= {label}")
+        if entry.get("base_rate") is not None and np.isfinite(entry["base_rate"]):
+            ax.axhline(entry["base_rate"], color=colour, linestyle=":", linewidth=1)
+        counts = np.asarray(entry["counts"], dtype=np.float64)
+        centres = np.asarray(entry.get("bin_centres", (np.arange(counts.size) + 0.5) / counts.size))
+        ax_n.plot(centres, np.where(counts > 0, counts, np.nan), marker="o", color=colour)
+    ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="observed relative frequency")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper left")
+    ax_n.set_yscale("log")
+    ax_n.set(xlabel="forecast probability", ylabel="points per bin")
+    ax_n.grid(True, alpha=0.3)
+    if title:
+        ax.set_title(title)
+    return _save(fig, out, fmt)
