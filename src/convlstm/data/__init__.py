@@ -16,13 +16,16 @@ from .units import (TRANSFORMS, ConvertedSeries, UnitConversion, accumulation_to
                     rate_to_reflectivity, reflectivity_to_rate)
 from .windows import (STREAMS, MultiScaleWindowDataset, WindowDataset, chronological_split, multiscale_offsets,
                       multiscale_targets, num_windows, sliding_windows, stacked_lags)
-from .calendar import CALENDAR_FEATURES, calendar_features, parse_timestamps, read_holidays, steps_per_day
+from .calendar import (CALENDAR_FEATURES, calendar_features, decode_cf_times, parse_timestamps, read_holidays,
+                       steps_per_day, time_step)
+from .coordinates import GridCoordinates, grid_coordinates, read_times
 
 __all__ = [
     "load_grid", "load_timestamps", "load_array", "hours_of_day", "LazyGrid", "LAYOUTS", "GridFileError",
     "sliding_windows", "num_windows", "WindowDataset", "chronological_split",
     "STREAMS", "multiscale_offsets", "multiscale_targets", "MultiScaleWindowDataset", "stacked_lags",
     "CALENDAR_FEATURES", "calendar_features", "parse_timestamps", "read_holidays", "steps_per_day",
+    "decode_cf_times", "time_step", "read_times", "grid_coordinates", "GridCoordinates",
     "Scaler", "MinMaxScaler", "StandardScaler", "Log1pScaler", "DBScaler", "NoScaler", "make_scaler",
     "scaler_from_state_dict", "SCALERS",
     "UnitConversion", "ConvertedSeries", "TRANSFORMS", "reflectivity_to_rate", "rate_to_reflectivity",

@@ -1,5 +1,6 @@
 r"""Calendar features from time stamps: the time of day and the day of the week as cyclic
-encodings, weekends and holidays, and the step of a series (how many steps make a day).
+encodings, weekends and holidays, the step of a series (how many steps make a day), and CF
+(netCDF) time coordinates ("minutes since 2020-01-01") read as time stamps.
 
 Time stamps are parsed by :func:`parse_timestamps` into ``datetime64[m]``; understood are
 ``datetime64`` values, digit strings ``YYYYMMDDhhmm``, DeepST's ``YYYYMMDDss`` with hour slots
@@ -24,7 +25,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["CALENDAR_FEATURES", "parse_timestamps", "steps_per_day", "calendar_features", "read_holidays"]
+__all__ = ["CALENDAR_FEATURES", "parse_timestamps", "decode_cf_times", "time_step", "steps_per_day",
+           "calendar_features", "read_holidays"]
 
 #: The columns of :func:`calendar_features`, in order.
 CALENDAR_FEATURES = ("hour_sin", "hour_cos", "weekday_sin", "weekday_cos", "weekend", "holiday")
@@ -78,9 +80,100 @@ def parse_timestamps(timestamps: Any) -> np.ndarray:
                          f"YYYY-MM-DDThh:mm") from None
 
 
+#: CF time units and their length in minutes (``"minutes since ..."``, ``"hours since ..."``).
+_CF_UNITS = {"second": 1 / 60, "seconds": 1 / 60, "sec": 1 / 60, "secs": 1 / 60, "s": 1 / 60,
+             "minute": 1, "minutes": 1, "min": 1, "mins": 1,
+             "hour": 60, "hours": 60, "hr": 60, "hrs": 60, "h": 60, "day": 1440, "days": 1440, "d": 1440}
+#: The CF calendars that numpy's ``datetime64`` (proleptic Gregorian) counts exactly.
+_CF_CALENDARS = ("standard", "gregorian", "proleptic_gregorian")
+
+
+def decode_cf_times(values: Any, units: Any, calendar: Any = None) -> np.ndarray:
+    """CF (netCDF) time values -> ``datetime64[m]``: ``values`` counted in ``units`` such as
+    ``"minutes since 2020-01-01 00:00:00"`` (seconds, minutes, hours or days since a date).
+
+    ``calendar`` may be ``None`` (CF's default, ``"standard"``), ``"standard"``, ``"gregorian"``
+    or ``"proleptic_gregorian"``; the first two differ from numpy's proleptic Gregorian count only
+    before 1582-10-15, which is refused. Other calendars (``"noleap"``, ``"360_day"``...) are
+    refused too: their days are not numpy's.
+
+    Raises:
+        ValueError: the units are not ``"<unit> since <date>"``, the calendar is another one, or a
+            time is not a whole number of minutes; the message shows what was found.
+
+    Shape:
+        ``(T,)`` -> ``(T,)``
+
+    Example::
+
+        >>> decode_cf_times([0, 90], "minutes since 2020-01-01 00:00:00")
+        array(['2020-01-01T00:00', '2020-01-01T01:30'], dtype='datetime64[m]')
+    """
+    units = units.decode() if isinstance(units, bytes) else units
+    calendar = (calendar.decode() if isinstance(calendar, bytes) else calendar) or "standard"
+    if not isinstance(units, str) or " since " not in units:
+        raise ValueError(f"CF time units must read '<unit> since <date>' (e.g. 'minutes since 2020-01-01'), "
+                         f"got {units!r}")
+    unit, origin = (part.strip() for part in units.split(" since ", 1))
+    if unit.lower() not in _CF_UNITS:
+        raise ValueError(f"CF time units {units!r}: unknown unit {unit!r}; seconds, minutes, hours or days")
+    if str(calendar).lower() not in _CF_CALENDARS:
+        raise ValueError(f"CF calendar {calendar!r} is not read here; the calendars read are {list(_CF_CALENDARS)}")
+    start = _cf_origin(origin, units)
+    minutes = np.asarray(values, dtype=np.float64).ravel() * _CF_UNITS[unit.lower()]
+    if not np.all(np.isfinite(minutes)) or np.any(np.abs(minutes - np.round(minutes)) > 1e-6):
+        raise ValueError(f"CF times in {units!r} must be finite whole minutes, e.g. got {minutes[:3].tolist()} minutes")
+    times = start + np.round(minutes).astype(np.int64).astype("timedelta64[m]")
+    if str(calendar).lower() != "proleptic_gregorian" and times.size and times.min() < np.datetime64("1582-10-15"):
+        raise ValueError(f"CF calendar {calendar!r} counts dates before 1582-10-15 in the Julian calendar, which "
+                         f"is not read here")
+    return times
+
+
+def _cf_origin(origin: str, units: str) -> np.datetime64:
+    """The date of CF time units (``"2020-01-01"``, ``"2020-01-01 00:00:00"``, ``"...T00:00Z"``,
+    ``"... UTC"``) as ``datetime64[m]``; other time zones are refused."""
+    text = origin.replace("T", " ").strip()
+    for zone in ("UTC", "Z", "+00:00", "+0000", "+00"):
+        if text.endswith(zone):
+            text = text[: -len(zone)].strip()
+    date, _, clock = text.partition(" ")
+    try:
+        return np.datetime64(f"{date}T{clock}" if clock else date, "m")
+    except ValueError:
+        raise ValueError(f"CF time units {units!r}: cannot read {origin!r} as a UTC date") from None
+
+
+def _common_step(timestamps: Any) -> int:
+    """The most common difference, in minutes, between consecutive time stamps."""
+    t = parse_timestamps(timestamps)
+    if t.size < 2:
+        raise ValueError("the step of a series needs at least two time stamps")
+    values, counts = np.unique(np.diff(t.astype(np.int64)), return_counts=True)
+    return int(values[np.argmax(counts)])
+
+
+def time_step(timestamps: Any) -> int:
+    """The step of a series in minutes: the most common difference between consecutive time
+    stamps.
+
+    Raises:
+        ValueError: fewer than two time stamps, or a step that is not positive.
+
+    Example::
+
+        >>> time_step(np.array(["201408040000", "201408040030", "201408040100"]))
+        30
+    """
+    step = _common_step(timestamps)
+    if step <= 0:
+        raise ValueError(f"the time stamps' step is {step} minutes; time stamps must increase")
+    return step
+
+
 def steps_per_day(timestamps: Any) -> int:
     """How many steps of the series make one day: ``1440 / step`` with ``step`` the most common
-    difference (in minutes) between consecutive time stamps.
+    difference (in minutes) between consecutive time stamps (:func:`time_step`).
 
     Raises:
         ValueError: the step does not divide a day (e.g. 7 minutes), is not positive, or the
@@ -91,12 +184,7 @@ def steps_per_day(timestamps: Any) -> int:
         >>> steps_per_day(np.array(["2014080401", "2014080402", "2014080403"]))
         24
     """
-    t = parse_timestamps(timestamps)
-    if t.size < 2:
-        raise ValueError("the step of a series needs at least two time stamps")
-    diffs = np.diff(t.astype(np.int64))
-    values, counts = np.unique(diffs, return_counts=True)
-    step = int(values[np.argmax(counts)])
+    step = _common_step(timestamps)
     if step <= 0 or 1440 % step:
         raise ValueError(f"the time stamps' step is {step} minutes, which does not divide a day; give the "
                          f"intervals as steps (--period-interval, --trend-interval or --steps-per-day)")
