@@ -8,7 +8,7 @@ built there (``python -m build``), or from a git URL.
 from __future__ import annotations
 
 #: The optional extras of ``pyproject.toml``.
-EXTRAS = ("train", "onnx", "openvino", "radar", "docs", "test", "bench-tf")
+EXTRAS = ("train", "onnx", "openvino", "radar", "zarr", "docs", "test", "bench-tf")
 
 
 def wheel_name() -> str:

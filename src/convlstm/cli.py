@@ -502,14 +502,16 @@ def _add_predict_command(sub: "argparse._SubParsersAction") -> None:
 
     p = sub.add_parser("predict", formatter_class=_Formatter, help="forecast from a grid file",
                        description="Forecast the frames after the end of a grid series (or after every window "
-                                   "with --all-windows) and write them in the data's units to .npy or netCDF "
-                                   "(.nc), shaped (samples, lead_time, rows, cols, channels).",
+                                   "with --all-windows) and write them in the data's units to .npy, shaped "
+                                   "(samples, lead_time, rows, cols, channels), or to a CF-1.8 netCDF (.nc) or "
+                                   "Zarr (.zarr) dataset with issue times, lead times, valid times and the "
+                                   "input's coordinates.",
                        epilog="examples:\n  convlstm predict runs/flow latest.npy --out next3h.npy\n"
                               "  convlstm predict runs/radar/checkpoints/best.ckpt radar.nc --key rain --layout THW "
                               "--all-windows --out nowcasts.nc")
     p.add_argument("checkpoint", metavar="RUN|CKPT", help="a run folder or a .ckpt file")
     p.add_argument("inputs", metavar="FILE", help="grid series to forecast from (at least input_steps frames)")
-    p.add_argument("--out", required=True, metavar="FILE", help="output file, .npy or .nc")
+    p.add_argument("--out", required=True, metavar="FILE", help="output file, .npy, .nc or .zarr")
     p.add_argument("--key", default=None, help="array / dataset / variable in FILE (default: the run's, unless "
                                                 "FILE is a .npy file)")
     p.add_argument("--layout", default=None, type=str.upper, choices=LAYOUTS,

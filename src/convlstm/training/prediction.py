@@ -2,8 +2,9 @@
 
 The steps: load the model and its data state -> read the file as in training (key, layout,
 unit conversion) -> choose the windows to forecast from (the last one, or every one) -> handle
-gaps as the run did -> forecast batch by batch (scale, model, unscale, clamp) -> write ``.npy``
-or netCDF atomically.
+gaps as the run did -> forecast batch by batch (scale, model, unscale, clamp) -> write ``.npy``,
+or a CF-1.8 netCDF or Zarr dataset with the forecasts' times and the input's coordinates
+(:mod:`~convlstm.training.forecast_file`), atomically.
 """
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ import torch
 import torch.nn as nn
 
 from .._errors import ParameterError
-from .._io import atomic_path, atomic_write
 from .datamodule import run_source_options
+from .forecast_file import ForecastSource, check_out, forecast_times, write_forecast
 from .multiscale import MultiScale
 from .runs import (PathLike, check_nonnegative_option, data_state, find_checkpoint, is_run, load_module,
                    torch_device)
@@ -27,9 +28,11 @@ __all__ = ["predict"]
 
 @dataclass
 class _Windows:
-    """The windows to forecast from: each an array of time indices into the file, and the
+    """The windows to forecast from: each an array of time indices into the file, the file's index
+    of each one's last observed step ``issue`` (the first target is ``issue + gap + 1``), and the
     calendar/external features of each window's first target (multi-scale runs) or ``None``."""
     indices: List[np.ndarray]
+    issue: np.ndarray
     features: Optional[np.ndarray] = None
 
 
@@ -38,7 +41,10 @@ def predict(checkpoint: PathLike, inputs: PathLike, out: PathLike, *, key: Optio
             device: Optional[str] = None, model: Optional[nn.Module] = None,
             nonnegative: Optional[bool] = None) -> Path:
     """Forecast from the grid series in the file ``inputs`` and write the forecasts, in the data's
-    units, to ``out`` (``.npy``, or ``.nc`` netCDF with a ``forecast`` variable).
+    units, to ``out``: ``.npy``, or a CF-1.8 dataset in ``.nc`` (netCDF) or ``.zarr`` (needs
+    xarray and zarr) with a ``forecast`` variable ``(time, lead_time, y, x, channel)``, the issue
+    ``time`` of each forecast (the stamp of its last observed step), ``lead_time``, ``valid_time``,
+    ``input_end`` and the input's spatial coordinates (:mod:`~convlstm.training.forecast_file`).
 
     The file is read as in training: with the run's ``key`` and ``layout`` unless they are given
     (the key only where the file can hold several arrays, see
@@ -51,16 +57,16 @@ def predict(checkpoint: PathLike, inputs: PathLike, out: PathLike, *, key: Optio
     last ``input_steps`` frames (shape ``(1, T_out, rows, cols, channels)``). With
     ``all_windows=True`` a forecast from every window of ``input_steps`` frames, starting every
     ``stride`` steps (shape ``(N, T_out, ...)``; in netCDF ``input_end`` gives the index of each
-    window's last input frame).
+    window's last input frame). Frame ``k`` (1, 2, ...) of a forecast issued after step ``i`` is
+    step ``i + gap + k`` of the file (its time stamp, or the stamps continued past the end). A file without time stamps gives ``lead_time`` in steps (or in minutes when the run
+    knows its step) and no ``time``/``valid_time``; its ``comment`` attribute says so.
 
     A checkpoint trained on closeness/period/trend samples forecasts the same way: its inputs are
     the stacked lags before the first target (which follows the series' end), with the calendar
     features of that target time (its time stamp continues the file's) and the external series at
     the last observed step; ``all_windows=True`` gives every target whose oldest lag is in the file.
     """
-    out = Path(out)
-    if out.suffix.lower() not in (".npy", ".nc"):
-        raise ParameterError("out", f"out must end in .npy or .nc (netCDF), got {str(out)!r}")
+    out = check_out(out)
     if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
         raise ParameterError("stride", f"stride must be an integer >= 1, got {stride!r}")
     check_nonnegative_option(nonnegative)
@@ -71,30 +77,54 @@ def predict(checkpoint: PathLike, inputs: PathLike, out: PathLike, *, key: Optio
     ckpt_path = find_checkpoint(checkpoint)
     module, ckpt = load_module(ckpt_path, model=model)
     state = data_state(ckpt, ckpt_path, " with its scaler")
-    series, layout = _read_series(state, inputs, key, layout)
+    series, key, layout = _read_series(state, inputs, key, layout)
     windows = _choose_windows(state, series, inputs, all_windows, stride)
     series = _finite_inputs(series, windows.indices, state.get("fill_nan"), str(inputs))
     clamp = bool(state.get("nonnegative")) if nonnegative is None else nonnegative
     forecast = _forecast(module.to(torch_device(device)), state, series, windows, batch_size, clamp)
-    _write_forecast(out, forecast, windows, state, ckpt_path)
+    times = source = None
+    if out.suffix.lower() != ".npy":
+        leads = int(state["gap"]) + np.arange(1, forecast.shape[1] + 1)
+        times = forecast_times(windows.issue, np.array([int(w.max()) for w in windows.indices]), leads, inputs,
+                               int(series.shape[0]), state)
+        source = _source(ckpt, ckpt_path, state, inputs, key, layout)
+    write_forecast(out, forecast, times, source)
     return out
+
+
+def _source(ckpt: Dict[str, Any], ckpt_path: Path, state: Dict[str, Any], inputs: PathLike, key: Optional[str],
+            layout: str) -> ForecastSource:
+    """What the forecast file says of its origin: the model, the paths, the units (the run's, or
+    the input variable's own when the run converts nothing) and the input's coordinates."""
+    from ..data.coordinates import grid_coordinates
+    from ..data.units import UnitConversion
+
+    coords = grid_coordinates(inputs, key, layout) if key else None
+    units = str(state.get("units") or "")
+    if not units and coords is not None and UnitConversion.from_state_dict(state.get("conversion")).is_identity():
+        units = str(coords.grid_attrs.get("units", ""))
+    model = (ckpt.get("hyper_parameters") or {}).get("model")
+    return ForecastSource(model=str(model or "custom"), checkpoint=str(ckpt_path), inputs=str(inputs), key=key,
+                          units=units, coords=coords)
 
 
 def _read_series(state: Dict[str, Any], inputs: PathLike, key: Optional[str], layout: Optional[str]):
     """The file's series in physical units (the run's unit conversion), checked against the
-    frames the model was trained on. Returns ``(series, layout)``."""
+    frames the model was trained on. Returns ``(series, key, layout)``, the key and layout it was
+    read with."""
     from .. import data as _data
     from ..data.units import UnitConversion
 
     key, layout = run_source_options(state, inputs, key, layout)
-    series = UnitConversion.from_state_dict(state.get("conversion")).wrap(
-        _data.load_grid(inputs, key=key, layout=layout))
+    grid = _data.load_grid(inputs, key=key, layout=layout)
+    key = getattr(grid, "key", key)  # a netCDF or HDF5 file's variable, also when chosen by the reader
+    series = UnitConversion.from_state_dict(state.get("conversion")).wrap(grid)
     frame = tuple(state["sample_shape"])
     if tuple(series.shape[1:]) != frame:
         raise ParameterError("layout", f"inputs {str(inputs)!r} has frames of shape (rows, cols, channels) = "
                                        f"{tuple(series.shape[1:])} after layout={layout!r}, but the model was "
                                        f"trained on {frame}")
-    return series, layout
+    return series, key, layout
 
 
 def _choose_windows(state: Dict[str, Any], series: Any, inputs: PathLike, all_windows: bool,
@@ -108,7 +138,7 @@ def _choose_windows(state: Dict[str, Any], series: Any, inputs: PathLike, all_wi
         if n < t_in:
             raise ValueError(f"inputs {str(inputs)!r} has {n} time steps; the model needs input_steps={t_in}")
         starts = list(range(0, n - t_in + 1, stride)) if all_windows else [n - t_in]
-        return _Windows([np.arange(s, s + t_in) for s in starts])
+        return _Windows([np.arange(s, s + t_in) for s in starts], np.array(starts, dtype=np.int64) + t_in - 1)
     from .multiscale import load_times
 
     gap = int(state["gap"])
@@ -119,7 +149,7 @@ def _choose_windows(state: Dict[str, Any], series: Any, inputs: PathLike, all_wi
                          f"{-int(lags.min())} steps back")
     targets = np.arange(-int(lags.min()), n + gap + 1, stride) if all_windows else np.array([n + gap])
     features, _ = ms.feature_rows(targets, load_times(str(inputs), n), n, gap, str(inputs))
-    return _Windows([t + lags for t in targets], features)
+    return _Windows([t + lags for t in targets], targets - gap - 1, features)
 
 
 def _finite_inputs(series: Any, windows: Sequence[np.ndarray], fill_nan: Any, name: str) -> Any:
@@ -172,27 +202,3 @@ def _forecast(module: nn.Module, state: Dict[str, Any], series: Any, windows: _W
             fc = scaler.inverse_transform(module(x, f).float())
             outs.append((fc.clamp_min(0.0) if clamp else fc).cpu().numpy())
     return np.concatenate(outs).astype(np.float32)
-
-
-def _write_forecast(out: Path, forecast: np.ndarray, windows: _Windows, state: Dict[str, Any],
-                    ckpt_path: Path) -> None:
-    if out.suffix.lower() == ".npy":
-        with atomic_write(out, "wb") as fh:
-            np.save(fh, forecast, allow_pickle=False)
-        return
-    import h5netcdf
-
-    with atomic_path(out) as tmp:
-        with h5netcdf.File(tmp, "w") as f:
-            names = ("sample", "lead_time", "row", "col", "channel")
-            f.dimensions = dict(zip(names, forecast.shape))
-            v = f.create_variable("forecast", names, data=forecast)
-            v.attrs["description"] = "ConvLSTM forecast in the data's units"
-            if state.get("units"):
-                v.attrs["units"] = str(state["units"])
-            v.attrs["checkpoint"] = str(ckpt_path)
-            ends = np.array([int(w.max()) for w in windows.indices])
-            e = f.create_variable("input_end", ("sample",), data=ends)
-            e.attrs["description"] = "time index (in the input file) of each sample's last input frame"
-            lt = f.create_variable("lead_time", ("lead_time",), data=np.arange(1, forecast.shape[1] + 1))
-            lt.attrs["description"] = "steps after the last input frame"
