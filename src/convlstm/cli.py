@@ -203,10 +203,10 @@ def _add_fit_multiscale_options(p: argparse.ArgumentParser) -> None:
                  "samples: a sample belongs to the part of its target, its inputs may reach back into earlier parts")
     _option(g, "--period", type=int, metavar="N",
             help="frames at the target's time on the N previous days (default with --model st-convlstm: 1, with "
-                 "--trend 1 and --calendar, when the file's time stamps give the day and training holds two weeks; "
-                 "else 0)")
+                 "--calendar, when the file's time stamps give the day and training holds a week; else 0)")
     _option(g, "--trend", type=int, metavar="N",
-            help="frames at the target's time in the N previous weeks (default: as --period)")
+            help="frames at the target's time in the N previous weeks (default with --model st-convlstm: 1 when "
+                 "training holds four weeks of a known day; else 0)")
     _option(g, "--period-interval", type=int, metavar="STEPS",
             help="steps between period frames (default: one day)")
     _option(g, "--trend-interval", type=int, metavar="STEPS", help="steps between trend frames (default: one week)")

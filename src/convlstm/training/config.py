@@ -142,8 +142,9 @@ class FitConfig:
             (:class:`convlstm.data.MultiScaleWindowDataset`; a sample belongs to the part of its
             target, its inputs may reach back into earlier parts). ``None``: ``closeness`` =
             ``input_steps``; ``period``/``trend``/``calendar``: automatic for a model that takes
-            the streams and features (``st-convlstm``: 1, 1 and on with time stamps and two weeks of
-            training, see :func:`convlstm.training.multiscale.auto_streams`), else 0/off. Setting any of them, ``calendar``,
+            the streams and features (``st-convlstm``: period 1 and calendar on with time stamps and a
+            week of training, trend 1 with four weeks, see
+            :func:`convlstm.training.multiscale.auto_streams`), else 0/off. Setting any of them, ``calendar``,
             ``holidays`` or ``external`` switches to multi-scale samples.
         period_interval, trend_interval: the streams' intervals in steps (default: one day and
             one week, from the file's time stamps or ``steps_per_day``).
