@@ -100,12 +100,18 @@ def test_automatic_streams_and_intervals(tmp_path):
     from convlstm.training.fitting import datamodule_from_config
 
     data = str(hourly_file(tmp_path))
-    # st-convlstm takes streams and features: time stamps give 24 steps a day and training holds 2 weeks
-    # (353 >= 336 steps), so period, trend and the calendar come on
+    # st-convlstm takes streams and features: time stamps give 24 steps a day and training holds
+    # 353 steps: a week (168) but not four (672), so the period and the calendar come on, not the trend
     dm = datamodule_from_config(FitConfig(data=data, key="data", output_steps=1, model="st-convlstm"))
     dm.setup()
-    assert dm.streams == (6, 1, 1) and dm.input_steps == 8 and dm.num_features == 6
-    assert dm.datasets["train"].dropped == 168 and dm.datasets["test"].dropped == 0
+    assert dm.streams == (6, 1, 0) and dm.input_steps == 7 and dm.num_features == 6
+    assert dm.datasets["train"].dropped == 24 and dm.datasets["test"].dropped == 0
+    # six weeks: 705 training steps, the week-old lag too (it drops the first week's 168 samples)
+    (tmp_path / "long").mkdir()
+    long = datamodule_from_config(FitConfig(data=str(hourly_file(tmp_path / "long", weeks=6)), key="data",
+                                            output_steps=1, model="st-convlstm"))
+    long.setup()
+    assert long.streams == (6, 1, 1) and long.datasets["train"].dropped == 168
     # explicit streams win; the calendar follows them (no period or trend: no calendar)
     dm = datamodule_from_config(FitConfig(data=data, key="data", output_steps=1, model="st-convlstm", closeness=3,
                                            period=0, trend=0))
@@ -115,10 +121,10 @@ def test_automatic_streams_and_intervals(tmp_path):
     dm = datamodule_from_config(FitConfig(data=data, key="data", output_steps=1))
     dm.setup()
     assert dm.streams is None and dm.input_steps == 6 and dm.num_features == 0
-    short = GridDataModule(path=str(hourly_file(tmp_path / "..", weeks=2)), key="data", input_steps=6,
+    short = GridDataModule(path=str(hourly_file(tmp_path / "..", weeks=1)), key="data", input_steps=6,
                            output_steps=1, multiscale=MultiScale(model_takes_streams=True))
     short.setup()
-    assert short.streams is None and short.input_steps == 6          # 235 training steps: plain windows
+    assert short.streams is None and short.input_steps == 6          # 117 training steps: plain windows
     # no time stamps: the day comes from steps_per_day
     series = np.random.default_rng(0).random((200, 3, 3, 1)).astype(np.float32)
     dm = GridDataModule(series, input_steps=2, output_steps=1, multiscale=MultiScale(period=2, steps_per_day=12))
