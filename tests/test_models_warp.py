@@ -3,6 +3,8 @@ counts worked out by hand, the persistence start, scheduled sampling, checkpoint
 check on a tiny moving field."""
 import math
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -294,3 +296,31 @@ def test_docstring_examples_run():
 
     result = doctest.testmod(warp, extraglobs={"torch": torch}, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted >= 10, result
+
+
+def test_untrained_lucas_kanade_warp_is_pysteps_extrapolation():
+    """motion='lucas-kanade' starts from pysteps's own extrapolation nowcast (its Lucas-Kanade
+    motion and semi-Lagrangian advection, called through convlstm.extrapolation)."""
+    pytest.importorskip("pysteps")
+    from convlstm.extrapolation import extrapolation_forecast
+
+    rows, cols = np.mgrid[:64, :64]
+    frames = np.stack([np.exp(-((rows - 20 - k) ** 2 + (cols - 20 - 2 * k) ** 2) / 30.0)
+                       + 0.5 * np.exp(-((rows - 40 - k) ** 2 + (cols - 30 - 2 * k) ** 2) / 20.0)
+                       for k in range(5)]).astype(np.float32)
+    x = torch.from_numpy(frames)[None, :, :, :, None]
+    model = MotionWarpForecaster(channels=1, output_steps=3, motion="lucas-kanade", frame_size=(64, 64))
+    with torch.no_grad():
+        forecast = model(x)
+    np.testing.assert_allclose(forecast.numpy(), extrapolation_forecast(x.numpy(), 3), atol=1e-5)
+    assert model.starts_from == "extrapolation"
+    with torch.no_grad():
+        assert torch.equal(model.start_forecast(x), forecast)
+
+
+def test_a_lucas_kanade_model_is_refused_by_onnx_export_by_name(tmp_path):
+    from convlstm.onnx import export
+
+    model = MotionWarpForecaster(channels=1, output_steps=2, motion="lucas-kanade", frame_size=(16, 16))
+    with pytest.raises(ValueError, match="motion='lucas-kanade' measures the motion with pysteps"):
+        export(model, tmp_path / "m.onnx", torch.zeros(1, 4, 16, 16, 1))

@@ -40,7 +40,8 @@ sharp, the demo's choice). The heads:
 =============  ==================================================================================
 
 The decoder's last convolutions start at zero: an untrained ``residual`` model forecasts
-persistence, an untrained ``warp`` model block-matching extrapolation (persistence with
+persistence, an untrained ``warp`` model block-matching extrapolation (with
+``motion="lucas-kanade"``, pysteps's Lucas-Kanade extrapolation; persistence with
 ``motion="learned"``), an untrained ``kernel`` model nearly persistence.
 
 The network: every frame, with its difference from the frame before, goes through a
@@ -61,6 +62,7 @@ from __future__ import annotations
 import math
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -73,11 +75,11 @@ from ._common import check_model_input, int_tuple, optional_positive_int
 from .blending import BlendTowardStart
 from .registry import register_model
 
-__all__ = ["MotionWarpForecaster", "auto_patch_size", "warp_frame"]
+__all__ = ["MotionWarpForecaster", "auto_patch_size", "warp_frame", "lucas_kanade_motion"]
 
 HEADS = ("warp", "kernel", "residual", "direct")
 FLOWS = ("coarse", "fine")
-MOTIONS = ("block-matching", "learned")
+MOTIONS = ("block-matching", "lucas-kanade", "learned")
 PADDING_MODES = ("border", "zeros", "reflection")
 #: ``patch_size="auto"`` keeps the ConvLSTM grid at most this many cells (64 x 64).
 AUTO_MAX_CELLS = 64 * 64
@@ -168,6 +170,32 @@ def apply_local_kernels(frame: torch.Tensor, logits: torch.Tensor, radius: int,
 
 
 @torch.no_grad()
+def lucas_kanade_motion(frames: torch.Tensor) -> torch.Tensor:
+    r"""pysteps's dense Lucas-Kanade optical flow of each sample's frames, as a backward
+    displacement for :func:`warp_frame`: :math:`u = -V`, with :math:`V` the motion (pixels per
+    step, x then y) that ``pysteps.motion.get_method("lucaskanade")`` finds in the frames averaged
+    over channels (the extrapolation baseline's estimate; its features are found on each frame
+    scaled to 0-255, so the data's scaling does not matter). On the CPU, in float64, no gradient.
+
+    Args:
+        frames: :math:`(B, T, C, H, W)`, :math:`T \ge 2`, finite.
+
+    Returns:
+        :math:`(B, 2, H, W)`, on the frames' device and dtype.
+    """
+    import contextlib
+    import io
+
+    from ..extrapolation import require_pysteps
+
+    motion, _ = require_pysteps()
+    estimate = motion.get_method("lucaskanade")
+    fields = frames.detach().double().mean(dim=2).cpu().numpy()          # (B, T, H, W)
+    with contextlib.redirect_stdout(io.StringIO()):
+        velocity = [estimate(f) for f in fields]
+    return -torch.as_tensor(np.stack(velocity), dtype=frames.dtype, device=frames.device)
+
+
 def block_matching(previous: torch.Tensor, current: torch.Tensor, radius: int,
                    window: Optional[int] = None) -> torch.Tensor:
     r"""The motion between two frames by block matching: for every pixel :math:`p`, the offset
@@ -318,7 +346,10 @@ class MotionWarpForecaster(BlendTowardStart, nn.Module):
         kernel_radius (int): :math:`R` of the ``kernel`` head's :math:`(2R+1)^2` window. Default 4.
         motion (str): ``"block-matching"`` (the warp starts from :func:`block_matching`'s motion
             between the last two input frames, matched on frames averaged down to at most
-            64 x 64 cells) or ``"learned"`` (from rest). Default ``"block-matching"``.
+            64 x 64 cells), ``"lucas-kanade"`` (from pysteps's dense Lucas-Kanade optical flow of
+            all input frames, as the extrapolation baseline measures it: needs pysteps, runs on
+            the CPU per sample, is not exported to ONNX) or ``"learned"`` (from rest). Default
+            ``"block-matching"``.
         motion_radius (int): the largest motion block matching finds, in pixels per step. Default 8.
         input_steps (int or None): :math:`T_{in}`, checked on input; ``None`` accepts any. Default None.
         output_steps (int): :math:`K`, frames forecast. Default 3.
@@ -394,9 +425,13 @@ class MotionWarpForecaster(BlendTowardStart, nn.Module):
         #: the baseline an untrained model forecasts (its decoder's last convolutions start at zero), or
         #: None: ``fit --start-from auto`` wraps only models without one (:class:`StartFromBaseline`)
         self.starts_from = None if self.output_activation is not _activations.linear else {
-            "warp": "extrapolation" if self.motion == "block-matching" else "persistence",
+            "warp": "persistence" if self.motion == "learned" else "extrapolation",
             "residual": "persistence", "kernel": "persistence"}.get(self.head)
-        self._init_blend(self.output_steps, self.in_channels)  # toward starts_from's forecast, chosen after training
+        self._init_blend(self.output_steps, self.in_channels)
+        #: why an ONNX graph cannot hold this model (None: it can), read by convlstm.onnx.export
+        self.onnx_unexportable = None if self.motion != "lucas-kanade" else (
+            "motion='lucas-kanade' measures the motion with pysteps on the CPU, outside the graph; export a model "
+            "trained with motion='block-matching' (the default)")  # toward starts_from's forecast, chosen after training
         self.frame_size = None if frame_size is None else int_tuple("frame_size", frame_size, 2)
         if self.patch_size is None and self.frame_size is not None:
             self.patch_size = auto_patch_size(*self.frame_size)
@@ -450,6 +485,13 @@ class MotionWarpForecaster(BlendTowardStart, nn.Module):
                                math.ceil(self.motion_radius / p))
         return F.interpolate(cells * p, size=frame.shape[-2:], mode="bilinear", align_corners=False)
 
+    def _observed_motion(self, frames: torch.Tensor) -> torch.Tensor:
+        """The backward displacement (B, 2, H, W) the input frames (B, T, C, H, W) show, per step:
+        block matching of the last two, or pysteps's Lucas-Kanade of all (:func:`lucas_kanade_motion`)."""
+        if self.motion == "lucas-kanade":
+            return lucas_kanade_motion(frames)
+        return self._motion(frames[:, -1], frames[:, -2])
+
     def _channels_first_padded(self, seq: torch.Tensor) -> torch.Tensor:
         """(B, T, H, W, C) -> (B, T, C, H', W'), rows and cols padded (edge values) to multiples of
         the patch size."""
@@ -459,13 +501,12 @@ class MotionWarpForecaster(BlendTowardStart, nn.Module):
             seq = F.pad(seq.flatten(0, 1), (0, pad_c, 0, pad_r), mode="replicate").unflatten(0, seq.shape[:2])
         return seq
 
-    def _start_frames(self, last: torch.Tensor, previous: torch.Tensor) -> List[torch.Tensor]:
+    def _start_frames(self, last: torch.Tensor, observed: Optional[torch.Tensor]) -> List[torch.Tensor]:
         """The untrained model's forecast (``starts_from``), one frame per lead time, channels first:
-        the last frame carried along the observed motion continued (block-matching
-        extrapolation), or the last frame itself."""
-        if self.starts_from != "extrapolation":
+        the last frame carried along the ``observed`` motion continued (extrapolation), or the
+        last frame itself (no motion: persistence)."""
+        if self.starts_from != "extrapolation" or observed is None:
             return [last] * self.output_steps
-        observed = self._motion(last, previous)
         frames, displacement = [], None
         for _ in range(self.output_steps):
             displacement = observed if displacement is None else displacement + warp_frame(observed, displacement,
@@ -483,8 +524,9 @@ class MotionWarpForecaster(BlendTowardStart, nn.Module):
             self._build(auto_patch_size(x.shape[2], x.shape[3]))
             self.to(device=x.device)
         frames = self._channels_first_padded(x)
-        previous = frames[:, -2] if frames.shape[1] > 1 else frames[:, -1]
-        start = torch.stack(self._start_frames(frames[:, -1], previous), dim=1)
+        observed = self._observed_motion(frames) if frames.shape[1] > 1 and self.starts_from == "extrapolation" \
+            else None
+        start = torch.stack(self._start_frames(frames[:, -1], observed), dim=1)
         return start[..., :x.shape[2], :x.shape[3]].movedim(2, -1)
 
     def _encode(self, frame: torch.Tensor, previous: torch.Tensor) -> List[torch.Tensor]:
@@ -531,11 +573,11 @@ class MotionWarpForecaster(BlendTowardStart, nn.Module):
         newest_input, previous_input = last, frames[:, -2] if t_in > 1 else last
         # block matching: start from the observed motion continued (extrapolation); learned: from rest
         observed = None
-        if self.head == "warp" and self.motion == "block-matching" and t_in > 1:
-            observed = self._motion(frames[:, -1], frames[:, -2])
+        if self.head == "warp" and self.motion != "learned" and t_in > 1:
+            observed = self._observed_motion(frames)
         learned = observed_displacement = None
         outputs = []
-        starts = self._start_frames(last, frames[:, -2] if t_in > 1 else last) if self._blending else None
+        starts = self._start_frames(last, observed) if self._blending else None
         for k in range(self.output_steps):
             head, top = self.decoder(h, skips)
             if self.head == "warp":

@@ -175,6 +175,15 @@ def dynamic_examples(args: tuple, *, batch: bool, time: bool, spatial: bool, cha
     return pytree.tree_unflatten(new_leaves, spec), pytree.tree_unflatten(shapes, spec)
 
 
+def _check_exportable(module: nn.Module) -> None:
+    """Refuse a model part of whose forecast is computed outside torch (a submodule's
+    ``onnx_unexportable`` says what and what to do instead): a trace would freeze it as constants."""
+    for sub in module.modules():
+        why = getattr(sub, "onnx_unexportable", None)
+        if why:
+            raise ValueError(f"this model cannot be exported to ONNX: {why}")
+
+
 def export(module: nn.Module, path: PathLike, example_inputs, *, input_names: Optional[Sequence[str]] = None,
            output_names: Optional[Sequence[str]] = None, opset_version: int = DEFAULT_OPSET,
            dynamic_batch: bool = True, dynamic_time: bool = True, dynamic_spatial: Union[bool, str] = "auto",
@@ -234,6 +243,7 @@ def export(module: nn.Module, path: PathLike, example_inputs, *, input_names: Op
     """
     args = _as_args(example_inputs)
     _check_states(module)
+    _check_exportable(module)
     n_inputs = sum(isinstance(t, torch.Tensor) for t in pytree.tree_leaves(args))
     if input_names is None:
         input_names = [f"input_{i}" for i in range(n_inputs)]
