@@ -324,3 +324,16 @@ def test_a_lucas_kanade_model_is_refused_by_onnx_export_by_name(tmp_path):
     model = MotionWarpForecaster(channels=1, output_steps=2, motion="lucas-kanade", frame_size=(16, 16))
     with pytest.raises(ValueError, match="motion='lucas-kanade' measures the motion with pysteps"):
         export(model, tmp_path / "m.onnx", torch.zeros(1, 4, 16, 16, 1))
+
+
+def test_the_memory_probe_estimates_a_lucas_kanade_model():
+    """The probe's fake tensors hold no values for pysteps: the motion is taken as zero, of its size;
+    without block matching's (2r+1)^2 cost maps the estimate is smaller."""
+    from convlstm.training.memory import estimate_training_memory
+
+    sizes = []
+    for motion in ("lucas-kanade", "block-matching"):
+        torch.manual_seed(0)
+        model = MotionWarpForecaster(channels=1, output_steps=2, motion=motion, frame_size=(32, 32), filters=(4,))
+        sizes.append(estimate_training_memory(model, (4, 32, 32, 1), (2, 32, 32, 1)).total(8))
+    assert 0 < sizes[0] < sizes[1]

@@ -170,6 +170,12 @@ def apply_local_kernels(frame: torch.Tensor, logits: torch.Tensor, radius: int,
 
 
 @torch.no_grad()
+def _is_fake(t: torch.Tensor) -> bool:
+    from torch._subclasses.fake_tensor import is_fake
+
+    return t.is_meta or is_fake(t)
+
+
 def lucas_kanade_motion(frames: torch.Tensor) -> torch.Tensor:
     r"""pysteps's dense Lucas-Kanade optical flow of each sample's frames, as a backward
     displacement for :func:`warp_frame`: :math:`u = -V`, with :math:`V` the motion (pixels per
@@ -188,6 +194,9 @@ def lucas_kanade_motion(frames: torch.Tensor) -> torch.Tensor:
 
     from ..extrapolation import require_pysteps
 
+    b, _, _, h, w = frames.shape
+    if _is_fake(frames):  # the memory probe's tensors hold no values: the motion's size is what counts
+        return frames.new_zeros(b, 2, h, w)
     motion, _ = require_pysteps()
     estimate = motion.get_method("lucaskanade")
     fields = frames.detach().double().mean(dim=2).cpu().numpy()          # (B, T, H, W)
