@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -124,6 +125,8 @@ def run_one(name: str, out: Path, shared: Path, heldout: Path, reuse: bool = Fal
     if spec["how"] == "fit" and reuse and (run_dir / "metrics.json").is_file():
         pass                                  # scored before: its metrics as they are
     elif spec["how"] == "fit":
+        if run_dir.exists():
+            shutil.rmtree(run_dir)           # the suite's own folder, fitted again
         _convlstm("fit", str(data), *spec["args"], "--run-dir", str(run_dir), "--no-progress",
                   log=out / f"{name.replace(' ', '-')}.log")
         if name.startswith("bikenyc"):   # the published comparison, in the paper's convention

@@ -337,3 +337,20 @@ def test_the_memory_probe_estimates_a_lucas_kanade_model():
         model = MotionWarpForecaster(channels=1, output_steps=2, motion=motion, frame_size=(32, 32), filters=(4,))
         sizes.append(estimate_training_memory(model, (4, 32, 32, 1), (2, 32, 32, 1)).total(8))
     assert 0 < sizes[0] < sizes[1]
+
+
+def test_the_motion_cache_returns_the_field_measured_on_the_same_frames():
+    pytest.importorskip("pysteps")
+    from convlstm.models.warp import MotionCache, lucas_kanade_motion
+
+    rng = np.random.default_rng(0)
+    frames = torch.from_numpy(rng.random((2, 4, 1, 32, 32)))
+    cache = MotionCache()
+    first = lucas_kanade_motion(frames, cache)
+    assert len(cache._fields) == 2
+    np.testing.assert_array_equal(lucas_kanade_motion(frames, cache).numpy(), first.numpy())
+    np.testing.assert_array_equal(lucas_kanade_motion(frames).numpy(), first.numpy())   # as without a cache
+    assert len(cache._fields) == 2
+    small = MotionCache(max_bytes=1)          # keeps the newest field only
+    lucas_kanade_motion(frames, small)
+    assert len(small._fields) == 1

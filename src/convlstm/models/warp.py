@@ -176,7 +176,31 @@ def _is_fake(t: torch.Tensor) -> bool:
     return t.is_meta or is_fake(t)
 
 
-def lucas_kanade_motion(frames: torch.Tensor) -> torch.Tensor:
+class MotionCache:
+    """Motion fields by the content of the frames they were measured on (a BLAKE2 digest of the
+    float64 fields), least recently used dropped beyond ``max_bytes``: a training run feeds the
+    same windows every epoch, and optical flow on the CPU costs more than the network's step."""
+
+    def __init__(self, max_bytes: int = 256 * 2 ** 20) -> None:
+        from collections import OrderedDict
+
+        self.max_bytes, self.bytes = int(max_bytes), 0
+        self._fields: "OrderedDict[bytes, np.ndarray]" = OrderedDict()
+
+    def get(self, key: bytes) -> Optional[np.ndarray]:
+        value = self._fields.get(key)
+        if value is not None:
+            self._fields.move_to_end(key)
+        return value
+
+    def put(self, key: bytes, value: np.ndarray) -> None:
+        self._fields[key] = value
+        self.bytes += value.nbytes
+        while self.bytes > self.max_bytes and len(self._fields) > 1:
+            self.bytes -= self._fields.popitem(last=False)[1].nbytes
+
+
+def lucas_kanade_motion(frames: torch.Tensor, cache: Optional[MotionCache] = None) -> torch.Tensor:
     r"""pysteps's dense Lucas-Kanade optical flow of each sample's frames, as a backward
     displacement for :func:`warp_frame`: :math:`u = -V`, with :math:`V` the motion (pixels per
     step, x then y) that ``pysteps.motion.get_method("lucaskanade")`` finds in the frames averaged
@@ -185,11 +209,13 @@ def lucas_kanade_motion(frames: torch.Tensor) -> torch.Tensor:
 
     Args:
         frames: :math:`(B, T, C, H, W)`, :math:`T \ge 2`, finite.
+        cache: a :class:`MotionCache` to look each sample's frames up in first (and keep its field).
 
     Returns:
         :math:`(B, 2, H, W)`, on the frames' device and dtype.
     """
     import contextlib
+    import hashlib
     import io
 
     from ..extrapolation import require_pysteps
@@ -200,8 +226,17 @@ def lucas_kanade_motion(frames: torch.Tensor) -> torch.Tensor:
     motion, _ = require_pysteps()
     estimate = motion.get_method("lucaskanade")
     fields = frames.detach().double().mean(dim=2).cpu().numpy()          # (B, T, H, W)
+    velocity = []
     with contextlib.redirect_stdout(io.StringIO()):
-        velocity = [estimate(f) for f in fields]
+        for f in fields:
+            key = hashlib.blake2b(np.ascontiguousarray(f).tobytes(), digest_size=16).digest()
+            key += str(f.shape).encode("ascii")
+            v = None if cache is None else cache.get(key)
+            if v is None:
+                v = np.asarray(estimate(f), dtype=np.float64)
+                if cache is not None:
+                    cache.put(key, v)
+            velocity.append(v)
     return -torch.as_tensor(np.stack(velocity), dtype=frames.dtype, device=frames.device)
 
 
@@ -437,6 +472,7 @@ class MotionWarpForecaster(BlendTowardStart, nn.Module):
             "warp": "persistence" if self.motion == "learned" else "extrapolation",
             "residual": "persistence", "kernel": "persistence"}.get(self.head)
         self._init_blend(self.output_steps, self.in_channels)
+        self._motion_cache = MotionCache() if self.motion == "lucas-kanade" else None
         #: why an ONNX graph cannot hold this model (None: it can), read by convlstm.onnx.export
         self.onnx_unexportable = None if self.motion != "lucas-kanade" else (
             "motion='lucas-kanade' measures the motion with pysteps on the CPU, outside the graph; export a model "
@@ -498,7 +534,7 @@ class MotionWarpForecaster(BlendTowardStart, nn.Module):
         """The backward displacement (B, 2, H, W) the input frames (B, T, C, H, W) show, per step:
         block matching of the last two, or pysteps's Lucas-Kanade of all (:func:`lucas_kanade_motion`)."""
         if self.motion == "lucas-kanade":
-            return lucas_kanade_motion(frames)
+            return lucas_kanade_motion(frames, self._motion_cache)
         return self._motion(frames[:, -1], frames[:, -2])
 
     def _channels_first_padded(self, seq: torch.Tensor) -> torch.Tensor:
