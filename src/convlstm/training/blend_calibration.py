@@ -21,6 +21,12 @@ _START_NAMES = {"extrapolation": "block-matching extrapolation", "persistence": 
                 "seasonal": "the seasonal value"}
 
 
+def _start_name(model: torch.nn.Module) -> str:
+    if model.starts_from == "extrapolation" and getattr(model, "motion", None) == "lucas-kanade":
+        return "Lucas-Kanade extrapolation"
+    return _START_NAMES.get(model.starts_from, model.starts_from)
+
+
 def _blendable(model: torch.nn.Module) -> Optional[BlendTowardStart]:
     return model if isinstance(model, BlendTowardStart) and getattr(model, "starts_from", None) else None
 
@@ -63,7 +69,7 @@ def calibrate_blend(module: torch.nn.Module, dm: GridDataModule) -> Optional[Dic
     blend_sse = float((err_start_w - 2 * wd * cross + wd ** 2 * squared).sum())
     model.set_blend(w)
     values = count * err_start.shape[0] * err_start.shape[1]
-    return {"start": _START_NAMES.get(model.starts_from, model.starts_from), "weights": w.tolist(),
+    return {"start": _start_name(model), "weights": w.tolist(),
             "val_mse": {"model": float(err_model.sum()) / values, "start": float(err_start.sum()) / values,
                         "blend": blend_sse / values}}
 
