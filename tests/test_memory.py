@@ -216,7 +216,7 @@ def _cfg(tmp_path, **kw):
 def test_fit_lowers_the_batch_size_to_the_limit(tmp_path, capsys):
     cfg = _cfg(tmp_path)
     module = ForecastModule(cfg.model, model_options=cfg.model_options, input_steps=4, output_steps=2,
-                            frame_shape=[16, 16, 1])
+                            frame_shape=[16, 16, 1], start_from=cfg.start_from)   # the model fit builds
     limit = mem.TrainingMemoryProbe(module, (4, 16, 16, 1), (2, 16, 16, 1))(5)  # what batch size 5 needs
     run_dir = fit(cfg, run_dir=str(tmp_path / "run"), memory_limit=limit)
     out = capsys.readouterr().out

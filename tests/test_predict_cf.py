@@ -1,8 +1,8 @@
-"""`predict`'s CF-1.8 forecast files: issue and valid times from the input's time stamps, lead
+"""`predict`'s CF-1.8 forecast files: reference and valid times from the input's time stamps, lead
 times, the input's spatial coordinates, provenance, and the same numbers as the `.npy` output.
 
 The expected times are computed here from the stamps written into the input file and the
-window arithmetic (a forecast issued after step i forecasts steps i + gap + k), not by the
+window arithmetic (a forecast made after step i forecasts steps i + gap + k), not by the
 package's own time code."""
 import doctest
 import warnings
@@ -160,7 +160,7 @@ def test_irregular_stamps_are_followed_and_said(run, tmp_path):
 
 def test_multiscale_run_times_continue_the_stamps(tmp_path):
     """closeness 2, period 1 x 4 steps, gap 1: a target t reads t-3, t-2 and t-4; the forecast is
-    issued after step t - 2 and its frames are t, t + 1."""
+    made after step t - 2 and its frames are t, t + 1."""
     run_dir = fit_run(tmp_path, "ms", input_steps=3, output_steps=2, gap=1, closeness=2, period=1, trend=0,
                       period_interval=4)
     ds = open_nc(predict(run_dir, tmp_path / "grid.npz", tmp_path / "f.nc", all_windows=True))

@@ -504,7 +504,7 @@ def _add_predict_command(sub: "argparse._SubParsersAction") -> None:
                        description="Forecast the frames after the end of a grid series (or after every window "
                                    "with --all-windows) and write them in the data's units to .npy, shaped "
                                    "(samples, lead_time, rows, cols, channels), or to a CF-1.8 netCDF (.nc) or "
-                                   "Zarr (.zarr) dataset with issue times, lead times, valid times and the "
+                                   "Zarr (.zarr) dataset with reference times, lead times, valid times and the "
                                    "input's coordinates.",
                        epilog="examples:\n  convlstm predict runs/flow latest.npy --out next3h.npy\n"
                               "  convlstm predict runs/radar/checkpoints/best.ckpt radar.nc --key rain --layout THW "

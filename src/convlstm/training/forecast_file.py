@@ -6,9 +6,9 @@ The dataset, for ``N`` forecasts of ``T_out`` frames of ``rows x cols`` cells an
 ``forecast(time, lead_time,     float32, in the run's units (``units``, ``long_name``); its
 y, x, channel)``                ``coordinates`` attribute names ``valid_time input_end`` and the
                                 copied auxiliary coordinates
-``time(time)``                  the issue time: the time stamp of each forecast's last observed
+``time(time)``                  the reference time: the time stamp of each forecast's last observed
                                 step, ``minutes since ...`` (``forecast_reference_time``)
-``lead_time(lead_time)``        minutes after the issue time (``forecast_period``; read as
+``lead_time(lead_time)``        minutes after the reference time (``forecast_period``; read as
                                 ``timedelta64``), or time steps when no step length is known
 ``valid_time(time, lead_time)`` the time each frame forecasts, ``minutes since ...``
 ``input_end(time)``             the index, in the input file, of each window's last input frame
@@ -16,7 +16,7 @@ y, x, channel)``                ``coordinates`` attribute names ``valid_time inp
                                 with integer indices
 ==============================  ===============================================================
 
-A forecast issued after step :math:`i` of the file (its last observed frame), from a run trained
+A forecast made after step :math:`i` of the file (its last observed frame), from a run trained
 with ``gap`` :math:`g`, forecasts steps :math:`i + g + k`, :math:`k = 1 \dots T_{out}`: its lead
 times are :math:`(g + k)\,\Delta` with :math:`\Delta` the step length, and its valid times the
 file's stamps of those steps (continued by :math:`\Delta` past the file's end). :math:`\Delta`
@@ -55,16 +55,16 @@ Variable = Tuple[Tuple[str, ...], np.ndarray, Dict[str, Any]]
 
 @dataclass
 class ForecastTimes:
-    """When each forecast is issued and what it forecasts.
+    """When each forecast is made and what it forecasts.
 
     Attributes:
-        issue: ``(N,)`` the file's index of each forecast's last observed step.
+        origin: ``(N,)`` the file's index of each forecast's last observed step.
         input_end: ``(N,)`` the file's index of each window's last input frame.
-        leads: ``(T_out,)`` the steps after ``issue`` that the frames forecast (``gap + 1 ...``).
+        leads: ``(T_out,)`` the steps after ``origin`` that the frames forecast (``gap + 1 ...``).
         stamps: ``(n,)`` the file's time stamps, ``datetime64[m]``, or ``None``.
         step: the step length in minutes, or ``None``; ``step_source`` says where it came from.
     """
-    issue: np.ndarray
+    origin: np.ndarray
     input_end: np.ndarray
     leads: np.ndarray
     stamps: Optional[np.ndarray] = None
@@ -81,7 +81,7 @@ class ForecastTimes:
 
     @property
     def regular(self) -> bool:
-        """Whether the file's stamps are ``step`` apart, so that valid = issue + lead time."""
+        """Whether the file's stamps are ``step`` apart, so that valid = origin + lead time."""
         return self.stamps is not None and bool(np.all(np.diff(self.stamps.astype(np.int64)) == self.step))
 
 
@@ -99,7 +99,7 @@ class ForecastSource:
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
 
 
-def forecast_times(issue: np.ndarray, input_end: np.ndarray, leads: np.ndarray, inputs: Any, n_time: int,
+def forecast_times(origin: np.ndarray, input_end: np.ndarray, leads: np.ndarray, inputs: Any, n_time: int,
                    state: Dict[str, Any]) -> ForecastTimes:
     """The :class:`ForecastTimes` of forecasts from the file ``inputs`` (``n_time`` steps): its time
     stamps when it has ``n_time`` of them, and the step from them, else from the run's data
@@ -125,7 +125,7 @@ def forecast_times(issue: np.ndarray, input_end: np.ndarray, leads: np.ndarray, 
         warnings.warn(f"inputs {str(inputs)!r} has one time stamp and the run no step length; the forecast file "
                       f"gets no times", stacklevel=3)
         stamps = None
-    times = ForecastTimes(np.asarray(issue), np.asarray(input_end), np.asarray(leads), stamps, step, source)
+    times = ForecastTimes(np.asarray(origin), np.asarray(input_end), np.asarray(leads), stamps, step, source)
     if stamps is not None and not times.regular:
         warnings.warn(f"inputs {str(inputs)!r}: the time stamps are not all {step} minutes apart; valid_time "
                       f"follows the stamps and may differ from time + lead_time", stacklevel=3)
@@ -206,21 +206,21 @@ def _time_variables(times: ForecastTimes) -> Dict[str, Variable]:
     """``time``, ``lead_time``, ``valid_time`` (as far as known) and ``input_end``."""
     out: Dict[str, Variable] = {}
     steps = np.asarray(times.leads, dtype=np.int64)
-    issued = times.at(times.issue) if times.stamps is not None else None
-    if issued is not None:
-        minutes, units = _cf_minutes(issued, issued[0])
+    made = times.at(times.origin) if times.stamps is not None else None
+    if made is not None:
+        minutes, units = _cf_minutes(made, made[0])
         out["time"] = (("time",), minutes, {
-            "standard_name": "forecast_reference_time", "long_name": "issue time: the time of the last observed "
+            "standard_name": "forecast_reference_time", "long_name": "reference time: the time of the last observed "
             "step before the forecast", "units": units, "calendar": "proleptic_gregorian", "axis": "T"})
     if times.step is not None:
         out["lead_time"] = (("lead_time",), steps * times.step, {
-            "standard_name": "forecast_period", "long_name": "time after the issue time", "units": "minutes",
+            "standard_name": "forecast_period", "long_name": "time after the reference time", "units": "minutes",
             "dtype": "timedelta64[s]", "step_source": times.step_source})
     else:
         out["lead_time"] = (("lead_time",), steps, {"long_name": "time steps after the last observed step",
                                                    "units": _ONE})
-    if issued is not None:
-        valid, units = _cf_minutes(times.at(times.issue[:, None] + steps[None, :]), issued[0])
+    if made is not None:
+        valid, units = _cf_minutes(times.at(times.origin[:, None] + steps[None, :]), made[0])
         attrs = {"standard_name": "time", "long_name": "valid time of each forecast frame", "units": units,
                  "calendar": "proleptic_gregorian"}
         if not times.regular:

@@ -29,10 +29,10 @@ __all__ = ["predict"]
 @dataclass
 class _Windows:
     """The windows to forecast from: each an array of time indices into the file, the file's index
-    of each one's last observed step ``issue`` (the first target is ``issue + gap + 1``), and the
+    of each one's last observed step ``origin`` (the first target is ``origin + gap + 1``), and the
     calendar/external features of each window's first target (multi-scale runs) or ``None``."""
     indices: List[np.ndarray]
-    issue: np.ndarray
+    origin: np.ndarray
     features: Optional[np.ndarray] = None
 
 
@@ -42,7 +42,7 @@ def predict(checkpoint: PathLike, inputs: PathLike, out: PathLike, *, key: Optio
             nonnegative: Optional[bool] = None) -> Path:
     """Forecast from the grid series in the file ``inputs`` and write the forecasts, in the data's
     units, to ``out``: ``.npy``, or a CF-1.8 dataset in ``.nc`` (netCDF) or ``.zarr`` (needs
-    xarray and zarr) with a ``forecast`` variable ``(time, lead_time, y, x, channel)``, the issue
+    xarray and zarr) with a ``forecast`` variable ``(time, lead_time, y, x, channel)``, the origin
     ``time`` of each forecast (the stamp of its last observed step), ``lead_time``, ``valid_time``,
     ``input_end`` and the input's spatial coordinates (:mod:`~convlstm.training.forecast_file`).
 
@@ -57,7 +57,7 @@ def predict(checkpoint: PathLike, inputs: PathLike, out: PathLike, *, key: Optio
     last ``input_steps`` frames (shape ``(1, T_out, rows, cols, channels)``). With
     ``all_windows=True`` a forecast from every window of ``input_steps`` frames, starting every
     ``stride`` steps (shape ``(N, T_out, ...)``; in netCDF ``input_end`` gives the index of each
-    window's last input frame). Frame ``k`` (1, 2, ...) of a forecast issued after step ``i`` is
+    window's last input frame). Frame ``k`` (1, 2, ...) of a forecast made after step ``i`` is
     step ``i + gap + k`` of the file (its time stamp, or the stamps continued past the end). A file without time stamps gives ``lead_time`` in steps (or in minutes when the run
     knows its step) and no ``time``/``valid_time``; its ``comment`` attribute says so.
 
@@ -85,7 +85,7 @@ def predict(checkpoint: PathLike, inputs: PathLike, out: PathLike, *, key: Optio
     times = source = None
     if out.suffix.lower() != ".npy":
         leads = int(state["gap"]) + np.arange(1, forecast.shape[1] + 1)
-        times = forecast_times(windows.issue, np.array([int(w.max()) for w in windows.indices]), leads, inputs,
+        times = forecast_times(windows.origin, np.array([int(w.max()) for w in windows.indices]), leads, inputs,
                                int(series.shape[0]), state)
         source = _source(ckpt, ckpt_path, state, inputs, key, layout)
     write_forecast(out, forecast, times, source)
