@@ -30,6 +30,9 @@ DEMO_SETTINGS: Dict[str, Any] = {
     "model": "convlstm-warp", "model_options": {"filters": [32], "patch_size": 2, "correction": False},
     "loss": "mse", "lr": 2e-3, "batch_size": 8, "max_epochs": 10, "scheduler": "cosine", "seed": 1,
     "scheduled_sampling": 0.0, "precision": "auto",
+    # the blend toward the block-matching start lowers the test MSE (887 against 950) but lays a faint
+    # second digit where the extrapolation put it: the demo keeps the sharp forecast
+    "calibrate_blend": False,
 }
 
 
@@ -54,7 +57,7 @@ def demo(run_dir: PathLike = "runs/demo", *, settings: Optional[Dict[str, Any]] 
     cfg = FitConfig(model=s["model"], model_options=dict(s["model_options"]), input_steps=int(s["input_steps"]),
                     output_steps=int(s["output_steps"]), split=list(s["split"]), loss=s["loss"], lr=float(s["lr"]),
                     batch_size=int(s["batch_size"]), max_epochs=int(s["max_epochs"]), scheduler=s["scheduler"],
-                    scheduled_sampling=float(s["scheduled_sampling"]),
+                    scheduled_sampling=float(s["scheduled_sampling"]), calibrate_blend=bool(s["calibrate_blend"]),
                     seed=seed, run_dir=str(run_dir), accelerator="cpu", devices=1, progress=progress,
                     units="pixel value (0-255)", precision=precision)
     if verbose:
