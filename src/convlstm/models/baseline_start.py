@@ -141,7 +141,7 @@ class StartFromBaseline(BlendTowardStart, nn.Module):
             raise ValueError(f"start_from='seasonal' needs a model that reads a period stream (streams[1] >= 1, "
                              f"e.g. st-convlstm with --period 1); {type(model).__name__} has streams={streams!r}. "
                              f"Use start_from='persistence'")
-        closeness, period, trend = (int(v) for v in streams)
+        _, period, trend = (int(v) for v in streams)
         return trend + period - 1  # stacked as trend, period, closeness, each oldest first
 
     def baseline(self, x: torch.Tensor) -> torch.Tensor:
