@@ -153,7 +153,12 @@ class StartFromBaseline(BlendTowardStart, nn.Module):
             return x
         return x[:, -1:]
 
-    def start_forecast(self, x: torch.Tensor, *args: Any) -> torch.Tensor:
+    @property
+    def start_name(self) -> str:
+        """The start forecast in words, for logs."""
+        return "the seasonal value" if self.start_from == "seasonal" else "persistence"
+
+    def start_forecast(self, x: torch.Tensor) -> torch.Tensor:
         """The baseline at every lead time: ``(B, K, H, W, C)`` (the input's length for a model
         that forecasts the next frame of every input)."""
         base = self.baseline(x)

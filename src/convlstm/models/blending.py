@@ -21,8 +21,6 @@ so the weights chosen are the weights applied.
 """
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 __all__ = ["BlendTowardStart", "blend_weights"]
@@ -40,13 +38,16 @@ def blend_weights(change_times_error: torch.Tensor, change_squared: torch.Tensor
 class BlendTowardStart:
     """Mixin for an ``nn.Module`` forecaster with a start forecast: a ``blend`` buffer of shape
     ``(K, C)`` (ones), :meth:`set_blend`, and :meth:`blend_frame` to apply it to lead time ``k``.
-    The class defines :meth:`start_forecast` ``(B, T, H, W, C) -> (B, K, H, W, C)``."""
+    The class defines :meth:`start_forecast` ``(B, T, H, W, C) -> (B, K, H, W, C)`` and
+    ``start_name``, the start in words."""
 
     def _init_blend(self, steps: int, channels: int) -> None:
         self.register_buffer("blend", torch.ones(int(steps), int(channels)))
         self._blending = False
 
-    def start_forecast(self, x: torch.Tensor, *args: Any) -> torch.Tensor:  # pragma: no cover - abstract
+    start_name = "its start"
+
+    def start_forecast(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def set_blend(self, weights: torch.Tensor) -> None:

@@ -471,12 +471,12 @@ class MotionWarpForecaster(BlendTowardStart, nn.Module):
         self.starts_from = None if self.output_activation is not _activations.linear else {
             "warp": "persistence" if self.motion == "learned" else "extrapolation",
             "residual": "persistence", "kernel": "persistence"}.get(self.head)
-        self._init_blend(self.output_steps, self.in_channels)
+        self._init_blend(self.output_steps, self.in_channels)  # toward starts_from's forecast, chosen after training
         self._motion_cache = MotionCache() if self.motion == "lucas-kanade" else None
         #: why an ONNX graph cannot hold this model (None: it can), read by convlstm.onnx.export
         self.onnx_unexportable = None if self.motion != "lucas-kanade" else (
             "motion='lucas-kanade' measures the motion with pysteps on the CPU, outside the graph; export a model "
-            "trained with motion='block-matching' (the default)")  # toward starts_from's forecast, chosen after training
+            "trained with motion='block-matching' (the default)")
         self.frame_size = None if frame_size is None else int_tuple("frame_size", frame_size, 2)
         if self.patch_size is None and self.frame_size is not None:
             self.patch_size = auto_patch_size(*self.frame_size)
@@ -559,7 +559,14 @@ class MotionWarpForecaster(BlendTowardStart, nn.Module):
             frames.append(warp_frame(last, displacement, self.padding_mode))
         return frames
 
-    def start_forecast(self, x: torch.Tensor, *args: Any) -> torch.Tensor:
+    @property
+    def start_name(self) -> str:
+        """The start forecast in words, for logs."""
+        if self.starts_from == "extrapolation":
+            return "Lucas-Kanade extrapolation" if self.motion == "lucas-kanade" else "block-matching extrapolation"
+        return str(self.starts_from)
+
+    def start_forecast(self, x: torch.Tensor) -> torch.Tensor:
         """What the untrained model forecasts (``starts_from``): ``(B, T, H, W, C)`` ->
         ``(B, K, H, W, C)``; ``ValueError`` for a head that starts from no baseline."""
         if self.starts_from is None:

@@ -17,16 +17,6 @@ from .datamodule import GridDataModule
 
 __all__ = ["calibrate_blend", "save_blend", "blend_summary_line"]
 
-_START_NAMES = {"extrapolation": "block-matching extrapolation", "persistence": "persistence",
-                "seasonal": "the seasonal value"}
-
-
-def _start_name(model: torch.nn.Module) -> str:
-    if model.starts_from == "extrapolation" and getattr(model, "motion", None) == "lucas-kanade":
-        return "Lucas-Kanade extrapolation"
-    return _START_NAMES.get(model.starts_from, model.starts_from)
-
-
 def _blendable(model: torch.nn.Module) -> Optional[BlendTowardStart]:
     return model if isinstance(model, BlendTowardStart) and getattr(model, "starts_from", None) else None
 
@@ -43,22 +33,16 @@ def calibrate_blend(module: torch.nn.Module, dm: GridDataModule) -> Optional[Dic
         return None
     model.set_blend(torch.ones_like(model.blend))
     module.eval()
-    cross = squared = err_model = err_start = None
-    count = 0
+    totals, count = None, 0
     for batch in dm.dataloader("val"):
-        x, y = batch[0], batch[1]
-        features = batch[2] if len(batch) > 2 else None
-        forecast = module(x, features).double()
-        start = model.start_forecast(x, *(() if features is None else (features,))).double()
-        y = y.double()
+        x, y = batch[0], batch[1].double()
+        forecast = module(x, batch[2] if len(batch) > 2 else None).double()
+        start = model.start_forecast(x).double()
         change, error = forecast - start, y - start
-        sums = [(change * error), change ** 2, (y - forecast) ** 2, error ** 2]
-        sums = [s.sum(dim=(0, 2, 3)) for s in sums]                     # (K, C)
-        if cross is None:
-            cross, squared, err_model, err_start = sums
-        else:
-            cross, squared, err_model, err_start = (a + b for a, b in zip((cross, squared, err_model, err_start), sums))
+        sums = [s.sum(dim=(0, 2, 3)) for s in (change * error, change ** 2, (y - forecast) ** 2, error ** 2)]
+        totals = sums if totals is None else [a + b for a, b in zip(totals, sums)]     # each (K, C)
         count += y.shape[0] * y.shape[2] * y.shape[3]
+    cross, squared, err_model, err_start = totals
     if model.blend.shape[0] == 1:   # one weight for every lead time
         cross, squared, err_start_w = cross.sum(0, keepdim=True), squared.sum(0, keepdim=True), err_start.sum(0)
     else:
@@ -69,7 +53,7 @@ def calibrate_blend(module: torch.nn.Module, dm: GridDataModule) -> Optional[Dic
     blend_sse = float((err_start_w - 2 * wd * cross + wd ** 2 * squared).sum())
     model.set_blend(w)
     values = count * err_start.shape[0] * err_start.shape[1]
-    return {"start": _start_name(model), "weights": w.tolist(),
+    return {"start": model.start_name, "weights": w.tolist(),
             "val_mse": {"model": float(err_model.sum()) / values, "start": float(err_start.sum()) / values,
                         "blend": blend_sse / values}}
 
@@ -79,7 +63,7 @@ def save_blend(checkpoint: Path, module: torch.nn.Module) -> None:
     from .runs import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
-    ckpt["state_dict"] = {k: v for k, v in module.state_dict().items()}
+    ckpt["state_dict"] = dict(module.state_dict())
     with atomic_path(checkpoint) as tmp:
         torch.save(ckpt, tmp)
 

@@ -418,9 +418,14 @@ def _evaluate_after_fit(run: _Run, dm: GridDataModule, model: Optional[nn.Module
                         history: HistoryCallback) -> Optional[Dict[str, Any]]:
     """The validation check (is a baseline ahead of the model?), then the test scores and pictures;
     ``metrics.json`` holds both."""
+    from .runs import find_checkpoint, load_module
+
     cfg = run.cfg
-    blend = _calibrate_blend(run, dm, model)
-    check = _validation_check(run, dm, model)
+    dm.setup("test")
+    best = find_checkpoint(run.folder)
+    module, _ = load_module(best, model=model)    # the best model, blended, then checked on validation
+    blend = _calibrate_blend(run, dm, module, best)
+    check = _validation_check(run, dm, module)
     if dm.datasets.get("test") is None:
         print(f"convlstm: no test part (split={cfg.split}); skipping evaluation")
         return None
@@ -436,17 +441,14 @@ def _evaluate_after_fit(run: _Run, dm: GridDataModule, model: Optional[nn.Module
     return results
 
 
-def _calibrate_blend(run: _Run, dm: GridDataModule, model: Optional[nn.Module]) -> Optional[Dict[str, Any]]:
-    """:func:`~convlstm.training.blend_calibration.calibrate_blend` on the best checkpoint, which
-    keeps the weights; a line in the log says what they are and what they did."""
+def _calibrate_blend(run: _Run, dm: GridDataModule, module: ForecastModule, path: Path) -> Optional[Dict[str, Any]]:
+    """:func:`~convlstm.training.blend_calibration.calibrate_blend` on the best checkpoint's
+    ``module`` (read from ``path``, which then keeps the weights); a line in the log says what they
+    are and what they did."""
     from .blend_calibration import blend_summary_line, calibrate_blend, save_blend
-    from .runs import find_checkpoint, load_module
 
     if not run.cfg.calibrate_blend:
         return None
-    dm.setup("test")
-    path = find_checkpoint(run.folder)
-    module, _ = load_module(path, model=model)
     summary = calibrate_blend(module, dm)
     if summary is None:
         return None
@@ -456,15 +458,12 @@ def _calibrate_blend(run: _Run, dm: GridDataModule, model: Optional[nn.Module]) 
     return summary
 
 
-def _validation_check(run: _Run, dm: GridDataModule, model: Optional[nn.Module]) -> Optional[Dict[str, Any]]:
-    """:func:`~convlstm.training.validation_check.compare_on_validation` for the best checkpoint;
-    prints a line for each baseline ahead of the model, and the options that usually help."""
-    from .runs import find_checkpoint, load_module
+def _validation_check(run: _Run, dm: GridDataModule, module: ForecastModule) -> Optional[Dict[str, Any]]:
+    """:func:`~convlstm.training.validation_check.compare_on_validation` for the best checkpoint's
+    ``module``; prints a line for each baseline ahead of the model, and the options that usually help."""
     from .validation_check import advice, compare_on_validation
 
     cfg = run.cfg
-    dm.setup("test")
-    module, _ = load_module(find_checkpoint(run.folder), model=model)
     check = compare_on_validation(module, dm, cfg.baselines, extrapolation_method=cfg.extrapolation_method,
                                   clamp=bool(dm.nonnegative))
     if check is None:
