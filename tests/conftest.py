@@ -73,3 +73,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The matplotlib figures the plotting functions of ``convlstm.plots`` make, in order."""
+    from convlstm import plots
+
+    made = []
+    real = plots._figure
+    monkeypatch.setattr(plots, "_figure", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+    return made

@@ -402,15 +402,6 @@ def test_batches_and_merges_must_agree():
 
 
 # ---------------------------------------------------------------------------------- pictures
-@pytest.fixture
-def figures(monkeypatch):
-    """The matplotlib figures the plotting functions make, in order."""
-    made = []
-    real = plots._figure
-    monkeypatch.setattr(plots, "_figure", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
-    return made
-
-
 def test_rank_histogram_png_shows_frequencies_and_the_flat_line(tmp_path, figures):
     hist = [30.0, 10.0, 12.5, 7.5, 40.0]   # M = 4
     out = plots.plot_rank_histogram(hist, tmp_path / "sub" / "rank.png", title="lead 1")

@@ -108,15 +108,6 @@ def test_plot_forecast_input_labels(tmp_path, data, monkeypatch):
 
 
 # ---------------------------------------------------------------------------------- what a picture says
-@pytest.fixture
-def figures(monkeypatch):
-    """The matplotlib figures the plotting functions make, in order."""
-    made = []
-    real = plots._figure
-    monkeypatch.setattr(plots, "_figure", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
-    return made
-
-
 def _texts(fig):
     """Every title, axis label and figure or subfigure title of ``fig``."""
     out = [t.get_text() for f in [fig, *fig.subfigs] for t in f.texts]
