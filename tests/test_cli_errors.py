@@ -60,7 +60,7 @@ def test_a_model_option_of_the_wrong_type_or_name_is_a_user_error(capsys, tmp_pa
     (["evaluate", "runs/x", "--thresold", "3"], "unrecognized flag --thresold (did you mean --thresholds?)"),
     (["predict", "runs/x", "x.npy", "--out", "f.npy", "--all-window"],
      "unrecognized flag --all-window (did you mean --all-windows?)"),
-    (["fit", "x.npy", "other.npy"], "unrecognized argument: other.npy"),
+    (["evaluate", "runs/x", "other.npy"], "unrecognized argument: other.npy"),
 ])
 def test_a_mistyped_flag_is_named_with_the_closest_flags_of_its_command(capsys, argv, said):
     code, _, err = run(capsys, *argv)

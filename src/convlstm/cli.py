@@ -150,8 +150,9 @@ def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
     from .training.config import FitConfig
 
     defaults = FitConfig()
-    p.add_argument("data", nargs="?", default=argparse.SUPPRESS, metavar="DATA",
-                   help="the grid file: .npy, .npz, .h5/.hdf5 or .nc, with time first")
+    p.add_argument("data", nargs="*", default=argparse.SUPPRESS, metavar="DATA",
+                   help="the grid file: .npy, .npz, .h5/.hdf5, .nc or .zarr, with time first; or several files, a "
+                        "glob pattern ('radar/*.h5', quoted) or a folder, read as one archive of events")
     p.add_argument("--config", default=None, metavar="YAML|NAME",
                    help="read options from this YAML file, or a bundled config's name (`convlstm config` lists "
                         "them); flags given here override it")
@@ -175,6 +176,16 @@ def _add_fit_data_options(p: argparse.ArgumentParser, defaults: "FitConfig") -> 
     _option(g, "--layout", type=str.upper, choices=LAYOUTS, default=defaults.layout,
             help="how the file's axes are stored (any case): THWC time, rows, cols, channels / TCHW time, "
                  "channels, rows, cols / THW time, rows, cols (one channel); fit prints how it reads the file")
+    _option(g, "--reader", metavar="NAME", default=defaults.reader,
+            help="auto (by the file's suffix), xarray (netCDF, zarr, GRIB with cfgrib: CF time and coordinates) or "
+                 "pysteps:IMPORTER (pysteps's importer, e.g. pysteps:odim_hdf5, pysteps:mch_gif, pysteps:bom_rf3, "
+                 "one file per time step, in mm/h)")
+    _option(g, "--time-from-name", metavar="PATTERN",
+            help="read each file's time from its name with this strftime pattern, e.g. %%Y%%m%%d%%H%%M (files of "
+                 "one frame each)")
+    _option(g, "--split-by", choices=("time", "event"), default=defaults.split_by,
+            help="time: cut at the --split fractions; event: cut between events (files, or gaps in the time "
+                 "stamps), so the test part holds whole events the model never saw")
     _option(g, "--input-steps", type=int, metavar="N", default=defaults.input_steps, help="frames the model sees")
     _option(g, "--output-steps", type=int, metavar="N", default=defaults.output_steps, help="frames it forecasts")
     _option(g, "--stride", type=int, metavar="N", default=defaults.stride,
@@ -460,7 +471,13 @@ def _add_evaluate_command(sub: "argparse._SubParsersAction") -> None:
                               "--out-dir runs/flow/2025\n  convlstm evaluate runs/radar --thresholds 0.5 2 5 "
                               "--units mm/h")
     p.add_argument("checkpoint", metavar="RUN|CKPT", help="a run folder (uses checkpoints/best.ckpt) or a .ckpt file")
-    p.add_argument("--data", default=None, metavar="FILE", help="evaluate on this grid file instead of the training file")
+    p.add_argument("--data", default=None, nargs="+", metavar="FILE",
+                   help="evaluate on this grid file instead of the training file (or several files, a glob pattern "
+                        "or a folder: an archive of events)")
+    p.add_argument("--reader", default=None, metavar="NAME",
+                   help="how to read --data: auto, xarray or pysteps:IMPORTER (default: the run's)")
+    p.add_argument("--time-from-name", default=None, metavar="PATTERN",
+                   help="strftime pattern of the time in --data's file names (default: the run's)")
     p.add_argument("--key", default=None, help="array / dataset / variable in --data (default: the run's, unless "
                                                 "--data is a .npy file)")
     p.add_argument("--layout", default=None, type=str.upper, choices=LAYOUTS,
@@ -510,7 +527,13 @@ def _add_predict_command(sub: "argparse._SubParsersAction") -> None:
                               "  convlstm predict runs/radar/checkpoints/best.ckpt radar.nc --key rain --layout THW "
                               "--all-windows --out nowcasts.nc")
     p.add_argument("checkpoint", metavar="RUN|CKPT", help="a run folder or a .ckpt file")
-    p.add_argument("inputs", metavar="FILE", help="grid series to forecast from (at least input_steps frames)")
+    p.add_argument("inputs", metavar="FILE", nargs="+",
+                   help="grid series to forecast from (at least input_steps frames); or several files, a glob "
+                        "pattern or a folder, read as one archive of events")
+    p.add_argument("--reader", default=None, metavar="NAME",
+                   help="how to read FILE: auto, xarray or pysteps:IMPORTER (default: the run's)")
+    p.add_argument("--time-from-name", default=None, metavar="PATTERN",
+                   help="strftime pattern of the time in the file names (default: the run's)")
     p.add_argument("--out", required=True, metavar="FILE", help="output file, .npy, .nc or .zarr")
     p.add_argument("--key", default=None, help="array / dataset / variable in FILE (default: the run's, unless "
                                                 "FILE is a .npy file)")
@@ -629,6 +652,10 @@ def fit_config_from_args(args: argparse.Namespace):
         cfg = FitConfig()
     skip = {"config", "save_config", "func", "command", "model_option", "loss_option", "flag_names"}
     given = {k: v for k, v in vars(args).items() if k not in skip}
+    if "data" in given:  # DATA...: none keeps the config's, one is a path, several a list
+        data = list(given.pop("data"))
+        if data:
+            given["data"] = data[0] if len(data) == 1 else data
     if "model_option" in vars(args):
         opts = dict(cfg.model_options)
         opts.update(dict(args.model_option))
@@ -686,7 +713,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .training import evaluate, format_results
 
-    results = evaluate(args.checkpoint, data=args.data, key=args.key, layout=args.layout, part=args.part,
+    data = args.data[0] if args.data is not None and len(args.data) == 1 else args.data
+    results = evaluate(args.checkpoint, data=data, key=args.key, layout=args.layout, part=args.part,
+                       reader=args.reader, time_from_name=args.time_from_name,
                        out_dir=args.out_dir, thresholds=args.thresholds, units=args.units, samples=args.samples,
                        batch_size=args.batch_size, device=args.device, baselines=args.baselines,
                        fss_scales=args.fss_scales, extrapolation_method=args.extrapolation_method,
@@ -706,7 +735,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .training import predict
 
-    out = predict(args.checkpoint, args.inputs, args.out, key=args.key, layout=args.layout,
+    inputs = args.inputs[0] if len(args.inputs) == 1 else args.inputs
+    out = predict(args.checkpoint, inputs, args.out, key=args.key, layout=args.layout,
+                  reader=args.reader, time_from_name=args.time_from_name,
                   all_windows=args.all_windows, stride=args.stride, batch_size=args.batch_size, device=args.device,
                   nonnegative=args.nonnegative)
     print(f"wrote {out}")

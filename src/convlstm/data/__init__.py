@@ -4,6 +4,9 @@ calendar features from time stamps, per-channel scalers fitted on the training p
 NaN checks, physical units (stored values -> mm/h, dBZ; Z-R relations), and Moving MNIST built
 from the MNIST digits bundled with the package.
 
+Several files (a list, a glob pattern, a folder; one file per time step or one per event) are
+read as one series cut into gap-free events by :func:`open_archive`.
+
 The canonical layout of a series is a ``(time, rows, cols, channels)`` array; samples are
 ``(samples, steps, rows, cols, channels)``.
 """
@@ -19,10 +22,14 @@ from .windows import (STREAMS, MultiScaleWindowDataset, WindowDataset, chronolog
 from .calendar import (CALENDAR_FEATURES, calendar_features, decode_cf_times, parse_timestamps, read_holidays,
                        steps_per_day, time_step)
 from .coordinates import GridCoordinates, grid_coordinates, read_times
+from .archive import READERS, GridArchive, find_events, list_archive_files, open_archive, time_from_file_name
+from .windows import check_parts_have_windows, event_ranges, event_split
 
 __all__ = [
     "load_grid", "load_timestamps", "load_array", "hours_of_day", "LazyGrid", "LAYOUTS", "GridFileError",
-    "sliding_windows", "num_windows", "WindowDataset", "chronological_split",
+    "sliding_windows", "num_windows", "WindowDataset", "chronological_split", "event_split", "event_ranges",
+    "check_parts_have_windows",
+    "open_archive", "GridArchive", "find_events", "list_archive_files", "time_from_file_name", "READERS",
     "STREAMS", "multiscale_offsets", "multiscale_targets", "MultiScaleWindowDataset", "stacked_lags",
     "CALENDAR_FEATURES", "calendar_features", "parse_timestamps", "read_holidays", "steps_per_day",
     "decode_cf_times", "time_step", "read_times", "grid_coordinates", "GridCoordinates",

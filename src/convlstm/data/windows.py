@@ -14,7 +14,8 @@ from .._checks import check_fractions, check_int
 from ._checks import series_shape, to_numpy
 from ._memmap import SeriesByReference
 
-__all__ = ["num_windows", "sliding_windows", "WindowDataset", "chronological_split", "STREAMS",
+__all__ = ["num_windows", "sliding_windows", "WindowDataset", "chronological_split", "event_split",
+           "event_ranges", "check_parts_have_windows", "STREAMS",
            "multiscale_offsets", "multiscale_targets", "stacked_lags", "MultiScaleWindowDataset"]
 
 
@@ -126,7 +127,11 @@ class WindowDataset(SeriesByReference, Dataset):
         y = \text{series}[s + \text{in} + \text{gap} : s + \text{in} + \text{gap} + \text{out}]
 
     so a window never reads a step outside ``[start, stop)``: datasets built over the ranges
-    of :func:`chronological_split` share no time step. With a memmap or a :class:`LazyGrid` only
+    of :func:`chronological_split` share no time step. With ``events`` (the gap-free ``[lo, hi)``
+    ranges of a series joined from several files or cut by missing time steps, see
+    :class:`~convlstm.data.GridArchive`) windows are laid out in each event's part of
+    ``[start, stop)`` separately, starting at its first step, and none crosses from one event into
+    the next; item :math:`i` is then the :math:`k`-th window of its event. With a memmap or a :class:`LazyGrid` only
     that block is read from disk. If ``scaler`` is given, ``scaler.transform`` is applied to both.
     Pickling the dataset (``DataLoader`` workers started with *spawn*) sends how to open a
     memmap or :class:`LazyGrid` again, not its content.
@@ -142,12 +147,15 @@ class WindowDataset(SeriesByReference, Dataset):
         scaler: an object with ``transform(array)`` (see :func:`make_scaler`), fitted beforehand,
             normally on the training range only.
         dtype: floating torch dtype of the returned tensors.
+        events: ``None`` (the whole range is one stretch), or the ``[lo, hi)`` ranges
+            :math:`(E, 2)` of the series' events, in order.
 
     Shapes:
         - item: ``(x, y)`` with x :math:`(\text{input\_steps}, \text{rows}, \text{cols}, \text{channels})`
           and y :math:`(\text{output\_steps}, \text{rows}, \text{cols}, \text{channels})`
           (in general the series' trailing shape).
-        - ``len(ds)`` = :func:`num_windows` ``(stop - start, ...)``.
+        - ``len(ds)`` = :func:`num_windows` ``(stop - start, ...)``, summed over the events' parts
+          of the range when there are events.
 
     Example::
 
@@ -163,7 +171,7 @@ class WindowDataset(SeriesByReference, Dataset):
 
     def __init__(self, series: Any, input_steps: int, output_steps: int, *, start: int = 0,
                  stop: Optional[int] = None, stride: int = 1, gap: int = 0, scaler: Any = None,
-                 dtype: torch.dtype = torch.float32) -> None:
+                 dtype: torch.dtype = torch.float32, events: Any = None) -> None:
         shape = series_shape("series", series, 1)
         self.input_steps, self.output_steps, self.stride, self.gap = _check_window(
             input_steps, output_steps, stride, gap)
@@ -180,11 +188,18 @@ class WindowDataset(SeriesByReference, Dataset):
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise TypeError(f"dtype must be a floating torch dtype (torch.float32, "
                             f"torch.float64, torch.float16, torch.bfloat16), got {dtype!r}")
-        self._len = num_windows(self.stop - self.start, self.input_steps, self.output_steps,
-                                self.stride, self.gap)
+        self.events = event_ranges(events, n_time, self.start, self.stop)
+        counts = [num_windows(hi - lo, self.input_steps, self.output_steps, self.stride, self.gap)
+                  for lo, hi in self.events]
+        self._first = np.cumsum([0] + counts)  # the first item of each event
+        self._len = int(self._first[-1])
         if self._len == 0:
-            raise _too_short(self.stop - self.start, self.input_steps, self.output_steps,
-                             self.gap, f"the range [start, stop) = [{self.start}, {self.stop})")
+            if events is None:
+                raise _too_short(self.stop - self.start, self.input_steps, self.output_steps,
+                                 self.gap, f"the range [start, stop) = [{self.start}, {self.stop})")
+            longest = max((hi - lo for lo, hi in self.events), default=0)
+            raise _too_short(longest, self.input_steps, self.output_steps, self.gap,
+                             f"the longest event in [start, stop) = [{self.start}, {self.stop})")
         self.series = series
         self.scaler = scaler
         self.dtype = dtype
@@ -201,14 +216,20 @@ class WindowDataset(SeriesByReference, Dataset):
             raise IndexError(f"index {i} is out of range for a WindowDataset of {self._len} windows")
         return i % self._len
 
+    def _window_start(self, i: Any) -> int:
+        """The first time step item ``i`` reads: the ``k``-th window of its event."""
+        i = self._index(i)
+        e = int(np.searchsorted(self._first, i, side="right")) - 1
+        return int(self.events[e][0]) + (i - int(self._first[e])) * self.stride
+
     def window_times(self, i: int) -> Tuple[np.ndarray, np.ndarray]:
         """The time indices (into ``series``) that item ``i`` reads as input and as target."""
-        s = self.start + self._index(i) * self.stride
+        s = self._window_start(i)
         t0 = s + self.input_steps + self.gap
         return np.arange(s, s + self.input_steps), np.arange(t0, t0 + self.output_steps)
 
     def __getitem__(self, i: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        s = self.start + self._index(i) * self.stride
+        s = self._window_start(i)
         block = to_numpy(self.series[s:s + self.input_steps + self.gap + self.output_steps])
         x = block[:self.input_steps]
         y = block[self.input_steps + self.gap:]
@@ -223,9 +244,94 @@ class WindowDataset(SeriesByReference, Dataset):
                 f"scaler={type(self.scaler).__name__ if self.scaler is not None else None})")
 
 
+def event_ranges(events: Any, n_time: int, start: int = 0, stop: Optional[int] = None) -> np.ndarray:
+    """The parts of ``events`` (``[lo, hi)`` rows, :math:`(E, 2)`) inside ``[start, stop)``, empty
+    ones dropped; ``None`` gives the single range ``[start, stop)``.
+
+    Raises:
+        ValueError: events that are not increasing, non-overlapping ranges within ``[0, n_time)``.
+
+    Example::
+
+        >>> event_ranges([[0, 4], [4, 10]], 10, 2, 8).tolist()
+        [[2, 4], [4, 8]]
+    """
+    stop = n_time if stop is None else stop
+    if events is None:
+        return np.array([[start, stop]], dtype=np.int64)
+    ev = np.asarray(events, dtype=np.int64).reshape(-1, 2)
+    if ev.size and ((ev[:, 1] <= ev[:, 0]).any() or (ev[1:, 0] < ev[:-1, 1]).any() or ev[0, 0] < 0
+                    or ev[-1, 1] > n_time):
+        raise ValueError(f"events must be increasing, non-overlapping [start, stop) ranges within "
+                         f"[0, {n_time}); got {ev.tolist()}")
+    clipped = np.stack([np.maximum(ev[:, 0], start), np.minimum(ev[:, 1], stop)], axis=1) if ev.size else ev
+    return clipped[clipped[:, 1] > clipped[:, 0]]
+
+
+def event_split(events: Any, n_time: int, input_steps: int, output_steps: int, *,
+                fractions: Sequence[float] = (0.7, 0.1, 0.2), gap: int = 0) -> Dict[str, Tuple[int, int]]:
+    r"""Split a series of events into train, validation and test ranges that keep every event
+    whole: each boundary of :func:`chronological_split` (at :math:`\operatorname{round}(n f_0)`
+    and :math:`\operatorname{round}(n (f_0 + f_1))`) moves to the nearest event boundary that
+    leaves each part with a positive fraction one event at least, so a model can be scored on
+    events it never saw.
+
+    Raises:
+        ValueError: a part with a positive fraction gets no event long enough for one window
+            (the message gives the events' lengths).
+
+    Example::
+
+        >>> event_split([[0, 40], [40, 70], [70, 100]], 100, 4, 2, fractions=(0.6, 0.1, 0.3))
+        {'train': (0, 40), 'val': (40, 70), 'test': (70, 100)}
+    """
+    input_steps, output_steps, _, gap = _check_window(input_steps, output_steps, 1, gap)
+    fr = check_fractions("fractions", fractions)
+    ev = event_ranges(events, n_time)
+    bounds = np.concatenate([ev[:, 0], ev[-1:, 1]])  # E + 1 event boundaries
+    rough = _split_bounds(n_time, fr)
+    need = [int(f > 0) for f in fr]  # each part with a positive fraction gets one event at least
+
+    def nearest(step: int, lo: int, hi: int) -> int:
+        """The index of the boundary in ``bounds[lo:hi + 1]`` nearest to ``step``."""
+        hi = max(lo, hi)
+        return lo + int(np.argmin(np.abs(bounds[lo:hi + 1] - step)))
+
+    e = len(ev)
+    ia = nearest(rough["val"][0], need[0], e - need[1] - need[2])
+    ib = nearest(rough["test"][0], ia + need[1], e - need[2]) if fr[2] > 0 else e
+    ib = ia if fr[1] == 0 else ib
+    a, b = int(bounds[ia]), int(bounds[ib])
+    parts = {"train": (0, a), "val": (a, b), "test": (b, n_time)}
+    check_parts_have_windows(parts, fr, ev, input_steps + gap + output_steps, "event")
+    return parts
+
+
+def check_parts_have_windows(parts: Dict[str, Tuple[int, int]], fractions: Sequence[float], events: Any,
+                             span: int, cut: str) -> None:
+    """Raise a ``ValueError`` naming every part with a positive fraction whose events (cut at the
+    part's ends) hold no window of ``span`` steps; ``cut`` says how the split was made (``"time"``
+    or ``"event"``)."""
+    n_time = max(hi for _, hi in parts.values())
+    ev = event_ranges(events, n_time)
+    short = []
+    for (name, (lo, hi)), f in zip(parts.items(), fractions):
+        inside = event_ranges(ev, n_time, lo, hi) if hi > lo else ev[:0]
+        longest = int((inside[:, 1] - inside[:, 0]).max()) if len(inside) else 0
+        if f > 0 and longest < span:
+            short.append(f"the {name} part [{lo}, {hi}) ({len(inside)} event{'s' * (len(inside) != 1)}, the longest "
+                         f"{longest} step{'s' * (longest != 1)})")
+    if short:
+        lengths = (ev[:, 1] - ev[:, 0]).tolist()
+        more = "" if len(lengths) <= 12 else f" ... ({len(lengths)} events)"
+        raise ValueError(f"split by {cut}: {_and(short)} hold{'s' * (len(short) == 1)} no window of input_steps + gap "
+                         f"+ output_steps = {span} steps; the events' lengths are {lengths[:12]}{more}; use other "
+                         f"fractions, more data or shorter windows")
+
+
 def chronological_split(n_time: int, input_steps: int, output_steps: int, *,
                         fractions: Sequence[float] = (0.7, 0.1, 0.2),
-                        gap: int = 0) -> Dict[str, Tuple[int, int]]:
+                        gap: int = 0, events: Any = None) -> Dict[str, Tuple[int, int]]:
     r"""Split the time axis ``[0, n_time)`` into consecutive train, validation and test ranges.
 
     With fractions :math:`(f_0, f_1, f_2)` the boundaries are
@@ -238,6 +344,9 @@ def chronological_split(n_time: int, input_steps: int, output_steps: int, *,
     Each part with a positive fraction must hold at least one window of
     ``input_steps + gap + output_steps`` steps. A fraction of exactly 0 gives an empty range
     ``(a, a)`` (e.g. ``fractions=(0.8, 0.0, 0.2)`` for no validation set).
+
+    With ``events`` (:math:`(E, 2)` ``[start, stop)`` ranges of a series with gaps) each such
+    part must hold one window inside one event; :func:`event_split` cuts between events instead.
 
     Returns:
         ``{"train": (0, a), "val": (a, b), "test": (b, n_time)}``
@@ -252,6 +361,9 @@ def chronological_split(n_time: int, input_steps: int, output_steps: int, *,
     fr = check_fractions("fractions", fractions)
     span = input_steps + gap + output_steps
     parts = _split_bounds(n_time, fr)
+    if events is not None:
+        check_parts_have_windows(parts, fr, events, span, "time")
+        return parts
     short = _short_parts(parts, fr, span)
     if short:
         raise ValueError(_too_short_for_split(n_time, fr, span, short, parts))

@@ -131,9 +131,19 @@ class FitConfig:
     command-line flag with dashes (``input_steps`` -> ``--input-steps``).
 
     Data:
-        data: the grid file (``.npy``, ``.npz``, ``.h5``/``.hdf5``, ``.nc``).
+        data: the grid file (``.npy``, ``.npz``, ``.h5``/``.hdf5``, ``.nc``, ``.zarr``), or several:
+            a list of files, a glob pattern (``"radar/*.h5"``) or a folder, read as one archive
+            whose events (each file of several frames; a gap-free stretch of one-frame files)
+            no sample crosses (:func:`convlstm.data.open_archive`).
         key: the array / dataset / variable in that file (needed when it holds several).
         layout: how the file's axes are stored: ``THWC``, ``TCHW`` or ``THW``.
+        reader: ``auto`` (by suffix), ``xarray`` (netCDF, zarr, GRIB with cfgrib; CF time and
+            coordinates) or ``pysteps:NAME`` (pysteps's importer NAME, e.g. ``pysteps:odim_hdf5``,
+            one file per time step, converted to mm/h by pysteps).
+        time_from_name: the time in each file's name, as a ``strftime`` pattern (``%Y%m%d%H%M``),
+            for archives of one frame per file.
+        split_by: ``time`` (cut at the split fractions) or ``event`` (cut between events, so the
+            test part holds whole events the model never saw).
         input_steps, output_steps: frames in and frames forecast per sample.
         stride: steps between window starts; gap: steps skipped between input and target.
         split: train, validation and test fractions of the time axis (chronological).
@@ -211,9 +221,12 @@ class FitConfig:
     """
 
     # ------------------------------------------------------------------ data
-    data: Optional[str] = None
+    data: Union[None, str, List[str]] = None
     key: Optional[str] = None
     layout: str = "THWC"
+    reader: str = "auto"
+    time_from_name: Optional[str] = None
+    split_by: str = "time"
     input_steps: int = 6
     output_steps: int = 3
     stride: int = 1
@@ -242,8 +255,20 @@ class FitConfig:
     num_workers: int = 0
 
     def _check_source(self) -> None:
-        """``data``, ``key`` and ``layout``: the file and how to read it."""
-        _text(self, "data"); _text(self, "key")
+        """``data``, ``key``, ``layout``, ``reader``, ``time_from_name`` and ``split_by``: the file(s)
+        and how to read them."""
+        if isinstance(self.data, (list, tuple)):
+            if not self.data or not all(isinstance(d, (str, Path)) and str(d) for d in self.data):
+                raise ParameterError("data", f"data must be a file, a glob pattern, a folder or a list of files; "
+                                             f"got {self.data!r}")
+            self.data = str(self.data[0]) if len(self.data) == 1 else [str(d) for d in self.data]
+        else:
+            _text(self, "data")
+        _text(self, "key"); _text(self, "time_from_name")
+        from ..data.archive import _check_reader
+
+        self.reader = _check_reader(self.reader)
+        _choice(self, "split_by", ("time", "event"))
         if isinstance(self.layout, str):
             self.layout = self.layout.upper()
         _choice(self, "layout", LAYOUTS, lower=False)

@@ -7,7 +7,6 @@ training part, builds the datasets and fits the hour-of-day climatology
 (:mod:`convlstm.training.climatology`)."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -37,7 +36,11 @@ class GridDataModule(pl.LightningDataModule):
     - ``series``: one long grid series ``(time, rows, cols, channels)`` (array, memmap,
       :class:`convlstm.data.LazyGrid`): samples are sliding windows, and the time axis is cut
       chronologically into train, validation and test parts (no window crosses a boundary);
-    - ``path``: a grid file read with :func:`convlstm.data.load_grid` (``key``, ``layout``);
+    - ``path``: a grid file read with :func:`convlstm.data.load_grid` (``key``, ``layout``), or
+      several (a list, a glob pattern, a folder) read as one archive by
+      :func:`convlstm.data.open_archive` with ``reader`` (``"auto"``, ``"xarray"``,
+      ``"pysteps:NAME"``) and ``time_from_name``: windows never cross from one event (a file of
+      several frames, or a gap-free stretch of one-frame files) into the next;
     - ``sequences``: separate sequences ``(N, time, rows, cols, channels)`` (or ``(N, time,
       rows, cols)``): sample ``i`` is the first window of sequence ``i``, and the sequences are
       split in order (the first ``split[0]`` of them train, and so on).
@@ -64,6 +67,12 @@ class GridDataModule(pl.LightningDataModule):
     features; ``timestamps`` gives an in-memory ``series`` its time stamps (a file's are read from
     it). :attr:`streams` and :attr:`num_features` say what was built.
 
+    ``split_by``: ``"time"`` cuts the time axis at the ``split`` fractions; ``"event"`` moves each
+    cut to the nearest boundary between events (:func:`convlstm.data.event_split`), so that the
+    test part holds whole events the model never saw. A single file with gaps in its time stamps
+    (missing steps) is cut into events the same way; :attr:`events` holds them (``None`` for one
+    gap-free series).
+
     Shapes: ``x`` :math:`(B, T_{in}, H, W, C)`, ``y`` :math:`(B, T_{out}, H, W, C)`, in scaled units;
     with features, batches are ``(x, y, f)`` with ``f`` :math:`(B, F)`. For multi-scale samples
     :math:`T_{in} = l_q + l_p + l_c` (trend, period, closeness frames, in that order).
@@ -81,8 +90,12 @@ class GridDataModule(pl.LightningDataModule):
                  scaler: str = "minmax", fill_nan: Optional[float] = None, batch_size: int = 16,
                  num_workers: int = 0, source: Optional[Dict[str, Any]] = None, conversion: Any = None,
                  nonnegative: Optional[bool] = None, units: str = "",
-                 multiscale: Optional[MultiScale] = None, timestamps: Any = None) -> None:
+                 multiscale: Optional[MultiScale] = None, timestamps: Any = None, reader: str = "auto",
+                 time_from_name: Optional[str] = None, split_by: str = "time") -> None:
         super().__init__()
+        if split_by not in ("time", "event"):
+            raise ParameterError("split_by", f"split_by must be 'time' (cut at the split fractions of the time "
+                                             f"axis) or 'event' (cut between events); got {split_by!r}")
         _check_options(series, path, sequences, scaler, nonnegative, units, input_steps=input_steps,
                        output_steps=output_steps, stride=stride, gap=gap, batch_size=batch_size,
                        num_workers=num_workers)
@@ -99,6 +112,11 @@ class GridDataModule(pl.LightningDataModule):
         self.scaler_name = scaler.lower()
         self.fill_nan = fill_nan
         self.batch_size, self.num_workers = int(batch_size), int(num_workers)
+        self.reader, self.time_from_name, self.split_by = reader, time_from_name, split_by
+        self.archive: Optional[_data.GridArchive] = None  # the files read as one series, when several
+        self.events: Optional[np.ndarray] = None          # (E, 2) gap-free ranges; None: one series
+        if source is None and path is not None and _data.archive.is_archive_input(path, reader, time_from_name):
+            source = {"kind": "archive"}  # filled in by setup, with the files found
         if source is None:
             source = ({"kind": "file", "path": str(Path(path).resolve()), "key": key, "layout": self.layout}
                       if path is not None else {"kind": "sequences" if sequences is not None else "array"})
@@ -153,7 +171,14 @@ class GridDataModule(pl.LightningDataModule):
             self.sequences = self._loaded_sequences()
             return
         if self.path is not None and self.series is None:
-            self.series = _data.load_grid(self.path, key=self.key, layout=self.layout)
+            if self.source.get("kind") == "archive":
+                self.archive = _data.open_archive(self.path, reader=self.reader, key=self.key, layout=self.layout,
+                                                  time_from_name=self.time_from_name)
+                self.series, self.source = self.archive, self.archive.source()
+                if not self.units and self.archive.units:
+                    self.units = self.archive.units
+            else:
+                self.series = _data.load_grid(self.path, key=self.key, layout=self.layout)
         self.series = self.conversion.wrap(self.series)
         if np.ndim(self.series[:1]) != 4:
             raise ValueError(f"the series must have 4 axes (time, rows, cols, channels) after the layout "
@@ -190,16 +215,43 @@ class GridDataModule(pl.LightningDataModule):
                                    split=self.split)
         n = int(self.series.shape[0])
         self.times = self._series_times(n)
+        self.events = self._find_events(n)
         train = (0, int(round(n * self.split[0])))
-        if self.multiscale.resolve(n, self.times, self.input_steps, self.gap, train, self.path):
+        if self.multiscale.resolve(n, self.times, self.input_steps, self.gap, train,
+                                   None if self.archive is not None else self.path):
+            if self.events is not None:
+                raise ParameterError("period", f"closeness/period/trend samples and calendar or external features "
+                                               f"need one series without gaps, and this data has "
+                                               f"{len(self.events)} events (files or gaps in the time stamps); use "
+                                               f"plain windows (--period 0 --trend 0 --no-calendar), or fill the "
+                                               f"missing steps", also=("trend", "calendar", "external"))
             return MultiScaleBuilder(self.series, self.multiscale, self.output_steps, stride=self.stride,
                                      gap=self.gap, split=self.split)
         return WindowBuilder(self.series, self.input_steps, self.output_steps, stride=self.stride, gap=self.gap,
-                             split=self.split)
+                             split=self.split, events=self.events, split_by=self.split_by)
+
+    def _find_events(self, n: int) -> Optional[np.ndarray]:
+        """The archive's events, or those cut by gaps in a single file's time stamps; ``None``
+        when the series is one gap-free stretch."""
+        if self.archive is not None:
+            events = self.archive.events
+        elif self.times is not None:
+            try:
+                events = _data.find_events(self.times, [n], join_files=True)[0]
+            except ValueError as exc:
+                raise ParameterError("data", f"{self.path}: {exc}") from None
+        else:
+            return None
+        return events if len(events) > 1 else None
 
     def _series_times(self, n: int) -> Optional[np.ndarray]:
-        """The time stamps given (``timestamps``) or read from the file, ``None`` when there are none."""
-        times = load_times(self.path, n) if self.timestamps is None else _data.parse_timestamps(self.timestamps)
+        """The time stamps given (``timestamps``) or read from the file(s), ``None`` when there are none."""
+        if self.timestamps is not None:
+            times = _data.parse_timestamps(self.timestamps)
+        elif self.archive is not None:
+            times = self.archive.times
+        else:
+            times = load_times(self.path, n)
         if times is not None and len(times) != n:
             raise ValueError(f"timestamps has {len(times)} values for a series of {n} steps")
         return times
@@ -311,6 +363,7 @@ class GridDataModule(pl.LightningDataModule):
             "mode": self.mode,
             "input_steps": self.input_steps, "output_steps": self.output_steps,
             "stride": self.stride, "gap": self.gap, "split": list(self.split),
+            **({} if self.split_by == "time" else {"split_by": self.split_by}),
             "scaler": self.scaler.state_dict(), "scaler_name": self.scaler_name,
             "fill_nan": self.fill_nan, "batch_size": self.batch_size,
             "sample_shape": list(self.sample_shape),
@@ -350,16 +403,20 @@ class GridDataModule(pl.LightningDataModule):
                 ds.scaler = self.scaler
 
     @classmethod
-    def from_state(cls, state: Dict[str, Any], *, series: Any = None, path: Optional[str] = None,
+    def from_state(cls, state: Dict[str, Any], *, series: Any = None, path: Any = None,
                    key: Optional[str] = None, layout: Optional[str] = None, sequences: Any = None,
-                   batch_size: Optional[int] = None, whole: bool = False) -> "GridDataModule":
+                   batch_size: Optional[int] = None, whole: bool = False, reader: Optional[str] = None,
+                   time_from_name: Optional[str] = None) -> "GridDataModule":
         """Rebuild the data module a checkpoint was trained with (its file, unless another
         ``series``/``path``/``sequences`` is given), with the checkpoint's scaler, statistics, unit
         conversion and units. Another ``path`` is read with the run's ``key`` and ``layout`` unless
         they are given (:func:`run_source_options`).
 
         ``whole=True``: no split, one part ``"all"`` of every sample of the data (a file the model
-        never saw), with the checkpoint's scaler and statistics; nothing is fitted on it."""
+        never saw), with the checkpoint's scaler and statistics; nothing is fitted on it.
+
+        A run trained on an archive reads its files again (or the ``path`` given: a file, a list,
+        a glob pattern or a folder) with its ``reader`` and ``time_from_name`` unless they are given."""
         src = state.get("source", {})
         if series is None and path is None and sequences is None and src.get("kind") == "moving_mnist":
             sequences = _data.moving_mnist(
@@ -367,10 +424,13 @@ class GridDataModule(pl.LightningDataModule):
                 num_digits=int(src["num_digits"]), digit_size=int(src["digit_size"]), speed=tuple(src["speed"]),
                 seed=int(src["seed"]))[..., None]
         if series is None and path is None and sequences is None:
-            if src.get("kind") != "file":
+            if src.get("kind") not in ("file", "archive"):
                 raise ParameterError("data", f"the checkpoint was trained on in-memory data ({src.get('kind')}); "
                                              f"give the data to evaluate on (a file path: data=FILE)")
-            path = src["path"]
+            path = src["path"] if src["kind"] == "file" else list(src["files"])
+        if src.get("kind") == "archive":
+            reader = src.get("reader", "auto") if reader is None else reader
+            time_from_name = src.get("time_from_name") if time_from_name is None else time_from_name
         if path is not None:
             key, layout = run_source_options(state, path, key, layout)
         kw: Dict[str, Any] = dict(input_steps=state["input_steps"], output_steps=state["output_steps"],
@@ -379,13 +439,15 @@ class GridDataModule(pl.LightningDataModule):
                                   scaler=state["scaler_name"], fill_nan=state.get("fill_nan"),
                                   batch_size=batch_size or state.get("batch_size", 16),
                                   conversion=state.get("conversion"),
-                                  multiscale=MultiScale.from_state(state.get("multiscale")))
+                                  multiscale=MultiScale.from_state(state.get("multiscale")),
+                                  split_by=state.get("split_by", "time"))
         if sequences is not None or (series is None and path is None):
             dm = cls(sequences=sequences, **kw)
         elif series is not None:
             dm = cls(series, **kw)
         else:
-            dm = cls(path=path, key=key, layout=layout, **kw)
+            dm = cls(path=path, key=key, layout=layout, reader=reader or "auto", time_from_name=time_from_name,
+                     **kw)
         dm.whole = bool(whole)
         dm.load_state_dict(state)
         return dm
@@ -398,8 +460,8 @@ def run_source_options(state: Dict[str, Any], path: Any, key: Optional[str] = No
     only where ``path`` can hold several arrays: not for a ``.npy`` file), else ``None`` and
     ``"THWC"``. The layout comes in capitals (``"thw"`` -> ``"THW"``)."""
     src = state.get("source") or {}
-    if src.get("kind") == "file":
-        if key is None and Path(str(path)).suffix.lower() != ".npy":
+    if src.get("kind") in ("file", "archive"):
+        if key is None and (isinstance(path, (list, tuple)) or Path(str(path)).suffix.lower() != ".npy"):
             key = src.get("key")
         if layout is None:
             layout = src.get("layout")

@@ -117,7 +117,8 @@ def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional
              device: Optional[str] = None, plots: bool = True, history: Optional[Dict[str, Any]] = None,
              baselines: Optional[Sequence[str]] = None, fss_scales: Optional[Sequence[int]] = None,
              extrapolation_method: Optional[str] = None, nonnegative: Optional[bool] = None,
-             convention: Optional[str] = None) -> Dict[str, Any]:
+             convention: Optional[str] = None, reader: Optional[str] = None,
+             time_from_name: Optional[str] = None) -> Dict[str, Any]:
     """Score a trained model on the ``part`` of its data (or every window of another file),
     beside the ``baselines``, in the data's own (physical) units; write ``metrics.json``,
     ``metrics_per_lead_time.csv``, ``forecast.png``, ``forecast.gif`` and ``learning_curve.png``
@@ -133,6 +134,9 @@ def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional
         data, key, layout: another grid file to evaluate on (default: the file it was trained
             on); it is read and scaled as in training (same unit conversion, the run's scaler), with
             the run's key and layout unless they are given (:func:`~convlstm.training.datamodule.run_source_options`).
+            ``data`` may also be several files (a list, a glob pattern, a folder), read as an archive
+            (:func:`convlstm.data.open_archive`) with ``reader`` and ``time_from_name`` (default: the
+            run's, for a run trained on an archive); no window crosses an event's edge.
         datamodule: a ready :class:`GridDataModule` instead.
         part: ``"all"`` (every window, no split: the default with ``data``), or the ``"train"``,
             ``"val"`` or ``"test"`` part of the run's split (the default without).
@@ -160,7 +164,7 @@ def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional
     ckpt_path = find_checkpoint(source)
     options = ScoringOptions.resolve(ckpt_path, thresholds, baselines, fss_scales, extrapolation_method)
     module, ckpt = load_module(ckpt_path, model=model)
-    dm = _evaluation_data(ckpt, ckpt_path, datamodule, data, key, layout, batch_size, part)
+    dm = _evaluation_data(ckpt, ckpt_path, datamodule, data, key, layout, batch_size, part, reader, time_from_name)
     forecasters = build_baselines(options.baselines, dm, part, extrapolation_method=options.extrapolation_method)
     clamp = _clamp_forecasts(dm, nonnegative)
     _say_what_is_scored(dm, part, forecasters)
@@ -205,14 +209,16 @@ def _check_part(part: Optional[str], data: Optional[PathLike], datamodule: Optio
 
 def _evaluation_data(ckpt: Dict[str, Any], ckpt_path: Path, datamodule: Optional[GridDataModule],
                      data: Optional[PathLike], key: Optional[str], layout: Optional[str],
-                     batch_size: Optional[int], part: str) -> GridDataModule:
+                     batch_size: Optional[int], part: str, reader: Optional[str] = None,
+                     time_from_name: Optional[str] = None) -> GridDataModule:
     """The data module to score on: the run's data (or ``data``) rebuilt from the checkpoint's
     state, or ``datamodule`` with that state loaded; set up, with ``part`` non-empty."""
     state = ckpt.get("GridDataModule") or {}
     if datamodule is None:
         state = data_state(ckpt, ckpt_path, "; pass datamodule=")
-        datamodule = GridDataModule.from_state(state, path=None if data is None else str(data), key=key,
-                                               layout=layout, batch_size=batch_size, whole=part == "all")
+        path = None if data is None else [str(d) for d in data] if isinstance(data, (list, tuple)) else str(data)
+        datamodule = GridDataModule.from_state(state, path=path, key=key, layout=layout, batch_size=batch_size,
+                                               whole=part == "all", reader=reader, time_from_name=time_from_name)
     elif state:
         datamodule.load_state_dict(state)
     try:

@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 
+from .. import data as _data
 from .._errors import ParameterError
 from .._io import write_json
 from ..scoring import write_metrics
@@ -218,7 +219,8 @@ def datamodule_from_config(cfg: FitConfig) -> GridDataModule:
     if cfg.data is None:
         raise ParameterError("data", "data is not set: give the grid file to train on (data=FILE, or `data:` in "
                                      "the config file)")
-    return GridDataModule(path=cfg.data, key=cfg.key, layout=cfg.layout, input_steps=cfg.input_steps,
+    return GridDataModule(path=cfg.data, key=cfg.key, layout=cfg.layout, reader=cfg.reader,
+                          time_from_name=cfg.time_from_name, split_by=cfg.split_by, input_steps=cfg.input_steps,
                           output_steps=cfg.output_steps, stride=cfg.stride, gap=cfg.gap, split=cfg.split,
                           scaler=cfg.scaler, fill_nan=cfg.fill_nan, batch_size=cfg.batch_size,
                           num_workers=cfg.num_workers, conversion=cfg.conversion(), nonnegative=cfg.nonnegative,
@@ -262,6 +264,10 @@ def _say_how_the_file_is_read(run: _Run, dm: GridDataModule) -> None:
 
     if dm.path is None or dm.mode != "series":
         return
+    if dm.archive is not None or dm.events is not None:
+        _say_what_the_events_are(run, dm)
+    if dm.archive is not None:
+        return
     stored = stored_shape(dm.series.shape, dm.layout)
     key = "" if dm.key is None else f" (key {dm.key})"
     run.log(f"convlstm fit: read {dm.path}{key}: {stored} as layout {dm.layout}: "
@@ -276,6 +282,22 @@ def _say_how_the_file_is_read(run: _Run, dm: GridDataModule) -> None:
         advice = "check that --layout matches the file's axes: " + ", ".join(
             f"{name} {axes}" for name, axes in LAYOUT_AXES.items())
     run.log(f"convlstm fit: warning: --layout {dm.layout} reads {why}, an unusual grid; {advice}")
+
+
+def _say_what_the_events_are(run: _Run, dm: GridDataModule) -> None:
+    """How many files, frames, events and gaps the data has, and how many events and windows
+    each part got."""
+    what = dm.archive.describe() if dm.archive is not None else (
+        f"{dm.path}: {dm.series.shape[0]} frames, {len(dm.events)} events cut by gaps in the time stamps")
+    run.log(f"convlstm fit: read {what}")
+    parts = []
+    for name, (lo, hi) in dm.parts.items():
+        if hi <= lo:
+            continue
+        events = len(_data.event_ranges(dm.events, int(dm.series.shape[0]), lo, hi))
+        windows = len(dm.datasets[name]) if name in dm.datasets else 0
+        parts.append(f"{name} {events} event{'s' * (events != 1)}, {windows} windows")
+    run.log(f"convlstm fit: split by {dm.split_by}: {'; '.join(parts)}; no window crosses an event's edge")
 
 
 def _build_module(cfg: FitConfig, dm: GridDataModule, model: Optional[nn.Module]) -> ForecastModule:

@@ -63,6 +63,8 @@ class ForecastTimes:
         leads: ``(T_out,)`` the steps after ``origin`` that the frames forecast (``gap + 1 ...``).
         stamps: ``(n,)`` the file's time stamps, ``datetime64[m]``, or ``None``.
         step: the step length in minutes, or ``None``; ``step_source`` says where it came from.
+        gaps: the stamps have gaps between events (an archive): a frame ``k`` steps after the
+            origin is valid ``k * step`` after it, whatever stamp the file has ``k`` frames later.
     """
     origin: np.ndarray
     input_end: np.ndarray
@@ -70,6 +72,7 @@ class ForecastTimes:
     stamps: Optional[np.ndarray] = None
     step: Optional[int] = None
     step_source: str = ""
+    gaps: bool = False
 
     def at(self, index: np.ndarray) -> np.ndarray:
         """The time stamps ``datetime64[m]`` of the file's steps ``index`` (any shape); steps past
@@ -82,7 +85,15 @@ class ForecastTimes:
     @property
     def regular(self) -> bool:
         """Whether the file's stamps are ``step`` apart, so that valid = origin + lead time."""
-        return self.stamps is not None and bool(np.all(np.diff(self.stamps.astype(np.int64)) == self.step))
+        return self.stamps is not None and (self.gaps or bool(np.all(np.diff(self.stamps.astype(np.int64)) == self.step)))
+
+    def valid(self) -> np.ndarray:
+        """``(N, T_out)`` valid times ``datetime64[m]`` of the forecast frames: the stamps
+        ``leads`` steps after each origin (continued past the file's end), or, with gaps, the
+        origin's stamp plus ``leads * step``."""
+        if self.gaps:
+            return self.at(self.origin)[:, None] + np.asarray(self.leads)[None, :] * np.timedelta64(self.step, "m")
+        return self.at(np.asarray(self.origin)[:, None] + np.asarray(self.leads, dtype=np.int64)[None, :])
 
 
 @dataclass
@@ -100,16 +111,20 @@ class ForecastSource:
 
 
 def forecast_times(origin: np.ndarray, input_end: np.ndarray, leads: np.ndarray, inputs: Any, n_time: int,
-                   state: Dict[str, Any]) -> ForecastTimes:
+                   state: Dict[str, Any], archive: Any = None) -> ForecastTimes:
     """The :class:`ForecastTimes` of forecasts from the file ``inputs`` (``n_time`` steps): its time
     stamps when it has ``n_time`` of them, and the step from them, else from the run's data
-    ``state`` (the unit conversion's ``interval_minutes``, or the multi-scale ``steps_per_day``)."""
+    ``state`` (the unit conversion's ``interval_minutes``, or the multi-scale ``steps_per_day``).
+    For an ``archive`` (:class:`convlstm.data.GridArchive`) its stamps and step, gaps included."""
     from ..data.calendar import time_step
     from ..data.coordinates import read_times
 
+    if archive is not None and archive.times is not None and archive.step is not None:
+        return ForecastTimes(np.asarray(origin), np.asarray(input_end), np.asarray(leads), archive.times,
+                             archive.step, "the input files' time stamps", gaps=len(archive.gaps) > 0)
     stamps = None
     try:
-        stamps = read_times(inputs)
+        stamps = None if archive is not None else read_times(inputs)
     except (ValueError, KeyError, OSError):
         pass
     if stamps is not None and len(stamps) != n_time:
@@ -220,7 +235,7 @@ def _time_variables(times: ForecastTimes) -> Dict[str, Variable]:
         out["lead_time"] = (("lead_time",), steps, {"long_name": "time steps after the last observed step",
                                                    "units": _ONE})
     if made is not None:
-        valid, units = _cf_minutes(times.at(times.origin[:, None] + steps[None, :]), made[0])
+        valid, units = _cf_minutes(times.valid(), made[0])
         attrs = {"standard_name": "time", "long_name": "valid time of each forecast frame", "units": units,
                  "calendar": "proleptic_gregorian"}
         if not times.regular:

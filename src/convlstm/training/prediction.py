@@ -36,10 +36,11 @@ class _Windows:
     features: Optional[np.ndarray] = None
 
 
-def predict(checkpoint: PathLike, inputs: PathLike, out: PathLike, *, key: Optional[str] = None,
+def predict(checkpoint: PathLike, inputs: Any, out: PathLike, *, key: Optional[str] = None,
             layout: Optional[str] = None, all_windows: bool = False, stride: int = 1, batch_size: int = 16,
             device: Optional[str] = None, model: Optional[nn.Module] = None,
-            nonnegative: Optional[bool] = None) -> Path:
+            nonnegative: Optional[bool] = None, reader: Optional[str] = None,
+            time_from_name: Optional[str] = None) -> Path:
     """Forecast from the grid series in the file ``inputs`` and write the forecasts, in the data's
     units, to ``out``: ``.npy``, or a CF-1.8 dataset in ``.nc`` (netCDF) or ``.zarr`` (needs
     xarray and zarr) with a ``forecast`` variable ``(time, lead_time, y, x, channel)``, the origin
@@ -65,6 +66,12 @@ def predict(checkpoint: PathLike, inputs: PathLike, out: PathLike, *, key: Optio
     the stacked lags before the first target (which follows the series' end), with the calendar
     features of that target time (its time stamp continues the file's) and the external series at
     the last observed step; ``all_windows=True`` gives every target whose oldest lag is in the file.
+
+    ``inputs`` may be several files (a list, a glob pattern, a folder), read as one archive
+    (:func:`convlstm.data.open_archive`) with ``reader`` and ``time_from_name`` (default: the
+    run's, when it was trained on an archive): windows stay inside events (the last one is the
+    end of the last event), ``time`` and ``valid_time`` follow the files' stamps, and
+    ``input_end`` indexes the frames of the archive in time order.
     """
     out = check_out(out)
     if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
@@ -77,8 +84,8 @@ def predict(checkpoint: PathLike, inputs: PathLike, out: PathLike, *, key: Optio
     ckpt_path = find_checkpoint(checkpoint)
     module, ckpt = load_module(ckpt_path, model=model)
     state = data_state(ckpt, ckpt_path, " with its scaler")
-    series, key, layout = _read_series(state, inputs, key, layout)
-    windows = _choose_windows(state, series, inputs, all_windows, stride)
+    series, key, layout, archive = _read_series(state, inputs, key, layout, reader, time_from_name)
+    windows = _choose_windows(state, series, inputs, all_windows, stride, archive)
     series = _finite_inputs(series, windows.indices, state.get("fill_nan"), str(inputs))
     clamp = bool(state.get("nonnegative")) if nonnegative is None else nonnegative
     forecast = _forecast(module.to(torch_device(device)), state, series, windows, batch_size, clamp)
@@ -86,8 +93,11 @@ def predict(checkpoint: PathLike, inputs: PathLike, out: PathLike, *, key: Optio
     if out.suffix.lower() != ".npy":
         leads = int(state["gap"]) + np.arange(1, forecast.shape[1] + 1)
         times = forecast_times(windows.origin, np.array([int(w.max()) for w in windows.indices]), leads, inputs,
-                               int(series.shape[0]), state)
-        source = _source(ckpt, ckpt_path, state, inputs, key, layout)
+                               int(series.shape[0]), state, archive)
+        source = _source(ckpt, ckpt_path, state, inputs if archive is None else archive.files[0], key, layout)
+        if archive is not None:
+            source.inputs = str(inputs)
+            source.units = source.units or archive.units
     write_forecast(out, forecast, times, source)
     return out
 
@@ -108,15 +118,27 @@ def _source(ckpt: Dict[str, Any], ckpt_path: Path, state: Dict[str, Any], inputs
                           units=units, coords=coords)
 
 
-def _read_series(state: Dict[str, Any], inputs: PathLike, key: Optional[str], layout: Optional[str]):
-    """The file's series in physical units (the run's unit conversion), checked against the
-    frames the model was trained on. Returns ``(series, key, layout)``, the key and layout it was
-    read with."""
+def _read_series(state: Dict[str, Any], inputs: Any, key: Optional[str], layout: Optional[str],
+                 reader: Optional[str] = None, time_from_name: Optional[str] = None):
+    """The file's (or archive's) series in physical units (the run's unit conversion), checked
+    against the frames the model was trained on. Returns ``(series, key, layout, archive)``, the
+    key and layout it was read with and the :class:`~convlstm.data.GridArchive` (``None`` for
+    one file)."""
     from .. import data as _data
     from ..data.units import UnitConversion
 
     key, layout = run_source_options(state, inputs, key, layout)
-    grid = _data.load_grid(inputs, key=key, layout=layout)
+    src = state.get("source") or {}
+    if src.get("kind") == "archive":
+        reader = src.get("reader", "auto") if reader is None else reader
+        time_from_name = src.get("time_from_name") if time_from_name is None else time_from_name
+    reader = reader or "auto"
+    archive = None
+    if _data.archive.is_archive_input(inputs, reader, time_from_name):
+        archive = grid = _data.open_archive(inputs, reader=reader, key=key, layout=layout,
+                                            time_from_name=time_from_name)
+    else:
+        grid = _data.load_grid(inputs, key=key, layout=layout)
     key = getattr(grid, "key", key)  # a netCDF or HDF5 file's variable, also when chosen by the reader
     series = UnitConversion.from_state_dict(state.get("conversion")).wrap(grid)
     frame = tuple(state["sample_shape"])
@@ -124,21 +146,30 @@ def _read_series(state: Dict[str, Any], inputs: PathLike, key: Optional[str], la
         raise ParameterError("layout", f"inputs {str(inputs)!r} has frames of shape (rows, cols, channels) = "
                                        f"{tuple(series.shape[1:])} after layout={layout!r}, but the model was "
                                        f"trained on {frame}")
-    return series, key, layout
+    return series, key, layout, archive
 
 
-def _choose_windows(state: Dict[str, Any], series: Any, inputs: PathLike, all_windows: bool,
-                    stride: int) -> _Windows:
-    """The last window (or every ``stride``-th one) of ``input_steps`` frames; for multi-scale
-    runs the lags before each target (the first target follows the series: t = n + gap), with
-    the calendar features of t and the external series at t - gap - 1."""
+def _choose_windows(state: Dict[str, Any], series: Any, inputs: Any, all_windows: bool,
+                    stride: int, archive: Any = None) -> _Windows:
+    """The last window (or every ``stride``-th one) of ``input_steps`` frames, inside the events
+    of an ``archive``; for multi-scale runs the lags before each target (the first target follows
+    the series: t = n + gap), with the calendar features of t and the external series at t - gap - 1."""
     n = int(series.shape[0])
     if not state.get("multiscale"):
         t_in = int(state["input_steps"])
-        if n < t_in:
-            raise ValueError(f"inputs {str(inputs)!r} has {n} time steps; the model needs input_steps={t_in}")
-        starts = list(range(0, n - t_in + 1, stride)) if all_windows else [n - t_in]
+        events = [(0, n)] if archive is None else [(int(a), int(b)) for a, b in archive.events]
+        starts = [s for a, b in events for s in range(a, b - t_in + 1, stride)]
+        if not starts:
+            where = f"has {n} time steps" if archive is None else (
+                f"has no event of {t_in} frames or more (the longest: {max(b - a for a, b in events)})")
+            raise ValueError(f"inputs {str(inputs)!r} {where}; the model needs input_steps={t_in}")
+        if not all_windows:
+            a, b = next((a, b) for a, b in reversed(events) if b - a >= t_in)
+            starts = [b - t_in]
         return _Windows([np.arange(s, s + t_in) for s in starts], np.array(starts, dtype=np.int64) + t_in - 1)
+    if archive is not None and len(archive.events) > 1:
+        raise ValueError(f"inputs {str(inputs)!r}: a run trained on closeness/period/trend samples forecasts from "
+                         f"one series without gaps; these files hold {len(archive.events)} events")
     from .multiscale import load_times
 
     gap = int(state["gap"])
