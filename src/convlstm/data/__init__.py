@@ -1,8 +1,9 @@
-"""Data for forecasting with ConvLSTM: readers for grid files, sliding windows and a lazy window
-dataset, chronological splits with no leakage, multi-scale (closeness, period, trend) samples and
-calendar features from time stamps, per-channel scalers fitted on the training part,
-NaN checks, physical units (stored values -> mm/h, dBZ; Z-R relations), and Moving MNIST built
-from the MNIST digits bundled with the package.
+"""Data for forecasting with ConvLSTM: readers for grid files (numpy, HDF5 and netCDF files; radar
+composites through pysteps's importers; netCDF, Zarr and GRIB through xarray), sliding windows
+and a lazy window dataset, chronological splits with no leakage, multi-scale (closeness, period,
+trend) samples and calendar features from time stamps, per-channel scalers fitted on the training
+part, NaN checks, physical units (stored values -> mm/h, dBZ; Z-R relations), and Moving MNIST
+built from the MNIST digits bundled with the package.
 
 Several files (a list, a glob pattern, a folder; one file per time step or one per event) are
 read as one series cut into gap-free events by :func:`open_archive`.
@@ -24,6 +25,8 @@ from .calendar import (CALENDAR_FEATURES, calendar_features, decode_cf_times, pa
 from .coordinates import GridCoordinates, grid_coordinates, read_times
 from .archive import READERS, GridArchive, find_events, list_archive_files, open_archive, time_from_file_name
 from .windows import check_parts_have_windows, event_ranges, event_split
+from .pysteps_reader import PystepsFrames, pysteps_importers
+from .xarray_reader import XarrayGrid
 
 __all__ = [
     "load_grid", "load_timestamps", "load_array", "hours_of_day", "LazyGrid", "LAYOUTS", "GridFileError",
@@ -33,6 +36,7 @@ __all__ = [
     "STREAMS", "multiscale_offsets", "multiscale_targets", "MultiScaleWindowDataset", "stacked_lags",
     "CALENDAR_FEATURES", "calendar_features", "parse_timestamps", "read_holidays", "steps_per_day",
     "decode_cf_times", "time_step", "read_times", "grid_coordinates", "GridCoordinates",
+    "PystepsFrames", "pysteps_importers", "XarrayGrid",
     "Scaler", "MinMaxScaler", "StandardScaler", "Log1pScaler", "DBScaler", "NoScaler", "make_scaler",
     "scaler_from_state_dict", "SCALERS",
     "UnitConversion", "ConvertedSeries", "TRANSFORMS", "reflectivity_to_rate", "rate_to_reflectivity",
