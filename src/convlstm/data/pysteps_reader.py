@@ -51,8 +51,8 @@ def pysteps_importers() -> Tuple[str, ...]:
 
     Example::
 
-        >>> "odim_hdf5" in pysteps_importers()                        # doctest: +SKIP
-        True
+        >>> "odim_hdf5" in pysteps_importers(), "knmi_hdf5" in pysteps_importers()
+        (True, True)
     """
     ps_io, _ = _pysteps()
     table = getattr(ps_io.interface, "_importer_methods", None)

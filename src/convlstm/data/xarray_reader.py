@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from .._errors import ParameterError
 from .._extras import install_hint
 from ._time_index import apply_rest, split_key, time_positions
 from .coordinates import GridCoordinates
-from .readers import GridFileError, _reading
+from .readers import _reading
 
 __all__ = ["XarrayGrid"]
 
@@ -217,7 +217,7 @@ class XarrayGrid:
             why and lists the candidates).
         ImportError: xarray, or the package of the engine (zarr, cfgrib), is not installed; the
             message says what to install.
-        GridFileError: the file cannot be read (the message gives xarray's reason).
+        ~convlstm.data.GridFileError: the file cannot be read (the message gives xarray's reason).
 
     Example::
 
