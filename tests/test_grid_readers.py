@@ -475,3 +475,25 @@ def test_unreadable_and_missing_files_are_named(tmp_path):
         XarrayGrid(bad)
     with pytest.raises(FileNotFoundError, match=r"absent\.nc"):
         XarrayGrid(tmp_path / "absent.nc")
+
+
+def test_times_along_a_forecast_step_and_no_times(tmp_path):
+    """A time coordinate along another dimension (GRIB's ``valid_time`` over ``step``) makes it
+    the time dimension; a time dimension without coordinate gives no times."""
+    rng = np.random.default_rng(5)
+    valid = np.datetime64("2022-03-01T06:00") + np.arange(4) * np.timedelta64(15, "m")
+    ds = xr.Dataset({"tp": (("step", "latitude", "longitude"), rng.random((4, 3, 5)))},
+                    coords={"step": ("step", np.arange(4) * 15),
+                            "valid_time": ("step", valid.astype("datetime64[ns]")),
+                            "latitude": ("latitude", [52.0, 51.5, 51.0], {"units": "degrees_north"}),
+                            "longitude": ("longitude", np.linspace(4, 6, 5), {"units": "degrees_east"})})
+    path = write(ds, {}, tmp_path / "steps.nc")
+    with XarrayGrid(path) as grid, xr.open_dataset(path, engine="h5netcdf") as ref:
+        assert grid.dims == ("step", "latitude", "longitude")
+        np.testing.assert_array_equal(grid.times, ref["valid_time"].values.astype("datetime64[m]"))
+        np.testing.assert_array_equal(grid[:, ..., 0], ref["tp"].values.astype(np.float32))
+        assert sorted(grid.coords.variables) == ["latitude", "longitude"]
+    bare = xr.Dataset({"rain": (("time", "y", "x"), rng.random((3, 2, 2)))})
+    with XarrayGrid(write(bare, {}, tmp_path / "bare.nc")) as grid:
+        assert grid.times is None and grid.shape == (3, 2, 2, 1)
+        assert grid.coords.variables == {} and grid.coords.grid_mapping is None

@@ -103,11 +103,22 @@ def _role(ds: Any, dim: str) -> Optional[str]:
     for role, names in _STANDARD_NAMES.items():
         if standard in names:
             return role
-    if coord is not None and np.issubdtype(coord.dtype, np.datetime64):
+    if _time_coordinate(ds, dim) is not None:
         return "T"
     for role, names in _NAMES.items():
         if str(dim).lower() in names:
             return role
+    return None
+
+
+def _time_coordinate(ds: Any, dim: str) -> Optional[str]:
+    """The name of a decoded time coordinate along ``dim`` alone: ``dim``'s own, else one such as
+    GRIB's ``valid_time`` over forecast ``step``; ``None`` if there is none."""
+    names = [dim] + sorted((str(n) for n in ds.coords if str(n) != dim), key=lambda n: n != "valid_time")
+    for name in names:
+        var = ds.variables.get(name)
+        if var is not None and tuple(var.dims) == (dim,) and np.issubdtype(var.dtype, np.datetime64):
+            return name
     return None
 
 
@@ -175,7 +186,8 @@ class XarrayGrid:
     in the ``(time, rows, cols, channels)`` layout whatever the order of the dimensions stored.
 
     The dimensions are found by CF's conventions: the time dimension by its coordinate's
-    ``axis="T"``, ``standard_name="time"``, a decoded time, or its name (``time``); the rows and
+    ``axis="T"``, ``standard_name="time"``, a decoded time along it (its own coordinate, or e.g.
+    ``valid_time`` over ``step``), or its name (``time``); the rows and
     columns by ``axis`` ``"Y"``/``"X"``, ``standard_name`` (``latitude``/``longitude``,
     ``projection_y_coordinate``/``projection_x_coordinate``...) or names (``y``/``x``,
     ``lat``/``lon``, ``latitude``/``longitude``, ``rows``/``cols``); when neither of two spatial
@@ -203,7 +215,9 @@ class XarrayGrid:
         dims: the file's dimension names in the order of the series' axes: ``(time, rows, cols)``
             and the channel dimension if any.
         units: the variable's ``units`` attribute (``""`` without one).
-        times: ``(T,)`` ``datetime64[m]`` time stamps, as xarray decodes them, or ``None``.
+        times: ``(T,)`` ``datetime64[m]`` time stamps, as xarray decodes them (the time
+            dimension's coordinate, or a time coordinate along it such as GRIB's ``valid_time``
+            over ``step``), or ``None`` when the file has none.
         coords: the spatial coordinates (:class:`~convlstm.data.GridCoordinates`), for a forecast
             file to carry the input's coordinates and attributes.
 
@@ -349,9 +363,10 @@ class XarrayGrid:
 
     def _read_times(self) -> Optional[np.ndarray]:
         t = self._layout[0]
-        if t not in self._ds.variables:
+        name = _time_coordinate(self._ds, t) or t
+        if name not in self._ds.variables:
             return None
-        coord = self._ds.variables[t]
+        coord = self._ds.variables[name]
         values = np.asarray(coord.values)
         if np.issubdtype(values.dtype, np.datetime64):
             return values.astype("datetime64[m]")
