@@ -41,3 +41,26 @@ def grad_fn_names(tensor):
         names.add(type(fn).__name__)
         stack.extend(f for f, _ in fn.next_functions)
     return names
+
+
+def write_odim(path, codes, quantity="DBZH", gain=0.5, offset=-32.0, nodata=255.0, undetect=0.0):
+    """An ODIM HDF5 composite: ``/what``, ``/where`` (projection and corners), and
+    ``/dataset1/data1/{data, what}`` with the quantity, gain, offset, nodata and undetect codes."""
+    import h5py
+    import numpy as np
+
+    with h5py.File(path, "w") as f:
+        what = f.create_group("what")
+        what.attrs["object"] = np.bytes_("COMP")
+        what.attrs["date"] = np.bytes_("20200101")
+        where = f.create_group("where")
+        where.attrs["projdef"] = np.bytes_("+proj=laea +lat_0=55 +lon_0=10 +ellps=WGS84")
+        for key, value in dict(LL_lat=50.0, LL_lon=5.0, UR_lat=53.0, UR_lon=10.0, xscale=1000.0,
+                               yscale=1000.0, xsize=codes.shape[1], ysize=codes.shape[0]).items():
+            where.attrs[key] = value
+        data = f.create_group("dataset1/data1")
+        data.create_dataset("data", data=codes)
+        dwhat = data.create_group("what")
+        dwhat.attrs["quantity"] = np.bytes_(quantity)  # bytes, as ODIM files hold them
+        for key, value in dict(gain=gain, offset=offset, nodata=nodata, undetect=undetect).items():
+            dwhat.attrs[key] = value

@@ -22,7 +22,7 @@ TEST_EXTRA_MODULES = {
     "pytest": "pytest", "keras": "keras", "lightning": "lightning", "matplotlib": "matplotlib", "PIL": "pillow",
     "yaml": "pyyaml", "h5netcdf": "h5netcdf", "onnx": "onnx", "onnxruntime": "onnxruntime",
     "onnxscript": "onnxscript", "openvino": "openvino", "skimage": "scikit-image", "scipy": "scipy",
-    "pysteps": "pysteps", "cv2": "opencv-python-headless", "xarray": "xarray", "zarr": "zarr",
+    "pysteps": "pysteps", "cv2": "opencv-python-headless", "xarray": "xarray", "zarr": "zarr", "pyproj": "pyproj",
 }
 
 # the reasons pytest.importorskip gives (module missing, or too old)

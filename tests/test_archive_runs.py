@@ -118,3 +118,38 @@ def test_evaluate_on_an_archive_through_the_command_line(gappy):
     errors = [(f[s + 3 + k] - f[s + 2]) ** 2 for a, b in [(0, 36), (36, 48), (48, 72)]
               for s in range(a, b - 5 + 1) for k in range(2)]
     assert m["persistence"]["mse"] == pytest.approx(float(np.mean(errors)), rel=1e-6)
+
+
+def test_radar_files_in_a_pysteps_format_and_a_zarr_store_score_exactly_as_one_npz(tmp_path, capsys):
+    """One ODIM HDF5 file per 5-minute step (rain rates, read by pysteps's odim_hdf5 importer,
+    the time in the name) and a Zarr store of the same frames: the same windows and numbers as
+    the frames pysteps reads, written into one .npz."""
+    from _helpers import write_odim
+    from convlstm.data import PystepsFrames
+
+    n, step = 30, np.timedelta64(5, "m")
+    t = START + np.arange(n) * step
+    codes = (frames(n) * 100).astype(np.uint16)  # hundredths of mm/h
+    folder = tmp_path / "odim"
+    folder.mkdir()
+    for k in range(n):
+        write_odim(folder / f"comp_{name_of(t[k])[4:-4]}.h5", codes[k], quantity="RATE", gain=0.01, offset=0.0,
+                   nodata=65535.0, undetect=0.0)
+    rain = PystepsFrames(sorted(folder.iterdir()), "odim_hdf5")[:][..., 0]
+    np.testing.assert_allclose(rain, codes * 0.01, rtol=1e-6)  # what was written, read back by pysteps
+    np.savez(tmp_path / "one.npz", rain=rain, time=t)
+    xr.Dataset({"rain": (("time", "y", "x"), rain, {"units": "mm/h"})},
+               coords={"time": t.astype("datetime64[ns]"), "y": np.arange(SIZE) * 1000.0,
+                       "x": np.arange(SIZE) * 1000.0}).to_zarr(tmp_path / "rain.zarr")
+    common = {**TINY, "split": [0.5, 0.2, 0.3]}
+    runs = {
+        "npz": fit(FitConfig(data=str(tmp_path / "one.npz"), key="rain", run_dir=str(tmp_path / "r1"), **common)),
+        "odim": fit(FitConfig(data=str(folder), reader="pysteps:odim_hdf5", time_from_name="%Y%m%d%H%M",
+                              run_dir=str(tmp_path / "r2"), **common)),
+        "zarr": fit(FitConfig(data=str(tmp_path / "rain.zarr"), key="rain", run_dir=str(tmp_path / "r3"),
+                              **common)),
+    }
+    log = capsys.readouterr().out
+    assert "30 files, 30 frames of 6x6x1, every 5 min, 1 event, 0 gaps" in log
+    npz = scores(runs["npz"])
+    assert npz and scores(runs["odim"]) == npz and scores(runs["zarr"]) == npz

@@ -4,7 +4,6 @@ called on each file), and netCDF/Zarr/GRIB through xarray (:class:`XarrayGrid`, 
 xarray's own reading of the same file). The files are written here, in ``tmp_path``."""
 import contextlib
 import doctest
-import importlib.util
 import io
 import pickle
 import sys
@@ -19,37 +18,17 @@ from convlstm._errors import ParameterError
 from convlstm._extras import install_hint
 from convlstm.data import GridCoordinates, GridFileError, PystepsFrames, XarrayGrid, pysteps_importers
 from convlstm.data import pysteps_reader
+from _helpers import write_odim
 
 with contextlib.redirect_stdout(io.StringIO()):  # pysteps prints where its configuration file is
     from pysteps.io import get_method
     from pysteps.utils.conversion import to_rainrate
 
 
-HAS_PYPROJ = importlib.util.find_spec("pyproj") is not None
 
 
 # ------------------------------------------------------------------------------------------------
 # radar files, written in the layouts pysteps's importers read
-def write_odim(path, codes, quantity="DBZH", gain=0.5, offset=-32.0, nodata=255.0, undetect=0.0):
-    """An ODIM HDF5 composite: ``/what``, ``/where`` (projection and corners), and
-    ``/dataset1/data1/{data, what}`` with the quantity, gain, offset, nodata and undetect codes."""
-    with h5py.File(path, "w") as f:
-        what = f.create_group("what")
-        what.attrs["object"] = np.bytes_("COMP")
-        what.attrs["date"] = np.bytes_("20200101")
-        where = f.create_group("where")
-        where.attrs["projdef"] = np.bytes_("+proj=laea +lat_0=55 +lon_0=10 +ellps=WGS84")
-        for key, value in dict(LL_lat=50.0, LL_lon=5.0, UR_lat=53.0, UR_lon=10.0, xscale=1000.0,
-                               yscale=1000.0, xsize=codes.shape[1], ysize=codes.shape[0]).items():
-            where.attrs[key] = value
-        data = f.create_group("dataset1/data1")
-        data.create_dataset("data", data=codes)
-        dwhat = data.create_group("what")
-        dwhat.attrs["quantity"] = np.bytes_(quantity)  # bytes, as ODIM files hold them
-        for key, value in dict(gain=gain, offset=offset, nodata=nodata, undetect=undetect).items():
-            dwhat.attrs[key] = value
-
-
 def write_knmi(path, codes):
     """A KNMI HDF5 composite of 5-minute accumulations, in hundredths of mm (``uint16``, 65535 =
     no data), with its ``geographic`` group."""
@@ -159,28 +138,29 @@ def test_knmi_hdf5_accumulations_become_rates(tmp_path):
     np.testing.assert_allclose(frames[1], kept[1] * 12, rtol=1e-6)
 
 
-def test_odim_hdf5_reads_as_pysteps_or_names_pyproj(tmp_path):
-    """pysteps's odim_hdf5 importer needs pyproj, which pysteps does not install: with it the
-    frames are pysteps's; without it the error says what to install."""
+def test_odim_hdf5_reads_as_pysteps(tmp_path):
     paths = radar_series(tmp_path, write_odim, n=3)
-    if HAS_PYPROJ:
-        frames = PystepsFrames(paths, "odim_hdf5", importer_kwargs={"qty": "DBZH"})
-        assert_same_frames(frames[:], paths, "odim_hdf5", qty="DBZH")
-    else:
-        with pytest.raises(ImportError, match=r"odim_hdf5 importer cannot read .*radar_000\.h5.*pyproj.*"
-                                              r"pip install pyproj"):
-            PystepsFrames(paths, "odim_hdf5", importer_kwargs={"qty": "DBZH"})
+    frames = PystepsFrames(paths, "odim_hdf5", importer_kwargs={"qty": "DBZH"})
+    assert_same_frames(frames[:], paths, "odim_hdf5", qty="DBZH")
 
 
-def test_fmi_pgm_reads_as_pysteps_or_names_pyproj(tmp_path):
+def test_fmi_pgm_reads_as_pysteps(tmp_path):
     paths = radar_series(tmp_path, write_fmi_pgm, n=3, shape=(9, 11), suffix=".pgm")
-    if HAS_PYPROJ:
-        frames = PystepsFrames(paths, "fmi_pgm")
-        assert frames.shape == (3, 9, 11, 1)
-        assert_same_frames(frames[:], paths, "fmi_pgm")
-    else:
-        with pytest.raises(ImportError, match=r"fmi_pgm importer cannot read .*radar_000\.pgm.*pyproj"):
-            PystepsFrames(paths, "fmi_pgm")
+    frames = PystepsFrames(paths, "fmi_pgm")
+    assert frames.shape == (3, 9, 11, 1)
+    assert_same_frames(frames[:], paths, "fmi_pgm")
+
+
+def test_an_importer_without_its_optional_package_names_what_to_install(tmp_path, monkeypatch):
+    """pysteps's odim_hdf5 importer needs pyproj, which pysteps itself does not install; without
+    it (its module's name removed, as when the import failed) the error says what to install."""
+    import pysteps.io.importers as importers
+
+    paths = radar_series(tmp_path, write_odim, n=3)
+    monkeypatch.delattr(importers, "pyproj")
+    with pytest.raises(ImportError, match=r"odim_hdf5 importer cannot read .*radar_000\.h5.*pyproj.*"
+                                          r"pip install pyproj"):
+        PystepsFrames(paths, "odim_hdf5", importer_kwargs={"qty": "DBZH"})
 
 
 def test_metadata_is_pysteps_metadata(tmp_path):

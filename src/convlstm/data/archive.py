@@ -51,17 +51,15 @@ _FORMAT_DIGITS = {"Y": r"\d{4}", "y": r"\d{2}", "m": r"\d{2}", "d": r"\d{2}", "H
 # the files
 def is_archive_input(inputs: Any, reader: str = "auto", time_from_name: Optional[str] = None) -> bool:
     """Whether ``inputs`` must be read as an archive (:func:`open_archive`) rather than as one
-    grid file: a list of several paths, a glob pattern, a folder (a ``.zarr`` store is one file), or a
-    reader or a time pattern other than the plain file's."""
+    grid file by :func:`~convlstm.data.load_grid`: a list of several paths, a glob pattern, a
+    folder, a ``.zarr`` store (one file, read by xarray), or a reader or a time pattern other than
+    the plain file's."""
     if reader != "auto" or time_from_name is not None:
         return True
     if isinstance(inputs, (list, tuple)):
         return len(inputs) != 1 or is_archive_input(inputs[0])
     text = str(inputs)
-    if _glob.has_magic(text):
-        return True
-    p = Path(text)
-    return p.is_dir() and p.suffix.lower() != ".zarr"
+    return _glob.has_magic(text) or Path(text).is_dir()  # a folder, or a .zarr store (read by xarray)
 
 
 def list_archive_files(inputs: Any, reader: str = "auto") -> List[Path]:
