@@ -209,3 +209,30 @@ def test_multiscale_samples_refuse_data_with_gaps(tmp_path):
                         multiscale=MultiScale(period=1, trend=0))
     with pytest.raises(ParameterError, match="need one series without gaps"):
         dm.setup()
+
+
+def test_reader_options_reach_the_importer_and_travel_with_the_archive(tmp_path):
+    from _helpers import write_odim
+
+    codes = np.random.default_rng(4).integers(0, 200, size=(3, 8, 9)).astype(np.uint8)
+    for k in range(3):
+        write_odim(tmp_path / f"comp_20200101{10 + k:02d}00.h5", codes[k])   # hourly, DBZH
+    reflectivity = d.open_archive(tmp_path, reader="pysteps:mch_hdf5", time_from_name="%Y%m%d%H%M",
+                                  reader_options={"qty": "DBZH"})
+    direct = d.PystepsFrames(sorted(tmp_path.iterdir()), "mch_hdf5", importer_kwargs={"qty": "DBZH"})
+    np.testing.assert_array_equal(reflectivity[:], direct[:])
+    assert reflectivity.step == 60 and reflectivity.source()["reader_options"] == {"qty": "DBZH"}
+    again = pickle.loads(pickle.dumps(reflectivity))
+    np.testing.assert_array_equal(again[1], direct[1])
+    with pytest.raises(ParameterError, match="reader_options .* takes none"):
+        d.open_archive(tmp_path / "comp_202001011000.h5", reader="auto", reader_options={"qty": "DBZH"})
+
+
+def test_the_command_line_passes_reader_options_and_several_files():
+    from convlstm import cli
+
+    args = cli.build_parser().parse_args(["fit", "a.h5", "b.h5", "--reader", "pysteps:mch_gif", "--reader-option",
+                                          "product=AQC", "--reader-option", "accutime=5", "--split-by", "event"])
+    cfg = cli.fit_config_from_args(args)
+    assert cfg.data == ["a.h5", "b.h5"] and cfg.reader == "pysteps:mch_gif" and cfg.split_by == "event"
+    assert cfg.reader_options == {"product": "AQC", "accutime": 5}

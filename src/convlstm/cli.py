@@ -119,6 +119,10 @@ def _model_option(text: str) -> Any:
     return _name_value(text, "model option", "filters=[32,32]")
 
 
+def _reader_option(text: str) -> Any:
+    return _name_value(text, "reader option", "product=AQC")
+
+
 def _loss_option(text: str) -> Any:
     return _name_value(text, "loss option", "ssim_weight=0.5")
 
@@ -180,6 +184,11 @@ def _add_fit_data_options(p: argparse.ArgumentParser, defaults: "FitConfig") -> 
             help="auto (by the file's suffix), xarray (netCDF, zarr, GRIB with cfgrib: CF time and coordinates) or "
                  "pysteps:IMPORTER (pysteps's importer, e.g. pysteps:odim_hdf5, pysteps:mch_gif, pysteps:bom_rf3, "
                  "one file per time step, in mm/h)")
+    p.add_argument("--reader-option", dest="reader_option", action="append", type=_reader_option,
+                   default=argparse.SUPPRESS, metavar="NAME=VALUE",
+                   help="an argument of the reader, repeatable: pysteps's importer arguments (mch_gif: "
+                        "--reader-option product=AQC --reader-option unit=mm --reader-option accutime=5), or "
+                        "xarray's engine=NAME")
     _option(g, "--time-from-name", metavar="PATTERN",
             help="read each file's time from its name with this strftime pattern, e.g. %%Y%%m%%d%%H%%M (files of "
                  "one frame each)")
@@ -609,7 +618,7 @@ def _add_config_command(sub: "argparse._SubParsersAction") -> None:
 
 
 # fit's flags whose destination is not the FitConfig field of the same name
-_FIELD_OF_DEST = {"model_option": "model_options", "loss_option": "loss_options"}
+_FIELD_OF_DEST = {"model_option": "model_options", "loss_option": "loss_options", "reader_option": "reader_options"}
 
 
 def _flag_names(parser: argparse.ArgumentParser) -> Dict[str, str]:
@@ -650,7 +659,7 @@ def fit_config_from_args(args: argparse.Namespace):
         cfg = load_run_config(args.run_dir)  # the run's data and options; the flags below override them
     else:
         cfg = FitConfig()
-    skip = {"config", "save_config", "func", "command", "model_option", "loss_option", "flag_names"}
+    skip = {"config", "save_config", "func", "command", "model_option", "loss_option", "reader_option", "flag_names"}
     given = {k: v for k, v in vars(args).items() if k not in skip}
     if "data" in given:  # DATA...: none keeps the config's, one is a path, several a list
         data = list(given.pop("data"))
@@ -660,6 +669,10 @@ def fit_config_from_args(args: argparse.Namespace):
         opts = dict(cfg.model_options)
         opts.update(dict(args.model_option))
         given["model_options"] = opts
+    if "reader_option" in vars(args):
+        opts = dict(cfg.reader_options)
+        opts.update(dict(args.reader_option))
+        given["reader_options"] = opts
     if "loss_option" in vars(args):
         opts = dict(cfg.loss_options)
         opts.update(dict(args.loss_option))

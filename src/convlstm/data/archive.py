@@ -203,7 +203,8 @@ def _check_reader(reader: Any) -> str:
     return reader
 
 
-def _open_file(path: Path, reader: str, key: Optional[str], layout: str) -> Tuple[Any, Optional[np.ndarray]]:
+def _open_file(path: Path, reader: str, key: Optional[str], layout: str,
+               options: Dict[str, Any]) -> Tuple[Any, Optional[np.ndarray]]:
     """One file as a lazy ``(T, H, W, C)`` grid, and its frames' time stamps (``None`` when it
     has none)."""
     from .calendar import parse_timestamps
@@ -212,8 +213,12 @@ def _open_file(path: Path, reader: str, key: Optional[str], layout: str) -> Tupl
     if reader == "xarray" or path.suffix.lower() == ".zarr":
         from .xarray_reader import XarrayGrid
 
-        grid = XarrayGrid(path, key)
+        grid = XarrayGrid(path, key, **options)
         return grid, grid.times
+    if options:
+        raise ParameterError("reader_options", f"reader_options {sorted(options)} were given, but {path} is read by "
+                                               f"the reader for its suffix, which takes none; they are for "
+                                               f"reader='xarray' or 'pysteps:NAME'")
     grid = load_grid(path, key=key, layout=layout)
     if path.suffix.lower() == ".npy":
         return grid, None
@@ -233,6 +238,7 @@ class _Recipe:
     key: Optional[str]
     layout: str
     time_from_name: Optional[str]
+    options: Tuple[Tuple[str, Any], ...] = ()
 
 
 class GridArchive:
@@ -337,7 +343,7 @@ class GridArchive:
         """Plain data saying how to open the archive again (checkpoints)."""
         r = self._recipe
         return {"kind": "archive", "files": list(r.files), "reader": r.reader, "key": r.key, "layout": r.layout,
-                "time_from_name": r.time_from_name}
+                "time_from_name": r.time_from_name, "reader_options": dict(r.options)}
 
     def __repr__(self) -> str:
         return f"GridArchive({self.describe()})"
@@ -349,12 +355,13 @@ class GridArchive:
     def __setstate__(self, state: dict) -> None:
         r = state["recipe"]
         other = open_archive(list(r.files), reader=r.reader, key=r.key, layout=r.layout,
-                             time_from_name=r.time_from_name, sort=False)
+                             time_from_name=r.time_from_name, reader_options=dict(r.options), sort=False)
         self.__dict__.update(other.__dict__)
 
 
 def open_archive(inputs: Any, *, reader: str = "auto", key: Optional[str] = None, layout: str = "THWC",
-                 time_from_name: Optional[str] = None, sort: bool = True) -> GridArchive:
+                 time_from_name: Optional[str] = None, reader_options: Optional[Dict[str, Any]] = None,
+                 sort: bool = True) -> GridArchive:
     """Open a list, glob pattern or folder of grid files as one :class:`GridArchive`.
 
     Args:
@@ -367,6 +374,9 @@ def open_archive(inputs: Any, *, reader: str = "auto", key: Optional[str] = None
         layout: how each file's axes are stored (``"auto"`` reader only).
         time_from_name: a :func:`time.strftime` pattern of the time in each file's name; needs
             files of one frame each.
+        reader_options: keyword arguments of the reader: the pysteps importer's (``mch_gif``
+            takes ``product``, ``unit`` and ``accutime``), or :class:`~convlstm.data.XarrayGrid`'s
+            (``engine``, ``time_dim``, ``spatial_dims``).
         sort: put the files in time order (by their first time stamp) when every frame has one;
             otherwise they stay in name order.
 
@@ -375,10 +385,11 @@ def open_archive(inputs: Any, *, reader: str = "auto", key: Optional[str] = None
             different shapes (naming the file), or time stamps that repeat.
     """
     reader = _check_reader(reader)
+    options = dict(reader_options or {})
     files = list_archive_files(inputs, reader)
     importer = reader.split(":", 1)[1] if reader.startswith("pysteps:") else None
     if importer is None:
-        opened = [_open_file(f, reader, key, layout) for f in files]
+        opened = [_open_file(f, reader, key, layout, options) for f in files]
         grids: List[Any] = [g for g, _ in opened]
         file_times: List[Optional[np.ndarray]] = [t for _, t in opened]
         _check_frames(grids, files)
@@ -399,7 +410,7 @@ def open_archive(inputs: Any, *, reader: str = "auto", key: Optional[str] = None
     if importer is not None:
         from .pysteps_reader import PystepsFrames
 
-        grids = [PystepsFrames(files, importer)]
+        grids = [PystepsFrames(files, importer, importer_kwargs=options)]
     times = np.concatenate(file_times).astype("datetime64[m]") if timed else None
     frames = np.cumsum([int(g.shape[0]) for g in grids])
     join = importer is not None or all(int(g.shape[0]) == 1 for g in grids)
@@ -409,7 +420,7 @@ def open_archive(inputs: Any, *, reader: str = "auto", key: Optional[str] = None
     except ValueError as exc:
         raise ParameterError("data", f"the archive's {exc}", also=("time_from_name",)) from None
     units = str(getattr(grids[0], "units", "") or "")
-    recipe = _Recipe(tuple(str(f) for f in files), reader, key, layout, time_from_name)
+    recipe = _Recipe(tuple(str(f) for f in files), reader, key, layout, time_from_name, tuple(sorted(options.items())))
     return GridArchive(recipe, grids, times, events, gaps, step, units)
 
 

@@ -140,6 +140,8 @@ class FitConfig:
         reader: ``auto`` (by suffix), ``xarray`` (netCDF, zarr, GRIB with cfgrib; CF time and
             coordinates) or ``pysteps:NAME`` (pysteps's importer NAME, e.g. ``pysteps:odim_hdf5``,
             one file per time step, converted to mm/h by pysteps).
+        reader_options: keyword arguments of the reader: pysteps's importer arguments (``mch_gif``
+            needs ``product``, ``unit`` and ``accutime``), or xarray's ``engine``.
         time_from_name: the time in each file's name, as a ``strftime`` pattern (``%Y%m%d%H%M``),
             for archives of one frame per file.
         split_by: ``time`` (cut at the split fractions) or ``event`` (cut between events, so the
@@ -225,6 +227,7 @@ class FitConfig:
     key: Optional[str] = None
     layout: str = "THWC"
     reader: str = "auto"
+    reader_options: Dict[str, Any] = field(default_factory=dict)
     time_from_name: Optional[str] = None
     split_by: str = "time"
     input_steps: int = 6
@@ -268,6 +271,7 @@ class FitConfig:
         from ..data.archive import _check_reader
 
         self.reader = _check_reader(self.reader)
+        _options(self, "reader_options")
         _choice(self, "split_by", ("time", "event"))
         if isinstance(self.layout, str):
             self.layout = self.layout.upper()

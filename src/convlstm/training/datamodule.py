@@ -91,7 +91,8 @@ class GridDataModule(pl.LightningDataModule):
                  num_workers: int = 0, source: Optional[Dict[str, Any]] = None, conversion: Any = None,
                  nonnegative: Optional[bool] = None, units: str = "",
                  multiscale: Optional[MultiScale] = None, timestamps: Any = None, reader: str = "auto",
-                 time_from_name: Optional[str] = None, split_by: str = "time") -> None:
+                 time_from_name: Optional[str] = None, split_by: str = "time",
+                 reader_options: Optional[Dict[str, Any]] = None) -> None:
         super().__init__()
         if split_by not in ("time", "event"):
             raise ParameterError("split_by", f"split_by must be 'time' (cut at the split fractions of the time "
@@ -113,6 +114,7 @@ class GridDataModule(pl.LightningDataModule):
         self.fill_nan = fill_nan
         self.batch_size, self.num_workers = int(batch_size), int(num_workers)
         self.reader, self.time_from_name, self.split_by = reader, time_from_name, split_by
+        self.reader_options = dict(reader_options or {})
         self.archive: Optional[_data.GridArchive] = None  # the files read as one series, when several
         self.events: Optional[np.ndarray] = None          # (E, 2) gap-free ranges; None: one series
         if source is None and path is not None and _data.archive.is_archive_input(path, reader, time_from_name):
@@ -173,7 +175,8 @@ class GridDataModule(pl.LightningDataModule):
         if self.path is not None and self.series is None:
             if self.source.get("kind") == "archive":
                 self.archive = _data.open_archive(self.path, reader=self.reader, key=self.key, layout=self.layout,
-                                                  time_from_name=self.time_from_name)
+                                                  time_from_name=self.time_from_name,
+                                                  reader_options=self.reader_options)
                 self.series, self.source = self.archive, self.archive.source()
                 if not self.units and self.archive.units:
                     self.units = self.archive.units
@@ -406,7 +409,8 @@ class GridDataModule(pl.LightningDataModule):
     def from_state(cls, state: Dict[str, Any], *, series: Any = None, path: Any = None,
                    key: Optional[str] = None, layout: Optional[str] = None, sequences: Any = None,
                    batch_size: Optional[int] = None, whole: bool = False, reader: Optional[str] = None,
-                   time_from_name: Optional[str] = None) -> "GridDataModule":
+                   time_from_name: Optional[str] = None,
+                   reader_options: Optional[Dict[str, Any]] = None) -> "GridDataModule":
         """Rebuild the data module a checkpoint was trained with (its file, unless another
         ``series``/``path``/``sequences`` is given), with the checkpoint's scaler, statistics, unit
         conversion and units. Another ``path`` is read with the run's ``key`` and ``layout`` unless
@@ -431,6 +435,7 @@ class GridDataModule(pl.LightningDataModule):
         if src.get("kind") == "archive":
             reader = src.get("reader", "auto") if reader is None else reader
             time_from_name = src.get("time_from_name") if time_from_name is None else time_from_name
+            reader_options = src.get("reader_options") if reader_options is None else reader_options
         if path is not None:
             key, layout = run_source_options(state, path, key, layout)
         kw: Dict[str, Any] = dict(input_steps=state["input_steps"], output_steps=state["output_steps"],
@@ -447,7 +452,7 @@ class GridDataModule(pl.LightningDataModule):
             dm = cls(series, **kw)
         else:
             dm = cls(path=path, key=key, layout=layout, reader=reader or "auto", time_from_name=time_from_name,
-                     **kw)
+                     reader_options=reader_options, **kw)
         dm.whole = bool(whole)
         dm.load_state_dict(state)
         return dm

@@ -220,6 +220,7 @@ def datamodule_from_config(cfg: FitConfig) -> GridDataModule:
         raise ParameterError("data", "data is not set: give the grid file to train on (data=FILE, or `data:` in "
                                      "the config file)")
     return GridDataModule(path=cfg.data, key=cfg.key, layout=cfg.layout, reader=cfg.reader,
+                          reader_options=cfg.reader_options,
                           time_from_name=cfg.time_from_name, split_by=cfg.split_by, input_steps=cfg.input_steps,
                           output_steps=cfg.output_steps, stride=cfg.stride, gap=cfg.gap, split=cfg.split,
                           scaler=cfg.scaler, fill_nan=cfg.fill_nan, batch_size=cfg.batch_size,

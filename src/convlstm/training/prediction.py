@@ -132,11 +132,12 @@ def _read_series(state: Dict[str, Any], inputs: Any, key: Optional[str], layout:
     if src.get("kind") == "archive":
         reader = src.get("reader", "auto") if reader is None else reader
         time_from_name = src.get("time_from_name") if time_from_name is None else time_from_name
+    options = src.get("reader_options") if src.get("kind") == "archive" and reader == src.get("reader") else None
     reader = reader or "auto"
     archive = None
     if _data.archive.is_archive_input(inputs, reader, time_from_name):
         archive = grid = _data.open_archive(inputs, reader=reader, key=key, layout=layout,
-                                            time_from_name=time_from_name)
+                                            time_from_name=time_from_name, reader_options=options)
     else:
         grid = _data.load_grid(inputs, key=key, layout=layout)
     key = getattr(grid, "key", key)  # a netCDF or HDF5 file's variable, also when chosen by the reader
