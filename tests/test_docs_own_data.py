@@ -8,7 +8,8 @@ through the command line (``convlstm.cli.main``), ``python ...`` with this Pytho
 docs/own-data.md trains on ``bikenyc.npz``, a file a reader brings: the test writes a small
 synthetic one of the same layout and keys under the same name (``data``: (time, 2, 16, 8) int16
 counts with a daily cycle; ``date``: DeepST's ``YYYYMMDDss`` stamps), so the commands themselves
-are not changed. The README's example writes its own series with its first line.
+are not changed; likewise for its archive of MeteoSwiss GIFs (``mch/<event>/AQC...gif``, three
+small events of pysteps's ``mch_gif`` format). The README's example writes its own series with its first line.
 
 One thing is appended, to keep the run short: ``--max-epochs 1`` to each ``fit`` (the pages train
 for 40 and 5 epochs; the last value of a repeated flag wins).
@@ -59,6 +60,25 @@ def write_bikenyc(path: Path, hours: int = 240) -> None:
     np.savez(path, data=data, date=date)
 
 
+def write_mch_archive(folder: Path, frames: int = 12, size: int = 16) -> None:
+    """A small stand-in for the MeteoSwiss example archive: three rain events, one folder each,
+    one GIF of 8-bit AQC codes per 5 minutes named ``AQC<yy><day of year><HHMM>F_00005.801.gif``,
+    as pysteps's ``mch_gif`` importer reads them (code 255: no data)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for start in (datetime(2015, 5, 15, 15, 45), datetime(2016, 7, 11, 20, 45), datetime(2017, 1, 31, 9, 45)):
+        event = folder / "mch" / f"{start:%Y%m%d}"
+        event.mkdir(parents=True)
+        for k in range(frames):
+            t = start + timedelta(minutes=5 * k)
+            codes = rng.integers(0, 140, size=(size, size)).astype(np.uint8)
+            codes[0, :3] = 255
+            image = Image.fromarray(codes, mode="P")
+            image.putpalette([v for i in range(256) for v in (i, i, i)])
+            image.save(event / f"AQC{t:%y%j%H%M}F_00005.801.gif")
+
+
 def _option(words: list, flag: str) -> str:
     return words[words.index(flag) + 1]
 
@@ -98,9 +118,11 @@ def run_commands(commands: list, folder: Path, page: Path) -> None:
 def test_own_data_walk_through_runs_as_written(tmp_path, monkeypatch, one_thread):
     monkeypatch.chdir(tmp_path)
     write_bikenyc(tmp_path / "bikenyc.npz")
+    write_mch_archive(tmp_path)
     page = ROOT / "docs" / "own-data.md"
     commands = shell_commands(bash_blocks(page))
-    assert [w[:2] for w in commands] == [["convlstm", "fit"], ["convlstm", "evaluate"], ["convlstm", "predict"]]
+    assert [w[:2] for w in commands] == [["convlstm", "fit"], ["convlstm", "evaluate"], ["convlstm", "predict"],
+                                         ["convlstm", "fit"]]
     run_commands(commands, tmp_path, page)
     import h5netcdf
 
