@@ -236,3 +236,16 @@ def test_the_command_line_passes_reader_options_and_several_files():
     cfg = cli.fit_config_from_args(args)
     assert cfg.data == ["a.h5", "b.h5"] and cfg.reader == "pysteps:mch_gif" and cfg.split_by == "event"
     assert cfg.reader_options == {"product": "AQC", "accutime": 5}
+
+
+def test_cf_times_of_a_netcdf_file_cut_its_events(tmp_path):
+    xr = pytest.importorskip("xarray")
+    frames = np.random.default_rng(5).random((60, 4, 4)).astype(np.float32)
+    t = minutes("2022-03-01T00:00", np.arange(60) * 15)
+    t[30:] += np.timedelta64(45, "m")  # three 15-minute steps missing
+    xr.Dataset({"rain": (("time", "y", "x"), frames)}, coords={"time": t.astype("datetime64[ns]")}).to_netcdf(
+        tmp_path / "rain.nc", engine="h5netcdf", encoding={"time": {"units": "minutes since 2022-03-01 00:00:00"}})
+    dm = GridDataModule(path=str(tmp_path / "rain.nc"), key="rain", layout="THW", input_steps=3, output_steps=2)
+    dm.setup()
+    np.testing.assert_array_equal(dm.times, t)   # decoded from the CF numbers and their units
+    assert dm.events.tolist() == [[0, 30], [30, 60]]

@@ -207,8 +207,8 @@ def _open_file(path: Path, reader: str, key: Optional[str], layout: str,
                options: Dict[str, Any]) -> Tuple[Any, Optional[np.ndarray]]:
     """One file as a lazy ``(T, H, W, C)`` grid, and its frames' time stamps (``None`` when it
     has none)."""
-    from .calendar import parse_timestamps
-    from .readers import load_grid, load_timestamps
+    from .coordinates import read_times
+    from .readers import load_grid
 
     if reader == "xarray" or path.suffix.lower() == ".zarr":
         from .xarray_reader import XarrayGrid
@@ -223,7 +223,7 @@ def _open_file(path: Path, reader: str, key: Optional[str], layout: str,
     if path.suffix.lower() == ".npy":
         return grid, None
     try:
-        times = parse_timestamps(load_timestamps(path))
+        times = read_times(path)
     except (ValueError, KeyError, OSError):
         return grid, None
     return grid, (times if len(times) == int(grid.shape[0]) else None)

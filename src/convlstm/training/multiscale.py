@@ -28,12 +28,13 @@ def _column_names(key: str, columns: int) -> List[str]:
 
 
 def load_times(path: Optional[str], n_time: int) -> Optional[np.ndarray]:
-    """The file's time stamps as ``datetime64[m]``, or ``None`` when it has none (or they cannot
-    be read, or their count is not the series' length)."""
+    """The file's time stamps as ``datetime64[m]`` (strings, ``datetime64`` or CF numbers with
+    ``units``: :func:`convlstm.data.read_times`), or ``None`` when it has none (or they cannot be
+    read, or their count is not the series' length)."""
     if path is None:
         return None
     try:
-        times = _data.parse_timestamps(_data.load_timestamps(path))
+        times = _data.read_times(path)
     except (ValueError, KeyError, OSError):
         return None
     return times if len(times) == n_time else None
