@@ -27,6 +27,13 @@ the fake tensors with which ``convlstm fit``'s memory guard (:mod:`convlstm.trai
 runs a step first: a fake convolution takes no time, and its "timing" would otherwise be
 remembered for the real run.
 
+Under distributed training (DDP) the ranks must run the same path: a path that differs between
+ranks makes their gradients round differently. While :func:`share_choices` is on (``convlstm fit``
+turns it on around each training and validation step when a process group of several ranks is
+initialised, and every rank then runs the same shapes in the same order), the timing of a new
+shape is taken on rank 0 only and broadcast (``torch.distributed.broadcast_object_list``), so
+every rank remembers rank 0's timings and runs rank 0's choice.
+
 The measured choice is skipped, and the rule alone decides, when ``set_auto_policy("rule")``
 was called, the environment variable ``CONVLSTM_AUTO`` is ``rule``, or
 ``torch.use_deterministic_algorithms(True)`` is on (a timing can differ between runs, and the two
@@ -37,7 +44,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from typing import Callable, ContextManager, Dict, Optional, Tuple
+from typing import Callable, ContextManager, Dict, Optional, Set, Tuple
 
 import torch
 
@@ -45,13 +52,16 @@ from ._errors import ParameterError
 from ._ops import channels_last_format
 from ._recurrence import NNPACKStepConvolutions, SpectralStepConvolutions, StepConvolutions
 
-__all__ = ["set_auto_policy", "auto_policy", "measured_choice", "clear_auto_timings", "REPEATS"]
+__all__ = ["set_auto_policy", "auto_policy", "measured_choice", "clear_auto_timings", "share_choices",
+           "forget_shared_choices", "REPEATS"]
 
 POLICIES = ("measure", "rule")
 REPEATS = 3
 
 _policy: Optional[str] = None  # set_auto_policy's, else the environment's
 _timings: Dict[tuple, Dict[str, float]] = {}
+_sharing = False  # share_choices': rank 0's timings are broadcast to every rank
+_agreed: Set[tuple] = set()  # the shapes whose timings came from rank 0 (the same set on every rank)
 
 
 def set_auto_policy(policy: str) -> str:
@@ -65,7 +75,7 @@ def set_auto_policy(policy: str) -> str:
         raise ParameterError("policy", f"policy must be one of {', '.join(map(repr, POLICIES))}; got {policy!r}")
     previous = auto_policy()
     _policy = policy.lower()
-    _timings.clear()
+    clear_auto_timings()
     return previous
 
 
@@ -86,6 +96,51 @@ def auto_policy() -> str:
 def clear_auto_timings() -> None:
     """Forget the timings measured so far (the next call of each shape measures again)."""
     _timings.clear()
+    _agreed.clear()
+
+
+def share_choices(on: bool) -> bool:
+    """Whether the timings of new shapes are taken on rank 0 and broadcast to every rank of the
+    initialised default process group (``torch.distributed``), so that all ranks run the same
+    path. Returns the setting that was in force. Without a process group of more than one rank it
+    changes nothing.
+
+    Every rank must then call the layers with the same shapes in the same order (as the steps of
+    distributed training do): each new shape is a collective call. ``convlstm fit`` turns it on
+    around each training and validation step of a distributed run, and off after it.
+
+    Args:
+        on: ``True`` to share, ``False`` to measure on each process alone.
+    """
+    global _sharing
+    if not isinstance(on, bool):
+        raise ParameterError("on", f"on must be True or False; got {on!r}")
+    previous, _sharing = _sharing, on
+    return previous
+
+
+def forget_shared_choices() -> None:
+    """Forget which shapes' timings came from rank 0 (the next shared call of each asks again)."""
+    _agreed.clear()
+
+
+def _group_size() -> int:
+    """The number of ranks of the initialised default process group (1 without one)."""
+    dist = torch.distributed
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _rank0_timings(key: tuple, measure: Callable[[], Dict[str, float]]) -> Dict[str, float]:
+    """Rank 0's timings of ``key`` (remembered, or measured there), broadcast to every rank."""
+    dist = torch.distributed
+    mine = None
+    if dist.get_rank() == 0:
+        mine = _timings.get(key)
+        if mine is None:
+            mine = measure()
+    box = [mine]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _fastest(run: Callable[[], object]) -> float:
@@ -130,12 +185,19 @@ def _step_timings(batch: int, channels: int, filters: int, spatial: Tuple[int, i
 def measured_choice(layer, x: torch.Tensor, spatial: Tuple[int, ...], candidate: str) -> Tuple[str, Dict[str, float]]:
     """``(path, timings)``: ``candidate`` (``"fft"`` or ``"nnpack"``, the rule's choice) or
     ``"concat"``, whichever convolved one step faster, and the seconds each took (measured on the
-    first call of this shape, then remembered)."""
+    first call of this shape, then remembered; on rank 0 only, and broadcast, while
+    :func:`share_choices` is on)."""
     batch, channels = x.shape[0], x.shape[2]
     key = (str(x.device), batch, channels, layer.filters, tuple(spatial), tuple(layer.kernel_size), candidate)
+
+    def measure() -> Dict[str, float]:
+        return _step_timings(batch, channels, layer.filters, tuple(spatial), tuple(layer.kernel_size), candidate,
+                             x.device)
+
+    if _sharing and key not in _agreed and _group_size() > 1:
+        _timings[key] = _rank0_timings(key, measure)  # remembered on every rank: asked once per shape
+        _agreed.add(key)
     timings = _timings.get(key)
     if timings is None:
-        timings = _step_timings(batch, channels, layer.filters, tuple(spatial), tuple(layer.kernel_size), candidate,
-                                x.device)
-        _timings[key] = timings
+        timings = _timings[key] = measure()
     return min(timings, key=timings.get), dict(timings)
