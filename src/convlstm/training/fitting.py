@@ -25,6 +25,7 @@ from .._io import write_json
 from ..scoring import write_metrics
 from .config import FitConfig, load_config, save_config
 from .datamodule import GridDataModule
+from .distributed import ShareAcrossRanks
 from .evaluation import evaluate
 from .module import AtomicCheckpointIO, ForecastModule, HistoryCallback, RandomStateCallback
 from .multiscale import MultiScale
@@ -365,6 +366,33 @@ def _refuse_smaller_batch_on_resume(memory: Any) -> None:
         f"with --batch-size {memory.chosen}")
 
 
+def _share_batch_size(run: _Run, dm: GridDataModule, shared: int, per_rank: List[int]) -> None:
+    """Under DDP, once the process group exists (:class:`~convlstm.training.distributed.ShareAcrossRanks`,
+    Lightning's ``setup``): the batch size of every rank is ``shared``, the smallest that the ranks'
+    memory checks allow (``per_rank``). A resumed run whose batch size would change stops on every
+    rank; otherwise rank 0 records the shared batch size in ``config.yaml`` and ``memory.json``."""
+    from .memory import MemoryBudgetError
+
+    dm.batch_size = shared
+    if shared != run.cfg.batch_size and run.cfg.resume:
+        lowest = min(range(len(per_rank)), key=per_rank.__getitem__)
+        raise MemoryBudgetError(
+            f"the run trained with batch size {run.cfg.batch_size}, but the memory check of rank {lowest} allows "
+            f"only {shared} (each rank's: {per_rank}); a resumed run keeps its batch size, so it stops here. Free "
+            f"some memory on that machine and resume, resume with --memory-limit off to keep batch size "
+            f"{run.cfg.batch_size} anyway, or start a new run with --batch-size {shared}")
+    changed = shared != run.cfg.batch_size
+    run.cfg = run.cfg.replace(batch_size=shared)
+    if run.rank != 0:
+        return
+    if changed:
+        save_config(run.cfg.replace(run_dir=str(run.folder)), run.folder / "config.yaml")
+    if run.memory is not None:
+        record = dict(run.memory.to_dict(), batch_size=shared, batch_size_per_rank=list(per_rank),
+                      ranks=len(per_rank))
+        write_json(run.folder / "memory.json", record)
+
+
 def _write_run_start(run: _Run) -> None:
     """``config.yaml`` and ``memory.json`` (rank 0)."""
     if run.rank != 0:
@@ -377,12 +405,14 @@ def _write_run_start(run: _Run) -> None:
 
 
 def _callbacks(run: _Run, dm: GridDataModule, history: HistoryCallback) -> List[Any]:
-    """Checkpoints (best and last), the history, the random state, early stopping and the bar."""
+    """What the ranks of a distributed run share, checkpoints (best and last), the history, the random
+    state, early stopping and the bar."""
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 
     cfg = run.cfg
     monitor = "val_loss" if dm.has_val else "train_loss_epoch"
-    cbs = [ModelCheckpoint(dirpath=run.checkpoints, filename="best", monitor=monitor, mode="min", save_top_k=1,
+    cbs = [ShareAcrossRanks(lambda shared, per_rank: _share_batch_size(run, dm, shared, per_rank), log=run.log),
+           ModelCheckpoint(dirpath=run.checkpoints, filename="best", monitor=monitor, mode="min", save_top_k=1,
                            save_last=True, auto_insert_metric_name=False, enable_version_counter=False),
            history, RandomStateCallback()]
     if cfg.patience is not None:
