@@ -371,11 +371,19 @@ class RandomStateCallback(pl.Callback):
 
     Saved: torch's CPU generator, the CUDA generators when CUDA is initialised, numpy's legacy global
     generator and Python's ``random``, as tensors and plain values (the checkpoint stays loadable
-    with ``weights_only=True``). Lightning writes the checkpoint from rank 0; under DDP every rank
-    restores rank 0's states (all ranks start from the same seed, and the distributed sampler's
-    order depends on the seed and the epoch only)."""
+    with ``weights_only=True``).
 
-    def state_dict(self) -> Dict[str, Any]:
+    Under DDP every rank keeps its own states: when the checkpoint is made (on every rank), the
+    states of all ranks are gathered (``torch.distributed.all_gather_object``) into ``per_rank``,
+    a list indexed by rank, which rank 0 writes; on resume each rank restores its own entry. A run
+    resumed on more ranks than it was saved from gives rank ``r`` the entry ``r mod n`` (and says
+    so). The top-level entries are rank 0's, as a single process saves them, so a checkpoint of
+    either kind resumes in either kind of run.
+    """
+
+    @staticmethod
+    def _local_state() -> Dict[str, Any]:
+        """This process's generators' states, as tensors and plain values."""
         import random
 
         import numpy as np
@@ -391,17 +399,41 @@ class RandomStateCallback(pl.Callback):
             state["cuda"] = torch.cuda.get_rng_state_all()
         return state
 
-    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+    @staticmethod
+    def _restore(state: Dict[str, Any]) -> None:
+        """Set this process's generators to ``state`` (as :meth:`_local_state` makes it)."""
         import random
 
         import numpy as np
 
-        torch.set_rng_state(state_dict["torch"])
-        n = state_dict["numpy"]
+        torch.set_rng_state(state["torch"])
+        n = state["numpy"]
         np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-        version, internal, gauss = state_dict["python"]
+        version, internal, gauss = state["python"]
         random.setstate((version, tuple(internal), gauss))
-        if "cuda" in state_dict and torch.cuda.is_available():
-            states = state_dict["cuda"]
+        if "cuda" in state and torch.cuda.is_available():
+            states = state["cuda"]
             if len(states) == torch.cuda.device_count():
                 torch.cuda.set_rng_state_all(states)
+
+    def state_dict(self) -> Dict[str, Any]:
+        from .distributed import gather_from_all, world
+
+        mine = self._local_state()
+        if world()[1] == 1:
+            return mine
+        per_rank = gather_from_all(mine)   # every rank makes the checkpoint's dict; rank 0 writes it
+        return dict(per_rank[0], per_rank=per_rank)
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        from .distributed import world
+
+        per_rank = state_dict.get("per_rank")
+        if not per_rank:
+            self._restore(state_dict)
+            return
+        rank, size = world()
+        if size != len(per_rank) and rank == 0:
+            warnings.warn(f"the checkpoint holds the random states of {len(per_rank)} ranks and this run has {size}; "
+                          f"rank r restores the states of rank r mod {len(per_rank)}", UserWarning, stacklevel=2)
+        self._restore(per_rank[rank % len(per_rank)])
