@@ -30,7 +30,7 @@ input unchanged (a single-process fit is not affected).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, List, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 import torch
 
@@ -98,21 +98,20 @@ class ShareAcrossRanks(pl.Callback):
     (:func:`agree_on_batch_size`, then ``datamodule.batch_size`` is set to it and
     ``on_batch_size(shared, per_rank)`` is called on every rank), and around each training and
     validation step the ConvLSTM paths of ``implementation="auto"``
-    (:func:`convlstm._auto_timing.share_choices`). Does nothing without a process group of more
-    than one rank.
+    (:func:`convlstm._auto_timing.share_choices`). Rank 0 prints one line on what is shared. Does
+    nothing without a process group of more than one rank.
 
     Args:
         on_batch_size: called on every rank with the shared batch size and the list of each
             rank's own, before the data loaders are made (``fit`` records the choice there, or
-            stops a resumed run whose batch size would change).
-        log: where rank 0's line on what is shared goes.
+            stops a resumed run whose batch size would change); a picklable object, as
+            ``ddp_spawn`` pickles the callbacks.
     """
 
-    def __init__(self, on_batch_size: Callable[[int, List[int]], None] = lambda shared, per_rank: None,
-                 log: Callable[[str], None] = print) -> None:
-        if not callable(on_batch_size):
-            raise TypeError(f"on_batch_size must be callable; got {type(on_batch_size).__name__}")
-        self.on_batch_size, self._say = on_batch_size, log
+    def __init__(self, on_batch_size: Optional[Callable[[int, List[int]], None]] = None) -> None:
+        if on_batch_size is not None and not callable(on_batch_size):
+            raise TypeError(f"on_batch_size must be callable or None; got {type(on_batch_size).__name__}")
+        self.on_batch_size = on_batch_size
         self.ranks = 1
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
@@ -131,9 +130,10 @@ class ShareAcrossRanks(pl.Callback):
             own = ", ".join(f"rank {r}: {b}" for r, b in enumerate(per_rank))
             how = ("the same on every rank" if len(set(per_rank)) == 1 else
                    "the smallest that the ranks' memory checks allow, so that no rank runs out of memory")
-            self._say(f"convlstm fit: batch size {shared} and the ConvLSTM paths of implementation='auto' are "
+            print(f"convlstm fit: batch size {shared} and the ConvLSTM paths of implementation='auto' are "
                      f"decided on rank 0 and shared by {self.ranks} ranks (batch size {how}; {own})")
-        self.on_batch_size(shared, per_rank)
+        if self.on_batch_size is not None:
+            self.on_batch_size(shared, per_rank)
 
     # the paths of implementation="auto": shared while every rank runs the same step
     def _share(self, on: bool) -> None:

@@ -69,6 +69,12 @@ def fit(config: Union[None, FitConfig, Mapping[str, Any], PathLike] = None, *,
     fits, printed and written into ``config.yaml``; if batch size 1 does not fit,
     :class:`~convlstm.training.memory.MemoryBudgetError` (a ``ValueError``) says so.
 
+    Distributed (DDP: ``devices``, ``num_nodes``, ``strategy``; Lightning's launcher, ``torchrun``
+    or SLURM): each rank runs the memory check on its own machine; once Lightning has formed the
+    process group, rank 0 takes the smallest of the ranks' batch sizes and every rank uses it, and
+    the ConvLSTM paths that ``implementation="auto"`` times are timed on rank 0 and shared
+    (:mod:`convlstm.training.distributed`); each rank saves and restores its own random states.
+
     Example::
 
         >>> run_dir = fit(data="flow.npy", input_steps=6, output_steps=3, max_epochs=10)
@@ -366,31 +372,37 @@ def _refuse_smaller_batch_on_resume(memory: Any) -> None:
         f"with --batch-size {memory.chosen}")
 
 
-def _share_batch_size(run: _Run, dm: GridDataModule, shared: int, per_rank: List[int]) -> None:
+@dataclass
+class _ShareBatchSize:
     """Under DDP, once the process group exists (:class:`~convlstm.training.distributed.ShareAcrossRanks`,
-    Lightning's ``setup``): the batch size of every rank is ``shared``, the smallest that the ranks'
-    memory checks allow (``per_rank``). A resumed run whose batch size would change stops on every
-    rank; otherwise rank 0 records the shared batch size in ``config.yaml`` and ``memory.json``."""
-    from .memory import MemoryBudgetError
+    Lightning's ``setup``), called on every rank with the batch size they share (``shared``, the
+    smallest that the ranks' memory checks allow: ``per_rank``): a resumed run whose batch size
+    would change stops on every rank; otherwise rank 0 records the shared batch size in
+    ``config.yaml`` and ``memory.json``. Plain data, no open files: ``ddp_spawn`` pickles the
+    callbacks into its processes."""
+    cfg: FitConfig
+    folder: Path
+    memory: Any  # the memory check's BatchChoice, None when unchecked
 
-    dm.batch_size = shared
-    if shared != run.cfg.batch_size and run.cfg.resume:
-        lowest = min(range(len(per_rank)), key=per_rank.__getitem__)
-        raise MemoryBudgetError(
-            f"the run trained with batch size {run.cfg.batch_size}, but the memory check of rank {lowest} allows "
-            f"only {shared} (each rank's: {per_rank}); a resumed run keeps its batch size, so it stops here. Free "
-            f"some memory on that machine and resume, resume with --memory-limit off to keep batch size "
-            f"{run.cfg.batch_size} anyway, or start a new run with --batch-size {shared}")
-    changed = shared != run.cfg.batch_size
-    run.cfg = run.cfg.replace(batch_size=shared)
-    if run.rank != 0:
-        return
-    if changed:
-        save_config(run.cfg.replace(run_dir=str(run.folder)), run.folder / "config.yaml")
-    if run.memory is not None:
-        record = dict(run.memory.to_dict(), batch_size=shared, batch_size_per_rank=list(per_rank),
-                      ranks=len(per_rank))
-        write_json(run.folder / "memory.json", record)
+    def __call__(self, shared: int, per_rank: List[int]) -> None:
+        from .distributed import world
+        from .memory import MemoryBudgetError
+
+        cfg = self.cfg
+        if shared != cfg.batch_size and cfg.resume:
+            lowest = min(range(len(per_rank)), key=per_rank.__getitem__)
+            raise MemoryBudgetError(
+                f"the run trained with batch size {cfg.batch_size}, but the memory check of rank {lowest} allows "
+                f"only {shared} (each rank's: {per_rank}); a resumed run keeps its batch size, so it stops here. "
+                f"Free some memory on that machine and resume, resume with --memory-limit off to keep batch size "
+                f"{cfg.batch_size} anyway, or start a new run with --batch-size {shared}")
+        if world()[0] != 0:
+            return
+        if shared != cfg.batch_size:
+            save_config(cfg.replace(run_dir=str(self.folder), batch_size=shared), self.folder / "config.yaml")
+        if self.memory is not None:
+            write_json(self.folder / "memory.json", dict(self.memory.to_dict(), batch_size=shared,
+                                                         batch_size_per_rank=list(per_rank), ranks=len(per_rank)))
 
 
 def _write_run_start(run: _Run) -> None:
@@ -411,7 +423,7 @@ def _callbacks(run: _Run, dm: GridDataModule, history: HistoryCallback) -> List[
 
     cfg = run.cfg
     monitor = "val_loss" if dm.has_val else "train_loss_epoch"
-    cbs = [ShareAcrossRanks(lambda shared, per_rank: _share_batch_size(run, dm, shared, per_rank), log=run.log),
+    cbs = [ShareAcrossRanks(_ShareBatchSize(cfg, run.folder, run.memory)),
            ModelCheckpoint(dirpath=run.checkpoints, filename="best", monitor=monitor, mode="min", save_top_k=1,
                            save_last=True, auto_insert_metric_name=False, enable_version_counter=False),
            history, RandomStateCallback()]
