@@ -131,7 +131,7 @@ class ShareAcrossRanks(pl.Callback):
             how = ("the same on every rank" if len(set(per_rank)) == 1 else
                    "the smallest that the ranks' memory checks allow, so that no rank runs out of memory")
             print(f"convlstm fit: batch size {shared} and the ConvLSTM paths of implementation='auto' are "
-                     f"decided on rank 0 and shared by {self.ranks} ranks (batch size {how}; {own})")
+                  f"decided on rank 0 and shared by {self.ranks} ranks (batch size {how}; {own})")
         if self.on_batch_size is not None:
             self.on_batch_size(shared, per_rank)
 
