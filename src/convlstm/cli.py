@@ -119,6 +119,10 @@ def _model_option(text: str) -> Any:
     return _name_value(text, "model option", "filters=[32,32]")
 
 
+def _member_option(text: str) -> Any:
+    return _name_value(text, "member option", "noise_length=8")
+
+
 def _reader_option(text: str) -> Any:
     return _name_value(text, "reader option", "product=AQC")
 
@@ -283,6 +287,14 @@ def _add_fit_model_options(p: argparse.ArgumentParser, defaults: "FitConfig") ->
                    default=argparse.SUPPRESS, metavar="NAME=VALUE",
                    help="an option of the model, repeatable: --model-option filters=[32,32] "
                         "--model-option kernel_sizes=[3,3]")
+    _option(g, "--members", type=int, metavar="M", default=defaults.members,
+            help="0: one forecast; M >= 2: an ensemble, M members per training sample around the model's forecast "
+                 "(correlated noise with a learned spread), trained with the almost fair CRPS; predict and evaluate "
+                 "--members N draw any number")
+    p.add_argument("--member-option", dest="member_option", action="append", type=_member_option,
+                   default=argparse.SUPPRESS, metavar="NAME=VALUE",
+                   help="an option of the members, repeatable: noise_length (pixels, 4), spread_width (16), "
+                        "initial_spread (0.02), alpha (0.95), spatial_weight (0), spatial_pool (4)")
 
 
 def _add_fit_optimisation_options(p: argparse.ArgumentParser, defaults: "FitConfig") -> None:
@@ -618,7 +630,8 @@ def _add_config_command(sub: "argparse._SubParsersAction") -> None:
 
 
 # fit's flags whose destination is not the FitConfig field of the same name
-_FIELD_OF_DEST = {"model_option": "model_options", "loss_option": "loss_options", "reader_option": "reader_options"}
+_FIELD_OF_DEST = {"model_option": "model_options", "loss_option": "loss_options", "reader_option": "reader_options",
+                  "member_option": "member_options"}
 
 
 def _flag_names(parser: argparse.ArgumentParser) -> Dict[str, str]:
@@ -659,7 +672,8 @@ def fit_config_from_args(args: argparse.Namespace):
         cfg = load_run_config(args.run_dir)  # the run's data and options; the flags below override them
     else:
         cfg = FitConfig()
-    skip = {"config", "save_config", "func", "command", "model_option", "loss_option", "reader_option", "flag_names"}
+    skip = {"config", "save_config", "func", "command", "model_option", "loss_option", "reader_option",
+            "member_option", "flag_names"}
     given = {k: v for k, v in vars(args).items() if k not in skip}
     if "data" in given:  # DATA...: none keeps the config's, one is a path, several a list
         data = list(given.pop("data"))
@@ -669,6 +683,10 @@ def fit_config_from_args(args: argparse.Namespace):
         opts = dict(cfg.model_options)
         opts.update(dict(args.model_option))
         given["model_options"] = opts
+    if "member_option" in vars(args):
+        opts = dict(cfg.member_options)
+        opts.update(dict(args.member_option))
+        given["member_options"] = opts
     if "reader_option" in vars(args):
         opts = dict(cfg.reader_options)
         opts.update(dict(args.reader_option))

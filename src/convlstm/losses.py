@@ -63,7 +63,8 @@ import torch.nn.functional as F
 
 from . import metrics as _metrics
 
-__all__ = ["mse", "mae", "bce", "MSESSIMLoss", "BalancedMSEMAE", "get_loss", "loss_option_names", "LOSS_NAMES"]
+__all__ = ["mse", "mae", "bce", "MSESSIMLoss", "BalancedMSEMAE", "EnsembleCRPS", "get_loss", "loss_option_names",
+           "LOSS_NAMES"]
 
 #: The names :func:`get_loss` (and ``FitConfig.loss``, ``convlstm fit --loss``) accept.
 LOSS_NAMES = ("mse", "mae", "bce", "mse+ssim", "balanced")
@@ -392,6 +393,71 @@ class BalancedMSEMAE(nn.Module):
 
 
 # ---------------------------------------------------------------------------------- factory
+class EnsembleCRPS(nn.Module):
+    r"""The almost fair CRPS of an ensemble (Lang et al. 2024, ECMWF's AIFS-CRPS), per value, averaged:
+
+    .. math::
+        	ext{afCRPS}_lpha = rac{1}{M} \sum_{m} |x_m - y|
+            - rac{1 - \epsilon}{2 M (M - 1)} \sum_{m 
+e m'} |x_m - x_{m'}|,
+        \qquad \epsilon = rac{1 - lpha}{M}
+
+    :math:`lpha = 1` is the fair CRPS (unbiased for the CRPS of the ensemble's distribution,
+    whatever :math:`M`; minimised by members drawn from the true distribution), :math:`lpha = 0`
+    the CRPS of the :math:`M` members as they are; :math:`lpha` slightly below 1 keeps the fair
+    score's calibration without letting two members collapse onto each other. With
+    ``spatial_weight`` :math:`w > 0` the same score of the fields averaged over ``spatial_pool``
+    x ``spatial_pool`` pixels is added, times :math:`w`, so that the members' spatial structure is
+    scored too (independent pixel noise averages away and is penalised).
+
+    Shape:
+        - members: :math:`(M, B, T, H, W, C)` with :math:`M \ge 2`; truth: :math:`(B, T, H, W, C)`.
+        - output: a scalar.
+
+    Example::
+
+        >>> loss = EnsembleCRPS(alpha=1.0)
+        >>> float(loss(torch.tensor([[0.0], [2.0]]), torch.tensor([1.0])))   # (1 + 1)/2 - 2/2
+        0.0
+    """
+
+    def __init__(self, alpha: float = 0.95, spatial_weight: float = 0.0, spatial_pool: int = 4) -> None:
+        super().__init__()
+        self.alpha = _number("alpha", alpha, "crps", minimum=0.0, strict=False)
+        if self.alpha > 1:
+            raise ValueError(f"alpha must be in [0, 1] (1: the fair CRPS), got {alpha!r}")
+        self.spatial_weight = _number("spatial_weight", spatial_weight, "crps", minimum=0.0, strict=False)
+        if isinstance(spatial_pool, bool) or not isinstance(spatial_pool, int) or spatial_pool < 2:
+            raise ValueError(f"spatial_pool must be an integer >= 2 (pixels), got {spatial_pool!r}")
+        self.spatial_pool = spatial_pool
+
+    def score(self, members: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+        """The afCRPS of each value, ``truth``'s shape."""
+        m = members.shape[0]
+        if m < 2:
+            raise ValueError(f"the CRPS of an ensemble needs 2 members or more, got {m}")
+        skill = (members - truth.unsqueeze(0)).abs().mean(0)
+        spread = members.new_zeros(truth.shape)
+        for i in range(m):
+            for j in range(i + 1, m):
+                spread = spread + (members[i] - members[j]).abs()
+        eps = (1.0 - self.alpha) / m
+        return skill - (1.0 - eps) * spread / (m * (m - 1))   # the pairs counted once: sum over m != m' / 2
+
+    def forward(self, members: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+        loss = self.score(members, truth).mean()
+        if self.spatial_weight and members.ndim == 6 and min(truth.shape[2:4]) >= self.spatial_pool:
+            def pool(t: torch.Tensor) -> torch.Tensor:
+                lead = t.shape[:-3]
+                c = t.movedim(-1, -3).flatten(0, -4)
+                return F.avg_pool2d(c, self.spatial_pool).unflatten(0, lead)
+            loss = loss + self.spatial_weight * self.score(pool(members), pool(truth)).mean()
+        return loss
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha:g}, spatial_weight={self.spatial_weight:g}, spatial_pool={self.spatial_pool}"
+
+
 _FUNCTIONS: Dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {"mse": mse, "mae": mae, "bce": bce}
 _CLASSES = {"mse+ssim": MSESSIMLoss, "balanced": BalancedMSEMAE}
 

@@ -192,6 +192,11 @@ class FitConfig:
             on the validation part, one weight per lead time and channel chosen in closed form
             (:mod:`convlstm.training.blend_calibration`); the weights are stored in the best
             checkpoint and in ``metrics.json["blend"]``. Default true.
+        members: 0 (default): one forecast; :math:`M \ge 2`: an ensemble, :math:`M` members per
+            sample trained with the almost fair CRPS (:class:`convlstm.models.StochasticMembers`,
+            :class:`convlstm.losses.EnsembleCRPS`); ``predict``/``evaluate --members N`` draw any number.
+        member_options: ``noise_length`` (pixels), ``spread_width``, ``initial_spread``, ``alpha``,
+            ``spatial_weight``, ``spatial_pool``.
     Optimisation:
         loss (``mse``, ``mae``, ``bce``, ``mse+ssim``, ``balanced``; see :mod:`convlstm.losses`),
         loss_options (keyword options of that loss, checked against it: ``mse+ssim`` takes
@@ -332,6 +337,8 @@ class FitConfig:
     model_options: Dict[str, Any] = field(default_factory=dict)
     start_from: str = "auto"
     calibrate_blend: bool = True
+    members: int = 0
+    member_options: Dict[str, Any] = field(default_factory=dict)
 
     def _check_model(self) -> None:
         """``model``, ``model_options`` (the model checks the options when it is built) and
@@ -342,6 +349,21 @@ class FitConfig:
         _options(self, "model_options")
         _choice(self, "start_from", STARTS)
         _flag(self, "calibrate_blend")
+        _integer(self, "members", 0)
+        if self.members == 1:
+            raise ParameterError("members", "members must be 0 (one forecast) or 2 or more (an ensemble trained with "
+                                            "the CRPS); got 1")
+        _options(self, "member_options")
+        from .module import _MEMBER_LOSS_OPTIONS, _MEMBER_MODEL_OPTIONS
+
+        unknown = sorted(set(self.member_options) - set(_MEMBER_MODEL_OPTIONS + _MEMBER_LOSS_OPTIONS))
+        if unknown:
+            raise ParameterError("member_options", f"member_options takes "
+                                                   f"{', '.join(_MEMBER_MODEL_OPTIONS + _MEMBER_LOSS_OPTIONS)}; got "
+                                                   f"{', '.join(unknown)}", also=("members",))
+        if self.members and self.loss != "mse":
+            raise ParameterError("loss", f"members train with the ensemble CRPS; loss={self.loss!r} does not apply "
+                                         f"to them: leave loss at mse", also=("members",))
 
     # ------------------------------------------------------------------ optimisation
     loss: str = "mse"

@@ -314,7 +314,8 @@ def _build_module(cfg: FitConfig, dm: GridDataModule, model: Optional[nn.Module]
                           loss=cfg.loss, loss_options=cfg.loss_options, lr=cfg.lr, weight_decay=cfg.weight_decay,
                           scheduler=cfg.scheduler, scheduled_sampling=cfg.scheduled_sampling,
                           streams=dm.streams, num_features=dm.num_features,
-                          start_from=cfg.start_from if model is None else "none")
+                          start_from=cfg.start_from if model is None else "none", members=cfg.members,
+                          member_options=cfg.member_options)
 
 
 def _guard_memory(run: _Run, dm: GridDataModule, module: ForecastModule, model: Optional[nn.Module]) -> FitConfig:

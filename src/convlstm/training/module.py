@@ -112,6 +112,14 @@ class ForecastModule(pl.LightningModule):
         start_from: the baseline a named model starts from, ``"none"`` (default, as published),
             ``"persistence"``, ``"seasonal"`` or ``"auto"`` (:func:`build_model`); the
             checkpoint keeps the resolved name, so a run is rebuilt as it was trained.
+        members: 0 (default) trains a deterministic forecast with ``loss``; :math:`M \ge 2` wraps the
+            model in :class:`convlstm.models.StochasticMembers` and trains :math:`M` members per
+            sample with the almost fair CRPS (:class:`convlstm.losses.EnsembleCRPS`) instead of
+            ``loss``. :meth:`forecast_members` then draws any number of members; ``forward`` stays
+            the noise-free forecast.
+        member_options: ``noise_length``, ``spread_width``, ``initial_spread`` (of
+            :class:`~convlstm.models.StochasticMembers`) and ``alpha``, ``spatial_weight``,
+            ``spatial_pool`` (of :class:`~convlstm.losses.EnsembleCRPS`).
 
     The hyperparameters saved in checkpoints are plain Python values only, so a checkpoint loads
     with ``torch.load(path, weights_only=True)``.
@@ -123,7 +131,8 @@ class ForecastModule(pl.LightningModule):
                  loss: str = "mse", loss_options: Optional[Dict[str, Any]] = None, lr: float = 1e-3,
                  weight_decay: float = 0.0, scheduler: str = "none", scheduled_sampling: float = 0.0,
                  streams: Optional[Sequence[int]] = None, num_features: int = 0,
-                 start_from: str = "none") -> None:
+                 start_from: str = "none", members: int = 0,
+                 member_options: Optional[Dict[str, Any]] = None) -> None:
         super().__init__()
         if not isinstance(loss, str) or loss.lower() not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
@@ -154,6 +163,19 @@ class ForecastModule(pl.LightningModule):
                 or not 0 <= scheduled_sampling <= 1):
             raise ValueError(f"scheduled_sampling must be a fraction of the training in [0, 1] (0 = off), "
                              f"got {scheduled_sampling!r}")
+        members, member_options = _check_members(members, member_options, loss)
+        if members:
+            from ..models.members import StochasticMembers
+
+            model_part = {k: v for k, v in member_options.items() if k in _MEMBER_MODEL_OPTIONS}
+            loss_part = {k: v for k, v in member_options.items() if k not in _MEMBER_MODEL_OPTIONS}
+            if frame_shape is None or output_steps is None:
+                raise ValueError("members need frame_shape and output_steps (the channels and lead times the "
+                                 "spread is learned for)")
+            self.model = StochasticMembers(self.model, channels=int(frame_shape[-1]), lead_times=int(output_steps),
+                                           **model_part)
+            self.loss_fn = _losses.EnsembleCRPS(**loss_part)
+        self.members = members
         if scheduled_sampling and not getattr(self.model, "accepts_targets", False):
             raise ValueError(f"scheduled_sampling={scheduled_sampling} needs a model that feeds its own forecasts "
                              f"back and takes targets= (such as convlstm-warp); {type(self.model).__name__} does not")
@@ -167,6 +189,7 @@ class ForecastModule(pl.LightningModule):
             "scheduler": scheduler.lower(), "scheduled_sampling": float(scheduled_sampling),
             "streams": None if streams is None else [int(v) for v in streams], "num_features": int(num_features),
             "start_from": getattr(self.model, "start_from", "none") if model_name else "none",
+            **({"members": members, "member_options": _plain(member_options, "member_options")} if members else {}),
         })
         self.num_features = int(num_features)
 
@@ -204,7 +227,17 @@ class ForecastModule(pl.LightningModule):
         total = max(1, int(self.trainer.estimated_stepping_batches))
         return max(0.0, 1.0 - self.global_step / (s * total))
 
-    def _step(self, batch: Tuple[torch.Tensor, torch.Tensor], training: bool = False) -> torch.Tensor:
+    def forecast_members(self, x: torch.Tensor, n: int, features: Optional[torch.Tensor] = None, *,
+                         generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """``n`` members of the forecast of ``x``, :math:`(n, B, T_{out}, H, W, C)`, in the model's
+        (scaled) units; a module trained with ``members`` only."""
+        if not self.members:
+            raise ValueError("forecast_members needs a module trained with members >= 2 (fit --members M); this "
+                             "one forecasts one field")
+        return self.model.sample(x, n, features, generator=generator)
+
+    def _step(self, batch: Tuple[torch.Tensor, torch.Tensor], training: bool = False,
+              batch_idx: int = 0) -> torch.Tensor:
         x, y = batch[0], batch[1]
         features = batch[2] if len(batch) > 2 else None
         q = self.teacher_forcing() if training else 0.0
@@ -212,7 +245,12 @@ class ForecastModule(pl.LightningModule):
         if pred.shape != y.shape:
             raise ValueError(f"the model returned shape {tuple(pred.shape)} for input {tuple(x.shape)}, but the "
                              f"targets have shape {tuple(y.shape)}; check the model's output_steps and channels")
-        return self.loss_fn(pred, y)
+        if not self.members:
+            return self.loss_fn(pred, y)
+        generator = None
+        if not training:   # the same noise for the same batch each epoch: a validation loss that compares
+            generator = torch.Generator(device=x.device).manual_seed(1000003 + batch_idx)
+        return self.loss_fn(self.model.sample(x, self.members, features, generator=generator, forecast=pred), y)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         data_loss = self._step(batch, training=True)
@@ -221,12 +259,12 @@ class ForecastModule(pl.LightningModule):
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        loss = self._step(batch)
+        loss = self._step(batch, batch_idx=batch_idx)
         self.log("val_loss", loss, prog_bar=True, on_step=False, on_epoch=True, sync_dist=True,
                  batch_size=batch[0].shape[0])
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self.log("test_loss", self._step(batch), on_epoch=True, sync_dist=True, batch_size=batch[0].shape[0])
+        self.log("test_loss", self._step(batch, batch_idx=batch_idx), on_epoch=True, sync_dist=True, batch_size=batch[0].shape[0])
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         if isinstance(batch, (tuple, list)):
@@ -278,6 +316,31 @@ class ForecastModule(pl.LightningModule):
         total = int(self.trainer.estimated_stepping_batches)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr, total_steps=max(2, total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+#: the options of :class:`convlstm.models.StochasticMembers` among ``member_options`` (the others
+#: are :class:`convlstm.losses.EnsembleCRPS`'s)
+_MEMBER_MODEL_OPTIONS = ("noise_length", "spread_width", "initial_spread")
+_MEMBER_LOSS_OPTIONS = ("alpha", "spatial_weight", "spatial_pool")
+
+
+def _check_members(members: Any, options: Any, loss: str) -> Tuple[int, Dict[str, Any]]:
+    """``members`` (0, or an integer >= 2) and its ``member_options`` checked by name; a ``loss``
+    other than the default beside members is refused (members train with the CRPS)."""
+    if isinstance(members, bool) or not isinstance(members, int) or members < 0 or members == 1:
+        raise ValueError(f"members must be 0 (one deterministic forecast) or an integer >= 2 (members trained per "
+                         f"sample), got {members!r}")
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(_MEMBER_MODEL_OPTIONS) - set(_MEMBER_LOSS_OPTIONS))
+    if unknown:
+        raise ValueError(f"member_options takes {', '.join(_MEMBER_MODEL_OPTIONS + _MEMBER_LOSS_OPTIONS)}; got "
+                         f"{', '.join(unknown)}")
+    if options and not members:
+        raise ValueError("member_options were given without members; add members >= 2")
+    if members and str(loss).lower() != "mse":
+        raise ValueError(f"members train with the ensemble CRPS; loss={loss!r} does not apply to them (leave "
+                         f"loss at its default)")
+    return members, options
 
 
 def _has_val(trainer: "pl.Trainer") -> bool:

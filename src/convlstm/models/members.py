@@ -1,0 +1,175 @@
+r"""Stochastic members of any forecasting model: its forecast, perturbed by a spatially and
+temporally correlated noise field whose local spread the network learns.
+
+For inputs :math:`x` the wrapped model forecasts :math:`\hat y = f(x)` :math:`(B, K, H, W, C)`. Member
+:math:`m` at lead time :math:`k` is
+
+.. math::
+    y^{(m)}_k = \hat y_k + s_k(x, \hat y_k) \odot \varepsilon^{(m)}_k, \qquad
+    \varepsilon^{(m)}_k = \rho\, \varepsilon^{(m)}_{k-1} + \sqrt{1 - \rho^2}\, G_L * \eta^{(m)}_k \,/\, \lVert G_L \rVert_2
+
+with :math:`\eta` white Gaussian noise drawn per member and lead time, :math:`G_L` a Gaussian
+kernel of standard deviation :math:`L` pixels (so that each :math:`\varepsilon_k` has unit variance
+and correlation length :math:`\sim L`: the members differ by coherent blobs, not pixel noise),
+:math:`\rho \in (0, 1)` a learned correlation from one lead time to the next, and
+:math:`s_k \ge 0` a small convolutional network of the forecast and the last input frame: the
+spread grows where the forecast is uncertain (edges of rain cells, busy cells, later lead times).
+
+Trained with the (almost) fair CRPS over members (:class:`convlstm.losses.EnsembleCRPS`), the
+centre :math:`\hat y` and the spread are learned together. Called like the wrapped model
+(``model(x)``), the wrapper gives :math:`\hat y`, the noise-free forecast, so a members run is
+used, exported and scored as a deterministic one; :meth:`StochasticMembers.sample` draws members.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .._checks import check_positive_int
+
+__all__ = ["StochasticMembers", "correlated_noise"]
+
+
+def _gaussian_kernel(length: float) -> torch.Tensor:
+    """A 1-D Gaussian kernel of standard deviation ``length`` pixels over :math:`\\pm 3` standard
+    deviations, summing to 1."""
+    radius = max(1, int(math.ceil(3 * length)))
+    t = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    k = torch.exp(-0.5 * (t / length) ** 2)
+    return k / k.sum()
+
+
+def correlated_noise(shape: tuple, length: float, *, generator: Optional[torch.Generator] = None,
+                     device: Any = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    r"""Gaussian noise of unit variance, correlated in space over about ``length`` pixels:
+    white noise :math:`\eta` convolved with a separable Gaussian kernel :math:`G_L` and divided by
+    :math:`\lVert G_L \rVert_2`, so that every pixel has variance 1 (the frame is padded by
+    reflection, so the border pixels keep it too).
+
+    Shape:
+        ``shape`` :math:`(N, C, H, W)`; the output has it.
+    """
+    n, c, h, w = shape
+    if length <= 0:
+        return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+    k = _gaussian_kernel(float(length)).to(device=device, dtype=dtype)
+    r = (len(k) - 1) // 2
+    eta = torch.randn((n * c, 1, h + 2 * r, w + 2 * r), generator=generator, device=device, dtype=dtype)
+    out = F.conv2d(eta, k.view(1, 1, 1, -1))
+    out = F.conv2d(out, k.view(1, 1, -1, 1))
+    return (out / (k ** 2).sum()).view(n, c, h, w)   # ||G_L||_2 of the 2-D kernel = ||k||_2^2
+
+
+class _Spread(nn.Module):
+    """:math:`s_k = \\mathrm{softplus}(g([\\hat y_k, x_{last}, |\\hat y_k - x_{last}|]) + b_k)`, a
+    two-layer convolution shared by the lead times plus a bias per lead time; starts at
+    ``initial`` everywhere (the last convolution is zero)."""
+
+    def __init__(self, channels: int, lead_times: int, width: int, initial: float) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3 * channels, width, 3, padding=1), nn.GELU(),
+                                  nn.Conv2d(width, channels, 3, padding=1))
+        nn.init.zeros_(self.body[-1].weight)
+        nn.init.zeros_(self.body[-1].bias)
+        start = math.log(math.expm1(initial))   # softplus^-1
+        self.lead_bias = nn.Parameter(torch.full((lead_times, channels), start))
+
+    def forward(self, forecast: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        # forecast (B, K, H, W, C), last (B, H, W, C) -> spread (B, K, H, W, C)
+        b, k, h, w, c = forecast.shape
+        if k > self.lead_bias.shape[0] or c != self.lead_bias.shape[1]:
+            raise ValueError(f"the model forecast {k} lead times of {c} channels; the members were built for "
+                             f"{self.lead_bias.shape[0]} of {self.lead_bias.shape[1]} (lead_times, channels)")
+        f = forecast.movedim(-1, 2).flatten(0, 1)                     # (B K, C, H, W)
+        l = last.movedim(-1, 1).unsqueeze(1).expand(b, k, c, h, w).flatten(0, 1)
+        z = self.body(torch.cat([f, l, (f - l).abs()], dim=1)).unflatten(0, (b, k)).movedim(2, -1)
+        return F.softplus(z + self.lead_bias[:k].view(1, k, 1, 1, c))
+
+
+class StochasticMembers(nn.Module):
+    r"""Members of ``model``'s forecast (see the module's docstring for the equations).
+
+    Args:
+        model: a forecasting model, :math:`(B, T_{in}, H, W, C) \to (B, K, H, W, C)` (with
+            ``features`` as a second argument when it takes them).
+        channels: :math:`C`. lead_times: :math:`K`.
+        noise_length (float): :math:`L`, the noise's correlation length in pixels. Default 4.
+        spread_width (int): channels of the spread network. Default 16.
+        initial_spread (float): :math:`s` before training, in the model's (scaled) units. Default 0.02.
+
+    Attributes:
+        base: the wrapped model; ``start_from`` and ``starts_from`` are read through to it.
+
+    Shape:
+        - ``forward``: as the wrapped model, :math:`(B, K, H, W, C)`: the noise-free forecast.
+        - :meth:`sample`: :math:`(n, B, K, H, W, C)`.
+
+    Example::
+
+        >>> from convlstm.models import create
+        >>> m = StochasticMembers(create("keras-nextframe", filters=(4,), output_steps=1), channels=1, lead_times=1)
+        >>> m.sample(torch.rand(2, 3, 16, 16, 1), 5).shape
+        torch.Size([5, 2, 1, 16, 16, 1])
+    """
+
+    def __init__(self, model: nn.Module, *, channels: int, lead_times: int, noise_length: float = 4.0,
+                 spread_width: int = 16, initial_spread: float = 0.02) -> None:
+        super().__init__()
+        if isinstance(noise_length, bool) or not isinstance(noise_length, (int, float)) or noise_length < 0:
+            raise ValueError(f"noise_length must be a number of pixels >= 0 (0: uncorrelated), got {noise_length!r}")
+        if isinstance(initial_spread, bool) or not isinstance(initial_spread, (int, float)) or initial_spread <= 0:
+            raise ValueError(f"initial_spread must be a number > 0, got {initial_spread!r}")
+        self.base = model
+        self.channels = check_positive_int("channels", channels)
+        self.lead_times = check_positive_int("lead_times", lead_times)
+        self.noise_length = float(noise_length)
+        self.spread = _Spread(self.channels, self.lead_times, check_positive_int("spread_width", spread_width),
+                              float(initial_spread))
+        self._rho = nn.Parameter(torch.zeros(()))   # rho = sigmoid(0) = 0.5 to start
+
+    # the wrapped model's own attributes, for the toolkit (starts, blending, ONNX, input checks)
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            base = self.__dict__.get("_modules", {}).get("base")
+            if base is None or name in ("base", "spread", "_rho"):
+                raise
+            return getattr(base, name)
+
+    @property
+    def rho(self) -> torch.Tensor:
+        """:math:`\\rho`, the noise's correlation from one lead time to the next."""
+        return torch.sigmoid(self._rho)
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self.base(x, *args, **kwargs)
+
+    def sample(self, x: torch.Tensor, n: int, features: Optional[torch.Tensor] = None, *,
+               generator: Optional[torch.Generator] = None, forecast: Optional[torch.Tensor] = None,
+               **kwargs: Any) -> torch.Tensor:
+        """``n`` members for each sample of ``x``: :math:`(n, B, K, H, W, C)`. ``forecast``: the
+        model's own forecast of ``x`` when already computed; ``generator`` makes the draw
+        reproducible."""
+        n = check_positive_int("n", n)
+        if forecast is None:
+            forecast = self.base(x, **kwargs) if features is None else self.base(x, features, **kwargs)
+        b, k, h, w, c = forecast.shape
+        spread = self.spread(forecast, x[:, -1].to(forecast.dtype))
+        rho = self.rho.to(forecast.dtype)
+        keep = torch.sqrt(1 - rho ** 2)
+        eps = None
+        members = []
+        for step in range(k):
+            fresh = correlated_noise((n * b, c, h, w), self.noise_length, generator=generator, device=forecast.device,
+                                     dtype=forecast.dtype).view(n, b, c, h, w).movedim(2, -1)
+            eps = fresh if eps is None else rho * eps + keep * fresh
+            members.append(forecast[:, step] + spread[:, step] * eps)
+        return torch.stack(members, dim=2)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, lead_times={self.lead_times}, noise_length={self.noise_length:g}"

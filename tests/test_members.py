@@ -1,0 +1,148 @@
+"""Stochastic members: the almost fair CRPS against pysteps's ensemble CRPS and a sorted-members
+formula, the correlated noise's variance and correlation against the Gaussian kernel's analytic
+autocorrelation, a spread that recovers the known noise of a synthetic process, and fit/load
+with --members."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from convlstm.losses import EnsembleCRPS
+from convlstm.models.members import StochasticMembers, correlated_noise
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def fair_crps_sorted(members: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """The fair CRPS per value from sorted members: sum_{i<j} |x_i - x_j| = sum_k (2k - M - 1) x_(k)."""
+    m = members.shape[0]
+    x = np.sort(members, axis=0)
+    k = np.arange(1, m + 1).reshape((m,) + (1,) * truth.ndim)
+    pairs = ((2 * k - m - 1) * x).sum(0)
+    return np.abs(members - truth).mean(0) - pairs / (m * (m - 1))
+
+
+def test_the_fair_crps_equals_the_sorted_members_formula():
+    rng = np.random.default_rng(0)
+    members, truth = rng.normal(size=(7, 3, 2, 5, 4, 1)), rng.normal(size=(3, 2, 5, 4, 1))
+    got = EnsembleCRPS(alpha=1.0).score(torch.from_numpy(members), torch.from_numpy(truth)).numpy()
+    np.testing.assert_allclose(got, fair_crps_sorted(members, truth), rtol=1e-12, atol=1e-12)
+
+
+def test_alpha_0_is_the_ensembles_own_crps_as_pysteps_computes_it():
+    from pysteps.verification.probscores import CRPS
+
+    rng = np.random.default_rng(1)
+    members, truth = rng.gamma(1.0, 2.0, size=(6, 9, 11)), rng.gamma(1.0, 2.0, size=(9, 11))
+    ours = EnsembleCRPS(alpha=0.0).score(torch.from_numpy(members), torch.from_numpy(truth)).mean()
+    assert float(ours) == pytest.approx(CRPS(members, truth), rel=1e-10)
+
+
+def test_the_crps_refuses_one_member_and_bad_options():
+    with pytest.raises(ValueError, match="2 members or more"):
+        EnsembleCRPS()(torch.zeros(1, 3), torch.zeros(3))
+    with pytest.raises(ValueError, match="alpha must be in"):
+        EnsembleCRPS(alpha=1.5)
+    with pytest.raises(ValueError, match="spatial_pool"):
+        EnsembleCRPS(spatial_pool=1)
+
+
+def test_correlated_noise_has_unit_variance_and_the_gaussian_kernels_correlation():
+    length = 3.0
+    g = torch.Generator().manual_seed(0)
+    eps = correlated_noise((400, 1, 48, 48), length, generator=g, dtype=torch.float64)
+    assert float(eps.var()) == pytest.approx(1.0, abs=0.03)
+    # white noise smoothed by a Gaussian of s.d. L has the autocorrelation exp(-d^2 / (4 L^2))
+    for d in (1, 3, 6):
+        r = float((eps[..., :, :-d] * eps[..., :, d:]).mean())
+        assert r == pytest.approx(math.exp(-d ** 2 / (4 * length ** 2)), abs=0.03)
+
+
+class _Scale(nn.Module):
+    """y = a * (last input frame): the process's deterministic part, one parameter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Parameter(torch.tensor(0.2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.a * x[:, -1:]
+
+
+def test_members_trained_with_the_fair_crps_recover_the_known_noise_of_a_process():
+    """y = 0.8 x + N(0, 0.3^2) per pixel, independent: the centre must learn 0.8, the spread 0.3,
+    and a new value must fall between the 3rd and the 18th of 20 sorted members as often as a
+    member drawn from its own distribution would: (18 - 3) / 21 of the time."""
+    torch.manual_seed(0)
+    sigma = 0.3
+    model = StochasticMembers(_Scale(), channels=1, lead_times=1, noise_length=0.0, initial_spread=0.05)
+    loss_fn = EnsembleCRPS(alpha=0.95)
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    for _ in range(400):
+        x = torch.randn(16, 2, 12, 12, 1)
+        y = 0.8 * x[:, -1:] + sigma * torch.randn(16, 1, 12, 12, 1)
+        loss = loss_fn(model.sample(x, 4), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        x = torch.randn(64, 2, 12, 12, 1)
+        y = 0.8 * x[:, -1:] + sigma * torch.randn(64, 1, 12, 12, 1)
+        members = model.sample(x, 20)
+        spread = model.spread(model(x), x[:, -1])
+    assert float(model.base.a.detach()) == pytest.approx(0.8, abs=0.03)
+    assert float(spread.mean()) == pytest.approx(sigma, rel=0.1)
+    ordered = members.sort(dim=0).values
+    covered = float(((y >= ordered[2]) & (y <= ordered[17])).double().mean())
+    assert covered == pytest.approx(15 / 21, abs=0.03)
+
+
+def test_untrained_members_centre_on_the_model_and_spread_as_set():
+    from convlstm.models import create
+
+    base = create("keras-nextframe", filters=(4,), output_steps=1)
+    model = StochasticMembers(base, channels=1, lead_times=1, initial_spread=0.05)
+    x = torch.rand(3, 4, 16, 16, 1)
+    torch.testing.assert_close(model(x), base(x))
+    g = torch.Generator().manual_seed(2)
+    members = model.sample(x, 200, generator=g)
+    assert members.shape == (200, 3, 1, 16, 16, 1)
+    assert float((members - base(x)).std()) == pytest.approx(0.05, rel=0.05)
+    again = model.sample(x, 200, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(members, again)   # a generator makes the draw reproducible
+
+
+def test_fit_with_members_trains_saves_and_draws(tmp_path):
+    pytest.importorskip("lightning")
+    from convlstm.training import FitConfig, fit
+    from convlstm.training.runs import load_module
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "g.npy", rng.random((60, 8, 8)).astype(np.float32))
+    run = fit(FitConfig(data=str(tmp_path / "g.npy"), layout="THW", model="keras-nextframe",
+                        model_options={"filters": [2]}, members=3, member_options={"noise_length": 2},
+                        max_epochs=1, batch_size=8, progress=False, evaluate=False, input_steps=3, output_steps=2,
+                        run_dir=str(tmp_path / "run"), accelerator="cpu", devices=1))
+    module, ckpt = load_module(run)
+    assert module.members == 3 and ckpt["hyper_parameters"]["member_options"] == {"noise_length": 2}
+    x = torch.rand(2, 3, 8, 8, 1)
+    assert module.forecast_members(x, 5).shape == (5, 2, 2, 8, 8, 1)
+    assert module(x).shape == (2, 2, 8, 8, 1)
+
+
+@pytest.mark.parametrize("changes, name, said", [
+    (dict(members=1), "members", r"0 \(one forecast\) or 2 or more"),
+    (dict(members=4, loss="mae"), "loss", "members train with the ensemble CRPS"),
+    (dict(members=4, member_options={"width": 3}), "member_options", "member_options takes"),
+])
+def test_member_settings_are_checked_naming_the_field(changes, name, said):
+    from convlstm._errors import ParameterError
+    from convlstm.training import FitConfig
+
+    with pytest.raises(ParameterError, match=said) as info:
+        FitConfig(**changes)
+    assert info.value.parameter == name
