@@ -37,10 +37,10 @@ def test_error_on_a_memmap_scanned_in_chunks(tmp_path):
 def test_fill_zero_and_number():
     x = np.array([[1.0, np.nan], [np.inf, 4.0]])  # (T=2, C=2)
     z = check_finite(x, fill="zero")
-    assert z.tolist() == [[1.0, 0.0], [0.0, 4.0]]
-    assert np.isnan(x[0, 1])  # a copy: the input is untouched
-    assert check_finite(x, fill=-1).tolist() == [[1.0, -1.0], [-1.0, 4.0]]
-    assert check_finite(x, fill=2.5).tolist() == [[1.0, 2.5], [2.5, 4.0]]
+    assert np.asarray(z).tolist() == [[1.0, 0.0], [0.0, 4.0]]
+    assert np.isnan(x[0, 1])  # filled as read: the input is untouched
+    assert np.asarray(check_finite(x, fill=-1)).tolist() == [[1.0, -1.0], [-1.0, 4.0]]
+    assert np.asarray(check_finite(x, fill=2.5)).tolist() == [[1.0, 2.5], [2.5, 4.0]]
 
 
 def test_fill_ffill_along_time_per_pixel():
@@ -50,7 +50,7 @@ def test_fill_ffill_along_time_per_pixel():
     x = x[:, None, :, None]
     out = check_finite(x, fill="ffill")[:, 0, :, 0]
     assert out.tolist() == [[0.0, 1.0], [2.0, 1.0], [2.0, 1.0], [2.0, 7.0], [5.0, 7.0]]
-    assert check_finite(np.array([np.nan, 3.0, np.nan]), fill="ffill").tolist() == [0.0, 3.0, 3.0]
+    assert np.asarray(check_finite(np.array([np.nan, 3.0, np.nan]), fill="ffill")).tolist() == [0.0, 3.0, 3.0]
 
 
 @pytest.mark.parametrize("fill, exc", [("mean", ValueError), (np.nan, ValueError),

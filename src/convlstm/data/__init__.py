@@ -11,7 +11,7 @@ read as one series cut into gap-free events by :func:`open_archive`.
 The canonical layout of a series is a ``(time, rows, cols, channels)`` array; samples are
 ``(samples, steps, rows, cols, channels)``.
 """
-from .finite import check_finite
+from .finite import FilledSeries, check_finite
 from .mnist import load_mnist_digits, load_mnist_test_seq, moving_mnist, read_idx
 from .readers import LAYOUTS, GridFileError, LazyGrid, hours_of_day, load_array, load_grid, load_timestamps
 from .scalers import (SCALERS, DBScaler, Log1pScaler, MinMaxScaler, NoScaler, Scaler, StandardScaler,
@@ -41,6 +41,6 @@ __all__ = [
     "scaler_from_state_dict", "SCALERS",
     "UnitConversion", "ConvertedSeries", "TRANSFORMS", "reflectivity_to_rate", "rate_to_reflectivity",
     "accumulation_to_rate", "rate_to_accumulation",
-    "check_finite",
+    "check_finite", "FilledSeries",
     "load_mnist_digits", "moving_mnist", "load_mnist_test_seq", "read_idx",
 ]
