@@ -13,6 +13,8 @@ Where each part lives (every name below is importable from ``convlstm.training.m
                      :func:`estimate_training_memory`, :data:`HEAP_FACTOR`, :data:`MMAP_THRESHOLD_MAX`)
 ``batch_size.py``    the largest batch size whose step fits in a budget (:func:`choose_batch_size`,
                      :class:`BatchChoice`, :data:`HEADROOM`)
+``workers.py``       what ``DataLoader`` worker processes add: batches in flight and each
+                     process (:class:`LoaderWorkers`, :data:`PREFETCH_FACTOR`, :data:`WORKER_OVERHEAD`)
 ``guard.py``         what ``fit`` does with them before training (:func:`guard_training_memory`,
                      :class:`MemoryBudgetError`)
 ==================== ==========================================================================
@@ -44,10 +46,13 @@ How the estimate is made
    bytes, except shi2015-1x256 (+27%: 70 MB that kernels take outside torch's allocator), so the
    tensor bytes themselves are right; the spread of the factor is the estimate's main error.
 3. **Not counted:** memory that kernels take outside torch's allocator (oneDNN scratchpads,
-   NNPACK's workspace, FFT buffers: 10 to 70 MB measured), Python objects, DataLoader worker
-   processes, and the model's parameters and buffers themselves, which the process already holds
+   NNPACK's workspace, FFT buffers: 10 to 70 MB measured), Python objects, and the model's parameters and buffers themselves, which the process already holds
    (the estimate is what training *adds*; with ``precision="64"`` the float64 copy of the
    parameters is added).
+4. **DataLoader workers** are added beside the step (``workers.py``): with :math:`W` workers, each
+   keeping ``prefetch_factor`` :math:`p` batches in flight, :math:`W (p B s + o)` bytes at batch
+   size :math:`B`, with :math:`s` the bytes of one float32 sample (``x`` and ``y``) and :math:`o`
+   (:data:`WORKER_OVERHEAD`, 64 MiB) a forked worker's own memory, stated from a measurement.
 
 The result is checked against the peak resident set size (``VmHWM``) a fresh process adds while
 it runs the same training steps: ``benchmarks/memory_estimate.py`` and ``tests/test_memory.py``;
@@ -90,7 +95,9 @@ from .batch_size import HEADROOM, BatchChoice, choose_batch_size
 from .guard import MemoryBudgetError, guard_training_memory
 from .probe import HEAP_FACTOR, MMAP_THRESHOLD_MAX, MemoryEstimate, TrainingMemoryProbe, estimate_training_memory
 from .units import format_bytes, parse_memory_limit
+from .workers import PREFETCH_FACTOR, WORKER_OVERHEAD, LoaderWorkers
 
 __all__ = ["estimate_training_memory", "TrainingMemoryProbe", "MemoryEstimate", "choose_batch_size", "BatchChoice",
            "available_memory", "AvailableMemory", "parse_memory_limit", "format_bytes", "MemoryBudgetError",
-           "guard_training_memory", "HEADROOM", "HEAP_FACTOR", "MMAP_THRESHOLD_MAX"]
+           "guard_training_memory", "HEADROOM", "HEAP_FACTOR", "MMAP_THRESHOLD_MAX", "LoaderWorkers",
+           "PREFETCH_FACTOR", "WORKER_OVERHEAD"]

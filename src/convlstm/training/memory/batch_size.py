@@ -8,6 +8,7 @@ from typing import Any, Callable, Dict, Optional, Tuple, Union
 from .available import AvailableMemory
 from .probe import MemoryEstimate, TrainingMemoryProbe, _check_batch
 from .units import format_bytes
+from .workers import LoaderWorkers
 
 __all__ = ["choose_batch_size", "BatchChoice", "HEADROOM"]
 
@@ -24,11 +25,13 @@ class BatchChoice:
 
     Attributes:
         requested, chosen: the batch size asked for and the one to use (``None``: not even 1 fits).
-        estimate_requested, estimate_chosen: their estimated bytes (``estimate_chosen`` is batch
-            size 1's when nothing fits).
+        estimate_requested, estimate_chosen: their estimated bytes, the ``DataLoader`` workers'
+            share included (``estimate_chosen`` is batch size 1's when nothing fits).
         budget, budget_source: the bytes a step may use, and where that number comes from.
         available: the available memory the budget was taken from (``None`` with a limit).
         estimate: the :class:`MemoryEstimate` of the batch sizes probed.
+        workers: the :class:`~convlstm.training.memory.workers.LoaderWorkers` counted (``None``:
+            none were).
     """
 
     requested: int
@@ -39,6 +42,18 @@ class BatchChoice:
     budget_source: str
     available: Optional[AvailableMemory]
     estimate: MemoryEstimate
+    workers: Optional[LoaderWorkers] = None
+
+    def workers_bytes(self, batch_size: Optional[int] = None) -> int:
+        """The workers' share of the estimate at ``batch_size`` (default: the chosen one, or 1
+        when nothing fits); 0 without workers."""
+        if self.workers is None:
+            return 0
+        return self.workers.bytes(batch_size or self.chosen or 1)
+
+    def _workers_note(self, batch_size: int) -> str:
+        share = self.workers_bytes(batch_size)
+        return f" ({format_bytes(share)} of it for {self.workers.describe(batch_size)})" if share else ""
 
     @property
     def changed(self) -> bool:
@@ -50,14 +65,16 @@ class BatchChoice:
         t = f"estimated in {self.estimate.seconds:.1f} s"
         if self.chosen is None:
             need = self.estimate_chosen or self.estimate.total(1)
-            return (f"a training step needs about {format_bytes(need)} even at batch size 1, over the budget of "
-                    f"{format_bytes(self.budget)} ({self.budget_source}); {t}")
+            return (f"a training step needs about {format_bytes(need)}{self._workers_note(1)} even at batch size 1, "
+                    f"over the budget of {format_bytes(self.budget)} ({self.budget_source}); {t}")
         if not self.changed:
             return (f"batch size {self.requested} needs about {format_bytes(self.estimate_requested)} per training "
-                    f"step, within the budget of {format_bytes(self.budget)} ({self.budget_source}); {t}")
+                    f"step{self._workers_note(self.requested)}, within the budget of {format_bytes(self.budget)} "
+                    f"({self.budget_source}); {t}")
         return (f"batch size {self.requested} would need about {format_bytes(self.estimate_requested)} per training "
-                f"step, over the budget of {format_bytes(self.budget)} ({self.budget_source}); using batch size "
-                f"{self.chosen} (about {format_bytes(self.estimate_chosen)}), the largest that fits; {t}")
+                f"step{self._workers_note(self.requested)}, over the budget of {format_bytes(self.budget)} "
+                f"({self.budget_source}); using batch size {self.chosen} (about "
+                f"{format_bytes(self.estimate_chosen)}{self._workers_note(self.chosen)}), the largest that fits; {t}")
 
     def to_dict(self) -> Dict[str, Any]:
         """The choice as JSON types, as ``convlstm fit`` writes it to ``memory.json``."""
@@ -66,7 +83,9 @@ class BatchChoice:
                 "budget_bytes": self.budget, "budget_source": self.budget_source,
                 "available_bytes": None if self.available is None else self.available.bytes,
                 "available_source": None if self.available is None else self.available.source,
-                "estimate": self.estimate.to_dict(), "summary": self.summary()}
+                "estimate": self.estimate.to_dict(), "summary": self.summary(),
+                **({} if self.workers is None else
+                   {"workers": {**self.workers.to_dict(), "bytes": self.workers_bytes()}})}
 
 
 def _as_available(available: Union[None, int, AvailableMemory]) -> Optional[AvailableMemory]:
@@ -129,9 +148,11 @@ def _largest_that_fits(total: Callable[[int], int], requested: int, budget: int)
 
 def choose_batch_size(estimate: Union[MemoryEstimate, TrainingMemoryProbe], requested: int,
                       available: Union[None, int, AvailableMemory] = None, *, headroom: float = HEADROOM,
-                      limit: Optional[int] = None) -> BatchChoice:
-    """The largest batch size up to ``requested`` whose estimate fits in the budget:
-    ``headroom`` x ``available`` bytes, or ``limit`` bytes when given.
+                      limit: Optional[int] = None, workers: Optional[LoaderWorkers] = None) -> BatchChoice:
+    r"""The largest batch size up to ``requested`` whose estimate fits in the budget:
+    ``headroom`` x ``available`` bytes, or ``limit`` bytes when given. With ``workers`` the
+    estimate at batch size :math:`B` is the step's plus the ``DataLoader`` workers'
+    (:meth:`LoaderWorkers.bytes`: :math:`W (p B s + o)`).
 
     With a :class:`TrainingMemoryProbe` every candidate is probed (the path a ConvLSTM layer
     takes, and so its memory, can change with the batch size): ``requested`` first; if it does
@@ -147,6 +168,7 @@ def choose_batch_size(estimate: Union[MemoryEstimate, TrainingMemoryProbe], requ
             ``None`` when ``limit`` is given.
         headroom: the share of ``available`` a step may use, in (0, 1].
         limit: the bytes a step may use; replaces ``headroom`` x ``available``.
+        workers: the run's ``DataLoader`` workers (``None``: none counted).
 
     Returns:
         a :class:`BatchChoice`.
@@ -161,7 +183,10 @@ def choose_batch_size(estimate: Union[MemoryEstimate, TrainingMemoryProbe], requ
         raise ValueError(f"headroom must be a fraction in (0, 1]; got {headroom!r}")
     budget, source = _budget(available, headroom, limit)
     avail = _as_available(available)
-    total = _bytes_at(estimate)
+    step = _bytes_at(estimate)
+    if workers is not None and not isinstance(workers, LoaderWorkers):
+        raise TypeError(f"workers must be a LoaderWorkers or None; got {type(workers).__name__}")
+    total = step if workers is None else (lambda b: step(b) + workers.bytes(b))
     need_requested = total(requested)
     chosen: Optional[int] = requested
     if need_requested > budget:
@@ -169,4 +194,4 @@ def choose_batch_size(estimate: Union[MemoryEstimate, TrainingMemoryProbe], requ
     est = estimate.estimate() if isinstance(estimate, TrainingMemoryProbe) else estimate
     return BatchChoice(requested=requested, chosen=chosen, estimate_requested=need_requested,
                        estimate_chosen=total(chosen) if chosen is not None else total(1), budget=budget,
-                       budget_source=source, available=avail, estimate=est)
+                       budget_source=source, available=avail, estimate=est, workers=workers)
