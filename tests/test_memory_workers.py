@@ -26,6 +26,8 @@ def test_worker_bytes_follow_the_formula():
     for b in (1, 7, 64):
         assert w.bytes(b) == 3 * (5 * b * s + 1234)
     assert LoaderWorkers.for_samples(0, (6, 20, 30, 2), (4, 20, 30, 2)).bytes(64) == 0
+    two = LoaderWorkers.for_samples(3, (6, 20, 30, 2), (4, 20, 30, 2), prefetch_factor=5, overhead=1234, loaders=2)
+    assert two.bytes(7) == 2 * 3 * (5 * 7 * s + 1234) and two.batches_in_flight() == 30
     assert (mem.PREFETCH_FACTOR, mem.WORKER_OVERHEAD) == (2, 64 * 2 ** 20)
     with pytest.raises(ValueError, match="num_workers must be an integer >= 0"):
         LoaderWorkers(-1, 10)
@@ -33,20 +35,21 @@ def test_worker_bytes_follow_the_formula():
         LoaderWorkers(2, 10, prefetch_factor=0)
 
 
-@pytest.mark.parametrize("workers, prefetch", [(1, 2), (3, 2), (4, 3)])
-def test_workers_shrink_the_batch_size_to_the_hand_formula(workers, prefetch):
+@pytest.mark.parametrize("workers, prefetch, loaders", [(1, 2, 1), (3, 2, 1), (4, 3, 1), (2, 2, 2)])
+def test_workers_shrink_the_batch_size_to_the_hand_formula(workers, prefetch, loaders):
     fixed, per, s, o = 41_000_003, 1_700_001, 390_017, 9_000_011
     budget = 200_000_000
     est = _linear_estimate(fixed, per)
-    w = LoaderWorkers(workers, s, prefetch_factor=prefetch, overhead=o)
+    w = LoaderWorkers(workers, s, prefetch_factor=prefetch, overhead=o, loaders=loaders)
     alone = mem.choose_batch_size(est, 64, None, limit=budget)
     both = mem.choose_batch_size(est, 64, None, limit=budget, workers=w)
-    # fixed + per B + W (p B s + o) <= budget
-    hand = math.floor((budget - fixed - workers * o) / (per + workers * prefetch * s))
+    # fixed + per B + L W (p B s + o) <= budget
+    n = loaders * workers
+    hand = math.floor((budget - fixed - n * o) / (per + n * prefetch * s))
     assert both.chosen == min(64, hand) < alone.chosen == min(64, (budget - fixed) // per)
-    assert both.estimate_chosen == fixed + per * hand + workers * (prefetch * hand * s + o) <= budget
-    assert both.workers_bytes() == workers * (prefetch * hand * s + o)
-    assert f"{workers} DataLoader worker" in both.summary() and "DataLoader" not in alone.summary()
+    assert both.estimate_chosen == fixed + per * hand + n * (prefetch * hand * s + o) <= budget
+    assert both.workers_bytes() == n * (prefetch * hand * s + o)
+    assert f"{n} DataLoader worker" in both.summary() and "DataLoader" not in alone.summary()
     assert both.to_dict()["workers"]["bytes"] == both.workers_bytes()
 
 
@@ -80,7 +83,9 @@ def test_fit_passes_its_workers_to_the_guard(tmp_path, capsys):
                     limit_train_batches=2, limit_val_batches=1, num_workers=1)
     run_dir = fit(cfg, run_dir=str(tmp_path / "run"))
     line = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("convlstm fit: memory:")]
-    assert len(line) == 1 and "of it for 1 DataLoader worker: 2 batches of 4 in flight" in line[0]
+    # training and validation loaders, each with one persistent worker
+    assert len(line) == 1
+    assert "of it for 2 DataLoader workers (1 per loader x 2 loaders): 4 batches of 4 in flight" in line[0]
     record = json.loads((run_dir / "memory.json").read_text())
-    assert record["workers"]["num_workers"] == 1
-    assert record["workers"]["bytes"] == 2 * 4 * (4 * 6 * 16 * 16) + mem.WORKER_OVERHEAD
+    assert record["workers"]["num_workers"] == 1 and record["workers"]["loaders"] == 2
+    assert record["workers"]["bytes"] == 2 * (2 * 4 * (4 * 6 * 16 * 16) + mem.WORKER_OVERHEAD)

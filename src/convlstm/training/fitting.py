@@ -345,7 +345,7 @@ def _guard_memory(run: _Run, dm: GridDataModule, module: ForecastModule, model: 
     run.memory = guard_training_memory(module, (dm.input_steps,) + frame, (dm.output_steps,) + frame,
                                        dm.batch_size, precision=cfg.precision, memory_limit=cfg.memory_limit,
                                        device="cpu", processes=processes, describe=describe, log=run.log,
-                                       num_workers=dm.num_workers)
+                                       num_workers=dm.num_workers, loaders=2 if dm.has_val else 1)
     if run.memory is not None and run.memory.changed and cfg.resume:
         _refuse_smaller_batch_on_resume(run.memory)
     if run.memory is not None and run.memory.changed:

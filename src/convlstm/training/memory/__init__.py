@@ -50,9 +50,10 @@ How the estimate is made
    (the estimate is what training *adds*; with ``precision="64"`` the float64 copy of the
    parameters is added).
 4. **DataLoader workers** are added beside the step (``workers.py``): with :math:`W` workers, each
-   keeping ``prefetch_factor`` :math:`p` batches in flight, :math:`W (p B s + o)` bytes at batch
-   size :math:`B`, with :math:`s` the bytes of one float32 sample (``x`` and ``y``) and :math:`o`
-   (:data:`WORKER_OVERHEAD`, 64 MiB) a forked worker's own memory, stated from a measurement.
+   keeping ``prefetch_factor`` :math:`p` batches in flight, :math:`L W (p B s + o)` bytes at batch
+   size :math:`B`, with :math:`s` the bytes of one float32 sample (``x`` and ``y``), :math:`o`
+   (:data:`WORKER_OVERHEAD`, 64 MiB) a forked worker's own memory, stated from a measurement, and
+   :math:`L` the loaders whose persistent workers live at once (training and validation: 2).
 
 The result is checked against the peak resident set size (``VmHWM``) a fresh process adds while
 it runs the same training steps: ``benchmarks/memory_estimate.py`` and ``tests/test_memory.py``;

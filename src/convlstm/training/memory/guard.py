@@ -91,7 +91,7 @@ def guard_training_memory(model: nn.Module, input_shape: Sequence[int], target_s
                           batch_size: int, *, precision: Any = "32", memory_limit: Any = None,
                           device: Union[str, torch.device] = "cpu", processes: int = 1, describe: str = "",
                           log: Callable[[str], None] = print, num_workers: int = 0,
-                          prefetch_factor: int = PREFETCH_FACTOR) -> Optional[BatchChoice]:
+                          prefetch_factor: int = PREFETCH_FACTOR, loaders: int = 1) -> Optional[BatchChoice]:
     """What :func:`convlstm.training.fit` does before training: estimate a step at
     ``batch_size``, compare it with the budget, and return the :class:`BatchChoice` (the batch
     size to use and why), printing one line through ``log``.
@@ -100,9 +100,10 @@ def guard_training_memory(model: nn.Module, input_shape: Sequence[int], target_s
     of :func:`available_memory`, divided among ``processes`` training processes on the machine.
     Each process's ``num_workers`` ``DataLoader`` workers count against its share: with
     ``num_workers`` :math:`W > 0` the estimate at batch size :math:`B` is the step's plus
-    :math:`W (p B s + o)` (:class:`~convlstm.training.memory.workers.LoaderWorkers`: ``prefetch_factor``
+    :math:`L W (p B s + o)` (:class:`~convlstm.training.memory.workers.LoaderWorkers`: ``prefetch_factor``
     :math:`p` batches in flight per worker, :math:`s` the bytes of one float32 sample ``x`` and
-    ``y``, :math:`o` a worker process's own memory), and the printed line gives that share.
+    ``y``, :math:`o` a worker process's own memory, :math:`L` the ``loaders`` whose workers live
+    at once), and the printed line gives that share.
     ``memory_limit="off"`` skips the guard (and says so); so does unknown available memory, or
     an estimate that fails (the reason is printed). Returns ``None`` when skipped.
 
@@ -113,6 +114,8 @@ def guard_training_memory(model: nn.Module, input_shape: Sequence[int], target_s
         processes: training processes that share the machine's memory.
         num_workers: ``DataLoader`` worker processes of each training process (0: none).
         prefetch_factor: batches each worker keeps in flight (torch's default, 2).
+        loaders: loaders whose workers live at the same time (2 for persistent training and
+            validation loaders).
         describe: words on the run, put into the error's message.
         log: where the one line goes.
 
@@ -132,7 +135,8 @@ def guard_training_memory(model: nn.Module, input_shape: Sequence[int], target_s
         available = _available_per_process(device, processes, batch_size, log)
         if available is None:
             return None
-    workers = LoaderWorkers.for_samples(num_workers, input_shape, target_shape, prefetch_factor) if num_workers else None
+    workers = (LoaderWorkers.for_samples(num_workers, input_shape, target_shape, prefetch_factor, loaders=loaders)
+               if num_workers else None)
     probe = TrainingMemoryProbe(model, input_shape, target_shape, precision=precision, device=device)
     choice = _choose_or_say_why_not(probe, batch_size, available, None if limit is None else limit // processes, log,
                                     workers)

@@ -8,10 +8,14 @@ A sample is ``x`` :math:`(T_{in}, H, W, C)` and ``y`` :math:`(T_{out}, H, W, C)`
 with batch size :math:`B` the workers add
 
 .. math::
-    M_{\text{workers}}(B) = W \left(p \, B \, s + o\right), \qquad
+    M_{\text{workers}}(B) = L \, W \left(p \, B \, s + o\right), \qquad
     s = 4 \, (T_{in} + T_{out}) \, H \, W \, C \ \text{bytes}
 
-where :math:`o` (:data:`WORKER_OVERHEAD`) is one worker process's own memory. The batch the
+where :math:`o` (:data:`WORKER_OVERHEAD`) is one worker process's own memory and :math:`L` the
+loaders whose workers live at once: :class:`~convlstm.training.GridDataModule` keeps its workers
+between epochs (``persistent_workers``), so during a fit with a validation part the training
+and the validation loaders each have :math:`W` workers (:math:`L = 2`), and a training loader
+cut short by ``limit_train_batches`` still holds its prefetched batches while validation runs. The batch the
 main process trains on and the one Lightning fetches ahead are already in the step's estimate
 (:class:`~convlstm.training.memory.TrainingMemoryProbe`'s ``prefetched_batches``).
 
@@ -48,13 +52,14 @@ def _count(name: str, value: Any, minimum: int) -> int:
 @dataclass(frozen=True)
 class LoaderWorkers:
     r"""The ``DataLoader`` workers of a run and the memory they hold at a batch size
-    (:meth:`bytes`: :math:`W (p B s + o)`, 0 without workers).
+    (:meth:`bytes`: :math:`L W (p B s + o)`, 0 without workers).
 
     Attributes:
         num_workers: :math:`W`, worker processes (0: the main process loads the data).
         sample_bytes: :math:`s`, bytes of one sample, ``x`` and ``y`` together.
         prefetch_factor: :math:`p`, batches each worker keeps in flight.
         overhead: :math:`o`, one worker process's own bytes.
+        loaders: :math:`L`, loaders whose workers live at the same time (training and validation: 2).
 
     Example::
 
@@ -67,16 +72,19 @@ class LoaderWorkers:
     sample_bytes: int
     prefetch_factor: int = PREFETCH_FACTOR
     overhead: int = WORKER_OVERHEAD
+    loaders: int = 1
 
     def __post_init__(self) -> None:
         _count("num_workers", self.num_workers, 0)
         _count("sample_bytes", self.sample_bytes, 0)
         _count("prefetch_factor", self.prefetch_factor, 1)
         _count("overhead", self.overhead, 0)
+        _count("loaders", self.loaders, 1)
 
     @classmethod
     def for_samples(cls, num_workers: int, input_shape: Sequence[int], target_shape: Sequence[int],
-                    prefetch_factor: int = PREFETCH_FACTOR, overhead: int = WORKER_OVERHEAD) -> "LoaderWorkers":
+                    prefetch_factor: int = PREFETCH_FACTOR, overhead: int = WORKER_OVERHEAD,
+                    loaders: int = 1) -> "LoaderWorkers":
         """Workers loading samples ``x`` of ``input_shape`` and ``y`` of ``target_shape``
         (without the batch), in float32."""
         values = 0
@@ -85,24 +93,27 @@ class LoaderWorkers:
             for v in shape:
                 n *= int(v)
             values += n
-        return cls(num_workers, SAMPLE_ITEMSIZE * values, prefetch_factor, overhead)
+        return cls(num_workers, SAMPLE_ITEMSIZE * values, prefetch_factor, overhead, loaders)
 
     def batches_in_flight(self) -> int:
-        """:math:`W p`: batches the workers hold at once."""
-        return self.num_workers * self.prefetch_factor
+        """:math:`L W p`: batches the workers hold at once."""
+        return self.loaders * self.num_workers * self.prefetch_factor
 
     def bytes(self, batch_size: int) -> int:
-        """:math:`W (p B s + o)`: what the workers hold at batch size :math:`B`."""
-        return self.num_workers * (self.prefetch_factor * int(batch_size) * self.sample_bytes + self.overhead)
+        """:math:`L W (p B s + o)`: what the workers hold at batch size :math:`B`."""
+        return self.loaders * self.num_workers * (self.prefetch_factor * int(batch_size) * self.sample_bytes
+                                                  + self.overhead)
 
     def describe(self, batch_size: int) -> str:
         """Words on :meth:`bytes`, e.g. ``2 DataLoader workers: 4 batches of 16 in flight + 67 MB per process``."""
         from .units import format_bytes
 
-        return (f"{self.num_workers} DataLoader worker{'s' * (self.num_workers != 1)}: "
+        n = self.loaders * self.num_workers
+        each = f" ({self.num_workers} per loader x {self.loaders} loaders)" if self.loaders > 1 else ""
+        return (f"{n} DataLoader worker{'s' * (n != 1)}{each}: "
                 f"{self.batches_in_flight()} batches of {batch_size} in flight + {format_bytes(self.overhead)} "
                 f"per process")
 
     def to_dict(self) -> Dict[str, int]:
         return {"num_workers": self.num_workers, "sample_bytes": self.sample_bytes,
-                "prefetch_factor": self.prefetch_factor, "overhead_bytes": self.overhead}
+                "prefetch_factor": self.prefetch_factor, "overhead_bytes": self.overhead, "loaders": self.loaders}
