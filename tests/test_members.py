@@ -146,3 +146,35 @@ def test_member_settings_are_checked_naming_the_field(changes, name, said):
     with pytest.raises(ParameterError, match=said) as info:
         FitConfig(**changes)
     assert info.value.parameter == name
+
+
+def test_predict_writes_the_members_their_mean_quantiles_and_probabilities(tmp_path):
+    """The file's products against numpy on the members of the .npy output (the same draw)."""
+    pytest.importorskip("lightning")
+    xr = pytest.importorskip("xarray")
+    from convlstm.training import FitConfig, fit, predict
+
+    rng = np.random.default_rng(3)
+    series = rng.gamma(1.0, 2.0, size=(60, 8, 8)).astype(np.float32)
+    t = np.datetime64("2024-05-01T00:00", "m") + np.arange(60) * np.timedelta64(10, "m")
+    np.savez(tmp_path / "rain.npz", rain=series, time=t)
+    run = fit(FitConfig(data=str(tmp_path / "rain.npz"), key="rain", layout="THW", model="keras-nextframe",
+                        model_options={"filters": [2]}, members=2, max_epochs=1, batch_size=8, progress=False,
+                        evaluate=False, input_steps=3, output_steps=2, thresholds=[1.0, 4.0],
+                        run_dir=str(tmp_path / "run"), accelerator="cpu", devices=1))
+    members = np.load(predict(run, tmp_path / "rain.npz", tmp_path / "m.npy", all_windows=True, members=6, seed=4))
+    assert members.shape == (58, 6, 2, 8, 8, 1) and (members >= 0).all()   # clamped as the run is
+    out = predict(run, tmp_path / "rain.npz", tmp_path / "m.nc", all_windows=True, members=6, seed=4,
+                  quantiles=[0.1, 0.9])
+    with xr.open_dataset(out) as ds:
+        ds = ds.load()
+    np.testing.assert_array_equal(ds["members"].values, members)
+    np.testing.assert_allclose(ds["forecast"].values, members.mean(axis=1), rtol=1e-6)
+    np.testing.assert_allclose(ds["quantile_forecast"].sel(quantile=0.9).values,
+                               np.quantile(members, 0.9, axis=1), rtol=1e-6)
+    assert ds["threshold"].values.tolist() == [1.0, 4.0]   # the run's thresholds
+    np.testing.assert_allclose(ds["probability"].sel(threshold=4.0).values, (members >= 4.0).mean(axis=1))
+    from convlstm._errors import ParameterError
+
+    with pytest.raises(ParameterError, match="quantiles are written to a .nc or .zarr file"):
+        predict(run, tmp_path / "rain.npz", tmp_path / "q.npy", quantiles=[0.5])

@@ -566,6 +566,15 @@ def _add_predict_command(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     p.add_argument("--nonnegative", action=argparse.BooleanOptionalAction, default=None,
                    help="clamp the forecasts at 0, or not (default: as decided in training)")
+    g = p.add_argument_group("ensembles (a run trained with --members)")
+    g.add_argument("--members", type=int, default=None, metavar="N",
+                   help="members to draw (default: the run's); .npy holds them, .nc/.zarr their mean as forecast, "
+                        "the members, quantiles and probabilities")
+    g.add_argument("--quantiles", type=float, nargs="+", default=None, metavar="Q",
+                   help="quantile levels of the members written to .nc/.zarr, e.g. 0.1 0.5 0.9")
+    g.add_argument("--thresholds", type=float, nargs="+", default=None, metavar="T",
+                   help="exceedance probabilities P(x >= T) written to .nc/.zarr (default: the run's --thresholds)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the members' draw")
     p.set_defaults(func=_cmd_predict)
 
 
@@ -770,7 +779,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     out = predict(args.checkpoint, inputs, args.out, key=args.key, layout=args.layout,
                   reader=args.reader, time_from_name=args.time_from_name,
                   all_windows=args.all_windows, stride=args.stride, batch_size=args.batch_size, device=args.device,
-                  nonnegative=args.nonnegative)
+                  nonnegative=args.nonnegative, members=args.members, quantiles=args.quantiles,
+                  thresholds=args.thresholds, seed=args.seed)
     print(f"wrote {out}")
     return 0
 

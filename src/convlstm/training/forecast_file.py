@@ -33,15 +33,15 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .._errors import ParameterError
 from .._io import atomic_path, atomic_write
 
-__all__ = ["FORECAST_SUFFIXES", "ForecastTimes", "ForecastSource", "check_out", "forecast_times", "forecast_dataset",
-           "write_forecast"]
+__all__ = ["FORECAST_SUFFIXES", "ForecastTimes", "ForecastSource", "EnsembleProducts", "check_out", "forecast_times",
+           "forecast_dataset", "write_forecast"]
 
 #: The suffixes of the files :func:`write_forecast` writes.
 FORECAST_SUFFIXES = (".npy", ".nc", ".zarr")
@@ -158,6 +158,38 @@ def _run_step(state: Dict[str, Any]) -> Tuple[Optional[int], str]:
     return None, ""
 
 
+@dataclass
+class EnsembleProducts:
+    r"""What an ensemble forecast adds to the file, beside ``forecast`` (the ensemble mean).
+
+    Attributes:
+        members: :math:`(N, M, T_{out}, H, W, C)`, the members.
+        quantiles: the levels :math:`q` and ``quantile_values`` :math:`(N, Q, T_{out}, H, W, C)`,
+            the members' empirical quantiles (linear interpolation between order statistics).
+        thresholds: the levels :math:`T` and ``probabilities`` :math:`(N, K, T_{out}, H, W, C)`, the
+            fraction of members :math:`\ge T`.
+    """
+    members: np.ndarray
+    quantiles: List[float] = field(default_factory=list)
+    quantile_values: Optional[np.ndarray] = None
+    thresholds: List[float] = field(default_factory=list)
+    probabilities: Optional[np.ndarray] = None
+
+    @classmethod
+    def of(cls, members: np.ndarray, quantiles: Optional[Sequence[float]] = None,
+           thresholds: Optional[Sequence[float]] = None) -> "EnsembleProducts":
+        """The products of ``members`` :math:`(N, M, ...)` at the ``quantiles`` (in (0, 1)) and
+        ``thresholds``."""
+        qs = [float(q) for q in (quantiles or [])]
+        bad = [q for q in qs if not 0 < q < 1]
+        if bad:
+            raise ParameterError("quantiles", f"quantiles must be levels in (0, 1), e.g. 0.1 0.5 0.9; got {bad}")
+        ts = [float(t) for t in (thresholds or [])]
+        qv = np.moveaxis(np.quantile(members, qs, axis=1), 0, 1).astype(np.float32) if qs else None
+        pv = (np.stack([(members >= t).mean(axis=1) for t in ts], axis=1).astype(np.float32) if ts else None)
+        return cls(members, qs, qv, ts, pv)
+
+
 def check_out(out: Any) -> Path:
     """``out`` as a path ending in one of :data:`FORECAST_SUFFIXES`; else an error naming it."""
     path = Path(out)
@@ -167,26 +199,29 @@ def check_out(out: Any) -> Path:
 
 
 def write_forecast(out: Path, forecast: np.ndarray, times: Optional[ForecastTimes],
-                   source: Optional[ForecastSource]) -> None:
+                   source: Optional[ForecastSource], products: Optional[EnsembleProducts] = None) -> None:
     """Write ``forecast`` ``(N, T_out, rows, cols, channels)`` to ``out`` atomically: ``.npy``
     (``times`` and ``source`` unused), or the CF dataset of this module's table as netCDF
-    (h5netcdf) or Zarr (xarray and zarr)."""
+    (h5netcdf) or Zarr (xarray and zarr), with an ensemble's ``products`` when given."""
     suffix = out.suffix.lower()
     if suffix == ".npy":
         with atomic_write(out, "wb") as fh:
             np.save(fh, forecast, allow_pickle=False)
         return
-    dims, variables, attrs = forecast_dataset(forecast, times, source)
+    dims, variables, attrs = forecast_dataset(forecast, times, source, products)
     if suffix == ".nc":
         _write_netcdf(out, dims, variables, attrs)
     else:
         _write_zarr(out, dims, variables, attrs)
 
 
-def forecast_dataset(forecast: np.ndarray, times: ForecastTimes,
-                     source: ForecastSource) -> Tuple[Dict[str, int], Dict[str, Variable], Dict[str, Any]]:
+def forecast_dataset(forecast: np.ndarray, times: ForecastTimes, source: ForecastSource,
+                     products: Optional[EnsembleProducts] = None
+                     ) -> Tuple[Dict[str, int], Dict[str, Variable], Dict[str, Any]]:
     """The dataset of ``forecast`` ``(N, T_out, rows, cols, channels)`` as ``(dims, variables,
-    global attributes)``, each variable ``(dims, encoded values, attributes)`` in CF's encoding."""
+    global attributes)``, each variable ``(dims, encoded values, attributes)`` in CF's encoding;
+    an ensemble's ``products`` add ``members`` (dimension ``member``), ``quantile_forecast``
+    (``quantile``) and ``probability`` (``threshold``)."""
     n, t_out, rows, cols, channels = forecast.shape
     row, col, space = _space(source.coords, rows, cols)
     dims = {"time": n, "lead_time": t_out, row: rows, col: cols, "channel": channels}
@@ -202,7 +237,39 @@ def forecast_dataset(forecast: np.ndarray, times: ForecastTimes,
         attrs["grid_mapping"] = name
     attrs["checkpoint"] = source.checkpoint
     variables["forecast"] = (("time", "lead_time", row, col, "channel"), forecast, attrs)
+    if products is not None:
+        _ensemble_variables(products, dims, variables, attrs, (row, col))
     return dims, variables, _global_attrs(times, source)
+
+
+def _ensemble_variables(products: EnsembleProducts, dims: Dict[str, int], variables: Dict[str, Variable],
+                        attrs: Dict[str, Any], space: Tuple[str, str]) -> None:
+    """Add the members, quantiles and exceedance probabilities of an ensemble to ``variables``."""
+    m = int(products.members.shape[1])
+    attrs["description"] = f"ConvLSTM ensemble mean of {m} members, in the data's units"
+    attrs["cell_methods"] = "realization: mean"
+    units = {k: v for k, v in attrs.items() if k in ("units", "grid_mapping", "coordinates")}
+    rest = ("lead_time",) + space + ("channel",)
+    dims["member"] = m
+    variables["member"] = (("member",), np.arange(m, dtype=np.int32), {"standard_name": "realization",
+                                                                       "long_name": "ensemble member", "units": _ONE})
+    variables["members"] = (("time", "member") + rest, products.members.astype(np.float32),
+                            {"long_name": f"ensemble members of the {attrs['long_name']}", **units})
+    if products.quantiles:
+        dims["quantile"] = len(products.quantiles)
+        variables["quantile"] = (("quantile",), np.asarray(products.quantiles, dtype=np.float64),
+                                 {"long_name": "quantile level of the members' distribution", "units": _ONE})
+        variables["quantile_forecast"] = (("time", "quantile") + rest, products.quantile_values,
+                                          {"long_name": f"quantiles of the {m} members", **units})
+    if products.thresholds:
+        dims["threshold"] = len(products.thresholds)
+        variables["threshold"] = (("threshold",), np.asarray(products.thresholds, dtype=np.float64),
+                                  {"long_name": "exceedance threshold", **({"units": units["units"]}
+                                                                           if "units" in units else {})})
+        variables["probability"] = (("time", "threshold") + rest, products.probabilities,
+                                    {"long_name": f"probability of a value at or above the threshold: the fraction of "
+                                                  f"the {m} members", "units": _ONE,
+                                     **{k: v for k, v in units.items() if k != "units"}})
 
 
 def _long_name(source: ForecastSource) -> str:

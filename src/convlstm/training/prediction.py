@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from .._errors import ParameterError
 from .datamodule import run_source_options
-from .forecast_file import ForecastSource, check_out, forecast_times, write_forecast
+from .forecast_file import EnsembleProducts, ForecastSource, check_out, forecast_times, write_forecast
 from .multiscale import MultiScale
 from .runs import (PathLike, check_nonnegative_option, data_state, find_checkpoint, is_run, load_module,
                    torch_device)
@@ -40,7 +40,9 @@ def predict(checkpoint: PathLike, inputs: Any, out: PathLike, *, key: Optional[s
             layout: Optional[str] = None, all_windows: bool = False, stride: int = 1, batch_size: int = 16,
             device: Optional[str] = None, model: Optional[nn.Module] = None,
             nonnegative: Optional[bool] = None, reader: Optional[str] = None,
-            time_from_name: Optional[str] = None) -> Path:
+            time_from_name: Optional[str] = None, members: Optional[int] = None,
+            quantiles: Optional[Sequence[float]] = None, thresholds: Optional[Sequence[float]] = None,
+            seed: int = 0) -> Path:
     """Forecast from the grid series in the file ``inputs`` and write the forecasts, in the data's
     units, to ``out``: ``.npy``, or a CF-1.8 dataset in ``.nc`` (netCDF) or ``.zarr`` (needs
     xarray and zarr) with a ``forecast`` variable ``(time, lead_time, y, x, channel)``, the origin
@@ -72,6 +74,14 @@ def predict(checkpoint: PathLike, inputs: Any, out: PathLike, *, key: Optional[s
     run's, when it was trained on an archive): windows stay inside events (the last one is the
     end of the last event), ``time`` and ``valid_time`` follow the files' stamps, and
     ``input_end`` indexes the frames of the archive in time order.
+
+    A run trained with members (``fit --members M``) forecasts an ensemble: ``members`` draws
+    (default: the run's :math:`M`; the draw is reproducible through ``seed``). A ``.npy`` file then
+    holds the members, ``(N, members, T_out, rows, cols, channels)``; a netCDF or Zarr file holds
+    ``forecast``, the ensemble mean, ``members`` with a ``member`` dimension, ``quantile_forecast``
+    with a ``quantile`` dimension for the ``quantiles`` asked (e.g. ``(0.1, 0.5, 0.9)``), and
+    ``probability``, :math:`P(x \ge T)` (the fraction of members at or above each of the
+    ``thresholds``: the run's by default) with a ``threshold`` dimension.
     """
     out = check_out(out)
     if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
@@ -88,7 +98,14 @@ def predict(checkpoint: PathLike, inputs: Any, out: PathLike, *, key: Optional[s
     windows = _choose_windows(state, series, inputs, all_windows, stride, archive)
     series = _finite_inputs(series, windows.indices, state.get("fill_nan"), str(inputs))
     clamp = bool(state.get("nonnegative")) if nonnegative is None else nonnegative
-    forecast = _forecast(module.to(torch_device(device)), state, series, windows, batch_size, clamp)
+    draws = _check_products(module, out, members, quantiles)
+    ensemble = None
+    if draws:
+        ensemble = _forecast(module.to(torch_device(device)), state, series, windows, batch_size, clamp,
+                             members=draws, seed=seed)
+        forecast = ensemble.mean(axis=1)
+    else:
+        forecast = _forecast(module.to(torch_device(device)), state, series, windows, batch_size, clamp)
     times = source = None
     if out.suffix.lower() != ".npy":
         leads = int(state["gap"]) + np.arange(1, forecast.shape[1] + 1)
@@ -98,8 +115,45 @@ def predict(checkpoint: PathLike, inputs: Any, out: PathLike, *, key: Optional[s
         if archive is not None:
             source.inputs = str(inputs)
             source.units = source.units or archive.units
-    write_forecast(out, forecast, times, source)
+    products = None
+    if ensemble is not None:
+        if out.suffix.lower() == ".npy":
+            forecast = ensemble
+        else:
+            products = EnsembleProducts.of(ensemble, quantiles, _run_thresholds(ckpt_path, thresholds))
+    write_forecast(out, forecast, times, source, products)
     return out
+
+
+def _check_products(module: nn.Module, out: Path, members: Optional[int],
+                    quantiles: Optional[Sequence[float]]) -> int:
+    """The number of members to draw: 0 for a deterministic run, ``members`` or the run's own for
+    an ensemble; the options checked against the run and the output's format."""
+    trained = int(getattr(module, "members", 0) or 0)
+    if members is not None and (isinstance(members, bool) or not isinstance(members, int) or members < 2):
+        raise ParameterError("members", f"members must be an integer >= 2, got {members!r}")
+    if not trained and (members is not None or quantiles):
+        what = "members" if members is not None else "quantiles"
+        raise ParameterError(what, f"{what} need a run trained with members (convlstm fit ... --members M); this run "
+                                   f"forecasts one field")
+    if quantiles and out.suffix.lower() == ".npy":
+        raise ParameterError("quantiles", "quantiles are written to a .nc or .zarr file; a .npy file holds the "
+                                          "members", also=("out",))
+    return 0 if not trained else (members or trained)
+
+
+def _run_thresholds(ckpt_path: Path, thresholds: Optional[Sequence[float]]) -> List[float]:
+    """``thresholds``, or the run's own (its ``config.yaml``), for the exceedance probabilities."""
+    if thresholds is not None:
+        return [float(t) for t in thresholds]
+    from .runs import run_dir_of
+
+    config = run_dir_of(ckpt_path) / "config.yaml"
+    if not config.is_file():
+        return []
+    from .config import load_config
+
+    return [float(t) for t in (load_config(config).thresholds or [])]
 
 
 def _source(ckpt: Dict[str, Any], ckpt_path: Path, state: Dict[str, Any], inputs: PathLike, key: Optional[str],
@@ -219,18 +273,24 @@ def _some(values: np.ndarray, shown: int = 5) -> str:
 
 
 def _forecast(module: nn.Module, state: Dict[str, Any], series: Any, windows: _Windows, batch_size: int,
-              clamp: bool) -> np.ndarray:
-    """``(N, T_out, rows, cols, channels)`` float32 forecasts in the data's units."""
+              clamp: bool, members: int = 0, seed: int = 0) -> np.ndarray:
+    """``(N, T_out, rows, cols, channels)`` float32 forecasts in the data's units; with
+    ``members``, ``(N, members, T_out, rows, cols, channels)`` drawn with ``seed``."""
     from .. import data as _data
 
     scaler = _data.scaler_from_state_dict(state["scaler"])
     dev = next(module.parameters()).device
+    generator = torch.Generator(device=dev).manual_seed(int(seed)) if members else None
     outs = []
     with torch.no_grad():
         for b in range(0, len(windows.indices), batch_size):
             xb = np.stack([np.asarray(series[w]) for w in windows.indices[b:b + batch_size]])
             x = scaler.transform(torch.as_tensor(xb, dtype=torch.float32)).to(dev)
             f = None if windows.features is None else torch.from_numpy(windows.features[b:b + batch_size]).to(dev)
-            fc = scaler.inverse_transform(module(x, f).float())
+            if members:
+                fc = scaler.inverse_transform(module.forecast_members(x, members, f, generator=generator).float())
+                fc = fc.movedim(0, 1)   # (B, members, T_out, H, W, C)
+            else:
+                fc = scaler.inverse_transform(module(x, f).float())
             outs.append((fc.clamp_min(0.0) if clamp else fc).cpu().numpy())
     return np.concatenate(outs).astype(np.float32)
