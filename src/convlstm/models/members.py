@@ -31,7 +31,12 @@ import torch.nn.functional as F
 
 from .._checks import check_positive_int
 
-__all__ = ["StochasticMembers", "correlated_noise"]
+__all__ = ["StochasticMembers", "correlated_noise", "MEMBER_MODEL_OPTIONS", "MEMBER_LOSS_OPTIONS"]
+
+#: ``member_options`` of a run (``fit --member-option``): those of :class:`StochasticMembers`, and
+#: those of :class:`convlstm.losses.EnsembleCRPS` it is trained with
+MEMBER_MODEL_OPTIONS = ("noise_length", "spread_width", "initial_spread")
+MEMBER_LOSS_OPTIONS = ("alpha", "spatial_weight", "spatial_pool")
 
 
 def _gaussian_kernel(length: float) -> torch.Tensor:

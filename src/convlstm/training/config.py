@@ -192,7 +192,7 @@ class FitConfig:
             on the validation part, one weight per lead time and channel chosen in closed form
             (:mod:`convlstm.training.blend_calibration`); the weights are stored in the best
             checkpoint and in ``metrics.json["blend"]``. Default true.
-        members: 0 (default): one forecast; :math:`M \ge 2`: an ensemble, :math:`M` members per
+        members: 0 (default): one forecast; M >= 2: an ensemble, M members per
             sample trained with the almost fair CRPS (:class:`convlstm.models.StochasticMembers`,
             :class:`convlstm.losses.EnsembleCRPS`); ``predict``/``evaluate --members N`` draw any number.
         member_options: ``noise_length`` (pixels), ``spread_width``, ``initial_spread``, ``alpha``,
@@ -354,7 +354,8 @@ class FitConfig:
             raise ParameterError("members", "members must be 0 (one forecast) or 2 or more (an ensemble trained with "
                                             "the CRPS); got 1")
         _options(self, "member_options")
-        from .module import _MEMBER_LOSS_OPTIONS, _MEMBER_MODEL_OPTIONS
+        from ..models.members import MEMBER_LOSS_OPTIONS as _MEMBER_LOSS_OPTIONS
+        from ..models.members import MEMBER_MODEL_OPTIONS as _MEMBER_MODEL_OPTIONS
 
         unknown = sorted(set(self.member_options) - set(_MEMBER_MODEL_OPTIONS + _MEMBER_LOSS_OPTIONS))
         if unknown:

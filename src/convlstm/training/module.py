@@ -17,6 +17,8 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from .. import layers as _layers
 from .. import losses as _losses
 from .._io import atomic_path, write_json
+from ..models.members import MEMBER_LOSS_OPTIONS as _MEMBER_LOSS_OPTIONS
+from ..models.members import MEMBER_MODEL_OPTIONS as _MEMBER_MODEL_OPTIONS
 from .config import LOSSES, SCHEDULERS
 
 __all__ = ["ForecastModule", "build_model", "AtomicCheckpointIO", "HistoryCallback", "RandomStateCallback",
@@ -318,10 +320,6 @@ class ForecastModule(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-#: the options of :class:`convlstm.models.StochasticMembers` among ``member_options`` (the others
-#: are :class:`convlstm.losses.EnsembleCRPS`'s)
-_MEMBER_MODEL_OPTIONS = ("noise_length", "spread_width", "initial_spread")
-_MEMBER_LOSS_OPTIONS = ("alpha", "spatial_weight", "spatial_pool")
 
 
 def _check_members(members: Any, options: Any, loss: str) -> Tuple[int, Dict[str, Any]]:
