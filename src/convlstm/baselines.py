@@ -29,6 +29,10 @@ The built-in baselines:
                    advection; the optional extra ``radar``); see :mod:`convlstm.extrapolation`
 =================  ===================================================================================
 
+Two ensemble baselines join the same registry (:mod:`convlstm.ensemble_baselines`): ``steps``
+(pysteps's STEPS nowcast) and ``dressed`` (the model's forecast plus its own validation errors);
+``evaluate`` scores their members with probabilistic scores and their ensemble mean like the above.
+
 The functions :func:`persistence_forecast` and :func:`climatology_forecast` make the same
 forecasts from plain arrays.
 """
@@ -60,11 +64,14 @@ class Batch:
         gap: steps between the last input frame and the first target.
         first: the index of the batch's first sample in the part of the data being scored (for
             baselines that look up something per sample, such as the target's hour of day).
+        forecast: :math:`(N, L, H, W, C)` the model's forecast of these samples in the data's
+            units, for baselines built on it (``dressed``); ``None`` where there is none.
     """
     inputs: torch.Tensor
     lead_time: int
     gap: int = 0
     first: int = 0
+    forecast: Optional[torch.Tensor] = None
 
     @property
     def num_samples(self) -> int:
@@ -384,3 +391,7 @@ def build_baselines(names: Sequence[str], datamodule: Any, part: str, **options:
     """``{name: baseline}`` for scoring ``part`` of ``datamodule``, each built by its class's
     :meth:`Baseline.from_datamodule` with the scoring ``options``."""
     return {name: get_baseline(name).from_datamodule(datamodule, part, **options) for name in names}
+
+
+# the ensemble baselines (steps, dressed) join the registry; imported last, they build on the above
+from . import ensemble_baselines as _ensemble_baselines  # noqa: E402,F401

@@ -357,9 +357,10 @@ def _add_fit_hardware_options(p: argparse.ArgumentParser, defaults: "FitConfig")
 
 def _add_fit_output_options(p: argparse.ArgumentParser, defaults: "FitConfig") -> None:
     """The run folder, resuming, and what the test part is scored with and drawn."""
+    from .baselines import baseline_names
     from .extrapolation import MOTION_METHODS
-    from .metrics import BASELINES
 
+    known_baselines = baseline_names()
     g = p.add_argument_group("outputs")
     _option(g, "--run-dir", metavar="DIR", help="the run folder (default: runs/fit-DATE-TIME)")
     _option(g, "--resume", action="store_true",
@@ -371,9 +372,11 @@ def _add_fit_output_options(p: argparse.ArgumentParser, defaults: "FitConfig") -
             help="event thresholds (data units) for CSI, POD, FAR, ETS and FSS (an event is a value >= T)")
     _option(g, "--fss-scales", type=int, nargs="+", metavar="PIXELS",
             help="window widths in pixels for the fractions skill score at each threshold")
-    _option(g, "--baselines", nargs="+", choices=BASELINES, metavar="NAME", default=" ".join(defaults.baselines),
-            help=f"forecasts scored beside the model: {', '.join(BASELINES)} (pysteps's optical-flow nowcast; "
-                 f"needs the radar extra: {install_hint('radar')})")
+    _option(g, "--baselines", nargs="+", choices=known_baselines, metavar="NAME", default=" ".join(defaults.baselines),
+            help=f"forecasts scored beside the model: {', '.join(known_baselines)} (extrapolation: pysteps's "
+                 f"optical-flow nowcast, steps: pysteps's STEPS ensemble, both need the radar extra: "
+                 f"{install_hint('radar')}; dressed: the model's forecast plus its own validation errors, an "
+                 f"ensemble)")
     _option(g, "--extrapolation-method", choices=MOTION_METHODS, metavar="METHOD",
             default=defaults.extrapolation_method,
             help=f"pysteps's motion method for the extrapolation baseline: {', '.join(MOTION_METHODS)}")
@@ -478,10 +481,12 @@ def _add_fit_command(sub: "argparse._SubParsersAction") -> None:
 
 def _add_evaluate_command(sub: "argparse._SubParsersAction") -> None:
     """``convlstm evaluate``: score a trained model against baselines."""
+    from .baselines import baseline_names
     from .conventions import CONVENTIONS
     from .extrapolation import MOTION_METHODS
-    from .metrics import BASELINES
     from .training.config import LAYOUTS
+
+    known_baselines = baseline_names()
 
     p = sub.add_parser("evaluate", formatter_class=_Formatter, help="score a trained model against baselines",
                        description="Score a trained model on the test part of its data (or all of another file) beside "
@@ -514,10 +519,19 @@ def _add_evaluate_command(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--fss-scales", type=int, nargs="+", default=None, metavar="PIXELS",
                    help="window widths in pixels for the fractions skill score at each threshold (default: the "
                         "run's)")
-    p.add_argument("--baselines", nargs="+", choices=BASELINES, default=None,
-                   metavar="NAME", help=f"forecasts scored beside the model: {', '.join(BASELINES)} (pysteps's "
-                                        f"optical-flow nowcast; needs the radar extra: {install_hint('radar')}) "
+    p.add_argument("--baselines", nargs="+", choices=known_baselines, default=None,
+                   metavar="NAME", help=f"forecasts scored beside the model: {', '.join(known_baselines)} "
+                                        f"(extrapolation: pysteps's optical-flow nowcast, steps: pysteps's STEPS "
+                                        f"ensemble, both need the radar extra: {install_hint('radar')}; dressed: "
+                                        f"the model's forecast plus its own validation errors, an ensemble) "
                                         f"(default: the run's; persistence climatology)")
+    p.add_argument("--members", type=int, default=None, metavar="N",
+                   help="members of every ensemble scored (steps, dressed, a model trained with members): CRPS, "
+                        "Brier score, ROC area, reliability, rank histogram, spread-skill (default: the model's "
+                        "own when it is an ensemble, else 20)")
+    p.add_argument("--probability-threshold", type=float, default=None, metavar="T",
+                   help="the event threshold of probability.png, the ensembles' P(x >= T) (default: the first of "
+                        "--thresholds)")
     p.add_argument("--extrapolation-method", choices=MOTION_METHODS, default=None, metavar="METHOD",
                    help=f"pysteps's motion method for the extrapolation baseline: {', '.join(MOTION_METHODS)} "
                         f"(default: the run's; lucaskanade)")
@@ -759,7 +773,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                        out_dir=args.out_dir, thresholds=args.thresholds, units=args.units, samples=args.samples,
                        batch_size=args.batch_size, device=args.device, baselines=args.baselines,
                        fss_scales=args.fss_scales, extrapolation_method=args.extrapolation_method,
-                       nonnegative=args.nonnegative, convention=args.convention)
+                       nonnegative=args.nonnegative, convention=args.convention, members=args.members,
+                       probability_threshold=args.probability_threshold)
     print(format_results(results))
     if args.convention:
         from .conventions import format_convention

@@ -16,6 +16,8 @@ Example::
     >>> results = evaluate_ensemble(members, truth, thresholds=(1.0,))   # members (M, N, L, H, W, C)
     >>> plot_rank_histogram(results["rank_histogram"], "runs/demo/rank_histogram.png")
     >>> plot_reliability(results, "runs/demo/reliability.png")   # every reliability@THR entry
+    >>> plot_probability(truth[0], {"steps": (members[:, 0] >= 1.0).mean(0)}, "runs/demo/probability.png",
+    ...                  threshold=1.0)
 """
 from __future__ import annotations
 
@@ -28,7 +30,8 @@ import numpy as np
 
 from ._io import atomic_path
 
-__all__ = ["plot_forecast", "animate_forecast", "plot_learning_curve", "plot_rank_histogram", "plot_reliability"]
+__all__ = ["plot_forecast", "animate_forecast", "plot_learning_curve", "plot_rank_histogram", "plot_reliability",
+           "plot_probability"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 _STATIC_FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
@@ -394,8 +397,22 @@ def _title(title: Any) -> Optional[str]:
     return title
 
 
-def plot_rank_histogram(hist: Sequence[float], path: PathLike, *, title: Optional[str] = None) -> Path:
-    r"""Save the rank histogram of an ensemble forecast as bars of relative frequency.
+def _rank_counts(hist: Any, name: str) -> np.ndarray:
+    try:
+        counts = np.asarray(hist, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a sequence of counts, one per rank, got {hist!r}") from None
+    if counts.ndim != 1 or counts.size < 2:
+        raise ValueError(f"{name} must hold M + 1 >= 2 counts, one per rank (1D), got shape {counts.shape}")
+    if not np.all(np.isfinite(counts)) or np.any(counts < 0) or counts.sum() <= 0:
+        raise ValueError(f"{name} must hold finite counts >= 0, not all 0, got {counts.tolist()}")
+    return counts
+
+
+def plot_rank_histogram(hist: Union[Sequence[float], Mapping[str, Sequence[float]]], path: PathLike, *,
+                        title: Optional[str] = None) -> Path:
+    r"""Save the rank histogram of an ensemble forecast as bars of relative frequency (or of
+    several forecasts, a panel each, side by side).
 
     Bar :math:`r` is the share of points whose truth has rank :math:`r` among the :math:`M`
     members (0: below every member, :math:`M`: above every one); the dashed line at
@@ -404,37 +421,40 @@ def plot_rank_histogram(hist: Sequence[float], path: PathLike, *, title: Optiona
 
     Args:
         hist: the :math:`M+1` counts (``rank_histogram`` of
-            :meth:`convlstm.ensemble_scores.EnsembleScores.compute`), or frequencies.
+            :meth:`convlstm.ensemble_scores.EnsembleScores.compute`), or frequencies; or
+            ``{forecast name: counts}``, a panel per forecast (each with its own :math:`M`).
         path: the file (``.png``; ``.pdf`` and ``.svg`` work too).
         title: figure title.
 
     Returns:
         The path written.
     """
-    try:
-        counts = np.asarray(hist, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(f"hist must be a sequence of counts, one per rank, got {hist!r}") from None
-    if counts.ndim != 1 or counts.size < 2:
-        raise ValueError(f"hist must hold M + 1 >= 2 counts, one per rank (1D), got shape {counts.shape}")
-    if not np.all(np.isfinite(counts)) or np.any(counts < 0) or counts.sum() <= 0:
-        raise ValueError(f"hist must hold finite counts >= 0, not all 0, got {counts.tolist()}")
+    if isinstance(hist, Mapping):
+        if not hist:
+            raise ValueError("hist is an empty dict; give {forecast name: counts} with at least one forecast")
+        panels = {str(k): _rank_counts(v, f"hist[{k!r}]") for k, v in hist.items()}
+    else:
+        panels = {"ensemble": _rank_counts(hist, "hist")}
     out, fmt = _path(path, _STATIC_FORMATS)
     title = _title(title)
     from matplotlib.ticker import MaxNLocator
 
-    fig = _figure(6, 4, layout="constrained")
-    ax = fig.add_subplot(1, 1, 1)
-    ranks = np.arange(counts.size)
-    ax.bar(ranks, counts / counts.sum(), width=0.9, color="tab:blue", label="ensemble")
-    ax.axhline(1.0 / counts.size, color="black", linestyle="--", linewidth=1, label="flat (consistent ensemble)")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlim(-0.6, counts.size - 0.4)
-    ax.set_xlabel(f"rank of the truth among the {counts.size - 1} members")
-    ax.set_ylabel("relative frequency")
-    ax.legend()
+    fig = _figure(1 + 5 * len(panels), 4, layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
+    for i, (ax, (label, counts)) in enumerate(zip(axes, panels.items())):
+        ranks = np.arange(counts.size)
+        ax.bar(ranks, counts / counts.sum(), width=0.9, color=f"C{i % 10}", label=label)
+        ax.axhline(1.0 / counts.size, color="black", linestyle="--", linewidth=1,
+                   label="flat (consistent ensemble)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(-0.6, counts.size - 0.4)
+        ax.set_xlabel(f"rank of the truth among the {counts.size - 1} members")
+        ax.legend(fontsize=8)
+        if len(panels) > 1:
+            ax.set_title(label)
+    axes[0].set_ylabel("relative frequency")
     if title:
-        ax.set_title(title)
+        fig.suptitle(title) if len(panels) > 1 else axes[0].set_title(title)
     return _save(fig, out, fmt)
 
 
@@ -455,8 +475,16 @@ def _reliability_curves(rel_by_threshold: Any) -> Dict[str, Mapping[str, Any]]:
     return entries
 
 
+def _is_by_forecast(rel: Any) -> bool:
+    """Whether ``rel`` is ``{forecast name: results}`` (results holding ``reliability@THR`` entries)."""
+    return (isinstance(rel, Mapping) and bool(rel) and not any(str(k).startswith("reliability@") for k in rel)
+            and all(isinstance(v, Mapping) and any(str(k).startswith("reliability@") for k in v)
+                    for v in rel.values()))
+
+
 def plot_reliability(rel_by_threshold: Mapping[str, Any], path: PathLike, *, title: Optional[str] = None) -> Path:
-    r"""Save the reliability diagram of an ensemble forecast, one curve per event threshold.
+    r"""Save the reliability diagram of an ensemble forecast, one curve per event threshold (or
+    of several forecasts, a panel each, side by side).
 
     Above: the observed frequency of the event against the mean forecast probability of each
     bin (bins with too few points are left out), with the diagonal of perfect reliability and,
@@ -467,36 +495,126 @@ def plot_reliability(rel_by_threshold: Mapping[str, Any], path: PathLike, *, tit
         rel_by_threshold: ``{threshold: entry}`` with the ``reliability@THR`` entries of
             :meth:`convlstm.ensemble_scores.EnsembleScores.compute` (keys
             ``forecast_probability``, ``observed_frequency``, ``counts``, and optionally
-            ``bin_centres`` and ``base_rate``), or those results themselves.
+            ``bin_centres`` and ``base_rate``), or those results themselves; or ``{forecast
+            name: results}``, a panel per forecast.
         path: the file (``.png``; ``.pdf`` and ``.svg`` work too).
         title: figure title.
 
     Returns:
         The path written.
     """
-    entries = _reliability_curves(rel_by_threshold)
+    if _is_by_forecast(rel_by_threshold):
+        panels = {str(k): _reliability_curves(v) for k, v in rel_by_threshold.items()}
+    else:
+        panels = {"": _reliability_curves(rel_by_threshold)}
     out, fmt = _path(path, _STATIC_FORMATS)
     title = _title(title)
-    fig = _figure(6, 6.5, layout="constrained")
-    ax, ax_n = fig.subplots(2, 1, gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
-    ax.plot([0, 1], [0, 1], color="black", linestyle="--", linewidth=1, label="perfect reliability")
-    for i, (label, entry) in enumerate(entries.items()):
-        colour = f"C{i % 10}"
-        p = np.asarray(entry["forecast_probability"], dtype=np.float64)
-        f = np.asarray(entry["observed_frequency"], dtype=np.float64)
-        ok = np.isfinite(p) & np.isfinite(f)
-        ax.plot(p[ok], f[ok], marker="o", color=colour, label=f">= {label}")
-        if entry.get("base_rate") is not None and np.isfinite(entry["base_rate"]):
-            ax.axhline(entry["base_rate"], color=colour, linestyle=":", linewidth=1)
-        counts = np.asarray(entry["counts"], dtype=np.float64)
-        centres = np.asarray(entry.get("bin_centres", (np.arange(counts.size) + 0.5) / counts.size))
-        ax_n.plot(centres, np.where(counts > 0, counts, np.nan), marker="o", color=colour)
-    ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="observed relative frequency")
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper left")
-    ax_n.set_yscale("log")
-    ax_n.set(xlabel="forecast probability", ylabel="points per bin")
-    ax_n.grid(True, alpha=0.3)
+    fig = _figure(0.5 + 5.5 * len(panels), 6.5, layout="constrained")
+    grid = fig.subplots(2, len(panels), gridspec_kw={"height_ratios": [3, 1]}, sharex=True, squeeze=False)
+    for col, (name, entries) in enumerate(panels.items()):
+        ax, ax_n = grid[0, col], grid[1, col]
+        ax.plot([0, 1], [0, 1], color="black", linestyle="--", linewidth=1, label="perfect reliability")
+        for i, (label, entry) in enumerate(entries.items()):
+            colour = f"C{i % 10}"
+            p = np.asarray(entry["forecast_probability"], dtype=np.float64)
+            f = np.asarray(entry["observed_frequency"], dtype=np.float64)
+            ok = np.isfinite(p) & np.isfinite(f)
+            ax.plot(p[ok], f[ok], marker="o", color=colour, label=f">= {label}")
+            if entry.get("base_rate") is not None and np.isfinite(entry["base_rate"]):
+                ax.axhline(entry["base_rate"], color=colour, linestyle=":", linewidth=1)
+            counts = np.asarray(entry["counts"], dtype=np.float64)
+            centres = np.asarray(entry.get("bin_centres", (np.arange(counts.size) + 0.5) / counts.size))
+            ax_n.plot(centres, np.where(counts > 0, counts, np.nan), marker="o", color=colour)
+        ax.set(xlim=(0, 1), ylim=(0, 1))
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="upper left", fontsize=8)
+        ax_n.set_yscale("log")
+        ax_n.set(xlabel="forecast probability")
+        ax_n.grid(True, alpha=0.3)
+        if name:
+            ax.set_title(name)
+    grid[0, 0].set_ylabel("observed relative frequency")
+    grid[1, 0].set_ylabel("points per bin")
     if title:
-        ax.set_title(title)
+        fig.suptitle(title) if len(panels) > 1 or panels.get("") is None else grid[0, 0].set_title(title)
+    return _save(fig, out, fmt)
+
+
+def plot_probability(truth: Any, probabilities: Mapping[str, Any], path: PathLike, *, threshold: float,
+                     channel: int = 0, units: Optional[str] = None, cmap: str = "viridis",
+                     title: Optional[str] = None) -> Path:
+    r"""Save the exceedance probability maps of ensemble forecasts beside the truth: one column per
+    lead time; the first row the truth (with the event's edge, :math:`x = T`, drawn in white), then
+    a row per forecast with its probability :math:`P(x \ge T)`, the share of its members at or
+    above the threshold, on a 0-1 scale (the truth's event area outlined in red on each).
+
+    Args:
+        truth: :math:`(L, H, W, C)` (or :math:`(L, H, W)`) one sample's targets.
+        probabilities: ``{forecast name: P}``, each :math:`P` shaped like ``truth``, in [0, 1]
+            (e.g. ``(members >= T).mean(0)`` of members :math:`(M, L, H, W, C)`).
+        path: the file (``.png``; ``.pdf`` and ``.svg`` work too).
+        threshold: :math:`T`, in the truth's units.
+        channel: the channel drawn.
+        units: the truth's units, for its colour bar and the title.
+        cmap: the truth's colour map.
+        title: figure title.
+
+    Returns:
+        The path written.
+    """
+    def frames(a: Any, name: str) -> np.ndarray:
+        try:
+            import torch
+            if isinstance(a, torch.Tensor):
+                a = a.detach().cpu().float().numpy()
+        except ImportError:  # pragma: no cover - torch is a dependency
+            pass
+        a = np.asarray(a, dtype=np.float64)
+        if a.ndim == 3:
+            a = a[..., None]
+        if a.ndim != 4:
+            raise ValueError(f"{name} must be (lead_time, rows, cols[, channels]), got shape {a.shape}")
+        return a
+
+    y = frames(truth, "truth")
+    if not isinstance(probabilities, Mapping) or not probabilities:
+        raise ValueError("probabilities must be a non-empty dict {forecast name: probability (lead_time, rows, cols"
+                         "[, channels])}")
+    probs = {str(k): frames(v, f"probabilities[{k!r}]") for k, v in probabilities.items()}
+    for k, v in probs.items():
+        if v.shape != y.shape:
+            raise ValueError(f"probabilities[{k!r}] must be shaped like truth {y.shape}, got {v.shape}")
+        if np.any((v < 0) | (v > 1)):
+            raise ValueError(f"probabilities[{k!r}] must lie in [0, 1]")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.number)) or not np.isfinite(threshold):
+        raise ValueError(f"threshold must be a finite number, got {threshold!r}")
+    c = _channel(channel, y.shape[-1])
+    out, fmt = _path(path, _STATIC_FORMATS)
+    title = _title(title)
+    leads, rows = y.shape[0], 1 + len(probs)
+    fig = _figure(1.2 + 1.8 * leads, 0.6 + 1.8 * rows, layout="constrained")
+    axes = fig.subplots(rows, leads, squeeze=False)
+    vmin, vmax = _finite_range(y[..., c])
+    event = y[..., c] >= threshold
+    truth_image = prob_image = None
+    for t in range(leads):
+        truth_image = axes[0, t].imshow(y[t, :, :, c], vmin=vmin, vmax=vmax, cmap=cmap, interpolation="nearest")
+        axes[0, t].set_title(f"+{t + 1}", fontsize=8)
+        for r, (name, p) in enumerate(probs.items(), start=1):
+            prob_image = axes[r, t].imshow(p[t, :, :, c], vmin=0.0, vmax=1.0, cmap="Blues", interpolation="nearest")
+            if event[t].any() and not event[t].all():
+                axes[r, t].contour(event[t].astype(float), levels=[0.5], colors="red", linewidths=0.8)
+                axes[0, t].contour(event[t].astype(float), levels=[0.5], colors="white", linewidths=0.8)
+    for r, name in enumerate(["truth"] + list(probs)):
+        axes[r, 0].set_ylabel(name if r == 0 else f"{name}\nP(x >= {threshold:g})", fontsize=8)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    bar = fig.colorbar(truth_image, ax=axes[0].tolist(), shrink=0.9)
+    bar.set_label(units or "truth")
+    bar = fig.colorbar(prob_image, ax=axes[1:].ravel().tolist(), shrink=0.9)
+    bar.set_label("probability")
+    label = f" ({_channel_label(c, y.shape[-1])})" if y.shape[-1] > 1 else ""
+    fig.suptitle((title or f"probability of x >= {threshold:g}") + label
+                 + "\nred: where the truth is >= the threshold", fontsize=9)
     return _save(fig, out, fmt)

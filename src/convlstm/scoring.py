@@ -519,13 +519,16 @@ def format_results(results: Dict[str, Any], metrics: Sequence[str] = ("mse", "ma
     then, when thresholds were scored, one row per event score (``csi@THR``, ``pod@THR``,
     ``far@THR``, ``ets@THR``, ``fss@THR/SCALE``, overall values) with one column per forecast;
     then the model's MSE relative to each baseline, and a line for any forecast with non-finite
-    values or perfect frames."""
+    values or perfect frames. Ensemble forecasts add a ``crps`` column (``-`` for the
+    deterministic ones) and their ``brier@THR`` and ``roc_auc@THR`` rows."""
     names = _forecast_names(results)
     cols = [m for m in metrics if m in results["model"]]
+    cols += [m for m in ("crps",) if m not in cols and any(m in results[n] for n in names)]
     lines = [f"{'forecast':<14}" + "".join(f"{m:>12}" for m in cols)]
     for n in names:
         lines.append(f"{n:<14}" + "".join(f"{_fmt(results[n].get(m)):>12}" for m in cols))
-    scores = [k for k in results["model"] if "@" in k]
+    scores = list(dict.fromkeys(k for n in names for k, v in results[n].items()
+                                if "@" in k and (v is None or isinstance(v, (int, float)))))
     if scores:
         width = max(14, max(len(k) for k in scores) + 2)
         lines.append("")

@@ -6,6 +6,14 @@ batch of the part with one engine (:class:`convlstm.scoring.MetricAccumulator`):
 forecast and each baseline's, all against the **values in the file** (in physical units, never
 round-tripped through the scaler) -> write ``metrics.json``, the per-lead-time CSV and the
 pictures.
+
+**Ensembles.** The ensemble baselines (``steps``, ``dressed``, :mod:`convlstm.ensemble_baselines`)
+and a model trained with members (a module whose ``members`` is above 0, scored through its
+``forecast_members``) are ensemble forecasters: their members are scored batch by batch with
+:class:`~convlstm.ensemble_scores.EnsembleScores` (CRPS, Brier score, ROC area, reliability,
+rank histogram, spread-skill), and their ensemble mean with the same engine as every forecast,
+so each one's entry in ``metrics.json`` holds both; ``rank_histogram.png``, ``reliability.png``
+and ``probability.png`` draw them.
 """
 from __future__ import annotations
 
@@ -17,10 +25,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from .._errors import ParameterError
 from ..baselines import Baseline, Batch, build_baselines, get_baseline
+from ..ensemble_baselines import DEFAULT_MEMBERS, EnsembleBaseline, split_baselines
+from ..ensemble_scores import EnsembleScores
 from ..scoring import MetricAccumulator, format_results, ssim_applies, write_metrics
 from .datamodule import GridDataModule
 from .runs import (PathLike, check_nonnegative_option, data_state, find_checkpoint, load_module, run_dir_of,
@@ -29,6 +39,8 @@ from .runs import (PathLike, check_nonnegative_option, data_state, find_checkpoi
 __all__ = ["evaluate", "format_results"]
 
 _PARTS = ("all", "train", "val", "test")
+#: The most validation samples whose error fields the dressed baseline keeps (spread evenly over the part).
+DRESSED_POOL = 200
 
 
 @dataclass
@@ -75,12 +87,15 @@ class _Samples:
     seen: int = 0
     spread: Dict[int, tuple] = field(default_factory=dict)
     busiest: Optional[tuple] = None   # (variance, index, arrays)
+    #: the busiest sample's members of each ensemble forecaster, {name: (n, L, H, W, C)}
+    busiest_members: Dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         count = max(1, min(self.wanted, self.total))
         self.targets = set(np.linspace(0, max(self.total - 1, 0), count).round().astype(int).tolist())
 
-    def keep(self, x: torch.Tensor, y: torch.Tensor, p: torch.Tensor, forecasts: Dict[str, torch.Tensor]) -> None:
+    def keep(self, x: torch.Tensor, y: torch.Tensor, p: torch.Tensor, forecasts: Dict[str, torch.Tensor],
+             ensembles: Optional[Dict[str, torch.Tensor]] = None) -> None:
         batch = [x, y, p] + ([forecasts["extrapolation"]] if "extrapolation" in forecasts else [])
 
         def row(i: int) -> tuple:   # only the samples kept are copied out of the batch
@@ -90,6 +105,7 @@ class _Samples:
         b = int(torch.argmax(variance))
         if self.busiest is None or float(variance[b]) > self.busiest[0]:
             self.busiest = (float(variance[b]), self.seen + b, row(b))
+            self.busiest_members = {name: m[:, b].float().cpu().numpy() for name, m in (ensembles or {}).items()}
         for i in range(len(variance)):
             if self.seen + i in self.targets:
                 self.spread[self.seen + i] = row(i)
@@ -118,7 +134,8 @@ def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional
              baselines: Optional[Sequence[str]] = None, fss_scales: Optional[Sequence[int]] = None,
              extrapolation_method: Optional[str] = None, nonnegative: Optional[bool] = None,
              convention: Optional[str] = None, reader: Optional[str] = None,
-             time_from_name: Optional[str] = None) -> Dict[str, Any]:
+             time_from_name: Optional[str] = None, members: Optional[int] = None,
+             probability_threshold: Optional[float] = None) -> Dict[str, Any]:
     """Score a trained model on the ``part`` of its data (or every window of another file),
     beside the ``baselines``, in the data's own (physical) units; write ``metrics.json``,
     ``metrics_per_lead_time.csv``, ``forecast.png``, ``forecast.gif`` and ``learning_curve.png``
@@ -158,28 +175,119 @@ def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional
             (:mod:`convlstm.conventions`: ``"st-resnet"``, ``"st-ssl"``, ``"openstl"``), under
             ``results[name]["conventions"]``; :func:`convlstm.conventions.format_convention`
             prints them as the paper does.
+        members: the members of every ensemble forecaster scored (the model when it was trained
+            with members, ``steps``, ``dressed``), an int >= 2; ``None``: the model's own number
+            when it is an ensemble, else 20. Each one gets ``crps``, ``crps_fair``,
+            ``spread_skill``, ``rank_histogram``, ``brier@T``, ``roc_auc@T``, ``reliability@T``
+            and ``roc@T`` per threshold (:class:`~convlstm.ensemble_scores.EnsembleScores`, per
+            lead time too), beside the deterministic scores of its ensemble mean. An ensemble
+            model's deterministic scores (``mse``, ...) are those of its ensemble mean.
+        probability_threshold: the event threshold of ``probability.png`` (the exceedance
+            probability :math:`P(x \\ge T)` of each ensemble forecaster for the busiest sample);
+            ``None``: the first of ``thresholds``.
     """
     part = _check_part(part, data, datamodule)
     check_nonnegative_option(nonnegative)
+    members = _check_members(members)
+    if probability_threshold is not None:
+        probability_threshold = _check_probability_threshold(probability_threshold)
     ckpt_path = find_checkpoint(source)
     options = ScoringOptions.resolve(ckpt_path, thresholds, baselines, fss_scales, extrapolation_method)
+    deterministic, ensemble_names = split_baselines(options.baselines)
     module, ckpt = load_module(ckpt_path, model=model)
+    model_members = model_ensemble_size(module)
+    if members is not None and not ensemble_names and not model_members:
+        raise ParameterError("members", f"members={members} sets the size of the ensembles scored, but the model is "
+                                        f"deterministic and baselines holds no ensemble baseline (steps, dressed)",
+                             also=("baselines",))
+    n = members if members is not None else (model_members if model_members >= 2 else DEFAULT_MEMBERS)
     dm = _evaluation_data(ckpt, ckpt_path, datamodule, data, key, layout, batch_size, part, reader, time_from_name)
-    forecasters = build_baselines(options.baselines, dm, part, extrapolation_method=options.extrapolation_method)
+    forecasters = build_baselines(deterministic, dm, part, extrapolation_method=options.extrapolation_method)
     clamp = _clamp_forecasts(dm, nonnegative)
-    _say_what_is_scored(dm, part, forecasters)
+    module = module.to(torch_device(device))
+    ensembles = _ensemble_baselines(ensemble_names, module, dm, part, clamp, n, model_members,
+                                    options.extrapolation_method)
+    _say_what_is_scored(dm, part, {**forecasters, **ensembles})
+    if model_members:
+        print(f"convlstm evaluate: model: an ensemble ({model_members} members in training), scored with {n} members "
+              f"from its forecast_members; its mse, mae... are those of the ensemble mean")
+    scores = {name: EnsembleScores(options.thresholds, lead_axis=1)
+              for name in (["model"] if model_members else []) + list(ensembles)}
     acc = MetricAccumulator(data_range=_data_range(dm), thresholds=tuple(options.thresholds),
                             scales=tuple(options.fss_scales), conventions=(convention,) if convention else (),
                             active=_active_cells(dm) if convention == "st-resnet" else None)
     kept = _Samples(samples, len(dm.datasets[part]))
-    _score_part(module.to(torch_device(device)), dm, part, forecasters, acc, kept, clamp)
+    _score_part(module, dm, part, forecasters, acc, kept, clamp, ensembles=ensembles, ensemble_scores=scores,
+                members=n)
     results = _finish_results(acc.compute(), forecasters)
+    _add_ensemble_results(results, scores)
     out = Path(out_dir) if out_dir is not None else run_dir_of(ckpt_path)
     write_metrics(results, out)
     if plots:
         _draw(dm, part, kept, out, units if units is not None else dm.units,
               history if history is not None else (ckpt.get("callbacks") or {}).get("HistoryCallback"))
+        if scores:
+            _draw_ensembles(results, list(scores), part, kept, out, units if units is not None else dm.units,
+                            options.thresholds, probability_threshold)
     return results
+
+
+def model_ensemble_size(module: nn.Module) -> int:
+    """The members of an ensemble model (its ``members`` attribute, 0 for a deterministic one)."""
+    size = getattr(module, "members", 0) or 0
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 0:
+        raise ValueError(f"the model's members must be an int >= 0 (0: deterministic), got {size!r}")
+    return int(size)
+
+
+def _check_members(members: Any) -> Optional[int]:
+    if members is None:
+        return None
+    if isinstance(members, bool) or not isinstance(members, (int, np.integer)) or members < 2:
+        raise ParameterError("members", f"members must be an int >= 2 (the members of each ensemble scored) or "
+                                        f"None (the model's own, else {DEFAULT_MEMBERS}), got {members!r}")
+    return int(members)
+
+
+def _check_probability_threshold(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not np.isfinite(value):
+        raise ParameterError("probability_threshold", f"probability_threshold must be a finite number (an event "
+                                                      f"is a value >= it), got {value!r}")
+    return float(value)
+
+
+def _ensemble_baselines(names: Sequence[str], module: nn.Module, dm: GridDataModule, part: str, clamp: bool,
+                        members: int, model_members: int, extrapolation_method: str) -> Dict[str, EnsembleBaseline]:
+    """The ensemble baselines ``names`` for ``part``; ``dressed`` gets the model's error fields on
+    the validation part, or is left out with a line saying why when there is none."""
+    options: Dict[str, Any] = {"members": members, "clamp": clamp, "extrapolation_method": extrapolation_method}
+    if "dressed" in names:
+        if not dm.has_val:
+            split = "no split: every window of the file" if part == "all" else f"split={list(dm.split)}"
+            print(f"convlstm evaluate: baselines: dressed is left out: it draws the model's errors on the validation "
+                  f"part, and this data has none ({split})")
+            names = [n for n in names if n != "dressed"]
+        else:
+            errors, note = validation_errors(module, dm, clamp, members=members if model_members else 0)
+            options.update(validation_errors=errors, validation_note=note)
+            if part == "val":
+                print("convlstm evaluate: dressed draws its errors from the validation part, the part scored here")
+    return {name: get_baseline(name).from_datamodule(dm, part, **options) for name in names}
+
+
+def validation_errors(module: nn.Module, dm: GridDataModule, clamp: bool, *, members: int = 0,
+                      pool: int = DRESSED_POOL) -> Tuple[torch.Tensor, str]:
+    r"""The model's error fields :math:`y - \hat y` on the validation part, in the data's units:
+    :math:`(K, L, H, W, C)` float32 for :math:`K = \min(\text{pool}, N_{val})` samples spread
+    evenly over the part (its first and last included), and a line saying which. :math:`\hat y`
+    is the model's forecast as scored (clamped with ``clamp``; with ``members``, an ensemble
+    model's mean of that many members)."""
+    total = len(dm.datasets["val"])
+    chosen = np.unique(np.linspace(0, total - 1, min(int(pool), total)).round().astype(int)).tolist()
+    errors = [(y_u - p_u).float() for _, y_u, p_u, _, _ in
+              _forecast_batches(module, dm, "val", clamp, members, None if len(chosen) == total else chosen)]
+    which = "all" if len(chosen) == total else f"{len(chosen)} spread evenly over the"
+    return torch.cat(errors), f"the validation part ({which} {total} samples)"
 
 
 def _active_cells(dm: GridDataModule, chunk: int = 256) -> np.ndarray:
@@ -260,40 +368,78 @@ def _say_what_is_scored(dm: GridDataModule, part: str, forecasters: Dict[str, Ba
             print(f"convlstm evaluate: {line}")
 
 
-def _unscaled_loader(dm: GridDataModule, part: str) -> DataLoader:
-    """The samples of ``part`` as the file holds them (after the unit conversion, before the
-    scaler), in float64 where the dataset can give it, in the same order as ``dm.dataloader``."""
+def _unscaled_loader(dm: GridDataModule, part: str, indices: Optional[Sequence[int]] = None) -> DataLoader:
+    """The samples of ``part`` (or those at ``indices`` of it) as the file holds them (after the
+    unit conversion, before the scaler), in float64 where the dataset can give it, in the same
+    order as ``dm.dataloader``."""
     raw = copy.copy(dm.datasets[part])
     raw.scaler = None
     if isinstance(getattr(raw, "dtype", None), torch.dtype):
         raw.dtype = torch.float64
-    return DataLoader(raw, batch_size=dm.batch_size, shuffle=False)
+    return DataLoader(raw if indices is None else Subset(raw, list(indices)), batch_size=dm.batch_size,
+                      shuffle=False)
+
+
+def _data_units(dm: GridDataModule, scaled: torch.Tensor, clamp: bool) -> torch.Tensor:
+    """A forecast in the model's scaled units -> float64 on the CPU in the data's, clamped at 0 with ``clamp``."""
+    out = dm.inverse_transform(scaled.float()).cpu().double()
+    return out.clamp_min(0.0) if clamp else out
+
+
+def _forecast_batches(module: nn.Module, dm: GridDataModule, part: str, clamp: bool, members: int = 0,
+                      indices: Optional[Sequence[int]] = None):
+    r"""For each batch of ``part`` (or of its samples at ``indices``), in order: the inputs and
+    targets as the file holds them, the model's forecast in data units, its members (``members``
+    above 0: ``module.forecast_members(x, members, features)``, :math:`(n, N, L, H, W, C)` in
+    data units, the forecast then their mean; else ``None``), and the batch's first index."""
+    dev = next(module.parameters()).device
+    scaled_loader = (dm.dataloader(part) if indices is None else
+                     DataLoader(Subset(dm.datasets[part], list(indices)), batch_size=dm.batch_size, shuffle=False))
+    first = 0
+    with torch.no_grad():
+        for scaled, raw in zip(scaled_loader, _unscaled_loader(dm, part, indices)):
+            x = scaled[0].to(dev)
+            features = scaled[2].to(dev) if len(scaled) > 2 else None
+            ensemble = None
+            if members:
+                ensemble = _data_units(dm, module.forecast_members(x, members, features), clamp)
+                expected = (members, x.shape[0]) + tuple(raw[1].shape[1:])
+                if tuple(ensemble.shape) != expected:
+                    raise ValueError(f"the model's forecast_members gave shape {tuple(ensemble.shape)}, expected "
+                                     f"(members, batch, lead_time, rows, cols, channels) = {expected}")
+                p_u = ensemble.mean(0)
+            else:
+                p_u = _data_units(dm, module(x, features), clamp)
+            yield raw[0], raw[1], p_u, ensemble, first
+            first += int(x.shape[0])
 
 
 def _score_part(module: nn.Module, dm: GridDataModule, part: str, forecasters: Dict[str, Baseline],
-                acc: MetricAccumulator, kept: Optional[_Samples], clamp: bool) -> None:
+                acc: MetricAccumulator, kept: Optional[_Samples], clamp: bool, *,
+                ensembles: Optional[Dict[str, EnsembleBaseline]] = None,
+                ensemble_scores: Optional[Dict[str, EnsembleScores]] = None, members: int = 0) -> None:
     """Score the model and every baseline on each batch of ``part`` (keeping samples for the
     pictures in ``kept``, unless it is ``None``): the model reads the scaled
-    samples, everything is scored against the unscaled ones."""
-    dev = next(module.parameters()).device
-    first = 0
-    with torch.no_grad():
-        for scaled, raw in zip(dm.dataloader(part), _unscaled_loader(dm, part)):
-            x = scaled[0].to(dev)
-            pred = module(x, scaled[2].to(dev) if len(scaled) > 2 else None).float()
-            p_u = dm.inverse_transform(pred).cpu().double()
-            if clamp:
-                p_u = p_u.clamp_min(0.0)
-            x_u, y_u = raw[0], raw[1]
-            recent = x_u if dm.streams is None else x_u[:, -dm.streams[0]:]   # closeness frames only
-            batch = Batch(recent, int(y_u.shape[1]), dm.gap, first)
-            forecasts = {name: b.forecast(batch) for name, b in forecasters.items()}
-            acc.add("model", p_u, y_u)
-            for name, f in forecasts.items():
-                acc.add(name, f, y_u)
-            if kept is not None:
-                kept.keep(x_u, y_u, p_u, forecasts)
-            first += int(x.shape[0])
+    samples, everything is scored against the unscaled ones. With ``ensemble_scores``, the
+    members (``members`` of them) of the model (when ``"model"`` is among them) and of each
+    of ``ensembles`` are scored there, and their ensemble mean in ``acc``."""
+    ensembles, ensemble_scores = ensembles or {}, ensemble_scores or {}
+    model_members = members if "model" in ensemble_scores else 0
+    for x_u, y_u, p_u, model_ensemble, first in _forecast_batches(module, dm, part, clamp, model_members):
+        recent = x_u if dm.streams is None else x_u[:, -dm.streams[0]:]   # closeness frames only
+        batch = Batch(recent, int(y_u.shape[1]), dm.gap, first, forecast=p_u)
+        forecasts = {name: b.forecast(batch) for name, b in forecasters.items()}
+        acc.add("model", p_u, y_u)
+        for name, f in forecasts.items():
+            acc.add(name, f, y_u)
+        drawn = {} if model_ensemble is None else {"model": model_ensemble}
+        for name, baseline in ensembles.items():
+            drawn[name] = baseline.members(batch, members)
+            acc.add(name, drawn[name].mean(0), y_u)
+        for name, m in drawn.items():
+            ensemble_scores[name].accumulate(m, y_u)
+        if kept is not None:
+            kept.keep(x_u, y_u, p_u, forecasts, drawn)
 
 
 def _finish_results(results: Dict[str, Any], forecasters: Dict[str, Baseline]) -> Dict[str, Any]:
@@ -306,6 +452,44 @@ def _finish_results(results: Dict[str, Any], forecasters: Dict[str, Baseline]) -
         print(f"convlstm evaluate: warning: the model's forecasts hold {bad} NaN or infinite values (the model "
               f"may have diverged: lower --lr, or add --gradient-clip); its event scores are left undefined")
     return results
+
+
+def _add_ensemble_results(results: Dict[str, Any], scores: Dict[str, EnsembleScores]) -> None:
+    """Each ensemble forecaster's probabilistic scores into its entry of ``results``, beside those
+    of its ensemble mean: the scalar ones per lead time too (the CSV's columns), the rank
+    histogram of each lead time under ``rank_histogram_per_lead_time``."""
+    for name, acc in scores.items():
+        computed = acc.compute()
+        per = computed.pop("per_lead_time")
+        entry = results[name]
+        entry.update(computed)
+        entry["rank_histogram_per_lead_time"] = per.pop("rank_histogram")
+        entry["per_lead_time"].update(per)
+
+
+def _draw_ensembles(results: Dict[str, Any], names: Sequence[str], part: str, kept: _Samples, out: Path,
+                    units: Optional[str], thresholds: Sequence[float], probability_threshold: Optional[float]) -> None:
+    """``rank_histogram.png`` and ``reliability.png`` (a panel per ensemble forecaster) and
+    ``probability.png`` (the exceedance probabilities of the busiest kept sample)."""
+    from .. import plots as _plots
+
+    _plots.plot_rank_histogram({n: results[n]["rank_histogram"] for n in names}, out / "rank_histogram.png",
+                               title=f"rank histograms, {part} part")
+    if thresholds:
+        _plots.plot_reliability({n: results[n] for n in names}, out / "reliability.png",
+                                title=f"reliability, {part} part")
+    else:
+        print("convlstm evaluate: no thresholds, so no reliability.png nor probability.png: give thresholds "
+              "(events x >= T) to draw them")
+    threshold = probability_threshold if probability_threshold is not None else (
+        float(thresholds[0]) if thresholds else None)
+    if threshold is None or kept.busiest is None or not kept.busiest_members:
+        return
+    _, top, arrays = kept.busiest
+    probabilities = {n: (m >= threshold).mean(0) for n, m in kept.busiest_members.items()}
+    _plots.plot_probability(arrays[1], probabilities, out / "probability.png", threshold=threshold, units=units,
+                            title=f"{part} sample #{top} (busiest): probability of x >= {threshold:g}"
+                                  f"{' ' + units if units else ''}")
 
 
 def _draw(dm: GridDataModule, part: str, kept: _Samples, out: Path, units: Optional[str],

@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch.nn as nn
 
 from ..baselines import build_baselines
+from ..ensemble_baselines import split_baselines
 from ..scoring import MetricAccumulator
 from .datamodule import GridDataModule
 from .evaluation import _data_range, _score_part
@@ -45,6 +46,7 @@ def compare_on_validation(module: nn.Module, dm: GridDataModule, baselines: Sequ
                           extrapolation_method: str = "lucaskanade", clamp: bool = False) -> Optional[Dict[str, Any]]:
     """The model's and the ``baselines``' MSE, MAE and RMSE on ``dm``'s validation part, and the
     baselines ahead of the model (:func:`baselines_ahead`); ``None`` without a validation part."""
+    baselines = split_baselines(baselines)[0]   # ensemble baselines are scored on the test part only
     if "val" not in dm.datasets or not baselines:
         return None
     forecasters = build_baselines(baselines, dm, "val", extrapolation_method=extrapolation_method)
