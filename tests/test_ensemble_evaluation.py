@@ -276,6 +276,11 @@ def test_steps_refuses_two_channels():
     assert exc.value.parameter == "baselines"
     with pytest.raises(ParameterError, match="at least 3 input frames"):
         steps_members(np.ones((2, 16, 16)), 2, 4)
+    short = GridDataModule(np.ones((60, 16, 16, 1), np.float32), input_steps=2, output_steps=2)
+    short.setup("test")
+    with pytest.raises(ParameterError, match="at least 3 input frames") as exc:
+        Steps.from_datamodule(short, "test")
+    assert exc.value.parameter == "baselines"
 
 
 def test_dressed_without_a_validation_part_is_left_out(radar_run, capsys, tmp_path):

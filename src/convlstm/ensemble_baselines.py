@@ -38,7 +38,7 @@ import torch
 from ._errors import ParameterError
 from .baselines import Baseline, Batch, get_baseline, register_baseline
 
-__all__ = ["EnsembleBaseline", "Steps", "Dressed", "steps_members", "is_ensemble_baseline",
+__all__ = ["EnsembleBaseline", "Steps", "Dressed", "steps_members", "steps_cascade_levels", "is_ensemble_baseline",
            "split_baselines", "DEFAULT_MEMBERS", "DEFAULT_TIMESTEP_MINUTES", "DEFAULT_KM_PER_PIXEL"]
 
 #: Members drawn when nothing else says how many (``evaluate --members``).
@@ -224,6 +224,16 @@ class Steps(EnsembleBaseline):
         if channels != 1:
             raise ParameterError("baselines", f"the steps baseline forecasts one field of rain rates (radar, one "
                                               f"channel); this data has {channels} channels: leave steps out of "
+                                              f"baselines")
+        streams = getattr(datamodule, "streams", None)
+        frames = streams[0] if streams is not None else getattr(datamodule, "input_steps", None)
+        if frames is not None and int(frames) < 3:
+            raise ParameterError("baselines", f"the steps baseline needs at least 3 input frames (pysteps's AR(2) "
+                                              f"model), the samples have {frames} (input_steps={frames}): leave "
+                                              f"steps out of baselines", also=("input_steps",))
+        if min(rows, cols) < STEPS_MIN_SIZE:
+            raise ParameterError("baselines", f"the steps baseline needs frames of at least {STEPS_MIN_SIZE}x"
+                                              f"{STEPS_MIN_SIZE} pixels, got {rows}x{cols}: leave steps out of "
                                               f"baselines")
         timestep, source = _time_step_minutes(datamodule)
         baseline = cls(timestep, seed=int(options.get("seed") or 0), timestep_source=source)
