@@ -18,6 +18,7 @@ and ``probability.png`` draw them.
 from __future__ import annotations
 
 import copy
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -391,18 +392,23 @@ def _forecast_batches(module: nn.Module, dm: GridDataModule, part: str, clamp: b
     r"""For each batch of ``part`` (or of its samples at ``indices``), in order: the inputs and
     targets as the file holds them, the model's forecast in data units, its members (``members``
     above 0: ``module.forecast_members(x, members, features)``, :math:`(n, N, L, H, W, C)` in
-    data units, the forecast then their mean; else ``None``), and the batch's first index."""
+    data units, the forecast then their mean; else ``None``), and the batch's first index. Where
+    ``forecast_members`` takes a ``generator``, it gets one seeded with 0: the same members at
+    each evaluation with the same batch size."""
     dev = next(module.parameters()).device
     scaled_loader = (dm.dataloader(part) if indices is None else
                      DataLoader(Subset(dm.datasets[part], list(indices)), batch_size=dm.batch_size, shuffle=False))
     first = 0
+    draw: Dict[str, Any] = {}
+    if members and "generator" in inspect.signature(module.forecast_members).parameters:
+        draw["generator"] = torch.Generator(device=dev).manual_seed(0)   # the same members at each evaluation
     with torch.no_grad():
         for scaled, raw in zip(scaled_loader, _unscaled_loader(dm, part, indices)):
             x = scaled[0].to(dev)
             features = scaled[2].to(dev) if len(scaled) > 2 else None
             ensemble = None
             if members:
-                ensemble = _data_units(dm, module.forecast_members(x, members, features), clamp)
+                ensemble = _data_units(dm, module.forecast_members(x, members, features, **draw), clamp)
                 expected = (members, x.shape[0]) + tuple(raw[1].shape[1:])
                 if tuple(ensemble.shape) != expected:
                     raise ValueError(f"the model's forecast_members gave shape {tuple(ensemble.shape)}, expected "
