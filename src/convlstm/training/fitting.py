@@ -539,7 +539,11 @@ def _validation_check(run: _Run, dm: GridDataModule, module: ForecastModule) -> 
     for line in lines:
         print(f"convlstm fit: {line}")
     if not lines:
-        names = list(cfg.baselines)
+        from ..ensemble_baselines import split_baselines
+
+        names = split_baselines(cfg.baselines)[0]   # the ones compared: ensembles are scored on the test part
+        if not names:
+            return check
         listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
         print(f"convlstm fit: on the validation part the model is ahead of {listed} in MSE and MAE")
     return check
