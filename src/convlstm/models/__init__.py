@@ -38,10 +38,11 @@ from .shi2015 import InputFreeConvLSTM, ShiEncoderForecaster
 from .warp import MotionWarpForecaster, auto_patch_size, warp_frame
 from .streams import FUSIONS, MultiStreamConvLSTM
 from .baseline_start import STARTS, StartFromBaseline, resolve_start, start_from_baseline
+from .members import StochasticMembers, correlated_noise
 
 __all__ = [
     "create", "list_models", "model_info", "register_model", "SpaceToDepth", "DepthToSpace", "space_to_depth",
     "depth_to_space", "KerasNextFrame", "KERAS_BN_MOMENTUM", "KERAS_BN_EPSILON", "ShiEncoderForecaster",
     "InputFreeConvLSTM", "MotionWarpForecaster", "auto_patch_size", "warp_frame", "MultiStreamConvLSTM", "FUSIONS",
-    "StartFromBaseline", "STARTS", "resolve_start", "start_from_baseline",
+    "StartFromBaseline", "STARTS", "resolve_start", "start_from_baseline", "StochasticMembers", "correlated_noise",
 ]
