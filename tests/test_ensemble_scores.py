@@ -447,3 +447,17 @@ def test_reliability_png_shows_each_threshold_and_the_diagonal(tmp_path, figures
         plots.plot_reliability({1: {"counts": [1]}}, tmp_path / "bad.png")
     with pytest.raises(TypeError, match="rel_by_threshold must be a dict"):
         plots.plot_reliability([rel], tmp_path / "bad.png")
+
+
+def test_the_central_interval_coverage_and_width_equal_numpys_quantiles():
+    rng = np.random.default_rng(11)
+    members, truth = rng.gamma(2.0, 1.0, size=(9, 5, 3, 7, 6, 1)), rng.gamma(2.0, 1.0, size=(5, 3, 7, 6, 1))
+    scores = EnsembleScores(lead_axis=1)
+    scores.accumulate(members[:, :2], truth[:2])
+    scores.accumulate(members[:, 2:], truth[2:])
+    r = scores.compute()
+    lo, hi = np.quantile(members, 0.1, axis=0), np.quantile(members, 0.9, axis=0)
+    inside = (truth >= lo) & (truth <= hi)
+    assert r["interval_coverage"] == pytest.approx(inside.mean(), rel=1e-12)
+    assert r["interval_width"] == pytest.approx((hi - lo).mean(), rel=1e-12)
+    np.testing.assert_allclose(r["per_lead_time"]["interval_width"], (hi - lo).mean(axis=(0, 2, 3, 4)), rtol=1e-12)

@@ -34,6 +34,13 @@ x_{(M)}`, truth :math:`y`, event threshold :math:`T`; each score is the mean ove
                          al. (2014)'s finite-ensemble factor, so that a statistically consistent
                          ensemble (truth and members drawn alike) scores 1 at any :math:`M`;
                          ``nan`` when ``rmse_mean`` is 0
+``interval_coverage``    the fraction of points whose :math:`y` lies in the members' central 80%
+                         interval :math:`[q_{0.1}, q_{0.9}]` (linear interpolation between
+                         order statistics, numpy's default); 0.8 is the nominal value for large
+                         :math:`M`, :math:`(h - l)/(M + 1)` for the order statistics
+                         :math:`x_{(l)}, x_{(h)}` the quantiles fall between
+``interval_width``       the mean of :math:`q_{0.9} - q_{0.1}`: a sharper ensemble has a narrower
+                         interval at the same coverage
 ``rank_histogram``       :math:`M+1` counts: the rank of :math:`y` is :math:`\#\{x_i < y\}`. An
                          observation equal to :math:`e` members may take any rank from
                          :math:`\#\{x_i < y\}` to :math:`\#\{x_i < y\} + e`; it adds
@@ -111,7 +118,7 @@ __all__ = ["EnsembleScores", "evaluate_ensemble"]
 
 #: pysteps widens the reliability diagram's bins by this much below 0 and above 1.
 _RELIABILITY_PAD = 1e-6
-_SUMS = ("abs", "pair", "var", "err")
+_SUMS = ("abs", "pair", "var", "err", "cover", "width")
 
 
 def _label(threshold: float) -> str:
@@ -156,12 +163,25 @@ def _point_terms(x: torch.Tensor, y: torch.Tensor) -> Dict[str, torch.Tensor]:
     r"""Per point (:math:`x` of shape :math:`(M, \dots)`, :math:`y` of shape :math:`(\dots)`):
     ``abs`` :math:`\frac{1}{M}\sum_i |x_i - y|`, ``pair`` :math:`\frac{1}{2M^2}\sum_{i,j}|x_i -
     x_j| = \frac{1}{M^2}\sum_k k(M-k)(x_{(k+1)} - x_{(k)})` (non-negative, 0 for equal members),
-    ``var`` the unbiased member variance, ``err`` :math:`(\bar x - y)^2`."""
+    ``var`` the unbiased member variance, ``err`` :math:`(\bar x - y)^2`, ``cover`` 1 where
+    :math:`q_{0.1} \le y \le q_{0.9}` and ``width`` :math:`q_{0.9} - q_{0.1}` (the members' quantiles)."""
     m = x.shape[0]
-    gaps = x.sort(dim=0).values.diff(dim=0)
+    ordered = x.sort(dim=0).values
+    gaps = ordered.diff(dim=0)
     k = torch.arange(1, m, dtype=x.dtype, device=x.device).view(-1, *([1] * (x.dim() - 1)))
+    lo, hi = (_order_quantile(ordered, q) for q in (0.1, 0.9))
     return {"abs": (x - y).abs().mean(0), "pair": (k * (m - k) * gaps).sum(0) / m ** 2,
-            "var": x.var(0, correction=1), "err": (x.mean(0) - y) ** 2}
+            "var": x.var(0, correction=1), "err": (x.mean(0) - y) ** 2,
+            "cover": ((y >= lo) & (y <= hi)).to(x.dtype), "width": hi - lo}
+
+
+def _order_quantile(ordered: torch.Tensor, q: float) -> torch.Tensor:
+    """The ``q`` quantile of members sorted along axis 0, interpolated linearly between order
+    statistics at position :math:`q (M - 1)` (numpy's default method)."""
+    pos = q * (ordered.shape[0] - 1)
+    i = int(math.floor(pos))
+    j = min(i + 1, ordered.shape[0] - 1)
+    return ordered[i] + (pos - i) * (ordered[j] - ordered[i])
 
 
 def _rank_counts(x: torch.Tensor, y: torch.Tensor, keep: torch.Tensor, rank_min: Optional[float]) -> np.ndarray:
@@ -315,7 +335,7 @@ class EnsembleScores:
         self.nonfinite += int((~keep).sum())
         self.points += keep.sum(1).cpu().numpy()
         for name, terms in _point_terms(x, y).items():
-            self.sums[name] += terms.sum(1).cpu().numpy()
+            self.sums[name] += (terms * keep).sum(1).cpu().numpy()   # a left-out point adds 0, even to cover
         self.ranks += _rank_counts(x, y, keep, self.rank_min)
         for t in self.thresholds:
             self.events[t] += _event_counts(x, y, keep, t)
@@ -349,7 +369,9 @@ class EnsembleScores:
         out = {"crps": _divide(sums["abs"] - sums["pair"], points),
                "crps_fair": _divide(sums["abs"] - sums["pair"] * m / (m - 1), points),
                "spread": np.sqrt(_divide(sums["var"], points)),
-               "rmse_mean": np.sqrt(_divide(sums["err"], points))}
+               "rmse_mean": np.sqrt(_divide(sums["err"], points)),
+               "interval_coverage": _divide(sums["cover"], points),
+               "interval_width": _divide(sums["width"], points)}
         out["spread_skill"] = math.sqrt((m + 1) / m) * _divide(out["spread"], out["rmse_mean"])
         for t, counts in events.items():
             out[f"brier@{_label(t)}"] = _brier(counts)
