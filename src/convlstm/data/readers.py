@@ -13,6 +13,7 @@ import numpy as np
 
 from .._errors import ParameterError
 from .._extras import install_hint
+from ._time_index import split_key
 
 __all__ = ["LAYOUTS", "GridFileError", "LazyGrid", "load_grid", "load_timestamps", "load_array", "stored_shape",
            "describe_layout", "layout_doubt"]
@@ -159,7 +160,27 @@ def layout_doubt(stored: Sequence[int], layout: str) -> Tuple[str, Optional[str]
 
 
 # --------------------------------------------------------------------------------------------
-class LazyGrid:
+class ClosesItsFile:
+    """A reader over an open file: ``close()`` (defined by the class) runs when the object is
+    collected and at the end of a ``with`` block."""
+
+    def close(self) -> None:  # pragma: no cover - every reader defines it
+        raise NotImplementedError
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class LazyGrid(ClosesItsFile):
     r"""A read-only, lazily indexed view of a grid series stored in an HDF5 or netCDF file, in
     the ``(time, rows, cols, channels)`` layout.
 
@@ -243,18 +264,6 @@ class LazyGrid:
         f, self._file, self._source = self._file, None, None
         if f is not None:
             f.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # pragma: no cover - interpreter shutdown
-            pass
-
-    def __enter__(self) -> "LazyGrid":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -361,15 +370,7 @@ class LazyGrid:
         return block[inverse.ravel()], True
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        if not isinstance(key, tuple):
-            key = (key,)
-        if len(key) == 0:
-            key = (slice(None),)
-        t, rest = key[0], key[1:]
-        if t is Ellipsis:
-            t, rest = slice(None), key
-        elif t is None:
-            raise IndexError("LazyGrid does not support np.newaxis as the first index")
+        t, rest = split_key(key, "LazyGrid")
         raw, has_time = self._read_time(t)
         with _reading(self.path, self.format):
             if self.format == "netcdf3":  # detach from the memory map so the file can be closed

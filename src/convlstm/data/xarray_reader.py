@@ -18,7 +18,7 @@ from .._errors import ParameterError
 from .._extras import install_hint
 from ._time_index import apply_rest, split_key, time_positions
 from .coordinates import GridCoordinates
-from .readers import _reading
+from .readers import ClosesItsFile, _reading
 
 __all__ = ["XarrayGrid"]
 
@@ -181,7 +181,7 @@ def _grid_variables(ds: Any, time_dim: Optional[str], spatial_dims: Optional[Tup
     return out
 
 
-class XarrayGrid:
+class XarrayGrid(ClosesItsFile):
     r"""A lazily read grid series in a netCDF file, a Zarr store or a GRIB file, through xarray,
     in the ``(time, rows, cols, channels)`` layout whatever the order of the dimensions stored.
 
@@ -314,18 +314,6 @@ class XarrayGrid:
         ds, self._ds, self._var = self._ds, None, None
         if ds is not None:
             ds.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # pragma: no cover - interpreter shutdown
-            pass
-
-    def __enter__(self) -> "XarrayGrid":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
     def __getstate__(self) -> dict:
         return {"path": self.path, "variable": self.variable, "engine": self.engine, "time_dim": self._layout[0],
