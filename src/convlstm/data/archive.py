@@ -35,6 +35,7 @@ import numpy as np
 
 from .._errors import ParameterError
 from ._checks import to_numpy
+from .readers import GridSeries
 
 __all__ = ["GridArchive", "open_archive", "list_archive_files", "time_from_file_name", "find_events",
            "is_archive_input", "READERS"]
@@ -241,7 +242,7 @@ class _Recipe:
     options: Tuple[Tuple[str, Any], ...] = ()
 
 
-class GridArchive:
+class GridArchive(GridSeries):
     r"""Grid files read as one series along time, with the events windows must not cross.
 
     Index it like an array (an integer, a slice or an array of frame indices): only the frames
@@ -275,18 +276,6 @@ class GridArchive:
         frame = tuple(int(s) for s in grids[0].shape[1:])
         self.shape = (int(self._stops[-1]),) + frame
         self.dtype = np.result_type(*[np.dtype(g.dtype) for g in grids])
-
-    # array-like
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        a = self[:]
-        return a if dtype is None else a.astype(dtype)
 
     def _read(self, index: np.ndarray) -> np.ndarray:
         """Frames ``index`` (an int64 array), read file by file, runs of consecutive frames at once."""

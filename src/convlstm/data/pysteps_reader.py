@@ -21,7 +21,7 @@ import numpy as np
 from .._errors import ParameterError
 from .._extras import install_hint
 from ._time_index import apply_rest, split_key, time_positions
-from .readers import GridFileError
+from .readers import GridFileError, GridSeries
 
 __all__ = ["PystepsFrames", "pysteps_importers"]
 
@@ -145,7 +145,7 @@ def _units(metadata: Mapping[str, Any]) -> str:
     return unit if transform in (None, "dB") else f"{unit} ({transform})"
 
 
-class PystepsFrames:
+class PystepsFrames(GridSeries):
     r"""A lazy series of radar frames, one file per time step, read with one of pysteps's
     importers: ``frames[i]`` imports the file ``paths[i]`` when it is indexed, no sooner.
 
@@ -256,13 +256,6 @@ class PystepsFrames:
     def dtype(self) -> np.dtype:
         return np.dtype(np.float32)
 
-    @property
-    def ndim(self) -> int:
-        return 4
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
     def __repr__(self) -> str:
         return (f"PystepsFrames({len(self.paths)} files, importer={self.importer!r}, units={self.units!r}, "
                 f"shape={self.shape})")
@@ -275,10 +268,6 @@ class PystepsFrames:
         for k, i in enumerate(unique):
             read[k, ..., 0] = self._frame(int(i))
         return apply_rest(read[inverse.ravel()], rest, has_time)
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        arr = self[:]
-        return arr if dtype is None else arr.astype(dtype, copy=False)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()

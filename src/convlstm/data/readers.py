@@ -160,6 +160,28 @@ def layout_doubt(stored: Sequence[int], layout: str) -> Tuple[str, Optional[str]
 
 
 # --------------------------------------------------------------------------------------------
+class GridSeries:
+    """The array protocol of a lazily read ``(T, H, W, C)`` series: ``ndim``, ``size``,
+    ``len()`` and ``numpy.asarray`` from the class's ``shape`` and ``series[...]``."""
+
+    shape: tuple
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    def __len__(self) -> int:
+        return int(self.shape[0])
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        arr = self[:]
+        return arr if dtype is None else arr.astype(dtype, copy=False)
+
+
 class ClosesItsFile:
     """A reader over an open file: ``close()`` (defined by the class) runs when the object is
     collected and at the end of a ``with`` block."""
@@ -180,7 +202,7 @@ class ClosesItsFile:
         self.close()
 
 
-class LazyGrid(ClosesItsFile):
+class LazyGrid(GridSeries, ClosesItsFile):
     r"""A read-only, lazily indexed view of a grid series stored in an HDF5 or netCDF file, in
     the ``(time, rows, cols, channels)`` layout.
 
@@ -284,24 +306,9 @@ class LazyGrid(ClosesItsFile):
     def dtype(self) -> np.dtype:
         return self._dtype
 
-    @property
-    def ndim(self) -> int:
-        return 4
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self._shape))
-
-    def __len__(self) -> int:
-        return self._shape[0]
-
     def __repr__(self) -> str:
         return (f"LazyGrid(path={self.path!r}, key={self.key!r}, layout={self.layout!r}, "
                 f"shape={self._shape}, dtype={self._dtype})")
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        arr = self[:]
-        return arr if dtype is None else arr.astype(dtype, copy=False)
 
     def _decode(self, raw: np.ndarray) -> np.ndarray:
         raw = np.asarray(raw)

@@ -18,7 +18,7 @@ from .._errors import ParameterError
 from .._extras import install_hint
 from ._time_index import apply_rest, split_key, time_positions
 from .coordinates import GridCoordinates
-from .readers import ClosesItsFile, _reading
+from .readers import ClosesItsFile, GridSeries, _reading
 
 __all__ = ["XarrayGrid"]
 
@@ -181,7 +181,7 @@ def _grid_variables(ds: Any, time_dim: Optional[str], spatial_dims: Optional[Tup
     return out
 
 
-class XarrayGrid(ClosesItsFile):
+class XarrayGrid(GridSeries, ClosesItsFile):
     r"""A lazily read grid series in a netCDF file, a Zarr store or a GRIB file, through xarray,
     in the ``(time, rows, cols, channels)`` layout whatever the order of the dimensions stored.
 
@@ -394,24 +394,9 @@ class XarrayGrid(ClosesItsFile):
     def dtype(self) -> np.dtype:
         return np.dtype(np.float32)
 
-    @property
-    def ndim(self) -> int:
-        return 4
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self._shape))
-
-    def __len__(self) -> int:
-        return self._shape[0]
-
     def __repr__(self) -> str:
         return (f"XarrayGrid(path={self.path!r}, variable={self.variable!r}, engine={self.engine!r}, "
                 f"dims={self.dims}, shape={self._shape})")
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        arr = self[:]
-        return arr if dtype is None else arr.astype(dtype, copy=False)
 
     def _check_open(self) -> None:
         if self._ds is None:
