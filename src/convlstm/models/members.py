@@ -39,6 +39,10 @@ MEMBER_MODEL_OPTIONS = ("noise_length", "spread_width", "initial_spread")
 MEMBER_LOSS_OPTIONS = ("alpha", "spatial_weight", "spatial_pool")
 
 
+#: the spread's bias per lead time is stored divided by this (see ``_Spread``)
+BIAS_SCALE = 30.0
+
+
 def _gaussian_kernel(length: float) -> torch.Tensor:
     """A 1-D Gaussian kernel of standard deviation ``length`` pixels over :math:`\\pm 3` standard
     deviations, summing to 1."""
@@ -71,8 +75,11 @@ def correlated_noise(shape: tuple, length: float, *, generator: Optional[torch.G
 
 class _Spread(nn.Module):
     """:math:`s_k = \\mathrm{softplus}(g([\\hat y_k, x_{last}, |\\hat y_k - x_{last}|]) + b_k)`, a
-    two-layer convolution shared by the lead times plus a bias per lead time; starts at
-    ``initial`` everywhere (the last convolution is zero)."""
+    two-layer convolution shared by the lead times plus a bias per lead time and channel; starts
+    at ``initial`` times :math:`\\sqrt{k}` at lead time :math:`k` (errors that add up step by step
+    grow so), the last convolution at zero. The bias is stored divided by
+    :data:`BIAS_SCALE`, so that an optimiser's steps of the learning rate's size move it that many
+    times faster: a run of a few hundred steps can still reach the spread its data need."""
 
     def __init__(self, channels: int, lead_times: int, width: int, initial: float) -> None:
         super().__init__()
@@ -80,8 +87,8 @@ class _Spread(nn.Module):
                                   nn.Conv2d(width, channels, 3, padding=1))
         nn.init.zeros_(self.body[-1].weight)
         nn.init.zeros_(self.body[-1].bias)
-        start = math.log(math.expm1(initial))   # softplus^-1
-        self.lead_bias = nn.Parameter(torch.full((lead_times, channels), start))
+        start = [math.log(math.expm1(initial * math.sqrt(k + 1))) for k in range(lead_times)]  # softplus^-1
+        self.lead_bias = nn.Parameter(torch.tensor(start).view(-1, 1).repeat(1, channels) / BIAS_SCALE)
 
     def forward(self, forecast: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         # forecast (B, K, H, W, C), last (B, H, W, C) -> spread (B, K, H, W, C)
@@ -92,7 +99,7 @@ class _Spread(nn.Module):
         f = forecast.movedim(-1, 2).flatten(0, 1)                     # (B K, C, H, W)
         l = last.movedim(-1, 1).unsqueeze(1).expand(b, k, c, h, w).flatten(0, 1)
         z = self.body(torch.cat([f, l, (f - l).abs()], dim=1)).unflatten(0, (b, k)).movedim(2, -1)
-        return F.softplus(z + self.lead_bias[:k].view(1, k, 1, 1, c))
+        return F.softplus(z + BIAS_SCALE * self.lead_bias[:k].view(1, k, 1, 1, c))
 
 
 class StochasticMembers(nn.Module):
@@ -104,7 +111,8 @@ class StochasticMembers(nn.Module):
         channels: :math:`C`. lead_times: :math:`K`.
         noise_length (float): :math:`L`, the noise's correlation length in pixels. Default 4.
         spread_width (int): channels of the spread network. Default 16.
-        initial_spread (float): :math:`s` before training, in the model's (scaled) units. Default 0.02.
+        initial_spread (float): :math:`s_1` before training, in the model's (scaled) units;
+            :math:`s_k` starts at :math:`\sqrt{k}` times it. Default 0.02.
 
     Attributes:
         base: the wrapped model; ``start_from`` and ``starts_from`` are read through to it.

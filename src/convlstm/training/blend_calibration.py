@@ -23,12 +23,17 @@ def _blendable(model: torch.nn.Module) -> Optional[BlendTowardStart]:
 
 @torch.no_grad()
 def calibrate_blend(module: torch.nn.Module, dm: GridDataModule) -> Optional[Dict[str, Any]]:
-    r"""Choose and set the blend weights of ``module.model`` on ``dm``'s validation part.
+    r"""Choose and set the blend weights of ``module.model`` (of the model inside it, for a
+    members run: the members are its forecast plus noise, so they move with the blend) on ``dm``'s
+    validation part.
 
     Returns ``None`` when the model has no start forecast or there is no validation part, else
     ``{"start": name, "weights": [[w_kc]], "val_mse": {"model", "start", "blend"}}`` (MSE in the
     model's units, over lead times and channels)."""
-    model = _blendable(module.model)
+    from ..models.members import StochasticMembers
+
+    inner = module.model.base if isinstance(module.model, StochasticMembers) else module.model
+    model = _blendable(inner)   # members: their centre is blended, and they move with it
     if model is None or "val" not in dm.datasets or not len(dm.datasets["val"]):
         return None
     model.set_blend(torch.ones_like(model.blend))
