@@ -495,7 +495,7 @@ class _PhaseTimer:
         self._undo = []
 
 
-def _loop_callback(clock: Clock, count_steps: int = 0, skip: int = 2):
+def _loop_callback(clock: Clock, count_steps: int = 0, skip: int = 1):
     """A Lightning callback timing training batches, the waits between them (the loader),
     validation epochs and, with ``count_steps``, profiling that many batches for transfers."""
     import lightning.pytorch as pl
@@ -524,6 +524,8 @@ def _loop_callback(clock: Clock, count_steps: int = 0, skip: int = 2):
             now = clock.now()
             clock.totals["training steps"] += now - self.batch_t0
             self.batches += 1
+            if self.profile is not None:
+                self.profiled += 1
             self.batch_end = now
 
         def on_validation_epoch_start(self, trainer, module):
@@ -538,16 +540,17 @@ def _loop_callback(clock: Clock, count_steps: int = 0, skip: int = 2):
             self._stop_profile()
 
         def _profile(self, batch_idx: int) -> None:
+            """Profile from the start of batch ``skip`` to the start of the batch ``count_steps``
+            later: that many whole steps, with the transfers of their batches (Lightning moves a
+            batch to the device before ``on_train_batch_start``)."""
             if not count_steps or self.transfers is not None:
                 return
             if self.profile is None and batch_idx >= skip:
                 self.profile = torch.profiler.profile(activities=_activities(module_device()))
                 self.profile.__enter__()
                 self.profiled = 0
-            elif self.profile is not None:
-                self.profiled += 1
-                if self.profiled >= count_steps:
-                    self._stop_profile()
+            elif self.profile is not None and self.profiled >= count_steps:
+                self._stop_profile()
 
         def _stop_profile(self) -> None:
             if self.profile is None:
