@@ -26,9 +26,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from .._errors import ParameterError
+from ..data._memmap import SeriesByReference
 from ..baselines import Baseline, Batch, build_baselines, get_baseline
 from ..ensemble_baselines import DEFAULT_MEMBERS, EnsembleBaseline, split_baselines
 from ..ensemble_scores import EnsembleScores
@@ -369,20 +370,125 @@ def _say_what_is_scored(dm: GridDataModule, part: str, forecasters: Dict[str, Ba
             print(f"convlstm evaluate: {line}")
 
 
+def _unscaled(dataset: Any) -> Any:
+    """A shallow copy of ``dataset`` that gives its samples as the file holds them (after the unit
+    conversion, before the scaler), in float64 where the dataset can give it."""
+    raw = copy.copy(dataset)
+    raw.scaler = None
+    if isinstance(getattr(raw, "dtype", None), torch.dtype):
+        raw.dtype = torch.float64
+    return raw
+
+
 def _unscaled_loader(dm: GridDataModule, part: str, indices: Optional[Sequence[int]] = None) -> DataLoader:
     """The samples of ``part`` (or those at ``indices`` of it) as the file holds them (after the
     unit conversion, before the scaler), in float64 where the dataset can give it, in the same
     order as ``dm.dataloader``."""
-    raw = copy.copy(dm.datasets[part])
-    raw.scaler = None
-    if isinstance(getattr(raw, "dtype", None), torch.dtype):
-        raw.dtype = torch.float64
+    raw = _unscaled(dm.datasets[part])
     return DataLoader(raw if indices is None else Subset(raw, list(indices)), batch_size=dm.batch_size,
                       shuffle=False)
 
 
+class _ReadOnce(SeriesByReference):
+    """A series (or set of sequences) whose reads are kept until :meth:`forget`: the scaled and the
+    unscaled copy of a dataset then read an item's frames from the file once. What it hands out
+    is the array the series gave; the datasets only read it (as they read views of an in-memory
+    series). Pickled (``DataLoader`` workers), it keeps nothing and sends a memmap by reference."""
+
+    def __init__(self, series: Any) -> None:
+        self.series = series
+        self._kept: Dict[Any, Any] = {}
+
+    @property
+    def shape(self) -> Tuple[int, ...]:
+        return tuple(self.series.shape)
+
+    @property
+    def dtype(self) -> Any:
+        return self.series.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.series.shape)
+
+    def __len__(self) -> int:
+        return int(self.series.shape[0])
+
+    def __getitem__(self, key: Any) -> Any:
+        k = _read_key(key)
+        if k is None:
+            return self.series[key]
+        if k not in self._kept:
+            self._kept[k] = self.series[key]
+        return self._kept[k]
+
+    def forget(self) -> None:
+        self._kept.clear()
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state["_kept"] = {}
+        return state
+
+
+def _read_key(key: Any) -> Any:
+    """A hashable name of an index (int, slice, int array), or ``None`` for any other (not kept)."""
+    if isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_)):
+        return ("int", int(key))
+    if isinstance(key, slice):
+        parts = (key.start, key.stop, key.step)
+        if all(v is None or (isinstance(v, (int, np.integer)) and not isinstance(v, bool)) for v in parts):
+            return ("slice",) + tuple(None if v is None else int(v) for v in parts)
+        return None
+    if isinstance(key, np.ndarray) and key.dtype.kind in "iu":
+        return ("array", key.shape, key.astype(np.int64).tobytes())
+    return None
+
+
+class _ScaledAndUnscaled(Dataset):
+    """Item ``i``: the item ``i`` of ``dataset`` (scaled, as the model reads it) and the same sample
+    as the file holds it (:func:`_unscaled`), its frames read from the series once for both."""
+
+    def __init__(self, dataset: Any, attribute: str) -> None:
+        self.reads = _ReadOnce(getattr(dataset, attribute))
+        self.scaled = copy.copy(dataset)
+        self.raw = _unscaled(dataset)
+        setattr(self.scaled, attribute, self.reads)
+        setattr(self.raw, attribute, self.reads)
+
+    def __len__(self) -> int:
+        return len(self.scaled)
+
+    def __getitem__(self, i: int) -> Tuple[Any, Any]:
+        try:
+            return self.scaled[i], self.raw[i]
+        finally:
+            self.reads.forget()
+
+
+def _paired_batches(dm: GridDataModule, part: str, indices: Optional[Sequence[int]] = None):
+    """For each batch of ``part`` (or of its samples at ``indices``), in the order of
+    ``dm.dataloader``: the scaled batch (the model's input) and the unscaled one (what the file
+    holds), as the two loaders of :func:`_unscaled_loader` and ``dm.dataloader`` give them, each
+    sample's frames read once (a dataset that keeps its frames elsewhere than ``series`` or
+    ``sequences`` is read twice, by the two loaders)."""
+    dataset = dm.datasets[part]
+    attribute = next((a for a in ("series", "sequences") if getattr(dataset, a, None) is not None), None)
+    if attribute is None:
+        scaled_loader = (dm.dataloader(part) if indices is None else
+                         DataLoader(Subset(dataset, list(indices)), batch_size=dm.batch_size, shuffle=False))
+        yield from zip(scaled_loader, _unscaled_loader(dm, part, indices))
+        return
+    paired = _ScaledAndUnscaled(dataset, attribute)
+    workers = dm.num_workers if indices is None else 0   # as dm.dataloader, and the subset's loader before
+    yield from DataLoader(paired if indices is None else Subset(paired, list(indices)), batch_size=dm.batch_size,
+                          shuffle=False, num_workers=workers)
+
+
 def _data_units(dm: GridDataModule, scaled: torch.Tensor, clamp: bool) -> torch.Tensor:
-    """A forecast in the model's scaled units -> float64 on the CPU in the data's, clamped at 0 with ``clamp``."""
+    """A forecast in the model's scaled units -> float64 on the CPU in the data's, clamped at 0 with
+    ``clamp``: always a new tensor (``.float()`` or ``.double()`` copies), so that one made from a
+    forecast computed under ``torch.inference_mode`` is an ordinary tensor."""
     out = dm.inverse_transform(scaled.float()).cpu().double()
     return out.clamp_min(0.0) if clamp else out
 
@@ -394,28 +500,31 @@ def _forecast_batches(module: nn.Module, dm: GridDataModule, part: str, clamp: b
     above 0: ``module.forecast_members(x, members, features)``, :math:`(n, N, L, H, W, C)` in
     data units, the forecast then their mean; else ``None``), and the batch's first index. Where
     ``forecast_members`` takes a ``generator``, it gets one seeded with 0: the same members at
-    each evaluation with the same batch size."""
+    each evaluation with the same batch size. The model runs under ``torch.inference_mode``; each
+    sample's frames are read once for both the scaled and the unscaled batch (:func:`_paired_batches`)."""
     dev = next(module.parameters()).device
-    scaled_loader = (dm.dataloader(part) if indices is None else
-                     DataLoader(Subset(dm.datasets[part], list(indices)), batch_size=dm.batch_size, shuffle=False))
     first = 0
     draw: Dict[str, Any] = {}
     if members and "generator" in inspect.signature(module.forecast_members).parameters:
         draw["generator"] = torch.Generator(device=dev).manual_seed(0)   # the same members at each evaluation
     with torch.no_grad():
-        for scaled, raw in zip(scaled_loader, _unscaled_loader(dm, part, indices)):
+        for scaled, raw in _paired_batches(dm, part, indices):
             x = scaled[0].to(dev)
             features = scaled[2].to(dev) if len(scaled) > 2 else None
             ensemble = None
             if members:
-                ensemble = _data_units(dm, module.forecast_members(x, members, features, **draw), clamp)
+                with torch.inference_mode():
+                    drawn = module.forecast_members(x, members, features, **draw)
+                ensemble = _data_units(dm, drawn, clamp)   # outside inference mode: an ordinary tensor
                 expected = (members, x.shape[0]) + tuple(raw[1].shape[1:])
                 if tuple(ensemble.shape) != expected:
                     raise ValueError(f"the model's forecast_members gave shape {tuple(ensemble.shape)}, expected "
                                      f"(members, batch, lead_time, rows, cols, channels) = {expected}")
                 p_u = ensemble.mean(0)
             else:
-                p_u = _data_units(dm, module(x, features), clamp)
+                with torch.inference_mode():
+                    forecast = module(x, features)
+                p_u = _data_units(dm, forecast, clamp)     # outside inference mode: an ordinary tensor
             yield raw[0], raw[1], p_u, ensemble, first
             first += int(x.shape[0])
 

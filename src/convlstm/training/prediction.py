@@ -43,7 +43,7 @@ def predict(checkpoint: PathLike, inputs: Any, out: PathLike, *, key: Optional[s
             time_from_name: Optional[str] = None, members: Optional[int] = None,
             quantiles: Optional[Sequence[float]] = None, thresholds: Optional[Sequence[float]] = None,
             seed: int = 0) -> Path:
-    """Forecast from the grid series in the file ``inputs`` and write the forecasts, in the data's
+    r"""Forecast from the grid series in the file ``inputs`` and write the forecasts, in the data's
     units, to ``out``: ``.npy``, or a CF-1.8 dataset in ``.nc`` (netCDF) or ``.zarr`` (needs
     xarray and zarr) with a ``forecast`` variable ``(time, lead_time, y, x, channel)``, the origin
     ``time`` of each forecast (the stamp of its last observed step), ``lead_time``, ``valid_time``,
@@ -272,19 +272,32 @@ def _some(values: np.ndarray, shown: int = 5) -> str:
     return text if len(values) <= shown else f"{text} and {len(values) - shown} more"
 
 
+def read_windows(series: Any, windows: Sequence[np.ndarray]) -> np.ndarray:
+    """The frames of ``windows`` (arrays of time indices into ``series``, all of one length) as one
+    array ``(len(windows), steps, ...)``, equal to stacking ``series[w]`` for each window: the frames
+    the windows use are read in one indexed read, each once and in time order (windows that overlap,
+    as every window of a file does, share their frames), then picked in memory."""
+    index = np.stack([np.asarray(w, dtype=np.int64) for w in windows])
+    used, where = np.unique(index, return_inverse=True)
+    frames = np.asarray(series[used])
+    return frames[np.asarray(where).reshape(index.shape)]
+
+
 def _forecast(module: nn.Module, state: Dict[str, Any], series: Any, windows: _Windows, batch_size: int,
               clamp: bool, members: int = 0, seed: int = 0) -> np.ndarray:
     """``(N, T_out, rows, cols, channels)`` float32 forecasts in the data's units; with
-    ``members``, ``(N, members, T_out, rows, cols, channels)`` drawn with ``seed``."""
+    ``members``, ``(N, members, T_out, rows, cols, channels)`` drawn with ``seed``. ``batch_size``
+    windows at a time, their frames read at once (:func:`read_windows`), the model in eval mode
+    under ``torch.inference_mode``."""
     from .. import data as _data
 
     scaler = _data.scaler_from_state_dict(state["scaler"])
     dev = next(module.parameters()).device
     generator = torch.Generator(device=dev).manual_seed(int(seed)) if members else None
     outs = []
-    with torch.no_grad():
+    with torch.inference_mode():   # nothing computed here leaves as a tensor: the forecasts go out as numpy arrays
         for b in range(0, len(windows.indices), batch_size):
-            xb = np.stack([np.asarray(series[w]) for w in windows.indices[b:b + batch_size]])
+            xb = read_windows(series, windows.indices[b:b + batch_size])
             x = scaler.transform(torch.as_tensor(xb, dtype=torch.float32)).to(dev)
             f = None if windows.features is None else torch.from_numpy(windows.features[b:b + batch_size]).to(dev)
             if members:
