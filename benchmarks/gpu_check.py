@@ -172,7 +172,8 @@ def _build(impl: str, cfg, device: str, precision: str):
     return model, list(model.parameters()), x, lambda x, train: model(x)
 
 
-def speed(report: Report, device: str, quick: bool, reps: int, budget: float) -> None:
+def speed(report: Report, device: str, quick: bool, reps: int, budget: float,
+          precisions: "list | None" = None) -> None:
     report("")
     report("## Part 2: speed, median ms (ours = implementation='auto'; plain = conv over [x, h] per step)")
     try:
@@ -188,7 +189,7 @@ def speed(report: Report, device: str, quick: bool, reps: int, budget: float) ->
     report("|---|---|---|" + "---|" * len(impls) + "---|---|")
     for cfg, cname in zip(configs, names):
         for mode in ("infer", "train"):
-            for precision in _precisions(device):
+            for precision in [p for p in _precisions(device) if precisions is None or p in precisions]:
                 row, ours_path = {}, "-"
                 for impl in impls:
                     if impl == "keras-torch" and precision == "float16" and device == "cpu":
@@ -248,6 +249,9 @@ def main(argv=None) -> int:
     p.add_argument("--budget", type=float, default=10.0, help="seconds per case after the first 3 repetitions")
     p.add_argument("--no-tf32", action="store_true", help="float32 convolutions without TF32 (bound 1e-5)")
     p.add_argument("--skip-speed", action="store_true")
+    p.add_argument("--skip-accuracy", action="store_true", help="part 2 only (the speed of the layer)")
+    p.add_argument("--precisions", nargs="+", default=None, choices=("float32", "bfloat16", "float16"),
+                   help="the precisions of part 2 (default: every one the device has)")
     args = p.parse_args(argv)
     report = Report(Path(args.out))
     m = machine()
@@ -268,9 +272,10 @@ def main(argv=None) -> int:
         report(f"TF32 convolutions: {torch.backends.cudnn.allow_tf32}")
     report(f"Python {platform.python_version()}; command: {' '.join(sys.argv)}")
     report("")
-    accuracy(report, args.device, args.quick)
+    if not args.skip_accuracy:
+        accuracy(report, args.device, args.quick)
     if not args.skip_speed:
-        speed(report, args.device, args.quick, args.reps, args.budget)
+        speed(report, args.device, args.quick, args.reps, args.budget, args.precisions)
     report("")
     report(f"failures: {report.failures}")
     report(json.dumps({"failures": report.failures}))

@@ -141,12 +141,24 @@ def make_shape(name: str, scale_down: int = 1, data: Optional[str] = None, key: 
     if name == "bikenyc":
         return Shape("bikenyc", px(16), px(8), 2, 6, 3, 16, frames=max(100, 400 // s))
     if name == "mnist":
-        from convlstm.training.moving_mnist_demo import DEMO_SETTINGS as d
-
+        d = demo_settings()
         return Shape("mnist", px(int(d["image_size"])), px(int(d["image_size"])), 1, int(d["input_steps"]),
                      int(d["output_steps"]), int(d["batch_size"]), sequences=max(40, int(d["num_sequences"]) // s),
                      seq_len=int(d["seq_len"]), lr=float(d["lr"]), model_options=dict(d["model_options"]))
     raise ValueError(f"unknown shape {name!r}; choose from {', '.join(SHAPES)}")
+
+
+def demo_settings() -> Dict[str, Any]:
+    """The demo's settings (:data:`convlstm.training.moving_mnist_demo.DEMO_SETTINGS`); where
+    Lightning is not installed (the package's training part does not import), the Moving MNIST
+    entries of those settings as they read when this script was written."""
+    try:
+        from convlstm.training.moving_mnist_demo import DEMO_SETTINGS
+    except ImportError:
+        return {"num_sequences": 2000, "seq_len": 8, "image_size": 32, "digit_size": 14, "num_digits": 1,
+                "speed": [2.0, 3.0], "input_steps": 5, "output_steps": 3, "batch_size": 8, "lr": 2e-3,
+                "model_options": {"filters": [32], "patch_size": 2, "correction": False}}
+    return dict(DEMO_SETTINGS)
 
 
 def synthetic_series(shape: Shape, seed: int = 0) -> np.ndarray:
@@ -185,8 +197,8 @@ def _load_series(shape: Shape) -> np.ndarray:
 
 def _sequences(shape: Shape) -> np.ndarray:
     from convlstm import data as _data
-    from convlstm.training.moving_mnist_demo import DEMO_SETTINGS as d
 
+    d = demo_settings()
     seqs = _data.moving_mnist(shape.sequences, seq_len=shape.seq_len, image_size=shape.rows,
                               num_digits=int(d["num_digits"]), digit_size=min(int(d["digit_size"]), shape.rows - 2),
                               speed=tuple(d["speed"]), seed=1)
