@@ -72,11 +72,16 @@ def _brute_crps(x, y, fair=False):
 
 
 def _assert_same(a, b, path="results"):
-    """``a`` and ``b`` equal to 1e-12 (relative), nested dicts and lists alike, NaN equal to NaN."""
+    """``a`` and ``b`` equal to 1e-12 (relative), nested dicts and lists (of numbers or of dicts)
+    alike, NaN equal to NaN."""
     if isinstance(a, dict):
         assert isinstance(b, dict) and sorted(a) == sorted(b), path
         for k in a:
             _assert_same(a[k], b[k], f"{path}[{k!r}]")
+    elif isinstance(a, list) and a and isinstance(a[0], dict):
+        assert isinstance(b, list) and len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same(x, y, f"{path}[{i}]")
     else:
         np.testing.assert_allclose(np.asarray(a, dtype=float), np.asarray(b, dtype=float), rtol=1e-12,
                                    atol=1e-12, equal_nan=True, err_msg=path)
@@ -461,3 +466,20 @@ def test_the_central_interval_coverage_and_width_equal_numpys_quantiles():
     assert r["interval_coverage"] == pytest.approx(inside.mean(), rel=1e-12)
     assert r["interval_width"] == pytest.approx((hi - lo).mean(), rel=1e-12)
     np.testing.assert_allclose(r["per_lead_time"]["interval_width"], (hi - lo).mean(axis=(0, 2, 3, 4)), rtol=1e-12)
+
+
+def test_every_central_interval_equals_numpys_quantiles_and_widths_compare_at_one_coverage():
+    from convlstm.ensemble_scores import INTERVAL_LEVELS, width_at_coverage
+
+    rng = np.random.default_rng(12)
+    members, truth = rng.normal(size=(15, 40, 6, 5)), rng.normal(size=(40, 6, 5))
+    r = evaluate_ensemble(members, truth)
+    for level, row in zip(INTERVAL_LEVELS, r["intervals"]):
+        lo, hi = np.quantile(members, (1 - level) / 2, axis=0), np.quantile(members, (1 + level) / 2, axis=0)
+        assert row["level"] == level
+        assert row["coverage"] == pytest.approx(((truth >= lo) & (truth <= hi)).mean(), rel=1e-12)
+        assert row["width"] == pytest.approx((hi - lo).mean(), rel=1e-12)
+    a, b = r["intervals"][1], r["intervals"][2]
+    middle = (a["coverage"] + b["coverage"]) / 2
+    assert width_at_coverage(r["intervals"], middle) == pytest.approx((a["width"] + b["width"]) / 2)
+    assert np.isnan(width_at_coverage(r["intervals"], 0.99))

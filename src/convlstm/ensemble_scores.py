@@ -41,6 +41,10 @@ x_{(M)}`, truth :math:`y`, event threshold :math:`T`; each score is the mean ove
                          :math:`x_{(l)}, x_{(h)}` the quantiles fall between
 ``interval_width``       the mean of :math:`q_{0.9} - q_{0.1}`: a sharper ensemble has a narrower
                          interval at the same coverage
+``intervals``            the same two for the central 50%, 60%, 70%, 80% and 90% intervals (over
+                         all points): ``[{"level", "coverage", "width"}, ...]``, the curve along
+                         which two ensembles' widths compare at one coverage
+                         (:func:`width_at_coverage`)
 ``rank_histogram``       :math:`M+1` counts: the rank of :math:`y` is :math:`\#\{x_i < y\}`. An
                          observation equal to :math:`e` members may take any rank from
                          :math:`\#\{x_i < y\}` to :math:`\#\{x_i < y\} + e`; it adds
@@ -105,7 +109,7 @@ References: Hersbach (2000), Wea. Forecasting 15, 559-570; Ferro (2014), Q. J. R
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Iterable, Optional, Tuple
+from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -114,11 +118,15 @@ from ._checks import check_int, check_number, is_integer
 from ._errors import ParameterError, ParameterTypeError
 from .metrics import ArrayLike, _as_tensor
 
-__all__ = ["EnsembleScores", "evaluate_ensemble"]
+__all__ = ["EnsembleScores", "evaluate_ensemble", "width_at_coverage", "INTERVAL_LEVELS"]
 
 #: pysteps widens the reliability diagram's bins by this much below 0 and above 1.
 _RELIABILITY_PAD = 1e-6
-_SUMS = ("abs", "pair", "var", "err", "cover", "width")
+#: the central intervals of ``intervals``, and the one of ``interval_coverage``/``interval_width``
+INTERVAL_LEVELS = (0.5, 0.6, 0.7, 0.8, 0.9)
+_MAIN_LEVEL = 0.8
+_SUMS = ("abs", "pair", "var", "err") + tuple(f"{what}@{level:g}" for level in INTERVAL_LEVELS
+                                              for what in ("cover", "width"))
 
 
 def _label(threshold: float) -> str:
@@ -169,10 +177,13 @@ def _point_terms(x: torch.Tensor, y: torch.Tensor) -> Dict[str, torch.Tensor]:
     ordered = x.sort(dim=0).values
     gaps = ordered.diff(dim=0)
     k = torch.arange(1, m, dtype=x.dtype, device=x.device).view(-1, *([1] * (x.dim() - 1)))
-    lo, hi = (_order_quantile(ordered, q) for q in (0.1, 0.9))
-    return {"abs": (x - y).abs().mean(0), "pair": (k * (m - k) * gaps).sum(0) / m ** 2,
-            "var": x.var(0, correction=1), "err": (x.mean(0) - y) ** 2,
-            "cover": ((y >= lo) & (y <= hi)).to(x.dtype), "width": hi - lo}
+    terms = {"abs": (x - y).abs().mean(0), "pair": (k * (m - k) * gaps).sum(0) / m ** 2,
+             "var": x.var(0, correction=1), "err": (x.mean(0) - y) ** 2}
+    for level in INTERVAL_LEVELS:
+        lo, hi = (_order_quantile(ordered, q) for q in ((1 - level) / 2, (1 + level) / 2))
+        terms[f"cover@{level:g}"] = ((y >= lo) & (y <= hi)).to(x.dtype)
+        terms[f"width@{level:g}"] = hi - lo
+    return terms
 
 
 def _order_quantile(ordered: torch.Tensor, q: float) -> torch.Tensor:
@@ -370,8 +381,8 @@ class EnsembleScores:
                "crps_fair": _divide(sums["abs"] - sums["pair"] * m / (m - 1), points),
                "spread": np.sqrt(_divide(sums["var"], points)),
                "rmse_mean": np.sqrt(_divide(sums["err"], points)),
-               "interval_coverage": _divide(sums["cover"], points),
-               "interval_width": _divide(sums["width"], points)}
+               "interval_coverage": _divide(sums[f"cover@{_MAIN_LEVEL:g}"], points),
+               "interval_width": _divide(sums[f"width@{_MAIN_LEVEL:g}"], points)}
         out["spread_skill"] = math.sqrt((m + 1) / m) * _divide(out["spread"], out["rmse_mean"])
         for t, counts in events.items():
             out[f"brier@{_label(t)}"] = _brier(counts)
@@ -389,6 +400,9 @@ class EnsembleScores:
         results: Dict[str, Any] = {"members": self.members, "points": int(self.points.sum())}
         results.update({k: float(v[0]) for k, v in scalars.items()})
         results["rank_histogram"] = self.ranks.sum(0).tolist()
+        total = max(int(self.points.sum()), 1)
+        results["intervals"] = [{"level": level, "coverage": float(pooled[f"cover@{level:g}"][0]) / total,
+                                 "width": float(pooled[f"width@{level:g}"][0]) / total} for level in INTERVAL_LEVELS]
         for t, counts in events.items():
             results[f"reliability@{_label(t)}"] = _reliability(counts, self.n_bins, self.min_count)
             results[f"roc@{_label(t)}"] = {k: v for k, v in _roc(counts, self.n_prob_thresholds).items()
@@ -400,6 +414,25 @@ class EnsembleScores:
             results["per_lead_time"] = {k: [float(v) for v in arr] for k, arr in per.items()}
             results["per_lead_time"]["rank_histogram"] = self.ranks.tolist()
         return results
+
+
+def width_at_coverage(intervals: Sequence[Dict[str, float]], coverage: float) -> float:
+    """The mean width of an ensemble's central interval at ``coverage``, interpolated linearly
+    along its ``intervals`` curve (:class:`EnsembleScores`' ``results["intervals"]``); ``nan``
+    outside the coverages measured.
+
+    Example::
+
+        >>> width_at_coverage([{"coverage": 0.5, "width": 2.0}, {"coverage": 0.7, "width": 3.0}], 0.6)
+        2.5
+    """
+    c = np.array([float(i["coverage"]) for i in intervals])
+    w = np.array([float(i["width"]) for i in intervals])
+    order = np.argsort(c)
+    c, w = c[order], w[order]
+    if not c[0] <= coverage <= c[-1]:
+        return float("nan")
+    return float(np.interp(coverage, c, w))
 
 
 def evaluate_ensemble(members: ArrayLike, truth: ArrayLike, thresholds: Any = (), *,
