@@ -178,3 +178,32 @@ def test_predict_writes_the_members_their_mean_quantiles_and_probabilities(tmp_p
 
     with pytest.raises(ParameterError, match="quantiles are written to a .nc or .zarr file"):
         predict(run, tmp_path / "rain.npz", tmp_path / "q.npy", quantiles=[0.5])
+
+
+def test_the_spread_calibration_finds_the_factor_a_known_noise_needs():
+    """An AR(1) field x_t = 0.8 x_(t-1) + N(0, 0.4^2) and a model whose centre is the exact
+    conditional mean but whose spread is a quarter of the noise: on the validation part the
+    chosen factor must be about 4 (the grid's step is 7%), and the validation CRPS must fall."""
+    pytest.importorskip("lightning")
+    from convlstm.training import GridDataModule
+    from convlstm.training.module import ForecastModule
+    from convlstm.training.spread_calibration import calibrate_spread
+
+    rng = np.random.default_rng(5)
+    series = np.zeros((400, 10, 10, 1), np.float32)
+    for t in range(1, 400):
+        series[t] = 0.8 * series[t - 1] + 0.4 * rng.normal(size=(10, 10, 1))
+    dm = GridDataModule(series, input_steps=2, output_steps=1, scaler="none", split=(0.5, 0.5, 0.0),
+                        batch_size=32, nonnegative=False)
+    dm.setup()
+    base = _Scale()
+    base.a.data.fill_(0.8)
+    module = ForecastModule(base, members=2, member_options={"initial_spread": 0.1, "noise_length": 0},
+                            frame_shape=(10, 10, 1), output_steps=1)
+    summary = calibrate_spread(module, dm, members=16)
+    assert summary["factors"][0][0] == pytest.approx(4.0, rel=0.1)
+    assert summary["val_crps"]["after"] < summary["val_crps"]["before"]
+    # the factor reaches the members: their spread around the centre is 4 x 0.1
+    x = torch.randn(8, 2, 10, 10, 1)
+    members = module.forecast_members(x, 400, generator=torch.Generator().manual_seed(0))
+    assert float((members - module(x)).std()) == pytest.approx(0.1 * summary["factors"][0][0], rel=0.05)

@@ -143,6 +143,22 @@ class StochasticMembers(nn.Module):
         self.spread = _Spread(self.channels, self.lead_times, check_positive_int("spread_width", spread_width),
                               float(initial_spread))
         self._rho = nn.Parameter(torch.zeros(()))   # rho = sigmoid(0) = 0.5 to start
+        #: factors of the spread per lead time and channel, chosen after training on the validation
+        #: part (:mod:`convlstm.training.spread_calibration`); ones until then
+        self.register_buffer("spread_scale", torch.ones(self.lead_times, self.channels))
+
+    def set_spread_scale(self, scale: torch.Tensor) -> None:
+        """Set :attr:`spread_scale` :math:`(K, C)`, factors >= 0 of the learned spread."""
+        scale = torch.as_tensor(scale, dtype=self.spread_scale.dtype, device=self.spread_scale.device)
+        if scale.shape != self.spread_scale.shape or bool((scale < 0).any()) or not bool(torch.isfinite(scale).all()):
+            raise ValueError(f"spread_scale must be finite factors >= 0 shaped {tuple(self.spread_scale.shape)}, got "
+                             f"{tuple(scale.shape)}")
+        self.spread_scale.copy_(scale)
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
+        # a checkpoint written before the factors existed: its spread as trained
+        state_dict.setdefault(prefix + "spread_scale", torch.ones_like(self.spread_scale))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # the wrapped model's own attributes, for the toolkit (starts, blending, ONNX, input checks)
     def __getattr__(self, name: str) -> Any:
@@ -173,6 +189,7 @@ class StochasticMembers(nn.Module):
             forecast = self.base(x, **kwargs) if features is None else self.base(x, features, **kwargs)
         b, k, h, w, c = forecast.shape
         spread = self.spread(forecast, x[:, -1].to(forecast.dtype))
+        spread = spread * self.spread_scale[:k].to(spread.dtype).view(1, k, 1, 1, c)
         rho = self.rho.to(forecast.dtype)
         keep = torch.sqrt(1 - rho ** 2)
         eps = None

@@ -492,6 +492,7 @@ def _evaluate_after_fit(run: _Run, dm: GridDataModule, model: Optional[nn.Module
     best = find_checkpoint(run.folder)
     module, _ = load_module(best, model=model)    # the best model, blended, then checked on validation
     blend = _calibrate_blend(run, dm, module, best)
+    spread = _calibrate_spread(dm, module, best)
     check = _validation_check(run, dm, module)
     if dm.datasets.get("test") is None:
         print(f"convlstm: no test part (split={cfg.split}); skipping evaluation")
@@ -503,7 +504,9 @@ def _evaluate_after_fit(run: _Run, dm: GridDataModule, model: Optional[nn.Module
         results["validation"] = check
     if blend is not None:
         results["blend"] = blend
-    if check is not None or blend is not None:
+    if spread is not None:
+        results["spread_calibration"] = spread
+    if check is not None or blend is not None or spread is not None:
         write_metrics(results, run.folder)
     return results
 
@@ -522,6 +525,20 @@ def _calibrate_blend(run: _Run, dm: GridDataModule, module: ForecastModule, path
     if any(v != 1.0 for row in summary["weights"] for v in row):
         save_blend(path, module)
     print(f"convlstm fit: {blend_summary_line(summary)}")
+    return summary
+
+
+def _calibrate_spread(dm: GridDataModule, module: ForecastModule, path: Path) -> Optional[Dict[str, Any]]:
+    """:func:`~convlstm.training.spread_calibration.calibrate_spread` for a members run's best
+    checkpoint (``path`` keeps the factors); a line in the log says what they are."""
+    from .blend_calibration import save_blend
+    from .spread_calibration import calibrate_spread, spread_summary_line
+
+    summary = calibrate_spread(module, dm)
+    if summary is None:
+        return None
+    save_blend(path, module)   # the module's whole state, factors included
+    print(f"convlstm fit: {spread_summary_line(summary)}")
     return summary
 
 

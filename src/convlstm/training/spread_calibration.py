@@ -1,0 +1,93 @@
+r"""After training a members run: scale its spread, one factor per lead time and channel, so that
+its members score best on the validation part.
+
+A members model (:class:`convlstm.models.StochasticMembers`) learns its spread on the training
+part, where its errors are smaller than on data it never saw: its members come out too close
+together (spread-skill below 1). The factor :math:`c_{kc}` multiplies the spread
+:math:`s_{kc}` at lead time :math:`k` and channel :math:`c`; it is chosen on the validation part,
+in the data's units, with the members clamped as the run clamps its forecasts, as the one of a
+grid :math:`c \in [1/8, 8]` (65 values, geometric) with the lowest CRPS of :math:`n` members:
+
+.. math::
+    c_{kc} = \arg\min_{c} \overline{\text{CRPS}}\big(\{ \hat y + c\, s \odot \varepsilon^{(m)} \}_{m=1}^{n}, y\big)_{kc}
+
+with the same noise draws :math:`\varepsilon^{(m)}` for every :math:`c` (seeded), so the
+comparison is between spreads, not between draws. The CRPS is the fair one, lowest for members
+drawn from the true distribution whatever :math:`n` (the ensemble's own CRPS of :math:`n` members
+is lowest for a spread narrower than that, by a factor that depends on :math:`n`). The factors are stored in the model
+(``spread_scale``) and so in the best checkpoint, and returned for ``metrics.json``.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import numpy as np
+import torch
+
+from .datamodule import GridDataModule
+
+__all__ = ["calibrate_spread", "SPREAD_FACTORS", "spread_summary_line"]
+
+#: the factors tried, geometric from 1/8 to 8
+SPREAD_FACTORS = np.geomspace(1 / 8, 8, 65)
+
+
+@torch.no_grad()
+def calibrate_spread(module: torch.nn.Module, dm: GridDataModule, members: int = 16,
+                     seed: int = 0) -> Optional[Dict[str, Any]]:
+    """Choose and set ``module.model.spread_scale`` on ``dm``'s validation part (see the module).
+
+    Returns ``None`` for a run without members or without a validation part, else ``{"factors":
+    [[c_kc]], "val_crps": {"before", "after"}}`` (the validation's fair CRPS in data units, over
+    lead times and channels, with the factors at 1 and as chosen)."""
+    from ..models.members import StochasticMembers
+
+    model = getattr(module, "model", None)
+    if not isinstance(model, StochasticMembers) or "val" not in dm.datasets or not len(dm.datasets["val"]):
+        return None
+    module.eval()
+    model.set_spread_scale(torch.ones_like(model.spread_scale))
+    factors = torch.as_tensor(SPREAD_FACTORS, dtype=torch.float64)
+    totals = None
+    generator = torch.Generator().manual_seed(seed)
+    for batch in dm.dataloader("val"):
+        x = batch[0]
+        features = batch[2] if len(batch) > 2 else None
+        centre = module(x, features)
+        noise = model.sample(x, members, features, generator=generator, forecast=centre) - centre.unsqueeze(0)
+        y = dm.inverse_transform(batch[1]).double()
+        sums = []
+        for c in factors:
+            draws = dm.inverse_transform((centre.unsqueeze(0) + float(c) * noise).float()).double()
+            if dm.nonnegative:
+                draws = draws.clamp_min(0.0)
+            sums.append(_crps(draws, y).sum(dim=(0, 2, 3)))                           # (K, C)
+        sums = torch.stack(sums)                                                       # (F, K, C)
+        totals = sums if totals is None else totals + sums
+    one = int(np.argmin(np.abs(SPREAD_FACTORS - 1.0)))
+    best = totals.argmin(dim=0)                                                        # (K, C)
+    chosen = factors[best].to(model.spread_scale.dtype)
+    model.set_spread_scale(chosen)
+    count = len(dm.datasets["val"]) * int(y.shape[2]) * int(y.shape[3])
+    before = float(totals[one].sum()) / (count * totals.shape[1] * totals.shape[2])
+    after = float(totals.gather(0, best.unsqueeze(0)).sum()) / (count * totals.shape[1] * totals.shape[2])
+    return {"factors": chosen.tolist(), "val_crps": {"before": before, "after": after}}
+
+
+def _crps(members: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    r"""The fair CRPS of the ensemble ``members`` :math:`(M, \dots)` for ``truth`` :math:`(\dots)`,
+    per value: :math:`\frac{1}{M}\sum|x_m - y| - \frac{1}{2M(M-1)}\sum_{m,m'}|x_m - x_{m'}|`, the
+    pair sum from the sorted members."""
+    m = members.shape[0]
+    ordered = members.sort(dim=0).values
+    k = torch.arange(1, m + 1, dtype=members.dtype).view(-1, *([1] * truth.dim()))
+    pairs = ((2 * k - m - 1) * ordered).sum(0) / (m * (m - 1))
+    return (members - truth).abs().mean(0) - pairs
+
+
+def spread_summary_line(summary: Dict[str, Any]) -> str:
+    """One line for the log: the factors by lead time and what they did to the validation CRPS."""
+    per_lead = ", ".join(f"+{k + 1} " + "/".join(f"{v:.2f}" for v in row) for k, row in enumerate(summary["factors"]))
+    crps = summary["val_crps"]
+    return (f"members' spread scaled on the validation part: {per_lead}; validation fair CRPS {crps['before']:.4g} -> "
+            f"{crps['after']:.4g}")
