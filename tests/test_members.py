@@ -207,3 +207,23 @@ def test_the_spread_calibration_finds_the_factor_a_known_noise_needs():
     x = torch.randn(8, 2, 10, 10, 1)
     members = module.forecast_members(x, 400, generator=torch.Generator().manual_seed(0))
     assert float((members - module(x)).std()) == pytest.approx(0.1 * summary["factors"][0][0], rel=0.05)
+
+
+def test_by_default_the_centre_trains_on_the_mse_alone_and_the_spread_on_the_crps():
+    pytest.importorskip("lightning")
+    from convlstm.training.module import ForecastModule
+
+    torch.manual_seed(1)
+    x, y = torch.randn(4, 2, 6, 6, 1), torch.randn(4, 1, 6, 6, 1)
+    grads = {}
+    for centre in ("mse", "crps"):
+        module = ForecastModule(_Scale(), members=3, member_options={"centre": centre}, frame_shape=(6, 6, 1),
+                                output_steps=1)
+        module.train()
+        module._step((x, y), training=True).backward()
+        grads[centre] = (module.model.base.a.grad.clone(), module.model.spread.lead_bias.grad.clone())
+    base = _Scale()
+    torch.nn.functional.mse_loss(base(x), y).backward()
+    torch.testing.assert_close(grads["mse"][0], base.a.grad)          # the centre: the MSE's gradient, exactly
+    assert float(grads["mse"][1].abs().sum()) > 0                      # the spread still learns (CRPS)
+    assert not torch.allclose(grads["crps"][0], base.a.grad)           # jointly: the CRPS moves the centre too

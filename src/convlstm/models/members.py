@@ -36,7 +36,10 @@ __all__ = ["StochasticMembers", "correlated_noise", "MEMBER_MODEL_OPTIONS", "MEM
 #: ``member_options`` of a run (``fit --member-option``): those of :class:`StochasticMembers`, and
 #: those of :class:`convlstm.losses.EnsembleCRPS` it is trained with
 MEMBER_MODEL_OPTIONS = ("noise_length", "spread_width", "initial_spread")
-MEMBER_LOSS_OPTIONS = ("alpha", "spatial_weight", "spatial_pool")
+MEMBER_LOSS_OPTIONS = ("alpha", "spatial_weight", "spatial_pool", "centre")
+#: how the members' centre trains: ``"mse"`` as a deterministic run does (the spread alone learns
+#: from the CRPS), or ``"crps"`` jointly with the spread
+CENTRES = ("mse", "crps")
 
 
 #: the spread's bias per lead time is stored divided by this (see ``_Spread``)

@@ -115,13 +115,15 @@ class ForecastModule(pl.LightningModule):
             ``"persistence"``, ``"seasonal"`` or ``"auto"`` (:func:`build_model`); the
             checkpoint keeps the resolved name, so a run is rebuilt as it was trained.
         members: 0 (default) trains a deterministic forecast with ``loss``; :math:`M \ge 2` wraps the
-            model in :class:`convlstm.models.StochasticMembers` and trains :math:`M` members per
-            sample with the almost fair CRPS (:class:`convlstm.losses.EnsembleCRPS`) instead of
-            ``loss``. :meth:`forecast_members` then draws any number of members; ``forward`` stays
+            model in :class:`convlstm.models.StochasticMembers` and draws :math:`M` members per
+            sample around its forecast: the forecast (the members' centre) trains on the MSE as in
+            a deterministic run, and the spread on the almost fair CRPS of the members
+            (:class:`convlstm.losses.EnsembleCRPS`) with the centre held fixed (``centre="mse"``,
+            the default), or both on the CRPS (``centre="crps"``). :meth:`forecast_members` then draws any number of members; ``forward`` stays
             the noise-free forecast.
         member_options: ``noise_length``, ``spread_width``, ``initial_spread`` (of
-            :class:`~convlstm.models.StochasticMembers`) and ``alpha``, ``spatial_weight``,
-            ``spatial_pool`` (of :class:`~convlstm.losses.EnsembleCRPS`).
+            :class:`~convlstm.models.StochasticMembers`), ``alpha``, ``spatial_weight``,
+            ``spatial_pool`` (of :class:`~convlstm.losses.EnsembleCRPS`) and ``centre``.
 
     The hyperparameters saved in checkpoints are plain Python values only, so a checkpoint loads
     with ``torch.load(path, weights_only=True)``.
@@ -170,7 +172,9 @@ class ForecastModule(pl.LightningModule):
             from ..models.members import StochasticMembers
 
             model_part = {k: v for k, v in member_options.items() if k in _MEMBER_MODEL_OPTIONS}
-            loss_part = {k: v for k, v in member_options.items() if k not in _MEMBER_MODEL_OPTIONS}
+            loss_part = {k: v for k, v in member_options.items()
+                         if k not in _MEMBER_MODEL_OPTIONS and k != "centre"}
+            self.centre = str(member_options.get("centre", "mse"))
             if frame_shape is None or output_steps is None:
                 raise ValueError("members need frame_shape and output_steps (the channels and lead times the "
                                  "spread is learned for)")
@@ -252,6 +256,9 @@ class ForecastModule(pl.LightningModule):
         generator = None
         if not training:   # the same noise for the same batch each epoch: a validation loss that compares
             generator = torch.Generator(device=x.device).manual_seed(1000003 + batch_idx)
+        if self.centre == "mse":   # the centre as a deterministic run trains it; the CRPS teaches the spread alone
+            members = self.model.sample(x, self.members, features, generator=generator, forecast=pred.detach())
+            return _losses.mse(pred, y) + self.loss_fn(members, y)
         return self.loss_fn(self.model.sample(x, self.members, features, generator=generator, forecast=pred), y)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
@@ -335,6 +342,9 @@ def _check_members(members: Any, options: Any, loss: str) -> Tuple[int, Dict[str
                          f"{', '.join(unknown)}")
     if options and not members:
         raise ValueError("member_options were given without members; add members >= 2")
+    if options.get("centre", "mse") not in ("mse", "crps"):
+        raise ValueError(f"member_options centre must be 'mse' (the centre trains as a deterministic forecast, the "
+                         f"spread on the CRPS) or 'crps' (both on the CRPS); got {options['centre']!r}")
     if members and str(loss).lower() != "mse":
         raise ValueError(f"members train with the ensemble CRPS; loss={loss!r} does not apply to them (leave "
                          f"loss at its default)")
