@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from ._errors import ParameterError
+from ._extras import import_pysteps
 from .baselines import Baseline, Batch, get_baseline, register_baseline
 
 __all__ = ["EnsembleBaseline", "Steps", "Dressed", "steps_members", "steps_cascade_levels", "is_ensemble_baseline",
@@ -99,16 +100,8 @@ def split_baselines(names: Any) -> Tuple[list, list]:
 def _require_steps() -> Tuple[Any, Any, Any]:
     """pysteps's ``nowcasts``, ``motion`` and ``utils.transformation``, or an ``ImportError``
     that says which extra to install (pysteps's import line about its configuration is swallowed)."""
-    from .extrapolation import _INSTALL
-
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            from pysteps import motion, nowcasts
-            from pysteps.utils import transformation
-    except ImportError as exc:
-        raise ImportError(f"the steps baseline needs pysteps (and OpenCV for Lucas-Kanade), which are not "
-                          f"installed ({exc}); install them with: {_INSTALL}") from exc
-    return nowcasts, motion, transformation
+    return import_pysteps("nowcasts", "motion", "utils.transformation",
+                          needed_for="the steps baseline needs pysteps (and OpenCV for Lucas-Kanade), which are")
 
 
 def steps_cascade_levels(rows: int, cols: int) -> int:

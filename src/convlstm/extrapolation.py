@@ -42,7 +42,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
-from ._extras import install_hint
+from ._extras import import_pysteps, install_hint
 
 __all__ = ["extrapolation_forecast", "MOTION_METHODS", "require_pysteps", "pysteps_version"]
 
@@ -55,13 +55,8 @@ def require_pysteps() -> Tuple[Any, Any]:
     """Import pysteps's ``motion`` and ``extrapolation`` packages, or raise an ``ImportError``
     that says which extra to install. pysteps prints a line about its configuration file on
     import; that line is swallowed here."""
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            from pysteps import extrapolation, motion
-    except ImportError as exc:
-        raise ImportError(f"the extrapolation baseline needs pysteps (and OpenCV for Lucas-Kanade), which are not "
-                          f"installed ({exc}); install them with: {_INSTALL}") from exc
-    return motion, extrapolation
+    return import_pysteps("motion", "extrapolation", needed_for="the extrapolation baseline needs pysteps (and "
+                                                                "OpenCV for Lucas-Kanade), which are")
 
 
 def pysteps_version() -> Optional[str]:

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import io
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .._errors import ParameterError
-from .._extras import install_hint
+from .._extras import import_pysteps
 from ._time_index import apply_rest, split_key, time_positions
 from .readers import GridFileError, GridSeries
 
@@ -35,14 +34,8 @@ _OPTIONAL_PACKAGES = {"pyproj": "pyproj", "gdal": "GDAL", "gdalconst": "GDAL", "
 def _pysteps() -> Tuple[Any, Any]:
     """pysteps's ``io`` and ``utils.conversion`` modules, or an ``ImportError`` naming the extra.
     pysteps prints a line about its configuration file on import; that line is swallowed."""
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            from pysteps import io as ps_io
-            from pysteps.utils import conversion
-    except ImportError as exc:
-        raise ImportError(f"reading radar files with pysteps's importers needs pysteps, which is not installed "
-                          f"({exc}); install it with: {install_hint('radar')}") from exc
-    return ps_io, conversion
+    return import_pysteps("io", "utils.conversion",
+                          needed_for="reading radar files with pysteps's importers needs pysteps, which is")
 
 
 def pysteps_importers() -> Tuple[str, ...]:
