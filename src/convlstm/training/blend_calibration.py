@@ -15,7 +15,7 @@ from .._io import atomic_path
 from ..models.blending import BlendTowardStart, blend_weights
 from .datamodule import GridDataModule
 
-__all__ = ["calibrate_blend", "save_blend", "blend_summary_line"]
+__all__ = ["calibrate_blend", "save_state", "blend_summary_line"]
 
 def _blendable(model: torch.nn.Module) -> Optional[BlendTowardStart]:
     return model if isinstance(model, BlendTowardStart) and getattr(model, "starts_from", None) else None
@@ -63,8 +63,9 @@ def calibrate_blend(module: torch.nn.Module, dm: GridDataModule) -> Optional[Dic
                         "blend": blend_sse / values}}
 
 
-def save_blend(checkpoint: Path, module: torch.nn.Module) -> None:
-    """Write ``module``'s state (with its blend weights) into ``checkpoint``, atomically."""
+def save_state(checkpoint: Path, module: torch.nn.Module) -> None:
+    """Write ``module``'s state (with what was chosen after training: its blend weights, a members
+    run's spread factors) into ``checkpoint``, atomically."""
     from .runs import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)

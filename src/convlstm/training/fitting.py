@@ -515,7 +515,7 @@ def _calibrate_blend(run: _Run, dm: GridDataModule, module: ForecastModule, path
     """:func:`~convlstm.training.blend_calibration.calibrate_blend` on the best checkpoint's
     ``module`` (read from ``path``, which then keeps the weights); a line in the log says what they
     are and what they did."""
-    from .blend_calibration import blend_summary_line, calibrate_blend, save_blend
+    from .blend_calibration import blend_summary_line, calibrate_blend, save_state
 
     if not run.cfg.calibrate_blend:
         return None
@@ -523,7 +523,7 @@ def _calibrate_blend(run: _Run, dm: GridDataModule, module: ForecastModule, path
     if summary is None:
         return None
     if any(v != 1.0 for row in summary["weights"] for v in row):
-        save_blend(path, module)
+        save_state(path, module)
     print(f"convlstm fit: {blend_summary_line(summary)}")
     return summary
 
@@ -531,13 +531,13 @@ def _calibrate_blend(run: _Run, dm: GridDataModule, module: ForecastModule, path
 def _calibrate_spread(dm: GridDataModule, module: ForecastModule, path: Path) -> Optional[Dict[str, Any]]:
     """:func:`~convlstm.training.spread_calibration.calibrate_spread` for a members run's best
     checkpoint (``path`` keeps the factors); a line in the log says what they are."""
-    from .blend_calibration import save_blend
+    from .blend_calibration import save_state
     from .spread_calibration import calibrate_spread, spread_summary_line
 
     summary = calibrate_spread(module, dm)
     if summary is None:
         return None
-    save_blend(path, module)   # the module's whole state, factors included
+    save_state(path, module)
     print(f"convlstm fit: {spread_summary_line(summary)}")
     return summary
 

@@ -24,6 +24,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 import torch
 
+from ..losses import EnsembleCRPS
 from .datamodule import GridDataModule
 
 __all__ = ["calibrate_spread", "SPREAD_FACTORS", "spread_summary_line"]
@@ -48,6 +49,7 @@ def calibrate_spread(module: torch.nn.Module, dm: GridDataModule, members: int =
     module.eval()
     model.set_spread_scale(torch.ones_like(model.spread_scale))
     factors = torch.as_tensor(SPREAD_FACTORS, dtype=torch.float64)
+    fair = EnsembleCRPS(alpha=1.0)   # the fair CRPS per value
     totals = None
     generator = torch.Generator().manual_seed(seed)
     for batch in dm.dataloader("val"):
@@ -61,7 +63,7 @@ def calibrate_spread(module: torch.nn.Module, dm: GridDataModule, members: int =
             draws = dm.inverse_transform((centre.unsqueeze(0) + float(c) * noise).float()).double()
             if dm.nonnegative:
                 draws = draws.clamp_min(0.0)
-            sums.append(_crps(draws, y).sum(dim=(0, 2, 3)))                           # (K, C)
+            sums.append(fair.score(draws, y).sum(dim=(0, 2, 3)))                           # (K, C)
         sums = torch.stack(sums)                                                       # (F, K, C)
         totals = sums if totals is None else totals + sums
     one = int(np.argmin(np.abs(SPREAD_FACTORS - 1.0)))
@@ -72,17 +74,6 @@ def calibrate_spread(module: torch.nn.Module, dm: GridDataModule, members: int =
     before = float(totals[one].sum()) / (count * totals.shape[1] * totals.shape[2])
     after = float(totals.gather(0, best.unsqueeze(0)).sum()) / (count * totals.shape[1] * totals.shape[2])
     return {"factors": chosen.tolist(), "val_crps": {"before": before, "after": after}}
-
-
-def _crps(members: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-    r"""The fair CRPS of the ensemble ``members`` :math:`(M, \dots)` for ``truth`` :math:`(\dots)`,
-    per value: :math:`\frac{1}{M}\sum|x_m - y| - \frac{1}{2M(M-1)}\sum_{m,m'}|x_m - x_{m'}|`, the
-    pair sum from the sorted members."""
-    m = members.shape[0]
-    ordered = members.sort(dim=0).values
-    k = torch.arange(1, m + 1, dtype=members.dtype).view(-1, *([1] * truth.dim()))
-    pairs = ((2 * k - m - 1) * ordered).sum(0) / (m * (m - 1))
-    return (members - truth).abs().mean(0) - pairs
 
 
 def spread_summary_line(summary: Dict[str, Any]) -> str:
