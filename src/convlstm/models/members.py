@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from .._checks import check_positive_int
 
-__all__ = ["StochasticMembers", "correlated_noise", "MEMBER_MODEL_OPTIONS", "MEMBER_LOSS_OPTIONS"]
+__all__ = ["StochasticMembers", "correlated_noise", "check_members", "MEMBER_MODEL_OPTIONS", "MEMBER_LOSS_OPTIONS"]
 
 #: ``member_options`` of a run (``fit --member-option``): those of :class:`StochasticMembers`, and
 #: those of :class:`convlstm.losses.EnsembleCRPS` it is trained with
@@ -44,6 +44,34 @@ CENTRES = ("mse", "crps")
 
 #: the spread's bias per lead time is stored divided by this (see ``_Spread``)
 BIAS_SCALE = 30.0
+
+
+def check_members(members: Any, options: Any, loss: str = "mse") -> "tuple[int, dict]":
+    """``members`` (0, or an integer >= 2) and its ``member_options`` checked by name and value;
+    a ``loss`` other than the default beside members is refused (members train with the CRPS).
+    Errors are :class:`~convlstm._errors.ParameterError` (a ``ValueError``) naming the field."""
+    from .._errors import ParameterError
+
+    if isinstance(members, bool) or not isinstance(members, int) or members < 0 or members == 1:
+        raise ParameterError("members", f"members must be 0 (one forecast) or 2 or more (an ensemble trained with "
+                                        f"the CRPS); got {members!r}")
+    options = dict(options or {})
+    allowed = MEMBER_MODEL_OPTIONS + MEMBER_LOSS_OPTIONS
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ParameterError("member_options", f"member_options takes {', '.join(allowed)}; got "
+                                               f"{', '.join(unknown)}", also=("members",))
+    if options and not members:
+        raise ParameterError("member_options", "member_options were given without members; add members >= 2",
+                             also=("members",))
+    if options.get("centre", "mse") not in CENTRES:
+        raise ParameterError("member_options", f"member_options centre must be 'mse' (the centre trains as a "
+                                               f"deterministic forecast, the spread on the CRPS) or 'crps' (both on "
+                                               f"the CRPS); got {options['centre']!r}")
+    if members and str(loss).lower() != "mse":
+        raise ParameterError("loss", f"members train with the ensemble CRPS; loss={loss!r} does not apply to them: "
+                                     f"leave loss at mse", also=("members",))
+    return members, options
 
 
 def _gaussian_kernel(length: float) -> torch.Tensor:

@@ -350,21 +350,10 @@ class FitConfig:
         _choice(self, "start_from", STARTS)
         _flag(self, "calibrate_blend")
         _integer(self, "members", 0)
-        if self.members == 1:
-            raise ParameterError("members", "members must be 0 (one forecast) or 2 or more (an ensemble trained with "
-                                            "the CRPS); got 1")
         _options(self, "member_options")
-        from ..models.members import MEMBER_LOSS_OPTIONS as _MEMBER_LOSS_OPTIONS
-        from ..models.members import MEMBER_MODEL_OPTIONS as _MEMBER_MODEL_OPTIONS
+        from ..models.members import check_members
 
-        unknown = sorted(set(self.member_options) - set(_MEMBER_MODEL_OPTIONS + _MEMBER_LOSS_OPTIONS))
-        if unknown:
-            raise ParameterError("member_options", f"member_options takes "
-                                                   f"{', '.join(_MEMBER_MODEL_OPTIONS + _MEMBER_LOSS_OPTIONS)}; got "
-                                                   f"{', '.join(unknown)}", also=("members",))
-        if self.members and self.loss != "mse":
-            raise ParameterError("loss", f"members train with the ensemble CRPS; loss={self.loss!r} does not apply "
-                                         f"to them: leave loss at mse", also=("members",))
+        check_members(self.members, self.member_options, self.loss)
 
     # ------------------------------------------------------------------ optimisation
     loss: str = "mse"

@@ -17,8 +17,8 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from .. import layers as _layers
 from .. import losses as _losses
 from .._io import atomic_path, write_json
-from ..models.members import MEMBER_LOSS_OPTIONS as _MEMBER_LOSS_OPTIONS
 from ..models.members import MEMBER_MODEL_OPTIONS as _MEMBER_MODEL_OPTIONS
+from ..models.members import check_members
 from .config import LOSSES, SCHEDULERS
 
 __all__ = ["ForecastModule", "build_model", "AtomicCheckpointIO", "HistoryCallback", "RandomStateCallback",
@@ -167,7 +167,7 @@ class ForecastModule(pl.LightningModule):
                 or not 0 <= scheduled_sampling <= 1):
             raise ValueError(f"scheduled_sampling must be a fraction of the training in [0, 1] (0 = off), "
                              f"got {scheduled_sampling!r}")
-        members, member_options = _check_members(members, member_options, loss)
+        members, member_options = check_members(members, member_options, loss)
         if members:
             from ..models.members import StochasticMembers
 
@@ -327,28 +327,6 @@ class ForecastModule(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-
-
-def _check_members(members: Any, options: Any, loss: str) -> Tuple[int, Dict[str, Any]]:
-    """``members`` (0, or an integer >= 2) and its ``member_options`` checked by name; a ``loss``
-    other than the default beside members is refused (members train with the CRPS)."""
-    if isinstance(members, bool) or not isinstance(members, int) or members < 0 or members == 1:
-        raise ValueError(f"members must be 0 (one deterministic forecast) or an integer >= 2 (members trained per "
-                         f"sample), got {members!r}")
-    options = dict(options or {})
-    unknown = sorted(set(options) - set(_MEMBER_MODEL_OPTIONS) - set(_MEMBER_LOSS_OPTIONS))
-    if unknown:
-        raise ValueError(f"member_options takes {', '.join(_MEMBER_MODEL_OPTIONS + _MEMBER_LOSS_OPTIONS)}; got "
-                         f"{', '.join(unknown)}")
-    if options and not members:
-        raise ValueError("member_options were given without members; add members >= 2")
-    if options.get("centre", "mse") not in ("mse", "crps"):
-        raise ValueError(f"member_options centre must be 'mse' (the centre trains as a deterministic forecast, the "
-                         f"spread on the CRPS) or 'crps' (both on the CRPS); got {options['centre']!r}")
-    if members and str(loss).lower() != "mse":
-        raise ValueError(f"members train with the ensemble CRPS; loss={loss!r} does not apply to them (leave "
-                         f"loss at its default)")
-    return members, options
 
 
 def _has_val(trainer: "pl.Trainer") -> bool:
