@@ -35,6 +35,7 @@ import numpy as np
 
 from .._errors import ParameterError
 from ._checks import to_numpy
+from .calendar import _common_step
 from .readers import GridSeries
 
 __all__ = ["GridArchive", "open_archive", "list_archive_files", "time_from_file_name", "find_events",
@@ -141,13 +142,6 @@ def time_from_file_name(path: Any, pattern: str) -> np.datetime64:
 
 # --------------------------------------------------------------------------------------------
 # events
-def _most_common_step(times: np.ndarray) -> int:
-    """The most common difference, in minutes, between consecutive ``datetime64[m]`` stamps."""
-    values, counts = np.unique(np.diff(np.asarray(times, dtype="datetime64[m]").astype(np.int64)),
-                               return_counts=True)
-    return int(values[np.argmax(counts)])
-
-
 def find_events(times: Optional[np.ndarray], file_stops: Sequence[int], *, join_files: bool = False,
                 step: Optional[int] = None) -> Tuple[np.ndarray, List[Tuple[int, int]]]:
     r"""The events of a series of ``file_stops[-1]`` frames: ``[start, stop)`` ranges cut at each
@@ -184,7 +178,7 @@ def find_events(times: Optional[np.ndarray], file_stops: Sequence[int], *, join_
             k = int(np.argmax(diff <= 0))
             raise ValueError(f"time stamps must increase: frame {k + 1} ({times[k + 1]}) does not come after "
                              f"frame {k} ({times[k]})")
-        step = _most_common_step(times) if step is None else step
+        step = _common_step(times) if step is None else step
         for k in np.flatnonzero(diff > step):
             cuts.add(int(k) + 1)
             gaps.append((int(k) + 1, int(diff[k] // step) - 1))
@@ -403,7 +397,7 @@ def open_archive(inputs: Any, *, reader: str = "auto", key: Optional[str] = None
     times = np.concatenate(file_times).astype("datetime64[m]") if timed else None
     frames = np.cumsum([int(g.shape[0]) for g in grids])
     join = importer is not None or all(int(g.shape[0]) == 1 for g in grids)
-    step = _most_common_step(times) if times is not None and len(times) > 1 else None
+    step = _common_step(times) if times is not None and len(times) > 1 else None
     try:
         events, gaps = find_events(times, frames, join_files=join, step=step)
     except ValueError as exc:
