@@ -116,6 +116,11 @@ def _fit_parts(path: str, batch: int):
 def worker(spec: dict) -> dict:
     import torch
 
+    if spec.get("keep_freed_memory"):
+        from convlstm._heap import keep_freed_memory
+
+        keep_freed_memory()
+
     if spec["kind"] == "layer":
         model, shape_in, shape_out, b = _layer(spec["cfg"])
         x = torch.rand((b,) + shape_in)
@@ -188,10 +193,18 @@ def main(argv=None) -> int:
                    help="KNMI fits measured: centre crop size and batch size (default: 256:8 256:2 64:4)")
     p.add_argument("--only", type=int, nargs="+", default=None, help="row numbers to run")
     p.add_argument("--timeout", type=float, default=600.0)
+    p.add_argument("--keep-freed-memory", action="store_true",
+                   help="measure and estimate with every block in glibc's heap (convlstm._heap.keep_freed_memory, "
+                        "as convlstm fit runs) instead of glibc's defaults")
     args = p.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return 0
+    if args.keep_freed_memory:
+        from convlstm._heap import keep_freed_memory
+
+        if not keep_freed_memory():
+            p.error("--keep-freed-memory: this C library is not glibc, or CONVLSTM_KEEP_FREED_MEMORY=0 is set")
     tmp = tempfile.mkdtemp(prefix="convlstm-memory-")
     rows = [(f"bench {i}: {name} {cfg}", {"kind": "layer", "cfg": list(cfg)}) for i, (name, cfg) in
             enumerate(_bench_configs())]
@@ -227,7 +240,7 @@ def main(argv=None) -> int:
             print(f"| {i} | {name} | {batch} | {_mb(raw)} | {_mb(e)} | {secs:.1f} | not run (estimate over "
                   f"{MEASURE_LIMIT / 1e9:g} GB) | - |")
             continue
-        got = measure(spec, args.repeats, args.timeout)
+        got = measure(dict(spec, keep_freed_memory=args.keep_freed_memory), args.repeats, args.timeout)
         peaks = [g["peak"] for g in got]
         med = statistics.median(peaks)
         print(f"| {i} | {name} | {batch} | {_mb(raw)} | {_mb(e)} | {secs:.1f} | {_mb(med)} ({_mb(min(peaks))}-"

@@ -29,6 +29,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from .._errors import ParameterError
+from .._heap import keep_freed_memory
 from ..data._memmap import SeriesByReference
 from ..baselines import Baseline, Batch, build_baselines, get_baseline
 from ..ensemble_baselines import DEFAULT_MEMBERS, EnsembleBaseline, split_baselines
@@ -188,6 +189,7 @@ def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional
             probability :math:`P(x \\ge T)` of each ensemble forecaster for the busiest sample);
             ``None``: the first of ``thresholds``.
     """
+    keep_freed_memory()
     part = _check_part(part, data, datamodule)
     check_nonnegative_option(nonnegative)
     members = _check_members(members)

@@ -21,6 +21,7 @@ import torch.nn as nn
 
 from .. import data as _data
 from .._errors import ParameterError
+from .._heap import keep_freed_memory, release_freed_memory
 from .._io import write_json
 from ..scoring import write_metrics
 from .config import FitConfig, load_config, save_config
@@ -133,6 +134,7 @@ def _fit(cfg: FitConfig, *, datamodule: Optional[GridDataModule] = None, model: 
     import lightning.pytorch as pl
 
     _quiet_lightning()
+    keep_freed_memory()  # a step reuses the pages the last one touched (convlstm._heap)
     run = _open_run(cfg)
     try:
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -150,6 +152,8 @@ def _fit(cfg: FitConfig, *, datamodule: Optional[GridDataModule] = None, model: 
         if run.rank == 0 and not run.last.is_file():
             _remove_unstarted_run(run.written + [run.folder / "history.json"], run.created)
         raise
+    finally:
+        release_freed_memory()
     run.close()
     return run.folder, results
 

@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from .._errors import ParameterError
+from .._heap import keep_freed_memory
 from .datamodule import run_source_options
 from .forecast_file import EnsembleProducts, ForecastSource, check_out, forecast_times, write_forecast
 from .multiscale import MultiScale
@@ -83,6 +84,7 @@ def predict(checkpoint: PathLike, inputs: Any, out: PathLike, *, key: Optional[s
     ``probability``, :math:`P(x \ge T)` (the fraction of members at or above each of the
     ``thresholds``: the run's by default) with a ``threshold`` dimension.
     """
+    keep_freed_memory()
     out = check_out(out)
     if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
         raise ParameterError("stride", f"stride must be an integer >= 1, got {stride!r}")

@@ -9,6 +9,7 @@ counted as they are is in the docstring of :mod:`convlstm.training.memory`.
 from __future__ import annotations
 
 import copy
+import math
 import time
 import warnings
 from contextlib import nullcontext
@@ -19,6 +20,8 @@ import torch
 import torch.nn as nn
 from torch._subclasses.fake_tensor import DataDependentOutputException, FakeTensorMode
 
+from ..._heap import keeps_freed_memory
+
 __all__ = ["estimate_training_memory", "TrainingMemoryProbe", "MemoryEstimate", "HEAP_FACTOR", "MMAP_THRESHOLD_MAX"]
 
 #: Weight of tensor storages under :data:`MMAP_THRESHOLD_MAX` (glibc heap blocks; see the
@@ -26,6 +29,13 @@ __all__ = ["estimate_training_memory", "TrainingMemoryProbe", "MemoryEstimate", 
 HEAP_FACTOR = 1.5
 #: glibc's largest dynamic mmap threshold on 64-bit systems (``DEFAULT_MMAP_THRESHOLD_MAX``).
 MMAP_THRESHOLD_MAX = 32 * 2 ** 20
+
+
+def heap_block_limit() -> float:
+    """The storage size from which glibc maps a block on its own instead of serving it from the
+    heap: :data:`MMAP_THRESHOLD_MAX`, or no limit (``inf``) once :func:`convlstm._heap.keep_freed_memory`
+    keeps every block in the heap."""
+    return math.inf if keeps_freed_memory() else float(MMAP_THRESHOLD_MAX)
 
 PRECISIONS = ("32", "64", "bf16-mixed", "16-mixed")
 _PRECISION_ALIASES = {"32-true": "32", "64-true": "64", "bf16": "bf16-mixed", "16": "16-mixed"}
@@ -66,6 +76,7 @@ class _PeakStorageCounter(torch.utils._python_dispatch.TorchDispatchMode):
 
         self._weak_ref = StorageWeakRef
         self.fake = fake
+        self.heap_limit = heap_block_limit()
         # storage key (StorageWeakRef.cdata) -> (weak reference, bytes, weighted bytes)
         self._live: Dict[int, Tuple[Any, int, float]] = {}
         self.raw = 0
@@ -105,7 +116,7 @@ class _PeakStorageCounter(torch.utils._python_dispatch.TorchDispatchMode):
         if ref.cdata in self._live:
             return
         n = int(st.nbytes())
-        small = n < MMAP_THRESHOLD_MAX
+        small = n < self.heap_limit
         w = n * HEAP_FACTOR if small else float(n)
         self._live[ref.cdata] = (ref, n, w)
         self.raw += n
@@ -353,8 +364,10 @@ class TrainingMemoryProbe:
         if self.device.type == "cuda":
             return (f"{self.steps} real training steps on {self.device} (AdamW), torch.cuda.max_memory_allocated "
                     f"(untested)")
-        return (f"{self.steps} training steps (AdamW) on fake tensors, live tensor bytes measured; storages under "
-                f"{MMAP_THRESHOLD_MAX // 2 ** 20} MiB x {HEAP_FACTOR} for glibc's heap")
+        heap = ("every storage" if heap_block_limit() == math.inf
+                else f"storages under {MMAP_THRESHOLD_MAX // 2 ** 20} MiB")
+        return (f"{self.steps} training steps (AdamW) on fake tensors, live tensor bytes measured; {heap} "
+                f"x {HEAP_FACTOR} for glibc's heap")
 
     # the training steps
     def _dtype(self) -> torch.dtype:
