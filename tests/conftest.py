@@ -12,6 +12,10 @@ os.environ.setdefault("KERAS_HOME", os.path.join(os.path.dirname(__file__), ".ke
 # "auto" follows its fixed rule here, the same choice in every run; tests/test_auto_timing.py
 # tests the measured choice (the default) on its own
 os.environ.setdefault("CONVLSTM_AUTO", "rule")
+# fit/evaluate/predict would switch this test process's malloc to keeping freed memory
+# (convlstm._heap), which changes the memory estimates of every later test; tests/test_heap.py
+# tests it in processes of its own
+os.environ.setdefault("CONVLSTM_KEEP_FREED_MEMORY", "0")
 
 #: The ``test`` extra of pyproject.toml (what ``make test`` installs), as import name -> distribution.
 #: A test that would skip because one of these is missing fails instead: a reference that is not

@@ -354,3 +354,57 @@ def test_the_motion_cache_returns_the_field_measured_on_the_same_frames():
     small = MotionCache(max_bytes=1)          # keeps the newest field only
     lucas_kanade_motion(frames, small)
     assert len(small._fields) == 1
+
+
+def test_block_matching_is_cached_per_sample_and_equals_the_uncached_motion():
+    """The block-matching motion is measured once per window: a batch mixing seen and new windows
+    computes only the new ones, and the forecast equals the model's without a cache (block
+    matching itself, each sample on its own)."""
+    from convlstm.models.warp import block_matching
+
+    torch.manual_seed(0)
+    model = MotionWarpForecaster(channels=1, output_steps=2, frame_size=(32, 32), filters=(4,)).eval()
+    x = torch.rand(6, 5, 32, 32, 1)
+    calls = []
+    original = model._motion
+
+    def counted(frame, previous):
+        calls.append(frame.shape[0])
+        return original(frame, previous)
+
+    model._motion = counted
+    with torch.no_grad():
+        first = model(x[:4])
+        assert calls == [4] and len(model._motion_cache._fields) == 4
+        mixed = model(x[2:6])                      # two seen, two new
+        assert calls == [4, 2] and len(model._motion_cache._fields) == 6
+        again = model(x[:4])
+        assert calls == [4, 2]
+        model._motion_cache = None                 # the uncached path
+        plain = model(x[:6])
+    torch.testing.assert_close(first, again, rtol=0, atol=0)
+    torch.testing.assert_close(mixed, plain[2:6], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(first, plain[:4], rtol=1e-6, atol=1e-6)
+    # the motion itself: block matching of the last two frames, sample by sample
+    frames = x.movedim(-1, 2)
+    for i in range(6):
+        want = block_matching(frames[i:i + 1, -2], frames[i:i + 1, -1], model.motion_radius)
+        got = model._observed_motion(frames[i:i + 1])
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_the_cache_is_not_read_while_tracing():
+    """A trace (ONNX export, TorchScript) must record block matching, not a cached constant."""
+    from convlstm.models.warp import MotionCache, cached_per_sample
+
+    cache = MotionCache()
+    x = torch.rand(2, 3)
+    cached_per_sample(x, lambda t: t * 2, cache)
+    assert len(cache._fields) == 2
+
+    def f(t):
+        return cached_per_sample(t, lambda u: u * 3, cache)
+
+    traced = torch.jit.trace(f, x, check_trace=False)
+    torch.testing.assert_close(traced(x), x * 3)              # computed in the trace, not read
+    torch.testing.assert_close(f(x), x * 2)                   # the cache answers outside it

@@ -338,7 +338,8 @@ def _add_fit_hardware_options(p: argparse.ArgumentParser, defaults: "FitConfig")
 
     g = p.add_argument_group("hardware and reproducibility")
     _option(g, "--precision", choices=PRECISIONS, default=defaults.precision,
-            help="32 (float32), 16-mixed (GPU), bf16-mixed (recent GPUs and CPUs), 64")
+            help="auto (default: bf16-mixed on a CPU with avx512_bf16 or amx_bf16 and on a GPU with bfloat16, "
+                 "float32 on other CPUs), 32 (float32), 16-mixed (GPU), bf16-mixed (recent GPUs and CPUs), 64")
     _option(g, "--seed", type=int, metavar="N", default=defaults.seed,
             help="random seed (data order, initial weights)")
     _option(g, "--deterministic", action="store_true", help="use deterministic algorithms only (slower on GPU)")

@@ -29,7 +29,7 @@ __all__ = ["FitConfig", "ParameterError", "load_config", "save_config", "load_ru
 
 LOSSES = tuple(_LOSS_NAMES)  # convlstm.losses.LOSS_NAMES
 SCHEDULERS = ("none", "cosine", "plateau", "onecycle")
-PRECISIONS = ("32", "16-mixed", "bf16-mixed", "64")
+PRECISIONS = ("auto", "32", "16-mixed", "bf16-mixed", "64")
 LAYOUTS = tuple(_READER_LAYOUTS)  # the layouts the grid readers understand
 SCALER_NAMES = ("minmax", "standard", "log1p", "db", "none")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
@@ -211,7 +211,9 @@ class FitConfig:
         validation loss; ``None`` = off), gradient_clip, limit_train_batches /
         limit_val_batches (a fraction or a number of batches per epoch).
     Hardware and reproducibility:
-        precision (``32``, ``16-mixed``, ``bf16-mixed``, ``64``), seed, deterministic,
+        precision (``auto``: ``bf16-mixed`` on a CPU with bfloat16 instructions, float32 on other
+        CPUs, see :mod:`convlstm.training.precision`; ``32``, ``16-mixed``, ``bf16-mixed``, ``64``),
+        seed, deterministic,
         accelerator, devices, num_nodes, strategy (``auto``, ``ddp``, ``ddp_spawn``, ...),
         memory_limit (what a CPU training step may use: ``None``/``"auto"`` = 80% of the memory
         available, a size such as ``"8GB"`` or a number of bytes, ``"off"`` = no check; before
@@ -391,7 +393,7 @@ class FitConfig:
         _batches(self, "limit_train_batches"); _batches(self, "limit_val_batches")
 
     # ------------------------------------------------------------------ hardware and reproducibility
-    precision: str = "32"
+    precision: str = "auto"
     seed: int = 0
     deterministic: bool = False
     accelerator: str = "auto"

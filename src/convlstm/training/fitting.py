@@ -30,6 +30,7 @@ from .distributed import ShareAcrossRanks
 from .evaluation import evaluate
 from .module import AtomicCheckpointIO, ForecastModule, HistoryCallback, RandomStateCallback
 from .multiscale import MultiScale
+from .precision import resolve_precision
 from .runs import RUN_DIR_ENV, PathLike, RunLock, env_rank, resolve_run_dir, trained_epochs
 
 __all__ = ["fit"]
@@ -137,6 +138,7 @@ def _fit(cfg: FitConfig, *, datamodule: Optional[GridDataModule] = None, model: 
     keep_freed_memory()  # a step reuses the pages the last one touched (convlstm._heap)
     run = _open_run(cfg)
     try:
+        run.cfg = _resolve_precision(run)
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         dm = _prepare_data(run, datamodule)
         module = _build_module(cfg, dm, model)
@@ -181,6 +183,21 @@ def _open_run(cfg: FitConfig) -> _Run:
             _remove_unstarted_run([], run.created)
         raise
     return run
+
+
+def _resolve_precision(run: _Run) -> FitConfig:
+    """``precision="auto"`` made concrete (:func:`convlstm.training.precision.resolve_precision`),
+    said in the log and written so into ``config.yaml``; a resumed run keeps its own."""
+    cfg = run.cfg
+    if cfg.precision != "auto":
+        return cfg
+    previous = run.folder / "config.yaml"
+    if cfg.resume and previous.is_file():
+        precision, why = load_config(previous).precision, " (the resumed run's own)"
+    else:
+        precision, why = resolve_precision("auto", cfg.accelerator)
+    run.log(f"convlstm fit: precision {precision}{why}")
+    return cfg.replace(precision=precision)
 
 
 def _check_run_folder(run: _Run) -> None:

@@ -14,6 +14,7 @@ import torch
 from .config import FitConfig
 from .datamodule import GridDataModule
 from .fitting import _fit
+from .precision import resolve_precision
 from .runs import PathLike
 from ..scoring import format_results
 
@@ -53,7 +54,7 @@ def demo(run_dir: PathLike = "runs/demo", *, settings: Optional[Dict[str, Any]] 
         _remove_earlier_demo(run_dir)
     t0 = time.time()
     dm = _demo_data(s, seed, verbose)
-    precision, why = _demo_precision(str(s["precision"]))
+    precision, why = resolve_precision(str(s["precision"]))
     cfg = FitConfig(model=s["model"], model_options=dict(s["model_options"]), input_steps=int(s["input_steps"]),
                     output_steps=int(s["output_steps"]), split=list(s["split"]), loss=s["loss"], lr=float(s["lr"]),
                     batch_size=int(s["batch_size"]), max_epochs=int(s["max_epochs"]), scheduler=s["scheduler"],
@@ -128,25 +129,6 @@ def _print_summary(run_dir: Path, results: Dict[str, Any], test_sequences: int) 
         print(f"  {run_dir / name}")
 
 
-# The demo's settings trained on a 2-core AMD EPYC (avx512_bf16, no AMX), 2026-11-30,
-# both runs side by side, seed 1 (docs/precision.md): test MSE 948.3 in float32, 933.3 with
-# bf16-mixed (SSIM 0.728 and 0.732), 2070 s and 1925 s on a shared machine.
-DEMO_BF16_EVIDENCE = "the demo measured test MSE 933 with bf16-mixed vs 948 in float32 on such a CPU"
-
-
-def _demo_precision(requested: str) -> Tuple[str, str]:
-    """The demo's precision and a note saying why: ``"auto"`` takes ``bf16-mixed`` on a CPU with
-    bfloat16 instructions (``avx512_bf16`` or ``amx_bf16``), where it was measured to forecast as
-    well as float32, and ``"32"`` elsewhere (oneDNN emulates bfloat16 there, slower than float32)."""
-    from .._ops import cpu_bf16_flags
-
-    bf16_note = " (convolutions in bfloat16 under autocast, gates and cell state in float32)"
-    if requested != "auto":
-        return requested, bf16_note if requested == "bf16-mixed" else ""
-    flags = [f for f in cpu_bf16_flags() if f != "amx_tile"]
-    if flags:
-        return "bf16-mixed", f"{bf16_note}; chosen because this CPU has {', '.join(flags)} ({DEMO_BF16_EVIDENCE})"
-    return "32", " (auto: this CPU has no avx512_bf16 or amx_bf16, where bfloat16 would be slower)"
 
 
 def _avoid_oversubscription() -> None:

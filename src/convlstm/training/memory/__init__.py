@@ -45,6 +45,12 @@ How the estimate is made
    (``MALLOC_MMAP_THRESHOLD_=65536``, every block mapped) the peaks were -6% to +9% of the tensor
    bytes, except shi2015-1x256 (+27%: 70 MB that kernels take outside torch's allocator), so the
    tensor bytes themselves are right; the spread of the factor is the estimate's main error.
+   ``fit``, ``evaluate`` and ``predict`` keep every block in the heap
+   (:func:`convlstm._heap.keep_freed_memory`: no block is mapped on its own, so a step reuses
+   the pages the previous one touched instead of faulting fresh ones in); the estimate then
+   counts *every* storage :data:`HEAP_FACTOR` times (:func:`~convlstm.training.memory.probe.heap_block_limit`).
+   Measured that way (``benchmarks/memory_estimate.py --keep-freed-memory``, 7 configurations
+   from 0.29 to 3.9 GB), the estimate was 0.99 to 1.32 times the peak.
 3. **Not counted:** memory that kernels take outside torch's allocator (oneDNN scratchpads,
    NNPACK's workspace, FFT buffers: 10 to 70 MB measured), Python objects, and the model's parameters and buffers themselves, which the process already holds
    (the estimate is what training *adds*; with ``precision="64"`` the float64 copy of the
