@@ -79,7 +79,7 @@ def _paths_ran(module):
 def main(out, spec):
     common = dict(data=spec["data"], input_steps=4, output_steps=2, max_epochs=1, progress=False, evaluate=False,
                   model="keras-nextframe", accelerator="cpu", devices=2, strategy="ddp", limit_train_batches=2,
-                  limit_val_batches=1)
+                  limit_val_batches=1, precision="32")  # float32: the auto paths measured (fft) are float32's
     result = {"rank": RANK}
 
     # 1. the batch size: rank 1 sees less memory than rank 0
