@@ -71,6 +71,11 @@ def fit(config: Union[None, FitConfig, Mapping[str, Any], PathLike] = None, *,
     fits, printed and written into ``config.yaml``; if batch size 1 does not fit,
     :class:`~convlstm.training.memory.MemoryBudgetError` (a ``ValueError``) says so.
 
+    Speed: ``precision="auto"`` (the default) trains in ``bf16-mixed`` on a CPU with bfloat16
+    instructions (:mod:`convlstm.training.precision`), and the process's ``malloc`` keeps freed
+    memory for the next step (:func:`convlstm._heap.keep_freed_memory`; glibc only, handed back
+    when ``fit`` returns; ``CONVLSTM_KEEP_FREED_MEMORY=0`` leaves glibc's defaults alone).
+
     Distributed (DDP: ``devices``, ``num_nodes``, ``strategy``; Lightning's launcher, ``torchrun``
     or SLURM): each rank runs the memory check on its own machine; once Lightning has formed the
     process group, rank 0 takes the smallest of the ranks' batch sizes and every rank uses it, and
