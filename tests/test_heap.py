@@ -96,3 +96,33 @@ def test_memory_estimate_counts_every_block_as_heap_when_kept():
     assert kept["raw"] == default["raw"]
     assert default["est"] < kept["est"]
     assert "every storage" in kept["method"] and "under 32 MiB" in default["method"]
+
+
+def test_fit_keeps_freed_memory_counts_it_and_hands_it_back(tmp_path):
+    """A fit in a fresh process: its memory check counts every storage as a heap block, and the
+    memory is handed back when fit returns; with CONVLSTM_KEEP_FREED_MEMORY=0 neither."""
+    import numpy as np
+
+    np.save(tmp_path / "grid.npy", np.random.default_rng(0).random((60, 12, 12, 1)).astype(np.float32))
+    code = f"""
+        import json
+        import convlstm._heap as heap
+        from convlstm.training import fit
+        released = []
+        original = heap.release_freed_memory
+        def counted():
+            released.append(True)
+            return original()
+        import convlstm.training.fitting as fitting
+        fitting.release_freed_memory = counted
+        run = fit(data={str(tmp_path / 'grid.npy')!r}, input_steps=3, output_steps=1, max_epochs=1, batch_size=4,
+                  progress=False, evaluate=False, model="keras-nextframe",
+                  model_options={{"filters": [4], "kernel_sizes": [3]}}, run_dir={str(tmp_path)!r} + "/run-SUFFIX",
+                  precision="32")
+        method = json.loads((run / "memory.json").read_text())["estimate"]["method"]
+        print(json.dumps({{"keeps": heap.keeps_freed_memory(), "method": method, "released": bool(released)}}))
+    """
+    kept = _run(code.replace("SUFFIX", "kept"), "1")
+    default = _run(code.replace("SUFFIX", "default"), "0")
+    assert kept["keeps"] is True and "every storage" in kept["method"] and kept["released"]
+    assert default["keeps"] is False and "under 32 MiB" in default["method"]
