@@ -203,6 +203,12 @@ def test_the_spread_calibration_finds_the_factor_a_known_noise_needs():
     summary = calibrate_spread(module, dm, members=16)
     assert summary["factors"][0][0] == pytest.approx(4.0, rel=0.1)
     assert summary["val_crps"]["after"] < summary["val_crps"]["before"]
+    assert summary["windows"] == len(dm.datasets["val"]) >= 10
+    from convlstm.training.spread_calibration import spread_summary_line
+
+    assert f"({summary['windows']} windows)" in spread_summary_line(summary)
+    assert "rough" not in spread_summary_line(summary)
+    assert "2 windows make rough factors" in spread_summary_line(dict(summary, windows=2))
     # the factor reaches the members: their spread around the centre is 4 x 0.1
     x = torch.randn(8, 2, 10, 10, 1)
     members = module.forecast_members(x, 400, generator=torch.Generator().manual_seed(0))

@@ -31,6 +31,8 @@ __all__ = ["calibrate_spread", "SPREAD_FACTORS", "spread_summary_line"]
 
 #: the factors tried, geometric from 1/8 to 8
 SPREAD_FACTORS = np.geomspace(1 / 8, 8, 65)
+#: below this many validation windows the log says the factors are rough
+FEW_WINDOWS = 10
 
 
 @torch.no_grad()
@@ -39,8 +41,9 @@ def calibrate_spread(module: torch.nn.Module, dm: GridDataModule, members: int =
     """Choose and set ``module.model.spread_scale`` on ``dm``'s validation part (see the module).
 
     Returns ``None`` for a run without members or without a validation part, else ``{"factors":
-    [[c_kc]], "val_crps": {"before", "after"}}`` (the validation's fair CRPS in data units, over
-    lead times and channels, with the factors at 1 and as chosen)."""
+    [[c_kc]], "val_crps": {"before", "after"}, "windows": n}`` (the validation's fair CRPS in data
+    units, over lead times and channels, with the factors at 1 and as chosen; the number of
+    validation windows they were chosen on)."""
     from ..models.members import StochasticMembers
 
     model = getattr(module, "model", None)
@@ -73,12 +76,18 @@ def calibrate_spread(module: torch.nn.Module, dm: GridDataModule, members: int =
     count = len(dm.datasets["val"]) * int(y.shape[2]) * int(y.shape[3])
     before = float(totals[one].sum()) / (count * totals.shape[1] * totals.shape[2])
     after = float(totals.gather(0, best.unsqueeze(0)).sum()) / (count * totals.shape[1] * totals.shape[2])
-    return {"factors": chosen.tolist(), "val_crps": {"before": before, "after": after}}
+    return {"factors": chosen.tolist(), "val_crps": {"before": before, "after": after},
+            "windows": len(dm.datasets["val"])}
 
 
 def spread_summary_line(summary: Dict[str, Any]) -> str:
     """One line for the log: the factors by lead time and what they did to the validation CRPS."""
     per_lead = ", ".join(f"+{k + 1} " + "/".join(f"{v:.2f}" for v in row) for k, row in enumerate(summary["factors"]))
     crps = summary["val_crps"]
-    return (f"members' spread scaled on the validation part: {per_lead}; validation fair CRPS {crps['before']:.4g} -> "
-            f"{crps['after']:.4g}")
+    n = summary.get("windows")
+    line = (f"members' spread scaled on the validation part{'' if n is None else f' ({n} windows)'}: {per_lead}; "
+            f"validation fair CRPS {crps['before']:.4g} -> {crps['after']:.4g}")
+    if n is not None and n < FEW_WINDOWS:
+        line += (f". {n} window{'s' * (n != 1)} make rough factors, and members calibrated on them may come out "
+                 f"too narrow or too wide on new data; a larger validation part (--split) steadies them")
+    return line
