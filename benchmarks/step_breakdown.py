@@ -466,17 +466,23 @@ def table_rows(per: Dict[str, float], total: float) -> List[Dict[str, Any]]:
     return rows
 
 
-def markdown_step(result: Dict[str, Any]) -> str:
-    lines = [f"### {result['shape']}", "",
-             f"{result['device']}, precision {result['precision']}, {result['steps']} steps after "
-             f"{result['warmup']} untimed; step with timers {result['total_ms']:.1f} ms, without "
-             f"{result['plain_ms']:.1f} ms", "",
-             "| component | ms per step | share of the step |", "|---|---:|---:|"]
-    for r in result["rows"]:
+def _table(title: str, caption: str, rows: List[Dict[str, Any]], kind: str, unit: str, total: float) -> List[str]:
+    """A breakdown as markdown: ``rows`` (component, level, ``unit``, share) under a title and a
+    caption, nested rows indented, and the measured ``total`` of the ``kind`` (step or fit)."""
+    first = "component" if kind == "step" else "phase"
+    lines = [title, "", caption, "", f"| {first} | {unit} per {kind} | share of the {kind} |", "|---|---:|---:|"]
+    for r in rows:
         name = ("&nbsp;&nbsp;" * r["level"] + ("of which " if r["level"] else "")) + r["component"]
-        lines.append(f"| {name} | {r['ms']:.2f} | {100 * r['share']:.1f}% |")
-    lines.append(f"| **total (measured step)** | **{result['total_ms']:.2f}** | 100% |")
-    return "\n".join(lines)
+        lines.append(f"| {name} | {r[unit]:.2f} | {100 * r['share']:.1f}% |")
+    lines.append(f"| **total (measured {kind})** | **{total:.2f}** | 100% |")
+    return lines
+
+
+def markdown_step(result: Dict[str, Any]) -> str:
+    caption = (f"{result['device']}, precision {result['precision']}, {result['steps']} steps after "
+               f"{result['warmup']} untimed; step with timers {result['total_ms']:.1f} ms, without "
+               f"{result['plain_ms']:.1f} ms")
+    return "\n".join(_table(f"### {result['shape']}", caption, result["rows"], "step", "ms", result["total_ms"]))
 
 
 # ------------------------------------------------------------------------------------- a whole fit
@@ -713,15 +719,10 @@ def fit_breakdown(shape: Shape, *, epochs: int = 2, device: str = "cpu", precisi
 
 
 def markdown_fit(result: Dict[str, Any]) -> str:
-    lines = [f"### fit: {result['shape']}", "",
-             f"{result['device']}, precision {result['precision']}, {result['epochs']} epochs, "
-             f"{result['train_batches']} training batches ({result['step_ms_in_fit']:.1f} ms each in Lightning's "
-             f"loop); fit {result['total_s']:.1f} s", "",
-             "| phase | s per fit | share of the fit |", "|---|---:|---:|"]
-    for r in result["rows"]:
-        name = ("&nbsp;&nbsp;" * r["level"] + ("of which " if r["level"] else "")) + r["component"]
-        lines.append(f"| {name} | {r['s']:.2f} | {100 * r['share']:.1f}% |")
-    lines.append(f"| **total (measured fit)** | **{result['total_s']:.2f}** | 100% |")
+    caption = (f"{result['device']}, precision {result['precision']}, {result['epochs']} epochs, "
+               f"{result['train_batches']} training batches ({result['step_ms_in_fit']:.1f} ms each in Lightning's "
+               f"loop); fit {result['total_s']:.1f} s")
+    lines = _table(f"### fit: {result['shape']}", caption, result["rows"], "fit", "s", result["total_s"])
     if result.get("transfers"):
         tr = result["transfers"]
         lines += ["", f"host-device traffic per training step (profile of {tr['steps']} steps of the fit): "
