@@ -7,8 +7,8 @@ Rain cells, crowds and digits are mostly *carried along*; a forecast that resamp
 observed frame along a motion field keeps their shape, and a small learned correction can add
 what motion does not explain (growth, decay, new cells).
 
-The motion starts from what the inputs show: :func:`block_matching` between the last two input
-frames gives a displacement field :math:`m` (pixels per step), followed back semi-Lagrangian
+The motion starts from what the inputs show: :func:`block_matching` over every consecutive pair
+of input frames gives a displacement field :math:`m` (pixels per step), followed back semi-Lagrangian
 (as optical-flow extrapolation does), so an **untrained model already extrapolates**; the
 ConvLSTM learns a refinement :math:`\delta_k` of it (e.g. a digit bouncing off a wall) and the
 correction :math:`r_k`. For lead time :math:`k = 1 \dots K` (:math:`x_T` the last observed frame,
@@ -83,6 +83,27 @@ MOTIONS = ("block-matching", "lucas-kanade", "learned")
 PADDING_MODES = ("border", "zeros", "reflection")
 #: ``patch_size="auto"`` keeps the ConvLSTM grid at most this many cells (64 x 64).
 AUTO_MAX_CELLS = 64 * 64
+#: block matching runs on frames averaged down to at most this many cells (128 x 128)
+MOTION_MAX_CELLS = 128 * 128
+#: block matching's scale :math:`s` in pixels: it compares windows of :math:`2s+1` and spreads the
+#: motion over :math:`4s+1` pixels (:func:`block_matching`'s ``window`` and ``spread``)
+MATCH_SCALE = 8
+#: the bytes block matching's cost maps may take at once; larger batches are matched in parts
+MOTION_CHUNK_BYTES = 256 * 2 ** 20
+
+
+def auto_motion_radius(rows: int, cols: int) -> int:
+    r"""``motion_radius="auto"``: the largest motion block matching looks for, in pixels per step,
+    :math:`\max(8, \lceil \min(H, W) / 16 \rceil)`: 8 for frames up to 128 pixels a side, 16 for
+    256 x 256 (a storm at 60 km/h crosses 20 pixels of 0.5 km in a 10-minute step).
+
+    Example::
+
+        >>> auto_motion_radius(256, 256), auto_motion_radius(64, 64), auto_motion_radius(16, 8)
+        (16, 8, 8)
+    """
+    rows, cols = check_positive_int("rows", rows), check_positive_int("cols", cols)
+    return max(8, math.ceil(min(rows, cols) / 16))
 
 
 def auto_patch_size(rows: int, cols: int, max_cells: int = AUTO_MAX_CELLS) -> int:
@@ -272,14 +293,16 @@ def lucas_kanade_motion(frames: torch.Tensor, cache: Optional[MotionCache] = Non
 
 
 def block_matching(previous: torch.Tensor, current: torch.Tensor, radius: int,
-                   window: Optional[int] = None) -> torch.Tensor:
-    r"""The motion between two frames by block matching: for every pixel :math:`p`, the offset
-    :math:`d` (:math:`|d|_\infty \le r`) whose window of ``previous`` best matches the window of
-    ``current`` around :math:`p`, refined to sub-pixel precision, then spread from where it was
-    measured to the surroundings:
+                   window: Optional[int] = None, spread: Optional[int] = None) -> torch.Tensor:
+    r"""The motion between frames by block matching: for every pixel :math:`p`, the offset
+    :math:`d` (:math:`|d|_\infty \le r`) whose window of the previous frames best matches the
+    window of the current ones around :math:`p`, refined to sub-pixel precision, then spread from
+    where it was measured to the surroundings. Given :math:`P` pairs of frames that share one motion
+    (the consecutive pairs of a sequence), their mismatches add:
 
     .. math::
-        s_p(d) = \frac{1}{|N|} \sum_{q \in N(p)} \lVert x_t(q) - x_{t-1}(q + d) \rVert^2, \qquad
+        s_p(d) = \sum_{j=1}^{P} \frac{1}{|N|} \sum_{q \in N(p)}
+                 \lVert x^{(j)}(q) - x^{(j)}_{\text{prev}}(q + d) \rVert^2, \qquad
         d^*_p = \arg\min_d s_p(d) + \text{sub-pixel refinement per axis}
 
     :math:`N(p)` is the ``window`` x ``window`` square around :math:`p` (default :math:`2r+1`).
@@ -287,17 +310,19 @@ def block_matching(previous: torch.Tensor, current: torch.Tensor, radius: int,
     :math:`d^* - e, d^*, d^* + e` along each axis :math:`e` (the equiangular fit, offset
     :math:`(s_- - s_+) / (2 (\max(s_-, s_+) - s_0))`, at most half a pixel). The confidence of :math:`d^*_p` is the
     contrast :math:`w_p = \operatorname{mean}_d s_p(d) - \min_d s_p(d)` (zero on an empty
-    background); the returned field is twice the confidence-weighted box average over
-    :math:`4r+1` pixels, :math:`u = \overline{w d^*} / \overline{w}`, so that a backward warp finds
-    the motion at the pixels the content moves to.
+    background); the returned field is twice the confidence-weighted box average over ``spread``
+    pixels (default :math:`4r+1`), :math:`u = \overline{w d^*} / \overline{w}`, so that a backward
+    warp finds the motion at the pixels the content moves to.
 
     :math:`u` is a *backward* displacement: :math:`x_t(p) \approx x_{t-1}(p + u(p))`, so constant
-    motion continues as :math:`x_{t+k}(p) \approx x_t(p + k\,u(p))`. No gradient flows through it
-    (``torch.no_grad``); it holds :math:`(2r+1)^2` cost maps of one channel.
+    motion continues as :math:`x_{t+k}(p) \approx x_t(p + k\,u(p))`. No gradient flows through it;
+    it holds :math:`P (2r+1)^2` cost maps of one channel.
 
     Args:
-        previous, current: :math:`(B, C, H, W)`; values beyond the edges repeat the edge.
+        previous, current: :math:`(B, C, H, W)`, or :math:`(B, P, C, H, W)` for :math:`P` pairs
+            (``previous[:, j]`` before ``current[:, j]``); values beyond the edges repeat the edge.
         radius: :math:`r`, the largest motion found, in pixels per frame.
+        window, spread: odd sizes in pixels (defaults :math:`2r+1` and :math:`4r+1`).
 
     Returns:
         :math:`(B, 2, H, W)`: channel 0 along columns, channel 1 along rows (as :func:`warp_frame`).
@@ -311,35 +336,40 @@ def block_matching(previous: torch.Tensor, current: torch.Tensor, radius: int,
     """
     r = check_positive_int("radius", radius)
     win = 2 * r + 1 if window is None else check_positive_int("window", window)
-    b, _, h, w = current.shape
-    n = 2 * r + 1
-    cur, prev = current.float(), previous.float()
-    padded = F.pad(prev, (r, r, r, r), mode="replicate")
-    shifted = F.unfold(padded, n).view(b, cur.shape[1], n * n, h, w)          # offset i = (dy, dx) = divmod(i, n)
-    costs = box_mean(((shifted - cur.unsqueeze(2)) ** 2).sum(1), win)
-    low, best = costs.min(dim=1, keepdim=True)
-    contrast = costs.mean(dim=1, keepdim=True) - low
-    iy, ix = torch.div(best, n, rounding_mode="floor"), best % n
+    spread = 4 * r + 1 if spread is None else check_positive_int("spread", spread)
+    if previous.shape != current.shape or previous.dim() not in (4, 5):
+        raise ValueError(f"previous and current must have one shape, (B, C, H, W) or (B, P, C, H, W); got "
+                         f"{tuple(previous.shape)} and {tuple(current.shape)}")
+    with torch.no_grad():
+        b, h, w = current.shape[0], current.shape[-2], current.shape[-1]
+        cur, prev = current.float().flatten(0, -4), previous.float().flatten(0, -4)    # (B P, C, H, W)
+        n = 2 * r + 1
+        padded = F.pad(prev, (r, r, r, r), mode="replicate")
+        shifted = F.unfold(padded, n).view(cur.shape[0], cur.shape[1], n * n, h, w)   # offset i = divmod(i, n)
+        costs = box_mean(((shifted - cur.unsqueeze(2)) ** 2).sum(1), win)
+        costs = costs.view(b, -1, n * n, h, w).sum(1)                                  # the pairs' sum
+        low, best = costs.min(dim=1, keepdim=True)
+        contrast = costs.mean(dim=1, keepdim=True) - low
+        iy, ix = torch.div(best, n, rounding_mode="floor"), best % n
 
-    def at(y, x):    # the cost at offset (y, x) of the window, clamped to it
-        return costs.gather(1, y.clamp(0, n - 1) * n + x.clamp(0, n - 1))
+        def at(y, x):    # the cost at offset (y, x) of the window, clamped to it
+            return costs.gather(1, y.clamp(0, n - 1) * n + x.clamp(0, n - 1))
 
-    def refine(c_minus, c_zero, c_plus, inside):
-        # equiangular (V-shaped) fit: exact for the linear growth of a sharp edge's mismatch
-        rise = torch.maximum(c_minus, c_plus) - c_zero
-        step = torch.where(inside & (rise > 0), (c_minus - c_plus) / (2 * rise).clamp_min(1e-12),
-                           torch.zeros_like(c_zero))
-        return step.clamp(-0.5, 0.5)
+        def refine(c_minus, c_zero, c_plus, inside):
+            # equiangular (V-shaped) fit: exact for the linear growth of a sharp edge's mismatch
+            rise = torch.maximum(c_minus, c_plus) - c_zero
+            step = torch.where(inside & (rise > 0), (c_minus - c_plus) / (2 * rise).clamp_min(1e-12),
+                               torch.zeros_like(c_zero))
+            return step.clamp(-0.5, 0.5)
 
-    sub_x = refine(at(iy, ix - 1), low, at(iy, ix + 1), (ix > 0) & (ix < n - 1))
-    sub_y = refine(at(iy - 1, ix), low, at(iy + 1, ix), (iy > 0) & (iy < n - 1))
-    u = torch.cat((ix - r + sub_x, iy - r + sub_y), dim=1)
-    spread = 4 * r + 1
-    conf = contrast
-    for _ in range(2):
-        u = box_mean(u * conf, spread)
-        conf = box_mean(conf, spread)
-        u = u / (conf + 1e-12)
+        sub_x = refine(at(iy, ix - 1), low, at(iy, ix + 1), (ix > 0) & (ix < n - 1))
+        sub_y = refine(at(iy - 1, ix), low, at(iy + 1, ix), (iy > 0) & (iy < n - 1))
+        u = torch.cat((ix - r + sub_x, iy - r + sub_y), dim=1)
+        conf = contrast
+        for _ in range(2):
+            u = box_mean(u * conf, spread)
+            conf = box_mean(conf, spread)
+            u = u / (conf + 1e-12)
     return u.to(current.dtype)
 
 
@@ -420,12 +450,14 @@ class MotionWarpForecaster(BlendTowardStart, nn.Module):
             ``kernel`` only) forecasts by moving the frame alone. Default True.
         kernel_radius (int): :math:`R` of the ``kernel`` head's :math:`(2R+1)^2` window. Default 4.
         motion (str): ``"block-matching"`` (the warp starts from :func:`block_matching`'s motion
-            between the last two input frames, matched on frames averaged down to at most
-            64 x 64 cells), ``"lucas-kanade"`` (from pysteps's dense Lucas-Kanade optical flow of
+            over every consecutive pair of input frames, matched on frames averaged down to at
+            most 128 x 128 cells), ``"lucas-kanade"`` (from pysteps's dense Lucas-Kanade optical flow of
             all input frames, as the extrapolation baseline measures it: needs pysteps, runs on
             the CPU per sample, is not exported to ONNX) or ``"learned"`` (from rest). Default
             ``"block-matching"``.
-        motion_radius (int): the largest motion block matching finds, in pixels per step. Default 8.
+        motion_radius (int or ``"auto"``): the largest motion block matching finds, in pixels per
+            step; ``"auto"``: :func:`auto_motion_radius` of the frames (16 for 256 x 256, 8 up to
+            128 x 128). Default ``"auto"``.
         input_steps (int or None): :math:`T_{in}`, checked on input; ``None`` accepts any. Default None.
         output_steps (int): :math:`K`, frames forecast. Default 3.
         padding_mode (str): how the warp samples outside the frame: ``"border"``, ``"zeros"`` or
@@ -465,7 +497,7 @@ class MotionWarpForecaster(BlendTowardStart, nn.Module):
     def __init__(self, channels: int = 1, filters: Union[int, Sequence[int]] = (32,),
                  kernel_size: Union[int, Sequence[int]] = 3, patch_size: Union[int, str] = "auto",
                  encoder_width: int = 16, head: str = "warp", flow: str = "coarse", correction: bool = True,
-                 kernel_radius: int = 4, motion: str = "block-matching", motion_radius: int = 8,
+                 kernel_radius: int = 4, motion: str = "block-matching", motion_radius: Union[int, str] = "auto",
                  input_steps: Optional[int] = None,
                  output_steps: int = 3, padding_mode: str = "border", output_activation: Any = None,
                  frame_size: Optional[Sequence[int]] = None, in_channels: Optional[int] = None):
@@ -489,7 +521,12 @@ class MotionWarpForecaster(BlendTowardStart, nn.Module):
         self.correction = check_bool("correction", correction)
         self.kernel_radius = check_positive_int("kernel_radius", kernel_radius)
         self.motion = check_choice("motion", motion, MOTIONS, lower=True)
-        self.motion_radius = check_positive_int("motion_radius", motion_radius)
+        self.motion_radius = motion_radius if motion_radius == "auto" else check_positive_int("motion_radius",
+                                                                                              motion_radius)
+        #: how block matching measures the motion: 2 (every input pair, auto radius, up to 128 x 128
+        #: cells); 1 for a checkpoint saved before that rule (the last pair, radius 8, 64 x 64 cells),
+        #: which keeps computing what it was trained with (read from the checkpoint's extra state)
+        self.motion_rule = 2
         if self.head not in ("warp", "kernel") and not correction:
             raise ValueError(f"correction=False leaves head={self.head!r} nothing to forecast; it applies to "
                              f"head='warp' or 'kernel' only")
@@ -549,28 +586,71 @@ class MotionWarpForecaster(BlendTowardStart, nn.Module):
             # an "auto" model restored from a checkpoint: its encoder's depth tells the patch size
             downs = {k.split(".")[2] for k in state_dict if k.startswith(prefix + "encoder.downs.")}
             self._build(2 ** len(downs))
+        if prefix + "_extra_state" not in state_dict and any(k.startswith(prefix) for k in state_dict):
+            # saved before the motion rule was recorded: it was trained with rule 1
+            state_dict[prefix + "_extra_state"] = {"motion_rule": 1}
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ------------------------------------------------------------------ forward
-    def _motion(self, frame: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
-        """Block matching on frames averaged over m x m patches, m = auto_patch_size(rows, cols)
-        (at most 64 x 64 cells: full resolution for small frames, 4 x 4 patches for 256 x 256),
-        radius ceil(motion_radius / m) cells, up-sampled bilinearly to pixels."""
-        p = auto_patch_size(frame.shape[-2], frame.shape[-1])
+    def get_extra_state(self) -> dict:
+        return {"motion_rule": self.motion_rule}
+
+    def set_extra_state(self, state: dict) -> None:
+        rule = state.get("motion_rule") if isinstance(state, dict) else None
+        if rule not in (1, 2):
+            raise ValueError(f"this checkpoint's motion_rule={rule!r} is unknown to this version of convlstm "
+                             f"(it knows 1 and 2); upgrade convlstm to load it")
+        if rule != self.motion_rule and self._motion_cache is not None:
+            self._motion_cache = MotionCache()
+        self.motion_rule = rule
+
+    def _block_matching_settings(self, rows: int, cols: int) -> Tuple[int, int, int, int]:
+        """(m, radius, window, spread) for frames of rows x cols pixels: block matching runs on
+        m x m patch averages, radius/window/spread in cells."""
+        if self.motion_rule == 1:
+            p, radius = auto_patch_size(rows, cols), 8 if self.motion_radius == "auto" else self.motion_radius
+            scale = radius
+        else:
+            p = auto_patch_size(rows, cols, MOTION_MAX_CELLS)
+            radius = auto_motion_radius(rows, cols) if self.motion_radius == "auto" else self.motion_radius
+            scale = MATCH_SCALE
+        s = math.ceil(scale / p)
+        return p, math.ceil(radius / p), 2 * s + 1, 4 * s + 1
+
+    def _motion(self, frames: torch.Tensor) -> torch.Tensor:
+        """Block matching of the frames (B, T, C, H, W), T >= 2, over every consecutive pair (the
+        last pair only under ``motion_rule`` 1), on patch averages (:meth:`_block_matching_settings`),
+        up-sampled bilinearly to pixels."""
+        rows, cols = frames.shape[-2], frames.shape[-1]
+        p, radius, window, spread = self._block_matching_settings(rows, cols)
+        frames = frames.detach()[:, -2:] if self.motion_rule == 1 else frames.detach()
+        if p > 1:
+            frames = F.avg_pool2d(frames.flatten(0, 1), p).unflatten(0, frames.shape[:2])
+        cells = block_matching(frames[:, :-1], frames[:, 1:], radius, window, spread)
         if p == 1:
-            return block_matching(previous.detach(), frame.detach(), self.motion_radius)
-        cells = block_matching(F.avg_pool2d(previous.detach(), p), F.avg_pool2d(frame.detach(), p),
-                               math.ceil(self.motion_radius / p))
-        return F.interpolate(cells * p, size=frame.shape[-2:], mode="bilinear", align_corners=False)
+            return cells
+        return F.interpolate(cells * p, size=(rows, cols), mode="bilinear", align_corners=False)
 
     def _observed_motion(self, frames: torch.Tensor) -> torch.Tensor:
         """The backward displacement (B, 2, H, W) the input frames (B, T, C, H, W) show, per step:
-        block matching of the last two, or pysteps's Lucas-Kanade of all (:func:`lucas_kanade_motion`)."""
+        block matching (:meth:`_motion`), or pysteps's Lucas-Kanade of all (:func:`lucas_kanade_motion`).
+        Outside a trace, block matching runs on as many samples at a time as keep its cost maps
+        within ``MOTION_CHUNK_BYTES`` (the same numbers, less memory)."""
         if self.motion == "lucas-kanade":
             return lucas_kanade_motion(frames, self._motion_cache)
-        pairs = frames[:, -2:]                                      # (B, 2, C, H, W): previous, last
-        return cached_per_sample(pairs, lambda p: self._motion(p[:, 1], p[:, 0]),
-                                 self._motion_cache).to(device=frames.device, dtype=frames.dtype)
+
+        def measure(subset: torch.Tensor) -> torch.Tensor:
+            if _traced():
+                return self._motion(subset)
+            b, t, _, rows, cols = subset.shape
+            p, radius, _, _ = self._block_matching_settings(rows, cols)
+            pairs = 1 if self.motion_rule == 1 else t - 1
+            per_sample = 3 * 4 * pairs * (2 * radius + 1) ** 2 * math.ceil(rows / p) * math.ceil(cols / p)
+            chunk = max(1, MOTION_CHUNK_BYTES // per_sample)
+            return torch.cat([self._motion(part) for part in subset.split(chunk)]) if b > chunk \
+                else self._motion(subset)
+
+        return cached_per_sample(frames, measure, self._motion_cache).to(device=frames.device, dtype=frames.dtype)
 
     def _channels_first_padded(self, seq: torch.Tensor) -> torch.Tensor:
         """(B, T, H, W, C) -> (B, T, C, H', W'), rows and cols padded (edge values) to multiples of
