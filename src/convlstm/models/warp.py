@@ -346,8 +346,8 @@ def block_matching(previous: torch.Tensor, current: torch.Tensor, radius: int,
         n = 2 * r + 1
         padded = F.pad(prev, (r, r, r, r), mode="replicate")
         shifted = F.unfold(padded, n).view(cur.shape[0], cur.shape[1], n * n, h, w)   # offset i = divmod(i, n)
-        costs = box_mean(((shifted - cur.unsqueeze(2)) ** 2).sum(1), win)
-        costs = costs.view(b, -1, n * n, h, w).sum(1)                                  # the pairs' sum
+        mismatch = (shifted - cur.unsqueeze(2)).square_().sum(1)                      # (B P, n^2, H, W)
+        costs = box_mean(mismatch.view(b, -1, n * n, h, w).sum(1), win)              # box_mean is linear
         low, best = costs.min(dim=1, keepdim=True)
         contrast = costs.mean(dim=1, keepdim=True) - low
         iy, ix = torch.div(best, n, rounding_mode="floor"), best % n
