@@ -55,3 +55,21 @@ def test_advice_names_the_score_and_the_options():
     assert lines[0] == "on the validation part persistence is ahead of the model in MAE: 1.9 against 2 bikes"
     assert "--loss mae" in lines[-1] and "--calendar" in lines[-1]
     assert advice([]) == []
+
+
+def test_fit_without_validation_windows_says_what_it_goes_without(tmp_path, capsys):
+    """With no validation window there is no blend and no comparison: ``fit`` says so, and how many
+    frames (3 in + 2 out = 5) a validation part needs for one window; with one it says nothing of it."""
+    np.save(tmp_path / "noise.npy", noise())
+    common = dict(data=str(tmp_path / "noise.npy"), input_steps=3, output_steps=2, batch_size=8, max_epochs=1,
+                  progress=False, accelerator="cpu", devices=1, model="convlstm-warp",
+                  model_options={"filters": [2], "encoder_width": 2})
+    run = fit(FitConfig(split=[0.8, 0.0, 0.2], run_dir=str(tmp_path / "none"), **common))
+    out = capsys.readouterr().out
+    assert ("convlstm fit: no validation window (split=[0.8, 0.0, 0.2]): the forecast is not blended toward its "
+            "start, not compared with the baselines; a validation part of at least 5 consecutive frames") in out
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert "validation" not in metrics and "blend" not in metrics
+    fit(FitConfig(split=SPLIT, run_dir=str(tmp_path / "some"), **common))
+    out = capsys.readouterr().out
+    assert "no validation window" not in out and "blended toward" in out

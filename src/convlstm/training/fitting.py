@@ -517,6 +517,8 @@ def _evaluate_after_fit(run: _Run, dm: GridDataModule, model: Optional[nn.Module
     dm.setup("test")
     best = find_checkpoint(run.folder)
     module, _ = load_module(best, model=model)    # the best model, blended, then checked on validation
+    if not len(dm.datasets.get("val") or ()):
+        print(f"convlstm fit: {no_validation_line(dm, cfg.split, members=bool(getattr(module, 'members', 0)))}")
     blend = _calibrate_blend(run, dm, module, best)
     spread = _calibrate_spread(dm, module, best)
     check = _validation_check(run, dm, module)
@@ -535,6 +537,17 @@ def _evaluate_after_fit(run: _Run, dm: GridDataModule, model: Optional[nn.Module
     if check is not None or blend is not None or spread is not None:
         write_metrics(results, run.folder)
     return results
+
+
+def no_validation_line(dm: GridDataModule, split: Any, members: bool = False) -> str:
+    """What a run without validation windows goes without, and the frames a validation part needs
+    to hold one window (``input_steps + gap + output_steps`` consecutive frames)."""
+    need = dm.input_steps + dm.gap + dm.output_steps
+    what = "not blended toward its start, not compared with the baselines"
+    what += ", and the members' spread is not scaled" if members else ""
+    return (f"no validation window (split={list(split) if split is not None else split}): the forecast is {what}; "
+            f"a validation part of at least {need} consecutive frames (input_steps + gap + output_steps) holds "
+            f"one window, and more make both steadier")
 
 
 def _calibrate_blend(run: _Run, dm: GridDataModule, module: ForecastModule, path: Path) -> Optional[Dict[str, Any]]:
