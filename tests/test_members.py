@@ -138,6 +138,7 @@ def test_fit_with_members_trains_saves_and_draws(tmp_path):
     (dict(members=1), "members", r"0 \(one forecast\) or 2 or more"),
     (dict(members=4, loss="mae"), "loss", "members train with the ensemble CRPS"),
     (dict(members=4, member_options={"width": 3}), "member_options", "member_options takes"),
+    (dict(members=4, member_options={"noise": "gamma"}), "member_options", "noise must be one of additive, log-normal"),
 ])
 def test_member_settings_are_checked_naming_the_field(changes, name, said):
     from convlstm._errors import ParameterError
@@ -233,3 +234,76 @@ def test_by_default_the_centre_trains_on_the_mse_alone_and_the_spread_on_the_crp
     torch.testing.assert_close(grads["mse"][0], base.a.grad)          # the centre: the MSE's gradient, exactly
     assert float(grads["mse"][1].abs().sum()) > 0                      # the spread still learns (CRPS)
     assert not torch.allclose(grads["crps"][0], base.a.grad)           # jointly: the CRPS moves the centre too
+
+
+def test_log_normal_members_keep_the_forecasts_mean_with_the_log_normal_median():
+    """y = (f + a) exp(s e - s^2/2) - a, e ~ N(0, 1): mean f, median (f + a) exp(-s^2/2) - a, never
+    below -a (the analytic moments of a shifted log-normal)."""
+    model = StochasticMembers(_Scale(), channels=1, lead_times=2, noise="log-normal", noise_offset=0.05)
+    f = torch.tensor([0.0, 0.3, 2.0]).view(1, 1, 3, 1, 1).expand(1, 2, 3, 4, 1)
+    s = torch.tensor([0.5, 0.2]).view(1, 2, 1, 1, 1).expand_as(f)
+    eps = torch.randn((100_000,) + tuple(f.shape), generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    y = model.members_from(f.double(), s.double(), eps)
+    torch.testing.assert_close(y.mean(0), f.double(), rtol=0.01, atol=2e-3)
+    median = (f.double() + 0.05) * torch.exp(-0.5 * s.double() ** 2) - 0.05
+    torch.testing.assert_close(y.median(0).values, median, rtol=0.01, atol=2e-3)
+    assert float(y.min()) > -0.05
+    additive = StochasticMembers(_Scale(), channels=1, lead_times=2)
+    torch.testing.assert_close(additive.members_from(f.double(), s.double(), eps[:5]), f + s * eps[:5])
+
+
+def test_log_normal_members_trained_with_the_fair_crps_recover_a_multiplicative_noise():
+    """y = x exp(0.4 e - 0.08), x > 0: the mean is x (the centre learns 1), the log-spread 0.4, and
+    a new value falls between the 3rd and the 18th of 20 sorted members (18 - 3) / 21 of the time."""
+    torch.manual_seed(0)
+    sigma = 0.4
+    model = StochasticMembers(_Scale(), channels=1, lead_times=1, noise_length=0.0, noise="log-normal",
+                              noise_offset=1e-3, initial_spread=0.1)
+    loss_fn = EnsembleCRPS(alpha=0.95)
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+
+    def draw(n):
+        x = 0.5 + 1.5 * torch.rand(n, 2, 12, 12, 1)
+        return x, x[:, -1:] * torch.exp(sigma * torch.randn(n, 1, 12, 12, 1) - sigma ** 2 / 2)
+
+    for _ in range(400):
+        x, y = draw(16)
+        loss = loss_fn(model.sample(x, 4), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        x, y = draw(64)
+        members = model.sample(x, 20)
+        spread = model.spread(model(x), x[:, -1])
+    assert float(model.base.a.detach()) == pytest.approx(1.0, abs=0.04)
+    assert float(spread.mean()) == pytest.approx(sigma, rel=0.1)
+    ordered = members.sort(dim=0).values
+    covered = float(((y >= ordered[2]) & (y <= ordered[17])).double().mean())
+    assert covered == pytest.approx(15 / 21, abs=0.03)
+
+
+def test_the_spread_calibration_scales_log_normal_members_too():
+    """Sequences x0 ~ U(0.5, 2), x_t = x_(t-1) exp(0.4 e - 0.08), and a centre that is their exact
+    conditional mean (x_(t-1)) with a log-spread of 0.1: the chosen factor is about 4."""
+    pytest.importorskip("lightning")
+    from convlstm.training import GridDataModule
+    from convlstm.training.module import ForecastModule
+    from convlstm.training.spread_calibration import calibrate_spread
+
+    rng = np.random.default_rng(6)
+    seqs = np.empty((400, 3, 10, 10, 1))
+    seqs[:, 0] = rng.uniform(0.5, 2.0, size=(400, 10, 10, 1))
+    for t in (1, 2):
+        seqs[:, t] = seqs[:, t - 1] * np.exp(0.4 * rng.normal(size=(400, 10, 10, 1)) - 0.08)
+    dm = GridDataModule(sequences=seqs.astype(np.float32), input_steps=2, output_steps=1, scaler="none",
+                        split=(0.5, 0.5, 0.0), batch_size=32, nonnegative=True)
+    dm.setup()
+    base = _Scale()
+    base.a.data.fill_(1.0)
+    module = ForecastModule(base, members=2, frame_shape=(10, 10, 1), output_steps=1,
+                            member_options={"initial_spread": 0.1, "noise_length": 0, "noise": "log-normal",
+                                            "noise_offset": 1e-4})
+    summary = calibrate_spread(module, dm, members=16)
+    assert summary["factors"][0][0] == pytest.approx(4.0, rel=0.1)
+    assert summary["val_crps"]["after"] < summary["val_crps"]["before"]

@@ -15,6 +15,16 @@ and correlation length :math:`\sim L`: the members differ by coherent blobs, not
 :math:`s_k \ge 0` a small convolutional network of the forecast and the last input frame: the
 spread grows where the forecast is uncertain (edges of rain cells, busy cells, later lead times).
 
+With ``noise="log-normal"`` (for nonnegative, right-skewed fields such as rain) the members are
+shifted log-normal around the forecast instead, with the same mean:
+
+.. math::
+    y^{(m)}_k = (\hat y_k + a) \odot \exp\big(s_k \odot \varepsilon^{(m)}_k - s_k^2 / 2\big) - a,
+    \qquad \mathbb{E}\big[y^{(m)}_k\big] = \hat y_k
+
+(:math:`a` the ``noise_offset``): their median lies below the forecast and their spread grows
+with it, as the errors of a rain forecast do, and they stay above :math:`-a`.
+
 Trained with the (almost) fair CRPS over members (:class:`convlstm.losses.EnsembleCRPS`), the
 centre :math:`\hat y` and the spread are learned together. Called like the wrapped model
 (``model(x)``), the wrapper gives :math:`\hat y`, the noise-free forecast, so a members run is
@@ -35,11 +45,13 @@ __all__ = ["StochasticMembers", "correlated_noise", "check_members", "MEMBER_MOD
 
 #: ``member_options`` of a run (``fit --member-option``): those of :class:`StochasticMembers`, and
 #: those of :class:`convlstm.losses.EnsembleCRPS` it is trained with
-MEMBER_MODEL_OPTIONS = ("noise_length", "spread_width", "initial_spread")
+MEMBER_MODEL_OPTIONS = ("noise_length", "spread_width", "initial_spread", "noise", "noise_offset")
 MEMBER_LOSS_OPTIONS = ("alpha", "spatial_weight", "spatial_pool", "centre")
 #: how the members' centre trains: ``"mse"`` as a deterministic run does (the spread alone learns
 #: from the CRPS), or ``"crps"`` jointly with the spread
 CENTRES = ("mse", "crps")
+#: how the noise perturbs the forecast: added to it, or multiplying it (shifted log-normal)
+NOISES = ("additive", "log-normal")
 
 
 #: the spread's bias per lead time is stored divided by this (see ``_Spread``)
@@ -68,6 +80,9 @@ def check_members(members: Any, options: Any, loss: str = "mse") -> "tuple[int, 
         raise ParameterError("member_options", f"member_options centre must be 'mse' (the centre trains as a "
                                                f"deterministic forecast, the spread on the CRPS) or 'crps' (both on "
                                                f"the CRPS); got {options['centre']!r}")
+    if options.get("noise", "additive") not in NOISES:
+        raise ParameterError("member_options", f"member_options noise must be one of {', '.join(NOISES)}; got "
+                                               f"{options['noise']!r}")
     if members and str(loss).lower() != "mse":
         raise ParameterError("loss", f"members train with the ensemble CRPS; loss={loss!r} does not apply to them: "
                                      f"leave loss at mse", also=("members",))
@@ -142,8 +157,13 @@ class StochasticMembers(nn.Module):
         channels: :math:`C`. lead_times: :math:`K`.
         noise_length (float): :math:`L`, the noise's correlation length in pixels. Default 4.
         spread_width (int): channels of the spread network. Default 16.
-        initial_spread (float): :math:`s_1` before training, in the model's (scaled) units;
-            :math:`s_k` starts at :math:`\sqrt{k}` times it. Default 0.02.
+        initial_spread (float): :math:`s_1` before training, in the model's (scaled) units
+            (with ``noise="log-normal"``: of the logarithm); :math:`s_k` starts at :math:`\sqrt{k}`
+            times it. Default 0.02 (additive), 0.2 (log-normal).
+        noise (str): ``"additive"`` or ``"log-normal"`` (see the module's docstring). Default
+            ``"additive"``.
+        noise_offset (float): :math:`a > 0` of the log-normal noise, in the model's (scaled)
+            units: the members of a forecast of zero spread over about :math:`a s`. Default 0.05.
 
     Attributes:
         base: the wrapped model; ``start_from`` and ``starts_from`` are read through to it.
@@ -161,8 +181,16 @@ class StochasticMembers(nn.Module):
     """
 
     def __init__(self, model: nn.Module, *, channels: int, lead_times: int, noise_length: float = 4.0,
-                 spread_width: int = 16, initial_spread: float = 0.02) -> None:
+                 spread_width: int = 16, initial_spread: Optional[float] = None, noise: str = "additive",
+                 noise_offset: float = 0.05) -> None:
         super().__init__()
+        if noise not in NOISES:
+            raise ValueError(f"noise must be one of {', '.join(NOISES)}, got {noise!r}")
+        if (isinstance(noise_offset, bool) or not isinstance(noise_offset, (int, float)) or not noise_offset > 0
+                or not math.isfinite(noise_offset)):
+            raise ValueError(f"noise_offset must be a number > 0 (in the model's scaled units), got {noise_offset!r}")
+        if initial_spread is None:
+            initial_spread = 0.2 if noise == "log-normal" else 0.02
         if isinstance(noise_length, bool) or not isinstance(noise_length, (int, float)) or noise_length < 0:
             raise ValueError(f"noise_length must be a number of pixels >= 0 (0: uncorrelated), got {noise_length!r}")
         if isinstance(initial_spread, bool) or not isinstance(initial_spread, (int, float)) or initial_spread <= 0:
@@ -171,6 +199,7 @@ class StochasticMembers(nn.Module):
         self.channels = check_positive_int("channels", channels)
         self.lead_times = check_positive_int("lead_times", lead_times)
         self.noise_length = float(noise_length)
+        self.noise, self.noise_offset = noise, float(noise_offset)
         self.spread = _Spread(self.channels, self.lead_times, check_positive_int("spread_width", spread_width),
                               float(initial_spread))
         self._rho = nn.Parameter(torch.zeros(()))   # rho = sigmoid(0) = 0.5 to start
@@ -215,22 +244,40 @@ class StochasticMembers(nn.Module):
         """``n`` members for each sample of ``x``: :math:`(n, B, K, H, W, C)`. ``forecast``: the
         model's own forecast of ``x`` when already computed; ``generator`` makes the draw
         reproducible."""
+        forecast, spread, eps = self.sample_parts(x, n, features, generator=generator, forecast=forecast, **kwargs)
+        k, c = forecast.shape[1], forecast.shape[-1]
+        return self.members_from(forecast, spread * self.spread_scale[:k].to(spread.dtype).view(1, k, 1, 1, c), eps)
+
+    def sample_parts(self, x: torch.Tensor, n: int, features: Optional[torch.Tensor] = None, *,
+                     generator: Optional[torch.Generator] = None, forecast: Optional[torch.Tensor] = None,
+                     **kwargs: Any):
+        """What :meth:`sample` combines: the forecast :math:`(B, K, H, W, C)`, the learned spread
+        before :attr:`spread_scale` (same shape) and the noise :math:`\varepsilon` of ``n`` members
+        :math:`(n, B, K, H, W, C)`, so that spreads can be compared on one draw."""
         n = check_positive_int("n", n)
         if forecast is None:
             forecast = self.base(x, **kwargs) if features is None else self.base(x, features, **kwargs)
         b, k, h, w, c = forecast.shape
         spread = self.spread(forecast, x[:, -1].to(forecast.dtype))
-        spread = spread * self.spread_scale[:k].to(spread.dtype).view(1, k, 1, 1, c)
         rho = self.rho.to(forecast.dtype)
         keep = torch.sqrt(1 - rho ** 2)
         eps = None
-        members = []
-        for step in range(k):
+        steps = []
+        for _ in range(k):
             fresh = correlated_noise((n * b, c, h, w), self.noise_length, generator=generator, device=forecast.device,
                                      dtype=forecast.dtype).view(n, b, c, h, w).movedim(2, -1)
             eps = fresh if eps is None else rho * eps + keep * fresh
-            members.append(forecast[:, step] + spread[:, step] * eps)
-        return torch.stack(members, dim=2)
+            steps.append(eps)
+        return forecast, spread, torch.stack(steps, dim=2)
+
+    def members_from(self, forecast: torch.Tensor, spread: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """Members :math:`(n, B, K, H, W, C)` of ``forecast`` with ``spread`` (both
+        :math:`(B, K, H, W, C)`) and the noise ``eps``, additive or shifted log-normal."""
+        if self.noise == "additive":
+            return forecast + spread * eps
+        a = self.noise_offset   # (forecast + a) at 0 below -a: log-normal members are for fields >= 0
+        return (forecast + a).clamp_min(0) * torch.exp(spread * eps - 0.5 * spread ** 2) - a
 
     def extra_repr(self) -> str:
-        return f"channels={self.channels}, lead_times={self.lead_times}, noise_length={self.noise_length:g}"
+        return (f"channels={self.channels}, lead_times={self.lead_times}, noise_length={self.noise_length:g}, "
+                f"noise={self.noise!r}" + (f", noise_offset={self.noise_offset:g}" if self.noise != "additive" else ""))

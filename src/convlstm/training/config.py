@@ -195,8 +195,9 @@ class FitConfig:
         members: 0 (default): one forecast; M >= 2: an ensemble, M members per
             sample trained with the almost fair CRPS (:class:`convlstm.models.StochasticMembers`,
             :class:`convlstm.losses.EnsembleCRPS`); ``predict``/``evaluate --members N`` draw any number.
-        member_options: ``noise_length`` (pixels), ``spread_width``, ``initial_spread``, ``alpha``,
-            ``spatial_weight``, ``spatial_pool``.
+        member_options: ``noise_length`` (pixels), ``spread_width``, ``initial_spread``, ``noise``
+            (``additive`` or ``log-normal``), ``noise_offset``, ``alpha``, ``spatial_weight``,
+            ``spatial_pool``, ``centre``.
     Optimisation:
         loss (``mse``, ``mae``, ``bce``, ``mse+ssim``, ``balanced``; see :mod:`convlstm.losses`),
         loss_options (keyword options of that loss, checked against it: ``mse+ssim`` takes

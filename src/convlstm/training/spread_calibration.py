@@ -11,6 +11,7 @@ grid :math:`c \in [1/8, 8]` (65 values, geometric) with the lowest CRPS of :math
 .. math::
     c_{kc} = \arg\min_{c} \overline{\text{CRPS}}\big(\{ \hat y + c\, s \odot \varepsilon^{(m)} \}_{m=1}^{n}, y\big)_{kc}
 
+(log-normal members: those of spread :math:`c\, s`, :meth:`~convlstm.models.StochasticMembers.members_from`),
 with the same noise draws :math:`\varepsilon^{(m)}` for every :math:`c` (seeded), so the
 comparison is between spreads, not between draws. The CRPS is the fair one, lowest for members
 drawn from the true distribution whatever :math:`n` (the ensemble's own CRPS of :math:`n` members
@@ -59,11 +60,11 @@ def calibrate_spread(module: torch.nn.Module, dm: GridDataModule, members: int =
         x = batch[0]
         features = batch[2] if len(batch) > 2 else None
         centre = module(x, features)
-        noise = model.sample(x, members, features, generator=generator, forecast=centre) - centre.unsqueeze(0)
+        centre, spread, eps = model.sample_parts(x, members, features, generator=generator, forecast=centre)
         y = dm.inverse_transform(batch[1]).double()
         sums = []
         for c in factors:
-            draws = dm.inverse_transform((centre.unsqueeze(0) + float(c) * noise).float()).double()
+            draws = dm.inverse_transform(model.members_from(centre, float(c) * spread, eps).float()).double()
             if dm.nonnegative:
                 draws = draws.clamp_min(0.0)
             sums.append(fair.score(draws, y).sum(dim=(0, 2, 3)))                           # (K, C)
