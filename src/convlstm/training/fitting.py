@@ -518,7 +518,7 @@ def _evaluate_after_fit(run: _Run, dm: GridDataModule, model: Optional[nn.Module
     best = find_checkpoint(run.folder)
     module, _ = load_module(best, model=model)    # the best model, blended, then checked on validation
     if not len(dm.datasets.get("val") or ()):
-        print(f"convlstm fit: {no_validation_line(dm, cfg.split, members=bool(getattr(module, 'members', 0)))}")
+        print(f"convlstm fit: {_no_validation_line(dm, cfg.split, members=bool(getattr(module, 'members', 0)))}")
     blend = _calibrate_blend(run, dm, module, best)
     spread = _calibrate_spread(dm, module, best)
     check = _validation_check(run, dm, module)
@@ -539,7 +539,7 @@ def _evaluate_after_fit(run: _Run, dm: GridDataModule, model: Optional[nn.Module
     return results
 
 
-def no_validation_line(dm: GridDataModule, split: Any, members: bool = False) -> str:
+def _no_validation_line(dm: GridDataModule, split: Any, members: bool = False) -> str:
     """What a run without validation windows goes without, and the frames a validation part needs
     to hold one window (``input_steps + gap + output_steps`` consecutive frames)."""
     need = dm.input_steps + dm.gap + dm.output_steps
