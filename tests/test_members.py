@@ -73,32 +73,42 @@ class _Scale(nn.Module):
         return self.a * x[:, -1:]
 
 
-def test_members_trained_with_the_fair_crps_recover_the_known_noise_of_a_process():
-    """y = 0.8 x + N(0, 0.3^2) per pixel, independent: the centre must learn 0.8, the spread 0.3,
-    and a new value must fall between the 3rd and the 18th of 20 sorted members as often as a
+def _trained_members_recover(model, draw, centre, centre_tol, sigma):
+    """Train ``model`` for 400 steps on the almost fair CRPS of 4 members, with ``draw(n) -> (x, y)``
+    giving the process's samples; then its centre must be ``centre``, its spread ``sigma`` (within
+    10%), and a new value must fall between the 3rd and the 18th of 20 sorted members as often as a
     member drawn from its own distribution would: (18 - 3) / 21 of the time."""
-    torch.manual_seed(0)
-    sigma = 0.3
-    model = StochasticMembers(_Scale(), channels=1, lead_times=1, noise_length=0.0, initial_spread=0.05)
     loss_fn = EnsembleCRPS(alpha=0.95)
     opt = torch.optim.Adam(model.parameters(), lr=0.02)
     for _ in range(400):
-        x = torch.randn(16, 2, 12, 12, 1)
-        y = 0.8 * x[:, -1:] + sigma * torch.randn(16, 1, 12, 12, 1)
+        x, y = draw(16)
         loss = loss_fn(model.sample(x, 4), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
     with torch.no_grad():
-        x = torch.randn(64, 2, 12, 12, 1)
-        y = 0.8 * x[:, -1:] + sigma * torch.randn(64, 1, 12, 12, 1)
+        x, y = draw(64)
         members = model.sample(x, 20)
         spread = model.spread(model(x), x[:, -1])
-    assert float(model.base.a.detach()) == pytest.approx(0.8, abs=0.03)
+    assert float(model.base.a.detach()) == pytest.approx(centre, abs=centre_tol)
     assert float(spread.mean()) == pytest.approx(sigma, rel=0.1)
     ordered = members.sort(dim=0).values
     covered = float(((y >= ordered[2]) & (y <= ordered[17])).double().mean())
     assert covered == pytest.approx(15 / 21, abs=0.03)
+
+
+def test_members_trained_with_the_fair_crps_recover_the_known_noise_of_a_process():
+    """y = 0.8 x + N(0, 0.3^2) per pixel, independent: the centre must learn 0.8 and the spread 0.3
+    (and cover as members of the true distribution do)."""
+    torch.manual_seed(0)
+    sigma = 0.3
+    model = StochasticMembers(_Scale(), channels=1, lead_times=1, noise_length=0.0, initial_spread=0.05)
+
+    def draw(n):
+        x = torch.randn(n, 2, 12, 12, 1)
+        return x, 0.8 * x[:, -1:] + sigma * torch.randn(n, 1, 12, 12, 1)
+
+    _trained_members_recover(model, draw, 0.8, 0.03, sigma)
 
 
 def test_untrained_members_centre_on_the_model_and_spread_as_set():
@@ -253,34 +263,18 @@ def test_log_normal_members_keep_the_forecasts_mean_with_the_log_normal_median()
 
 
 def test_log_normal_members_trained_with_the_fair_crps_recover_a_multiplicative_noise():
-    """y = x exp(0.4 e - 0.08), x > 0: the mean is x (the centre learns 1), the log-spread 0.4, and
-    a new value falls between the 3rd and the 18th of 20 sorted members (18 - 3) / 21 of the time."""
+    """y = x exp(0.4 e - 0.08), x > 0: the mean is x (the centre learns 1) and the log-spread 0.4
+    (and cover as members of the true distribution do)."""
     torch.manual_seed(0)
     sigma = 0.4
     model = StochasticMembers(_Scale(), channels=1, lead_times=1, noise_length=0.0, noise="log-normal",
                               noise_offset=1e-3, initial_spread=0.1)
-    loss_fn = EnsembleCRPS(alpha=0.95)
-    opt = torch.optim.Adam(model.parameters(), lr=0.02)
 
     def draw(n):
         x = 0.5 + 1.5 * torch.rand(n, 2, 12, 12, 1)
         return x, x[:, -1:] * torch.exp(sigma * torch.randn(n, 1, 12, 12, 1) - sigma ** 2 / 2)
 
-    for _ in range(400):
-        x, y = draw(16)
-        loss = loss_fn(model.sample(x, 4), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    with torch.no_grad():
-        x, y = draw(64)
-        members = model.sample(x, 20)
-        spread = model.spread(model(x), x[:, -1])
-    assert float(model.base.a.detach()) == pytest.approx(1.0, abs=0.04)
-    assert float(spread.mean()) == pytest.approx(sigma, rel=0.1)
-    ordered = members.sort(dim=0).values
-    covered = float(((y >= ordered[2]) & (y <= ordered[17])).double().mean())
-    assert covered == pytest.approx(15 / 21, abs=0.03)
+    _trained_members_recover(model, draw, 1.0, 0.04, sigma)
 
 
 def test_the_spread_calibration_scales_log_normal_members_too():
