@@ -340,6 +340,14 @@ def block_matching(previous: torch.Tensor, current: torch.Tensor, radius: int,
     if previous.shape != current.shape or previous.dim() not in (4, 5):
         raise ValueError(f"previous and current must have one shape, (B, C, H, W) or (B, P, C, H, W); got "
                          f"{tuple(previous.shape)} and {tuple(current.shape)}")
+    # outside a trace, as many samples at a time as keep the cost maps (three float32 arrays of
+    # P n^2 H W per sample) within MOTION_CHUNK_BYTES: the same numbers, less memory
+    if not _traced():   # (a trace must not branch on the batch's size)
+        pairs = 1 if current.dim() == 4 else current.shape[1]
+        chunk = max(1, MOTION_CHUNK_BYTES // (12 * pairs * (2 * r + 1) ** 2 * current.shape[-2] * current.shape[-1]))
+        if current.shape[0] > chunk:
+            return torch.cat([block_matching(p, c, r, win, spread) for p, c in zip(previous.split(chunk),
+                                                                                    current.split(chunk))])
     with torch.no_grad():
         b, h, w = current.shape[0], current.shape[-2], current.shape[-1]
         cur, prev = current.float().flatten(0, -4), previous.float().flatten(0, -4)    # (B P, C, H, W)
@@ -633,24 +641,11 @@ class MotionWarpForecaster(BlendTowardStart, nn.Module):
 
     def _observed_motion(self, frames: torch.Tensor) -> torch.Tensor:
         """The backward displacement (B, 2, H, W) the input frames (B, T, C, H, W) show, per step:
-        block matching (:meth:`_motion`), or pysteps's Lucas-Kanade of all (:func:`lucas_kanade_motion`).
-        Outside a trace, block matching runs on as many samples at a time as keep its cost maps
-        within ``MOTION_CHUNK_BYTES`` (the same numbers, less memory)."""
+        block matching (:meth:`_motion`), or pysteps's Lucas-Kanade of all (:func:`lucas_kanade_motion`)."""
         if self.motion == "lucas-kanade":
             return lucas_kanade_motion(frames, self._motion_cache)
-
-        def measure(subset: torch.Tensor) -> torch.Tensor:
-            if _traced():
-                return self._motion(subset)
-            b, t, _, rows, cols = subset.shape
-            p, radius, _, _ = self._block_matching_settings(rows, cols)
-            pairs = 1 if self.motion_rule == 1 else t - 1
-            per_sample = 3 * 4 * pairs * (2 * radius + 1) ** 2 * math.ceil(rows / p) * math.ceil(cols / p)
-            chunk = max(1, MOTION_CHUNK_BYTES // per_sample)
-            return torch.cat([self._motion(part) for part in subset.split(chunk)]) if b > chunk \
-                else self._motion(subset)
-
-        return cached_per_sample(frames, measure, self._motion_cache).to(device=frames.device, dtype=frames.dtype)
+        return cached_per_sample(frames, self._motion, self._motion_cache).to(device=frames.device,
+                                                                             dtype=frames.dtype)
 
     def _channels_first_padded(self, seq: torch.Tensor) -> torch.Tensor:
         """(B, T, H, W, C) -> (B, T, C, H', W'), rows and cols padded (edge values) to multiples of
