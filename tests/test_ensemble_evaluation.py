@@ -211,27 +211,31 @@ def test_format_results_shows_the_crps(scored):
 
 
 def test_a_model_with_members_is_scored_through_forecast_members(radar_run, monkeypatch, tmp_path):
-    """A stand-in ensemble model: the run's model shifted by k * 0.2 in scaled units, member k."""
+    """A stand-in ensemble model: the run's model shifted by (k - 1) * 0.2 in scaled units, member
+    k of 3, so the forecast is their exact mean before the clamp at 0 (and not after it)."""
     from convlstm.training import evaluation
 
     _, run = radar_run
     real = evaluation.load_module
+    given = []
 
     def with_members(ckpt, model=None):
         module, ckpt_dict = real(ckpt, model=model)
         module.members = 3
 
-        def forecast_members(x, n, features=None):
-            base = module(x, features)
-            return torch.stack([base + 0.2 * k for k in range(n)])
+        def forecast_members(x, n, features=None, forecast=None):
+            given.append(forecast is not None)
+            base = module(x, features) if forecast is None else forecast
+            return torch.stack([base + 0.2 * (k - 1) for k in range(n)])
 
         module.forecast_members = forecast_members
         return module, ckpt_dict
 
     monkeypatch.setattr(evaluation, "load_module", with_members)
     with contextlib.redirect_stdout(io.StringIO()) as log:
-        res = evaluate(run, baselines=["persistence"], thresholds=[1.0, 4.0], out_dir=tmp_path)
+        res = evaluate(run, baselines=["persistence"], thresholds=[1.0, 4.0], out_dir=tmp_path, rank_min=1.0)
     assert "scored with 3 members" in log.getvalue()
+    assert given and all(given)   # the model's forecast is computed once, and the members drawn around it
 
     from convlstm.training.runs import load_module
 
@@ -241,14 +245,27 @@ def test_a_model_with_members_is_scored_through_forecast_members(radar_run, monk
     x, y = windows("test")
     with torch.no_grad():
         base = module(dm.scaler.transform(torch.as_tensor(x, dtype=torch.float32)))
-    members = np.stack([np.maximum(dm.scaler.inverse_transform(base + 0.2 * k).double().numpy(), 0.0)
+    members = np.stack([np.maximum(dm.scaler.inverse_transform(base + 0.2 * (k - 1)).double().numpy(), 0.0)
                         for k in range(3)])
-    ref = evaluate_ensemble(members, y, thresholds=(1.0, 4.0), lead_axis=1)
+    centre = np.maximum(dm.scaler.inverse_transform(base).double().numpy(), 0.0)
+    ref = evaluate_ensemble(members, y, thresholds=(1.0, 4.0), lead_axis=1, rank_min=1.0)
     assert res["model"]["members"] == 3
-    for key in ("crps", "brier@1", "spread_skill"):
+    for key in ("crps", "brier@1", "spread_skill", "rank_histogram"):
         assert res["model"][key] == pytest.approx(ref[key], rel=1e-6), key
-    assert res["model"]["mse"] == pytest.approx(np.mean((members.mean(0) - y) ** 2), rel=1e-6)
+    assert res["model"]["rank_min"] == 1.0
+    assert res["model"]["mse"] == pytest.approx(np.mean((centre - y) ** 2), rel=1e-6)
+    drawn_mean = np.mean((members.mean(0) - y) ** 2)
+    assert abs(drawn_mean - res["model"]["mse"]) > 1e-3 * drawn_mean   # the clamp moved the members' average
     assert (tmp_path / "rank_histogram.png").is_file() and (tmp_path / "probability.png").is_file()
+
+
+def test_rank_min_needs_an_ensemble_and_a_number(radar_run, tmp_path):
+    _, run = radar_run
+    with pytest.raises(ParameterError, match="rank_min=1 is for the rank histograms of ensembles") as exc:
+        evaluate(run, baselines=["persistence"], rank_min=1.0, plots=False, out_dir=tmp_path)
+    assert exc.value.parameter == "rank_min"
+    with pytest.raises(ParameterError, match="rank_min must be a finite number"):
+        evaluate(run, baselines=["steps"], rank_min=float("nan"), plots=False, out_dir=tmp_path)
 
 
 # ---------------------------------------------------------------------------------- errors

@@ -534,6 +534,10 @@ def _add_evaluate_command(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--probability-threshold", type=float, default=None, metavar="T",
                    help="the event threshold of probability.png, the ensembles' P(x >= T) (default: the first of "
                         "--thresholds)")
+    p.add_argument("--rank-min", type=float, default=None, metavar="T",
+                   help="pysteps's X_min of the rank histograms, in data units: points where the truth and every "
+                        "member are below T are not ranked, values below T tie (pysteps's example: 0.1 mm/h) "
+                        "(default: every point ranked)")
     p.add_argument("--extrapolation-method", choices=MOTION_METHODS, default=None, metavar="METHOD",
                    help=f"pysteps's motion method for the extrapolation baseline: {', '.join(MOTION_METHODS)} "
                         f"(default: the run's; lucaskanade)")
@@ -776,7 +780,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                        batch_size=args.batch_size, device=args.device, baselines=args.baselines,
                        fss_scales=args.fss_scales, extrapolation_method=args.extrapolation_method,
                        nonnegative=args.nonnegative, convention=args.convention, members=args.members,
-                       probability_threshold=args.probability_threshold)
+                       probability_threshold=args.probability_threshold, rank_min=args.rank_min)
     print(format_results(results))
     if args.convention:
         from .conventions import format_convention

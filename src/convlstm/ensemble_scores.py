@@ -400,6 +400,7 @@ class EnsembleScores:
         results: Dict[str, Any] = {"members": self.members, "points": int(self.points.sum())}
         results.update({k: float(v[0]) for k, v in scalars.items()})
         results["rank_histogram"] = self.ranks.sum(0).tolist()
+        results["rank_min"] = self.rank_min
         total = max(int(self.points.sum()), 1)
         results["intervals"] = [{"level": level, "coverage": float(pooled[f"cover@{level:g}"][0]) / total,
                                  "width": float(pooled[f"width@{level:g}"][0]) / total} for level in INTERVAL_LEVELS]

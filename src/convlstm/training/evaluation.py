@@ -13,7 +13,11 @@ and a model trained with members (a module whose ``members`` is above 0, scored 
 :class:`~convlstm.ensemble_scores.EnsembleScores` (CRPS, Brier score, ROC area, reliability,
 rank histogram, spread-skill), and their ensemble mean with the same engine as every forecast,
 so each one's entry in ``metrics.json`` holds both; ``rank_histogram.png``, ``reliability.png``
-and ``probability.png`` draw them.
+and ``probability.png`` draw them. The model's ensemble mean is exact: the forecast its members
+are drawn around, their mean before any clamp at 0
+(:class:`~convlstm.models.StochasticMembers`), rather than the average of the :math:`N` drawn,
+whose MSE is larger by about the members' variance over :math:`N` (that average's RMSE is the
+spread-skill's ``rmse_mean``).
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from .._checks import check_number
 from .._errors import ParameterError
 from .._heap import keep_freed_memory
 from ..data._memmap import SeriesByReference
@@ -138,7 +143,7 @@ def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional
              extrapolation_method: Optional[str] = None, nonnegative: Optional[bool] = None,
              convention: Optional[str] = None, reader: Optional[str] = None,
              time_from_name: Optional[str] = None, members: Optional[int] = None,
-             probability_threshold: Optional[float] = None) -> Dict[str, Any]:
+             probability_threshold: Optional[float] = None, rank_min: Optional[float] = None) -> Dict[str, Any]:
     """Score a trained model on the ``part`` of its data (or every window of another file),
     beside the ``baselines``, in the data's own (physical) units; write ``metrics.json``,
     ``metrics_per_lead_time.csv``, ``forecast.png``, ``forecast.gif`` and ``learning_curve.png``
@@ -184,10 +189,15 @@ def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional
             ``spread_skill``, ``rank_histogram``, ``brier@T``, ``roc_auc@T``, ``reliability@T``
             and ``roc@T`` per threshold (:class:`~convlstm.ensemble_scores.EnsembleScores`, per
             lead time too), beside the deterministic scores of its ensemble mean. An ensemble
-            model's deterministic scores (``mse``, ...) are those of its ensemble mean.
+            model's deterministic scores (``mse``, ...) are those of its members' exact mean, the
+            forecast they are drawn around.
         probability_threshold: the event threshold of ``probability.png`` (the exceedance
             probability :math:`P(x \\ge T)` of each ensemble forecaster for the busiest sample);
             ``None``: the first of ``thresholds``.
+        rank_min: pysteps's ``X_min`` of the rank histograms, in the data's units: points where the
+            truth and every member are below it are not ranked, and values below it tie (pysteps's
+            ensemble verification example takes 0.1 mm/h, its rain threshold). ``None`` (default):
+            every point is ranked.
     """
     keep_freed_memory()
     part = _check_part(part, data, datamodule)
@@ -195,6 +205,8 @@ def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional
     members = _check_members(members)
     if probability_threshold is not None:
         probability_threshold = _check_probability_threshold(probability_threshold)
+    if rank_min is not None:
+        rank_min = check_number("rank_min", rank_min)
     ckpt_path = find_checkpoint(source)
     options = ScoringOptions.resolve(ckpt_path, thresholds, baselines, fss_scales, extrapolation_method)
     deterministic, ensemble_names = split_baselines(options.baselines)
@@ -203,6 +215,10 @@ def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional
     if members is not None and not ensemble_names and not model_members:
         raise ParameterError("members", f"members={members} sets the size of the ensembles scored, but the model is "
                                         f"deterministic and baselines holds no ensemble baseline (steps, dressed)",
+                             also=("baselines",))
+    if rank_min is not None and not ensemble_names and not model_members:
+        raise ParameterError("rank_min", f"rank_min={rank_min:g} is for the rank histograms of ensembles, but the model "
+                                         f"is deterministic and baselines holds no ensemble baseline (steps, dressed)",
                              also=("baselines",))
     n = members if members is not None else (model_members if model_members >= 2 else DEFAULT_MEMBERS)
     dm = _evaluation_data(ckpt, ckpt_path, datamodule, data, key, layout, batch_size, part, reader, time_from_name)
@@ -214,8 +230,9 @@ def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional
     _say_what_is_scored(dm, part, {**forecasters, **ensembles})
     if model_members:
         print(f"convlstm evaluate: model: an ensemble ({model_members} members in training), scored with {n} members "
-              f"from its forecast_members; its mse, mae... are those of the ensemble mean")
-    scores = {name: EnsembleScores(options.thresholds, lead_axis=1)
+              f"from its forecast_members; its mse, mae... are those of their exact mean, the forecast they are "
+              f"drawn around")
+    scores = {name: EnsembleScores(options.thresholds, lead_axis=1, rank_min=rank_min)
               for name in (["model"] if model_members else []) + list(ensembles)}
     acc = MetricAccumulator(data_range=_data_range(dm), thresholds=tuple(options.thresholds),
                             scales=tuple(options.fss_scales), conventions=(convention,) if convention else (),
@@ -500,7 +517,8 @@ def _forecast_batches(module: nn.Module, dm: GridDataModule, part: str, clamp: b
     r"""For each batch of ``part`` (or of its samples at ``indices``), in order: the inputs and
     targets as the file holds them, the model's forecast in data units, its members (``members``
     above 0: ``module.forecast_members(x, members, features)``, :math:`(n, N, L, H, W, C)` in
-    data units, the forecast then their mean; else ``None``), and the batch's first index. Where
+    data units, drawn around that forecast, their exact mean; else ``None``), and the batch's
+    first index. Where
     ``forecast_members`` takes a ``generator``, it gets one seeded with 0: the same members at
     each evaluation with the same batch size. The model runs under ``torch.inference_mode``; each
     sample's frames are read once for both the scaled and the unscaled batch (:func:`_paired_batches`)."""
@@ -514,19 +532,17 @@ def _forecast_batches(module: nn.Module, dm: GridDataModule, part: str, clamp: b
             x = scaled[0].to(dev)
             features = scaled[2].to(dev) if len(scaled) > 2 else None
             ensemble = None
+            with torch.inference_mode():
+                forecast = module(x, features)
+                if members:
+                    drawn = module.forecast_members(x, members, features, forecast=forecast, **draw)
+            p_u = _data_units(dm, forecast, clamp)     # outside inference mode: an ordinary tensor
             if members:
-                with torch.inference_mode():
-                    drawn = module.forecast_members(x, members, features, **draw)
-                ensemble = _data_units(dm, drawn, clamp)   # outside inference mode: an ordinary tensor
+                ensemble = _data_units(dm, drawn, clamp)
                 expected = (members, x.shape[0]) + tuple(raw[1].shape[1:])
                 if tuple(ensemble.shape) != expected:
                     raise ValueError(f"the model's forecast_members gave shape {tuple(ensemble.shape)}, expected "
                                      f"(members, batch, lead_time, rows, cols, channels) = {expected}")
-                p_u = ensemble.mean(0)
-            else:
-                with torch.inference_mode():
-                    forecast = module(x, features)
-                p_u = _data_units(dm, forecast, clamp)     # outside inference mode: an ordinary tensor
             yield raw[0], raw[1], p_u, ensemble, first
             first += int(x.shape[0])
 

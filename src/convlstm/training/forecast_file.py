@@ -246,7 +246,8 @@ def _ensemble_variables(products: EnsembleProducts, dims: Dict[str, int], variab
                         attrs: Dict[str, Any], space: Tuple[str, str]) -> None:
     """Add the members, quantiles and exceedance probabilities of an ensemble to ``variables``."""
     m = int(products.members.shape[1])
-    attrs["description"] = f"ConvLSTM ensemble mean of {m} members, in the data's units"
+    attrs["description"] = (f"ConvLSTM ensemble mean, in the data's units: the forecast the {m} members are drawn "
+                            f"around, their exact mean")
     attrs["cell_methods"] = "realization: mean"
     units = {k: v for k, v in attrs.items() if k in ("units", "grid_mapping", "coordinates")}
     rest = ("lead_time",) + space + ("channel",)

@@ -234,13 +234,16 @@ class ForecastModule(pl.LightningModule):
         return max(0.0, 1.0 - self.global_step / (s * total))
 
     def forecast_members(self, x: torch.Tensor, n: int, features: Optional[torch.Tensor] = None, *,
-                         generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                         generator: Optional[torch.Generator] = None,
+                         forecast: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``n`` members of the forecast of ``x``, :math:`(n, B, T_{out}, H, W, C)`, in the model's
-        (scaled) units; a module trained with ``members`` only."""
+        (scaled) units; a module trained with ``members`` only. ``forecast``: ``self(x, features)``
+        when already computed (the members' exact mean, see
+        :class:`~convlstm.models.members.StochasticMembers`), so the model runs once."""
         if not self.members:
             raise ValueError("forecast_members needs a module trained with members >= 2 (fit --members M); this "
                              "one forecasts one field")
-        return self.model.sample(x, n, features, generator=generator)
+        return self.model.sample(x, n, features, generator=generator, forecast=forecast)
 
     def _step(self, batch: Tuple[torch.Tensor, torch.Tensor], training: bool = False,
               batch_idx: int = 0) -> torch.Tensor:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -79,7 +79,7 @@ def predict(checkpoint: PathLike, inputs: Any, out: PathLike, *, key: Optional[s
     A run trained with members (``fit --members M``) forecasts an ensemble: ``members`` draws
     (default: the run's :math:`M`; the draw is reproducible through ``seed``). A ``.npy`` file then
     holds the members, ``(N, members, T_out, rows, cols, channels)``; a netCDF or Zarr file holds
-    ``forecast``, the ensemble mean, ``members`` with a ``member`` dimension, ``quantile_forecast``
+    ``forecast``, the ensemble mean (exact: the forecast the members are drawn around), ``members`` with a ``member`` dimension, ``quantile_forecast``
     with a ``quantile`` dimension for the ``quantiles`` asked (e.g. ``(0.1, 0.5, 0.9)``), and
     ``probability``, :math:`P(x \ge T)` (the fraction of members at or above each of the
     ``thresholds``: the run's by default) with a ``threshold`` dimension.
@@ -101,13 +101,8 @@ def predict(checkpoint: PathLike, inputs: Any, out: PathLike, *, key: Optional[s
     series = _finite_inputs(series, windows.indices, state.get("fill_nan"), str(inputs))
     clamp = bool(state.get("nonnegative")) if nonnegative is None else nonnegative
     draws = _check_products(module, out, members, quantiles)
-    ensemble = None
-    if draws:
-        ensemble = _forecast(module.to(torch_device(device)), state, series, windows, batch_size, clamp,
-                             members=draws, seed=seed)
-        forecast = ensemble.mean(axis=1)
-    else:
-        forecast = _forecast(module.to(torch_device(device)), state, series, windows, batch_size, clamp)
+    forecast, ensemble = _forecast(module.to(torch_device(device)), state, series, windows, batch_size, clamp,
+                                   members=draws, seed=seed)
     times = source = None
     if out.suffix.lower() != ".npy":
         leads = int(state["gap"]) + np.arange(1, forecast.shape[1] + 1)
@@ -286,26 +281,31 @@ def read_windows(series: Any, windows: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def _forecast(module: nn.Module, state: Dict[str, Any], series: Any, windows: _Windows, batch_size: int,
-              clamp: bool, members: int = 0, seed: int = 0) -> np.ndarray:
-    """``(N, T_out, rows, cols, channels)`` float32 forecasts in the data's units; with
-    ``members``, ``(N, members, T_out, rows, cols, channels)`` drawn with ``seed``. ``batch_size``
-    windows at a time, their frames read at once (:func:`read_windows`), the model in eval mode
-    under ``torch.inference_mode``."""
+              clamp: bool, members: int = 0, seed: int = 0) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """``(N, T_out, rows, cols, channels)`` float32 forecasts in the data's units, and with
+    ``members`` the ``(N, members, T_out, rows, cols, channels)`` drawn around them with ``seed``
+    (else ``None``). ``batch_size`` windows at a time, their frames read at once
+    (:func:`read_windows`), the model in eval mode under ``torch.inference_mode``."""
     from .. import data as _data
 
     scaler = _data.scaler_from_state_dict(state["scaler"])
     dev = next(module.parameters()).device
     generator = torch.Generator(device=dev).manual_seed(int(seed)) if members else None
-    outs = []
+    outs: List[np.ndarray] = []
+    drawn: List[np.ndarray] = []
+
+    def data_units(t: torch.Tensor) -> np.ndarray:
+        t = scaler.inverse_transform(t.float())
+        return (t.clamp_min(0.0) if clamp else t).cpu().numpy().astype(np.float32)
+
     with torch.inference_mode():   # nothing computed here leaves as a tensor: the forecasts go out as numpy arrays
         for b in range(0, len(windows.indices), batch_size):
             xb = read_windows(series, windows.indices[b:b + batch_size])
             x = scaler.transform(torch.as_tensor(xb, dtype=torch.float32)).to(dev)
             f = None if windows.features is None else torch.from_numpy(windows.features[b:b + batch_size]).to(dev)
-            if members:
-                fc = scaler.inverse_transform(module.forecast_members(x, members, f, generator=generator).float())
-                fc = fc.movedim(0, 1)   # (B, members, T_out, H, W, C)
-            else:
-                fc = scaler.inverse_transform(module(x, f).float())
-            outs.append((fc.clamp_min(0.0) if clamp else fc).cpu().numpy())
-    return np.concatenate(outs).astype(np.float32)
+            fc = module(x, f)
+            outs.append(data_units(fc))
+            if members:   # (B, members, T_out, H, W, C)
+                drawn.append(data_units(module.forecast_members(x, members, f, generator=generator,
+                                                                forecast=fc).movedim(0, 1)))
+    return np.concatenate(outs), (np.concatenate(drawn) if members else None)
