@@ -518,9 +518,8 @@ def _forecast_batches(module: nn.Module, dm: GridDataModule, part: str, clamp: b
     targets as the file holds them, the model's forecast in data units, its members (``members``
     above 0: ``module.forecast_members(x, members, features)``, :math:`(n, N, L, H, W, C)` in
     data units, drawn around that forecast, their exact mean; else ``None``), and the batch's
-    first index. Where
-    ``forecast_members`` takes a ``generator``, it gets one seeded with 0: the same members at
-    each evaluation with the same batch size. The model runs under ``torch.inference_mode``; each
+    first index. Where ``forecast_members`` takes a ``generator``, it gets one seeded with 0: the
+    same members at each evaluation with the same batch size. The model runs under ``torch.inference_mode``; each
     sample's frames are read once for both the scaled and the unscaled batch (:func:`_paired_batches`)."""
     dev = next(module.parameters()).device
     first = 0
