@@ -339,3 +339,39 @@ def test_a_resumed_members_run_keeps_its_own_noise(tmp_path):
         run = fit(FitConfig(**common, max_epochs=2, resume=True))
     assert "members: additive noise around the forecast (the resumed run's own" in log.getvalue()
     assert load_module(run)[0].model.noise == "additive"
+
+
+def test_laplace_marginals_are_laplace_of_unit_variance_and_keep_the_ranks():
+    """The map of Gaussian values: variance 1, the quantiles of a Laplace of scale 1/sqrt(2)
+    (q_p = -b ln(2 (1 - p)) above the median), odd, monotone (the copula is kept), finite far out."""
+    from convlstm.models.members import laplace_marginals
+
+    e = torch.randn(400_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    lap = laplace_marginals(e)
+    assert float(lap.var()) == pytest.approx(1.0, rel=0.02)
+    b = 1 / math.sqrt(2)
+    for p in (0.6, 0.75, 0.9, 0.95, 0.99):
+        assert float(torch.quantile(lap, p)) == pytest.approx(-b * math.log(2 * (1 - p)), rel=0.03)
+    assert torch.equal(torch.argsort(lap), torch.argsort(e))
+    x = torch.tensor([-40.0, -1.0, 0.0, 1.0, 40.0], dtype=torch.float64)
+    out = laplace_marginals(x)
+    torch.testing.assert_close(out, -laplace_marginals(-x))
+    assert out[2] == 0 and bool(torch.isfinite(out).all())
+    # 1 standard deviation of the Gaussian: P = Phi(1) = 0.8413 -> -b ln(2 (1 - 0.8413))
+    assert float(out[3]) == pytest.approx(-b * math.log(2 * (1 - 0.8413447460685429)), rel=1e-9)
+
+
+def test_laplace_members_trained_with_the_fair_crps_recover_a_laplace_noise():
+    """y = 0.8 x + Laplace noise of standard deviation 0.3: the centre learns 0.8, the spread 0.3,
+    and the members cover as members of the true distribution do."""
+    torch.manual_seed(0)
+    sigma = 0.3
+    model = StochasticMembers(_Scale(), channels=1, lead_times=1, noise_length=0.0, initial_spread=0.05,
+                              noise="laplace")
+    laplace = torch.distributions.Laplace(0.0, sigma / math.sqrt(2))
+
+    def draw(n):
+        x = torch.randn(n, 2, 12, 12, 1)
+        return x, 0.8 * x[:, -1:] + laplace.sample((n, 1, 12, 12, 1))
+
+    _trained_members_recover(model, draw, 0.8, 0.03, sigma)

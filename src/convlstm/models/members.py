@@ -25,6 +25,14 @@ shifted log-normal around the forecast instead, with the same mean:
 (:math:`a` the ``noise_offset``): their median lies below the forecast and their spread grows
 with it, as the errors of a rain forecast do, and they stay above :math:`-a`.
 
+With ``noise="laplace"`` the members are additive with Laplace marginals of unit variance,
+:math:`y^{(m)}_k = \hat y_k + s_k \odot \ell(\varepsilon^{(m)}_k)`, where
+:math:`\ell(e) = -\operatorname{sign}(e) \ln\!\big(2\,\Phi(-|e|)\big)/\sqrt{2}` maps the
+Gaussian noise through its own distribution function to a Laplace of scale
+:math:`1/\sqrt{2}` (a monotone map: the noise keeps its ranks, so its spatial and temporal
+dependence, a Gaussian copula). Its sharper peak and heavier tails suit errors that are mostly
+small with a few large ones (counts at city cells).
+
 Trained with the (almost) fair CRPS over members (:class:`convlstm.losses.EnsembleCRPS`), the
 centre :math:`\hat y` and the spread are learned together. Called like the wrapped model
 (``model(x)``), the wrapper gives :math:`\hat y`, the noise-free forecast, so a members run is
@@ -41,7 +49,7 @@ import torch.nn.functional as F
 
 from .._checks import check_positive_int
 
-__all__ = ["StochasticMembers", "correlated_noise", "check_members", "MEMBER_MODEL_OPTIONS", "MEMBER_LOSS_OPTIONS"]
+__all__ = ["StochasticMembers", "correlated_noise", "laplace_marginals", "check_members", "MEMBER_MODEL_OPTIONS", "MEMBER_LOSS_OPTIONS"]
 
 #: ``member_options`` of a run (``fit --member-option``): those of :class:`StochasticMembers`, and
 #: those of :class:`convlstm.losses.EnsembleCRPS` it is trained with
@@ -50,8 +58,9 @@ MEMBER_LOSS_OPTIONS = ("alpha", "spatial_weight", "spatial_pool", "centre")
 #: how the members' centre trains: ``"mse"`` as a deterministic run does (the spread alone learns
 #: from the CRPS), or ``"crps"`` jointly with the spread
 CENTRES = ("mse", "crps")
-#: how the noise perturbs the forecast: added to it, or multiplying it (shifted log-normal)
-NOISES = ("additive", "log-normal")
+#: how the noise perturbs the forecast: added to it (Gaussian), multiplying it (shifted
+#: log-normal), or added with Laplace marginals
+NOISES = ("additive", "log-normal", "laplace")
 
 
 #: the spread's bias per lead time is stored divided by this (see ``_Spread``)
@@ -119,6 +128,16 @@ def correlated_noise(shape: tuple, length: float, *, generator: Optional[torch.G
     return (out / (k ** 2).sum()).view(n, c, h, w)   # ||G_L||_2 of the 2-D kernel = ||k||_2^2
 
 
+def laplace_marginals(eps: torch.Tensor) -> torch.Tensor:
+    r""":math:`\ell(\varepsilon) = -\operatorname{sign}(\varepsilon) \ln\!\big(2\,\Phi(-|\varepsilon|)\big)/\sqrt{2}`:
+    standard Gaussian values mapped, monotonically, to Laplace values of unit variance (scale
+    :math:`1/\sqrt{2}`): :math:`P(\ell \le q) = \Phi(\varepsilon)` at :math:`q = \ell(\varepsilon)`.
+    Computed with :func:`torch.special.log_ndtr`, finite for any finite input."""
+    e = eps.float() if eps.dtype in (torch.float16, torch.bfloat16) else eps
+    magnitude = -(math.log(2.0) + torch.special.log_ndtr(-e.abs())) / math.sqrt(2.0)
+    return (torch.sign(e) * magnitude).to(eps.dtype)
+
+
 class _Spread(nn.Module):
     """:math:`s_k = \\mathrm{softplus}(g([\\hat y_k, x_{last}, |\\hat y_k - x_{last}|]) + b_k)`, a
     two-layer convolution shared by the lead times plus a bias per lead time and channel; starts
@@ -160,8 +179,8 @@ class StochasticMembers(nn.Module):
         initial_spread (float): :math:`s_1` before training, in the model's (scaled) units
             (with ``noise="log-normal"``: of the logarithm); :math:`s_k` starts at :math:`\sqrt{k}`
             times it. Default 0.02 (additive), 0.2 (log-normal).
-        noise (str): ``"additive"`` or ``"log-normal"`` (see the module's docstring). Default
-            ``"additive"``.
+        noise (str): ``"additive"``, ``"log-normal"`` or ``"laplace"`` (see the module's
+            docstring). Default ``"additive"``.
         noise_offset (float): :math:`a > 0` of the log-normal noise, in the model's (scaled)
             units: the members of a forecast of zero spread over about :math:`a s`. Default 0.05.
 
@@ -275,6 +294,8 @@ class StochasticMembers(nn.Module):
         :math:`(B, K, H, W, C)`) and the noise ``eps``, additive or shifted log-normal."""
         if self.noise == "additive":
             return forecast + spread * eps
+        if self.noise == "laplace":
+            return forecast + spread * laplace_marginals(eps)
         a = self.noise_offset   # (forecast + a) at 0 below -a: log-normal members are for fields >= 0
         return (forecast + a).clamp_min(0) * torch.exp(spread * eps - 0.5 * spread ** 2) - a
 
