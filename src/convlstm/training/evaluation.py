@@ -225,7 +225,7 @@ def evaluate(source: PathLike, *, data: Optional[PathLike] = None, key: Optional
     forecasters = build_baselines(deterministic, dm, part, extrapolation_method=options.extrapolation_method)
     clamp = _clamp_forecasts(dm, nonnegative)
     module = module.to(torch_device(device))
-    ensembles = _ensemble_baselines(ensemble_names, module, dm, part, clamp, n, model_members,
+    ensembles = _ensemble_baselines(ensemble_names, module, dm, part, clamp, n,
                                     options.extrapolation_method)
     _say_what_is_scored(dm, part, {**forecasters, **ensembles})
     if model_members:
@@ -278,7 +278,7 @@ def _check_probability_threshold(value: Any) -> float:
 
 
 def _ensemble_baselines(names: Sequence[str], module: nn.Module, dm: GridDataModule, part: str, clamp: bool,
-                        members: int, model_members: int, extrapolation_method: str) -> Dict[str, EnsembleBaseline]:
+                        members: int, extrapolation_method: str) -> Dict[str, EnsembleBaseline]:
     """The ensemble baselines ``names`` for ``part``; ``dressed`` gets the model's error fields on
     the validation part, or is left out with a line saying why when there is none."""
     options: Dict[str, Any] = {"members": members, "clamp": clamp, "extrapolation_method": extrapolation_method}
@@ -289,24 +289,24 @@ def _ensemble_baselines(names: Sequence[str], module: nn.Module, dm: GridDataMod
                   f"part, and this data has none ({split})")
             names = [n for n in names if n != "dressed"]
         else:
-            errors, note = validation_errors(module, dm, clamp, members=members if model_members else 0)
+            errors, note = validation_errors(module, dm, clamp)
             options.update(validation_errors=errors, validation_note=note)
             if part == "val":
                 print("convlstm evaluate: dressed draws its errors from the validation part, the part scored here")
     return {name: get_baseline(name).from_datamodule(dm, part, **options) for name in names}
 
 
-def validation_errors(module: nn.Module, dm: GridDataModule, clamp: bool, *, members: int = 0,
+def validation_errors(module: nn.Module, dm: GridDataModule, clamp: bool, *,
                       pool: int = DRESSED_POOL) -> Tuple[torch.Tensor, str]:
     r"""The model's error fields :math:`y - \hat y` on the validation part, in the data's units:
     :math:`(K, L, H, W, C)` float32 for :math:`K = \min(\text{pool}, N_{val})` samples spread
     evenly over the part (its first and last included), and a line saying which. :math:`\hat y`
-    is the model's forecast as scored (clamped with ``clamp``; with ``members``, an ensemble
-    model's mean of that many members)."""
+    is the model's forecast as scored (clamped with ``clamp``; for an ensemble model, the exact
+    mean of its members)."""
     total = len(dm.datasets["val"])
     chosen = np.unique(np.linspace(0, total - 1, min(int(pool), total)).round().astype(int)).tolist()
     errors = [(y_u - p_u).float() for _, y_u, p_u, _, _ in
-              _forecast_batches(module, dm, "val", clamp, members, None if len(chosen) == total else chosen)]
+              _forecast_batches(module, dm, "val", clamp, 0, None if len(chosen) == total else chosen)]
     which = "all" if len(chosen) == total else f"{len(chosen)} spread evenly over the"
     return torch.cat(errors), f"the validation part ({which} {total} samples)"
 
