@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from convlstm.losses import EnsembleCRPS
 from convlstm.models.members import StochasticMembers, correlated_noise
@@ -375,3 +376,54 @@ def test_laplace_members_trained_with_the_fair_crps_recover_a_laplace_noise():
         return x, 0.8 * x[:, -1:] + laplace.sample((n, 1, 12, 12, 1))
 
     _trained_members_recover(model, draw, 0.8, 0.03, sigma)
+
+
+def test_the_spread_follows_levels_that_differ_by_orders_of_magnitude():
+    """Cells at 0.002, 0.02 and 0.1 (scaled units: quiet, middling and busy cells of a count grid)
+    with noise of half their level: trained with the fair CRPS, the spread follows the level
+    (the busy cells' within 20%, busy/quiet at least 18 of the true 50, middling/quiet at least
+    2.5 of 10), which the spread network's logarithmic inputs make possible."""
+    torch.manual_seed(0)
+    levels = torch.tensor([0.002, 0.02, 0.1])
+    model = StochasticMembers(_Scale(), channels=1, lead_times=1, noise_length=0.0, initial_spread=0.02)
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    loss_fn = EnsembleCRPS(alpha=0.95)
+
+    def draw(n):
+        level = levels[torch.randint(0, 3, (n, 1, 12, 12, 1))]
+        return torch.cat([level, level], 1), level + 0.5 * level * torch.randn(n, 1, 12, 12, 1)
+
+    for _ in range(400):
+        x, y = draw(16)
+        loss = loss_fn(model.sample(x, 4), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        x, _ = draw(64)
+        spread = model.spread(model(x), x[:, -1])
+    learned = [float(spread[x[:, -1:] == v].mean()) for v in levels]
+    assert learned[2] == pytest.approx(0.05, rel=0.2), learned
+    assert learned[2] / learned[0] >= 18 and learned[1] / learned[0] >= 2.5, learned   # without the logs: 15, 1.7
+
+
+def test_a_spread_network_saved_without_logarithmic_inputs_loads_as_it_was_trained():
+    """A state dict whose first convolution takes 3C channels (written before the logarithms were
+    inputs) loads into the 3C network and gives the spread computed by hand from its weights."""
+    torch.manual_seed(1)
+    c, width = 2, 8
+    old = {"body.0.weight": 0.3 * torch.randn(width, 3 * c, 3, 3), "body.0.bias": 0.1 * torch.randn(width),
+           "body.2.weight": 0.3 * torch.randn(c, width, 3, 3), "body.2.bias": 0.1 * torch.randn(c),
+           "lead_bias": 0.01 * torch.randn(2, c)}
+    model = StochasticMembers(_Scale(), channels=c, lead_times=2, spread_width=width)
+    model.spread.load_state_dict(old)
+    assert model.spread.log_inputs is False
+    forecast, last = torch.rand(3, 2, 6, 5, c), torch.rand(3, 6, 5, c)
+    got = model.spread(forecast, last)
+    for k in range(2):
+        f, l = forecast[:, k].permute(0, 3, 1, 2), last.permute(0, 3, 1, 2)
+        hidden = F.gelu(F.conv2d(torch.cat([f, l, (f - l).abs()], 1), old["body.0.weight"], old["body.0.bias"],
+                                 padding=1))
+        z = F.conv2d(hidden, old["body.2.weight"], old["body.2.bias"], padding=1)
+        expected = F.softplus(z + 30.0 * old["lead_bias"][k].view(1, c, 1, 1)).permute(0, 2, 3, 1)
+        torch.testing.assert_close(got[:, k], expected)

@@ -65,6 +65,9 @@ NOISES = ("additive", "log-normal", "laplace")
 
 #: the spread's bias per lead time is stored divided by this (see ``_Spread``)
 BIAS_SCALE = 30.0
+#: :math:`\delta` of the spread network's logarithmic inputs, in the model's scaled units (1% of
+#: the training range under min-max scaling)
+LOG_FLOOR = 0.01
 
 
 def check_members(members: Any, options: Any, loss: str = "mse") -> "tuple[int, dict]":
@@ -139,21 +142,38 @@ def laplace_marginals(eps: torch.Tensor) -> torch.Tensor:
 
 
 class _Spread(nn.Module):
-    """:math:`s_k = \\mathrm{softplus}(g([\\hat y_k, x_{last}, |\\hat y_k - x_{last}|]) + b_k)`, a
-    two-layer convolution shared by the lead times plus a bias per lead time and channel; starts
-    at ``initial`` times :math:`\\sqrt{k}` at lead time :math:`k` (errors that add up step by step
-    grow so), the last convolution at zero. The bias is stored divided by
-    :data:`BIAS_SCALE`, so that an optimiser's steps of the learning rate's size move it that many
-    times faster: a run of a few hundred steps can still reach the spread its data need."""
+    """:math:`s_k = \\mathrm{softplus}(g(u_k) + b_k)` with inputs :math:`u_k = [\\hat y_k, x_{last},
+    |\\hat y_k - x_{last}|, \\ln(|\\hat y_k| + \\delta), \\ln(|x_{last}| + \\delta)]`, a two-layer
+    convolution shared by the lead times plus a bias per lead time and channel; starts at
+    ``initial`` times :math:`\\sqrt{k}` at lead time :math:`k` (errors that add up step by step
+    grow so), the last convolution at zero. The logarithms (:math:`\\delta` =
+    :data:`LOG_FLOOR` in the model's scaled units) put quiet and busy cells, whose values differ by
+    orders of magnitude in a few hundredths of the scaled range, at inputs of order one, so the
+    spread can follow the level. The bias is stored divided by :data:`BIAS_SCALE`, so that an
+    optimiser's steps of the learning rate's size move it that many times faster: a run of a few
+    hundred steps can still reach the spread its data need. A state dict written before the
+    logarithms were inputs (a first convolution of :math:`3C` channels) loads as it was trained,
+    without them."""
 
     def __init__(self, channels: int, lead_times: int, width: int, initial: float) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3 * channels, width, 3, padding=1), nn.GELU(),
+        self.log_inputs = True
+        self.body = nn.Sequential(nn.Conv2d(5 * channels, width, 3, padding=1), nn.GELU(),
                                   nn.Conv2d(width, channels, 3, padding=1))
         nn.init.zeros_(self.body[-1].weight)
         nn.init.zeros_(self.body[-1].bias)
         start = [math.log(math.expm1(initial * math.sqrt(k + 1))) for k in range(lead_times)]  # softplus^-1
         self.lead_bias = nn.Parameter(torch.tensor(start).view(-1, 1).repeat(1, channels) / BIAS_SCALE)
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
+        first = state_dict.get(prefix + "body.0.weight")
+        channels = self.lead_bias.shape[1]
+        if first is not None and first.shape[1] == 3 * channels and self.log_inputs:   # written before the logs
+            old = self.body[0]
+            self.body[0] = nn.Conv2d(3 * channels, old.out_channels, 3, padding=1).to(old.weight.device,
+                                                                                       old.weight.dtype)
+            self.log_inputs = False
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, forecast: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         # forecast (B, K, H, W, C), last (B, H, W, C) -> spread (B, K, H, W, C)
@@ -163,7 +183,10 @@ class _Spread(nn.Module):
                              f"{self.lead_bias.shape[0]} of {self.lead_bias.shape[1]} (lead_times, channels)")
         f = forecast.movedim(-1, 2).flatten(0, 1)                     # (B K, C, H, W)
         l = last.movedim(-1, 1).unsqueeze(1).expand(b, k, c, h, w).flatten(0, 1)
-        z = self.body(torch.cat([f, l, (f - l).abs()], dim=1)).unflatten(0, (b, k)).movedim(2, -1)
+        inputs = [f, l, (f - l).abs()]
+        if self.log_inputs:
+            inputs += [torch.log(f.abs() + LOG_FLOOR), torch.log(l.abs() + LOG_FLOOR)]
+        z = self.body(torch.cat(inputs, dim=1)).unflatten(0, (b, k)).movedim(2, -1)
         return F.softplus(z + BIAS_SCALE * self.lead_bias[:k].view(1, k, 1, 1, c))
 
 
