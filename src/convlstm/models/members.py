@@ -12,8 +12,9 @@ with :math:`\eta` white Gaussian noise drawn per member and lead time, :math:`G_
 kernel of standard deviation :math:`L` pixels (so that each :math:`\varepsilon_k` has unit variance
 and correlation length :math:`\sim L`: the members differ by coherent blobs, not pixel noise),
 :math:`\rho \in (0, 1)` a learned correlation from one lead time to the next, and
-:math:`s_k \ge 0` a small convolutional network of the forecast and the last input frame: the
-spread grows where the forecast is uncertain (edges of rain cells, busy cells, later lead times).
+:math:`s_k \ge 0` a small convolutional network of the forecast and the last input frame (and of
+their logarithms, see ``_Spread``): the spread grows where the forecast is uncertain (edges of
+rain cells, busy cells, later lead times).
 
 With ``noise="log-normal"`` (for nonnegative, right-skewed fields such as rain) the members are
 shifted log-normal around the forecast instead, with the same mean:

@@ -196,7 +196,7 @@ class FitConfig:
             sample trained with the almost fair CRPS (:class:`convlstm.models.StochasticMembers`,
             :class:`convlstm.losses.EnsembleCRPS`); ``predict``/``evaluate --members N`` draw any number.
         member_options: ``noise_length`` (pixels), ``spread_width``, ``initial_spread``, ``noise``
-            (``additive`` or ``log-normal``; not given: ``log-normal`` when the run's forecasts are
+            (``additive``, ``log-normal`` or ``laplace``; not given: ``log-normal`` when the run's forecasts are
             clamped at 0, else ``additive``, written so into ``config.yaml``), ``noise_offset``,
             ``alpha``, ``spatial_weight``, ``spatial_pool``, ``centre``.
     Optimisation:
