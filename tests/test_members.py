@@ -4,8 +4,6 @@ autocorrelation, a spread that recovers the known noise of a synthetic process, 
 with --members."""
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 
 import numpy as np
@@ -129,26 +127,20 @@ def test_untrained_members_centre_on_the_model_and_spread_as_set():
     torch.testing.assert_close(members, again)   # a generator makes the draw reproducible
 
 
-@pytest.mark.parametrize("shift, noise", [(0.0, "log-normal"), (-0.5, "additive")])
-def test_fit_with_members_trains_saves_and_draws(tmp_path, shift, noise):
-    """Without a noise option, a run clamped at 0 (values in [0, 1)) gets log-normal members and
-    one with negative values additive ones: said, recorded in config.yaml and the checkpoint."""
+def test_fit_with_members_trains_saves_and_draws(tmp_path):
     pytest.importorskip("lightning")
-    from convlstm.training import FitConfig, fit, load_config
+    from convlstm.training import FitConfig, fit
     from convlstm.training.runs import load_module
 
     rng = np.random.default_rng(0)
-    np.save(tmp_path / "g.npy", (rng.random((60, 8, 8)) + shift).astype(np.float32))
-    with contextlib.redirect_stdout(io.StringIO()) as log:
-        run = fit(FitConfig(data=str(tmp_path / "g.npy"), layout="THW", model="keras-nextframe",
-                            model_options={"filters": [2]}, members=3, member_options={"noise_length": 2},
-                            max_epochs=1, batch_size=8, progress=False, evaluate=False, input_steps=3,
-                            output_steps=2, run_dir=str(tmp_path / "run"), accelerator="cpu", devices=1))
-    assert f"members: {noise} noise around the forecast" in log.getvalue()
+    np.save(tmp_path / "g.npy", rng.random((60, 8, 8)).astype(np.float32))
+    run = fit(FitConfig(data=str(tmp_path / "g.npy"), layout="THW", model="keras-nextframe",
+                        model_options={"filters": [2]}, members=3, member_options={"noise_length": 2},
+                        max_epochs=1, batch_size=8, progress=False, evaluate=False, input_steps=3, output_steps=2,
+                        run_dir=str(tmp_path / "run"), accelerator="cpu", devices=1))
     module, ckpt = load_module(run)
-    expected = {"noise_length": 2, "noise": noise}
-    assert module.members == 3 and ckpt["hyper_parameters"]["member_options"] == expected
-    assert module.model.noise == noise and load_config(tmp_path / "run" / "config.yaml").member_options == expected
+    assert module.members == 3 and ckpt["hyper_parameters"]["member_options"] == {"noise_length": 2}
+    assert module.model.noise == "additive"
     x = torch.rand(2, 3, 8, 8, 1)
     assert module.forecast_members(x, 5).shape == (5, 2, 2, 8, 8, 1)
     assert module(x).shape == (2, 2, 8, 8, 1)
@@ -321,25 +313,6 @@ def test_the_spread_calibration_scales_log_normal_members_too():
     summary = calibrate_spread(module, dm, members=16)
     assert summary["factors"][0][0] == pytest.approx(4.0, rel=0.1)
     assert summary["val_crps"]["after"] < summary["val_crps"]["before"]
-
-
-def test_a_resumed_members_run_keeps_its_own_noise(tmp_path):
-    """A run begun with additive members (as every members run was before the noise followed the
-    clamp) resumes additive on data clamped at 0, when the resume gives no noise option."""
-    pytest.importorskip("lightning")
-    from convlstm.training import FitConfig, fit
-    from convlstm.training.runs import load_module
-
-    np.save(tmp_path / "g.npy", np.random.default_rng(1).random((40, 8, 8)).astype(np.float32))
-    common = dict(data=str(tmp_path / "g.npy"), layout="THW", model="keras-nextframe", model_options={"filters": [2]},
-                  members=2, batch_size=8, progress=False, evaluate=False, input_steps=3, output_steps=1,
-                  run_dir=str(tmp_path / "run"), accelerator="cpu", devices=1)
-    with contextlib.redirect_stdout(io.StringIO()):
-        fit(FitConfig(**common, member_options={"noise": "additive"}, max_epochs=1))
-    with contextlib.redirect_stdout(io.StringIO()) as log:
-        run = fit(FitConfig(**common, max_epochs=2, resume=True))
-    assert "members: additive noise around the forecast (the resumed run's own" in log.getvalue()
-    assert load_module(run)[0].model.noise == "additive"
 
 
 def test_laplace_marginals_are_laplace_of_unit_variance_and_keep_the_ranks():

@@ -294,8 +294,8 @@ def _add_fit_model_options(p: argparse.ArgumentParser, defaults: "FitConfig") ->
     p.add_argument("--member-option", dest="member_option", action="append", type=_member_option,
                    default=argparse.SUPPRESS, metavar="NAME=VALUE",
                    help="an option of the members, repeatable: noise_length (pixels, 4), spread_width (16), "
-                        "initial_spread (0.02; 0.2 log-normal), noise (additive, log-normal or laplace; default: log-normal "
-                        "when the forecasts are clamped at 0, else additive), noise_offset (0.05), alpha (0.95), "
+                        "initial_spread (0.02; 0.2 log-normal), noise (additive, log-normal or laplace; "
+                        "default additive; log-normal suits counts), noise_offset (0.05), alpha (0.95), "
                         "spatial_weight (0), spatial_pool (4), centre (mse: the forecast trains as without members, "
                         "the spread on the CRPS; crps: both on the CRPS)")
 

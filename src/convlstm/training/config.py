@@ -196,9 +196,8 @@ class FitConfig:
             sample trained with the almost fair CRPS (:class:`convlstm.models.StochasticMembers`,
             :class:`convlstm.losses.EnsembleCRPS`); ``predict``/``evaluate --members N`` draw any number.
         member_options: ``noise_length`` (pixels), ``spread_width``, ``initial_spread``, ``noise``
-            (``additive``, ``log-normal`` or ``laplace``; not given: ``log-normal`` when the run's forecasts are
-            clamped at 0, else ``additive``, written so into ``config.yaml``), ``noise_offset``,
-            ``alpha``, ``spatial_weight``, ``spatial_pool``, ``centre``.
+            (``additive``, the default, ``log-normal`` or ``laplace``), ``noise_offset``, ``alpha``,
+            ``spatial_weight``, ``spatial_pool``, ``centre``.
     Optimisation:
         loss (``mse``, ``mae``, ``bce``, ``mse+ssim``, ``balanced``; see :mod:`convlstm.losses`),
         loss_options (keyword options of that loss, checked against it: ``mse+ssim`` takes

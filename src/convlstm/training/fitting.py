@@ -146,7 +146,6 @@ def _fit(cfg: FitConfig, *, datamodule: Optional[GridDataModule] = None, model: 
         run.cfg = _resolve_precision(run)
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         dm = _prepare_data(run, datamodule)
-        run.cfg = _resolve_member_noise(run, dm)
         module = _build_module(run.cfg, dm, model)
         run.cfg = _guard_memory(run, dm, module, model)
         _write_run_start(run)
@@ -204,24 +203,6 @@ def _resolve_precision(run: _Run) -> FitConfig:
         precision, why = resolve_precision("auto", cfg.accelerator)
     run.log(f"convlstm fit: precision {precision}{why}")
     return cfg.replace(precision=precision)
-
-
-def _resolve_member_noise(run: _Run, dm: GridDataModule) -> FitConfig:
-    """A members run without a ``noise`` option gets log-normal members when its forecasts are
-    clamped at 0 (rain, counts: measured better there in CRPS on KNMI radar and BikeNYC, and
-    reliable on KNMI), else additive ones; said in the log and written so into ``config.yaml``."""
-    cfg = run.cfg
-    if not cfg.members or "noise" in cfg.member_options:
-        return cfg
-    previous = run.folder / "config.yaml"
-    if cfg.resume and previous.is_file():   # additive before the option existed
-        noise, why = load_config(previous).member_options.get("noise", "additive"), "the resumed run's own"
-    else:
-        noise = "log-normal" if dm.nonnegative else "additive"
-        why = "the forecasts are clamped at 0" if dm.nonnegative else "the forecasts are not clamped at 0"
-    run.log(f"convlstm fit: members: {noise} noise around the forecast ({why}; --member-option noise=... to "
-            f"choose)")
-    return cfg.replace(member_options={**cfg.member_options, "noise": noise})
 
 
 def _check_run_folder(run: _Run) -> None:
