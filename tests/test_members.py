@@ -4,6 +4,7 @@ autocorrelation, a spread that recovers the known noise of a synthetic process, 
 with --members."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -400,3 +401,54 @@ def test_a_spread_network_saved_without_logarithmic_inputs_loads_as_it_was_train
         z = F.conv2d(hidden, old["body.2.weight"], old["body.2.bias"], padding=1)
         expected = F.softplus(z + 30.0 * old["lead_bias"][k].view(1, c, 1, 1)).permute(0, 2, 3, 1)
         torch.testing.assert_close(got[:, k], expected)
+
+
+def test_a_members_runs_centre_is_the_deterministic_run_of_the_same_seed(tmp_path):
+    """The centre trains on the MSE alone, from the same initial weights, on the same batches in
+    the same order, and is chosen by the same validation MSE: its weights, its validation losses and
+    its blend equal those of the run without members, bit for bit; the members' own noise comes
+    from a generator of their own."""
+    pytest.importorskip("lightning")
+    from convlstm.training import FitConfig, fit
+    from convlstm.training.runs import load_module
+
+    rng = np.random.default_rng(5)
+    t = np.arange(70)[:, None, None]
+    np.save(tmp_path / "g.npy", (np.sin(0.3 * t + rng.random((1, 8, 8)) * 6) + 1 + 0.1 * rng.random((70, 8, 8)))
+            .astype(np.float32))
+    common = dict(data=str(tmp_path / "g.npy"), layout="THW", model="keras-nextframe", model_options={"filters": [3]},
+                  max_epochs=3, batch_size=8, progress=False, evaluate=False, input_steps=3, output_steps=2,
+                  split=[0.7, 0.15, 0.15], accelerator="cpu", devices=1, seed=3, precision="32")
+    plain = fit(FitConfig(**common, run_dir=str(tmp_path / "plain")))
+    ensemble = fit(FitConfig(**common, members=3, run_dir=str(tmp_path / "members")))
+    base, ckpt_plain = load_module(plain)
+    members, ckpt_members = load_module(ensemble)
+    theirs = {k[len("base."):]: v for k, v in members.model.state_dict().items() if k.startswith("base.")}
+    ours = base.model.state_dict()
+    assert set(theirs) == set(ours)
+    for k, v in ours.items():
+        assert torch.equal(v, theirs[k]), k
+    assert ckpt_plain["epoch"] == ckpt_members["epoch"]
+    history = [json.loads((tmp_path / r / "history.json").read_text())["val_loss"] for r in ("plain", "members")]
+    assert history[0] == history[1] and len(history[0]) == 3
+    assert ckpt_members.get("member_noise_rng") is not None   # the members' noise generator, for a resume
+
+
+def test_a_resumed_members_run_draws_the_noise_the_uninterrupted_run_draws(tmp_path):
+    """Two epochs at once, or one and a resume for the second: the same weights, spread included
+    (the members' noise generator's state travels in the checkpoint)."""
+    pytest.importorskip("lightning")
+    from convlstm.training import FitConfig, fit
+    from convlstm.training.runs import load_module
+
+    np.save(tmp_path / "g.npy", np.random.default_rng(2).random((40, 8, 8)).astype(np.float32))
+    common = dict(data=str(tmp_path / "g.npy"), layout="THW", model="keras-nextframe", model_options={"filters": [2]},
+                  members=2, batch_size=8, progress=False, evaluate=False, input_steps=3, output_steps=1,
+                  accelerator="cpu", devices=1, seed=4, precision="32", scheduler="none")
+    fit(FitConfig(**common, max_epochs=2, run_dir=str(tmp_path / "straight")))
+    fit(FitConfig(**common, max_epochs=1, run_dir=str(tmp_path / "split")))
+    fit(FitConfig(**common, max_epochs=2, resume=True, run_dir=str(tmp_path / "split")))
+    a = load_module(tmp_path / "straight" / "checkpoints" / "last.ckpt")[0].model.state_dict()
+    b = load_module(tmp_path / "split" / "checkpoints" / "last.ckpt")[0].model.state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

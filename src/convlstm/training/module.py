@@ -21,6 +21,9 @@ from ..models.members import MEMBER_MODEL_OPTIONS as _MEMBER_MODEL_OPTIONS
 from ..models.members import check_members
 from .config import LOSSES, SCHEDULERS
 
+#: the members' training noise generator is seeded with the run's seed plus this
+NOISE_SEED_OFFSET = 7919
+
 __all__ = ["ForecastModule", "build_model", "AtomicCheckpointIO", "HistoryCallback", "RandomStateCallback",
            "load_checkpoint"]
 
@@ -119,8 +122,13 @@ class ForecastModule(pl.LightningModule):
             sample around its forecast: the forecast (the members' centre) trains on the MSE as in
             a deterministic run, and the spread on the almost fair CRPS of the members
             (:class:`convlstm.losses.EnsembleCRPS`) with the centre held fixed (``centre="mse"``,
-            the default), or both on the CRPS (``centre="crps"``). :meth:`forecast_members` then draws any number of members; ``forward`` stays
-            the noise-free forecast.
+            the default), or both on the CRPS (``centre="crps"``). With ``centre="mse"`` the
+            centre is the run without members, bit for bit, for the same seed: the spread's
+            initial weights leave the global generator as it was, the members' training noise
+            comes from a generator of its own (kept in checkpoints), and the loss logged and
+            monitored (``train_loss``, ``val_loss``) is the centre's MSE, the CRPS logged beside it
+            (``train_crps``, ``val_crps``). :meth:`forecast_members` then draws any number of
+            members; ``forward`` stays the noise-free forecast.
         member_options: ``noise_length``, ``spread_width``, ``initial_spread`` (of
             :class:`~convlstm.models.StochasticMembers`), ``alpha``, ``spatial_weight``,
             ``spatial_pool`` (of :class:`~convlstm.losses.EnsembleCRPS`) and ``centre``.
@@ -178,10 +186,16 @@ class ForecastModule(pl.LightningModule):
             if frame_shape is None or output_steps is None:
                 raise ValueError("members need frame_shape and output_steps (the channels and lead times the "
                                  "spread is learned for)")
-            self.model = StochasticMembers(self.model, channels=int(frame_shape[-1]), lead_times=int(output_steps),
-                                           **model_part)
+            with torch.random.fork_rng(devices=[]):   # the spread's initial weights leave the global generator as
+                # it was: the centre then trains on the same draws (shuffling, dropout) as without members
+                self.model = StochasticMembers(self.model, channels=int(frame_shape[-1]),
+                                               lead_times=int(output_steps), **model_part)
             self.loss_fn = _losses.EnsembleCRPS(**loss_part)
         self.members = members
+        #: the members' training noise is drawn from its own generator (seeded from the run's seed,
+        #: its state kept in checkpoints), not from the global one that shuffles the data
+        self._noise_generator: Optional[torch.Generator] = None
+        self._noise_state: Optional[torch.Tensor] = None
         if scheduled_sampling and not getattr(self.model, "accepts_targets", False):
             raise ValueError(f"scheduled_sampling={scheduled_sampling} needs a model that feeds its own forecasts "
                              f"back and takes targets= (such as convlstm-warp); {type(self.model).__name__} does not")
@@ -256,13 +270,40 @@ class ForecastModule(pl.LightningModule):
                              f"targets have shape {tuple(y.shape)}; check the model's output_steps and channels")
         if not self.members:
             return self.loss_fn(pred, y)
-        generator = None
-        if not training:   # the same noise for the same batch each epoch: a validation loss that compares
+        if training:
+            generator = self._training_noise(x.device)
+        else:   # the same noise for the same batch each epoch: a validation loss that compares
             generator = torch.Generator(device=x.device).manual_seed(1000003 + batch_idx)
         if self.centre == "mse":   # the centre as a deterministic run trains it; the CRPS teaches the spread alone
             members = self.model.sample(x, self.members, features, generator=generator, forecast=pred.detach())
-            return _losses.mse(pred, y) + self.loss_fn(members, y)
+            centre_loss, spread_loss = _losses.mse(pred, y), self.loss_fn(members, y)
+            self.log("train_crps" if training else "val_crps", spread_loss, on_step=False, on_epoch=True,
+                     batch_size=x.shape[0], sync_dist=not training)
+            # the loss logged (and monitored: best checkpoint, early stopping, plateaus) is the centre's
+            # MSE, as in a run without members, so the centre trains and is chosen exactly as there
+            return centre_loss + spread_loss - spread_loss.detach() if training else centre_loss
         return self.loss_fn(self.model.sample(x, self.members, features, generator=generator, forecast=pred), y)
+
+    def _training_noise(self, device: torch.device) -> torch.Generator:
+        """The generator of the members' training noise: seeded from the run's seed (with an
+        offset), or restored from the checkpoint a run resumes from."""
+        if self._noise_generator is None or self._noise_generator.device != torch.device(device):
+            g = torch.Generator(device=device)
+            if self._noise_state is not None:
+                g.set_state(self._noise_state)
+            else:
+                g.manual_seed((torch.initial_seed() + NOISE_SEED_OFFSET) % (2 ** 63))
+            self._noise_generator = g
+        return self._noise_generator
+
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        if self._noise_generator is not None:
+            checkpoint["member_noise_rng"] = self._noise_generator.get_state()
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        state = checkpoint.get("member_noise_rng")
+        if state is not None:
+            self._noise_state, self._noise_generator = state, None
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         data_loss = self._step(batch, training=True)
