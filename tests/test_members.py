@@ -75,19 +75,24 @@ class _Scale(nn.Module):
         return self.a * x[:, -1:]
 
 
-def _trained_members_recover(model, draw, centre, centre_tol, sigma):
-    """Train ``model`` for 400 steps on the almost fair CRPS of 4 members, with ``draw(n) -> (x, y)``
-    giving the process's samples; then its centre must be ``centre``, its spread ``sigma`` (within
-    10%), and a new value must fall between the 3rd and the 18th of 20 sorted members as often as a
-    member drawn from its own distribution would: (18 - 3) / 21 of the time."""
+def _train_on_the_crps(model, draw, steps=400):
+    """``steps`` Adam steps on the almost fair CRPS of 4 members, batches of 16 from ``draw(n)``."""
     loss_fn = EnsembleCRPS(alpha=0.95)
     opt = torch.optim.Adam(model.parameters(), lr=0.02)
-    for _ in range(400):
+    for _ in range(steps):
         x, y = draw(16)
         loss = loss_fn(model.sample(x, 4), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
+
+
+def _trained_members_recover(model, draw, centre, centre_tol, sigma):
+    """Train ``model`` for 400 steps on the almost fair CRPS of 4 members, with ``draw(n) -> (x, y)``
+    giving the process's samples; then its centre must be ``centre``, its spread ``sigma`` (within
+    10%), and a new value must fall between the 3rd and the 18th of 20 sorted members as often as a
+    member drawn from its own distribution would: (18 - 3) / 21 of the time."""
+    _train_on_the_crps(model, draw)
     with torch.no_grad():
         x, y = draw(64)
         members = model.sample(x, 20)
@@ -360,19 +365,12 @@ def test_the_spread_follows_levels_that_differ_by_orders_of_magnitude():
     torch.manual_seed(0)
     levels = torch.tensor([0.002, 0.02, 0.1])
     model = StochasticMembers(_Scale(), channels=1, lead_times=1, noise_length=0.0, initial_spread=0.02)
-    opt = torch.optim.Adam(model.parameters(), lr=0.02)
-    loss_fn = EnsembleCRPS(alpha=0.95)
 
     def draw(n):
         level = levels[torch.randint(0, 3, (n, 1, 12, 12, 1))]
         return torch.cat([level, level], 1), level + 0.5 * level * torch.randn(n, 1, 12, 12, 1)
 
-    for _ in range(400):
-        x, y = draw(16)
-        loss = loss_fn(model.sample(x, 4), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    _train_on_the_crps(model, draw)
     with torch.no_grad():
         x, _ = draw(64)
         spread = model.spread(model(x), x[:, -1])
