@@ -34,10 +34,12 @@ Gaussian noise through its own distribution function to a Laplace of scale
 dependence, a Gaussian copula). Its sharper peak and heavier tails suit errors that are mostly
 small with a few large ones (counts at city cells).
 
-Trained with the (almost) fair CRPS over members (:class:`convlstm.losses.EnsembleCRPS`), the
-centre :math:`\hat y` and the spread are learned together. Called like the wrapped model
-(``model(x)``), the wrapper gives :math:`\hat y`, the noise-free forecast, so a members run is
-used, exported and scored as a deterministic one; :meth:`StochasticMembers.sample` draws members.
+The spread is trained with the (almost) fair CRPS over members
+(:class:`convlstm.losses.EnsembleCRPS`); the centre :math:`\hat y` with the MSE, as without
+members, or with the same CRPS (``convlstm.training.ForecastModule``'s ``centre``). Called like
+the wrapped model (``model(x)``), the wrapper gives :math:`\hat y`, the noise-free forecast and
+the members' exact mean, so a members run is used, exported and scored as a deterministic one;
+:meth:`StochasticMembers.sample` draws members.
 """
 from __future__ import annotations
 
@@ -315,7 +317,8 @@ class StochasticMembers(nn.Module):
 
     def members_from(self, forecast: torch.Tensor, spread: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """Members :math:`(n, B, K, H, W, C)` of ``forecast`` with ``spread`` (both
-        :math:`(B, K, H, W, C)`) and the noise ``eps``, additive or shifted log-normal."""
+        :math:`(B, K, H, W, C)`) and the noise ``eps``: additive, shifted log-normal or additive with
+        Laplace marginals (:attr:`noise`)."""
         if self.noise == "additive":
             return forecast + spread * eps
         if self.noise == "laplace":
