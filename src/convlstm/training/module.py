@@ -260,7 +260,7 @@ class ForecastModule(pl.LightningModule):
         return self.model.sample(x, n, features, generator=generator, forecast=forecast)
 
     def _step(self, batch: Tuple[torch.Tensor, torch.Tensor], training: bool = False,
-              batch_idx: int = 0) -> torch.Tensor:
+              batch_idx: int = 0, stage: str = "val") -> torch.Tensor:
         x, y = batch[0], batch[1]
         features = batch[2] if len(batch) > 2 else None
         q = self.teacher_forcing() if training else 0.0
@@ -277,7 +277,7 @@ class ForecastModule(pl.LightningModule):
         if self.centre == "mse":   # the centre as a deterministic run trains it; the CRPS teaches the spread alone
             members = self.model.sample(x, self.members, features, generator=generator, forecast=pred.detach())
             centre_loss, spread_loss = _losses.mse(pred, y), self.loss_fn(members, y)
-            self.log("train_crps" if training else "val_crps", spread_loss, on_step=False, on_epoch=True,
+            self.log(f"{'train' if training else stage}_crps", spread_loss, on_step=False, on_epoch=True,
                      batch_size=x.shape[0], sync_dist=not training)
             # the loss logged (and monitored: best checkpoint, early stopping, plateaus) is the centre's
             # MSE, as in a run without members, so the centre trains and is chosen exactly as there
@@ -317,7 +317,7 @@ class ForecastModule(pl.LightningModule):
                  batch_size=batch[0].shape[0])
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self.log("test_loss", self._step(batch, batch_idx=batch_idx), on_epoch=True, sync_dist=True, batch_size=batch[0].shape[0])
+        self.log("test_loss", self._step(batch, batch_idx=batch_idx, stage="test"), on_epoch=True, sync_dist=True, batch_size=batch[0].shape[0])
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         if isinstance(batch, (tuple, list)):
